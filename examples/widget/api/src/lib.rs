@@ -1,0 +1,131 @@
+//! The Widget resource (`custom.example.com/v1`), the seed recipe's example type.
+//!
+//! Business logic lives here as strategy hooks: color defaults to "blue", replicas above
+//! [`MAX_REPLICAS`] are invalid. The server fills in status (see `widget-server`).
+
+use apiary_runtime::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The most replicas a Widget may ask for.
+pub const MAX_REPLICAS: i32 = 100;
+
+/// A Widget: some replicas of an image, in a color.
+#[derive(ApiResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[api(
+    group = "custom.example.com",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    short_names("wd"),
+    categories("all"),
+    status = "WidgetStatus",
+    scale(spec = ".spec.replicas", status = ".status.availableReplicas"),
+    printcolumn(name = "Replicas", type = "integer", json_path = ".spec.replicas", description = "Desired replicas"),
+    printcolumn(name = "Available", type = "integer", json_path = ".status.availableReplicas"),
+    printcolumn(name = "Phase", type = "string", json_path = ".status.phase"),
+    printcolumn(name = "Color", type = "string", json_path = ".spec.color", priority = 1),
+    printcolumn(name = "Image", type = "string", json_path = ".spec.image", priority = 1),
+    selectable = ".spec.color",
+    selectable = ".status.phase",
+    default = default_widget,
+    validate = validate_widget
+)]
+pub struct Widget {
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What the user wants.
+    pub spec: WidgetSpec,
+    /// What the server observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<WidgetStatus>,
+}
+
+/// The desired state of a Widget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetSpec {
+    /// How many replicas to run (0 to 100).
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// The container image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// The color; "blue" when not given.
+    #[serde(default)]
+    pub color: String,
+}
+
+/// The lifecycle phase of a Widget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted, not running yet.
+    #[default]
+    Pending,
+    /// Running.
+    Running,
+    /// Failed.
+    Failed,
+}
+
+/// The observed state of a Widget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetStatus {
+    /// Replicas that are up.
+    #[serde(default)]
+    pub available_replicas: i32,
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// When the status was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<Time>,
+    /// Standard conditions (`kubectl wait --for=condition=Ready`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A standard status condition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type, e.g. `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// The generation the condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    /// Machine-readable reason.
+    #[serde(default)]
+    pub reason: String,
+    /// Human-readable message.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The `default` hook: color is "blue" unless given.
+pub fn default_widget(widget: &mut Widget) {
+    if widget.spec.color.is_empty() {
+        widget.spec.color = "blue".to_string();
+    }
+}
+
+/// The `validate` hook: at most [`MAX_REPLICAS`] replicas.
+pub fn validate_widget(widget: &Widget) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if widget.spec.replicas > MAX_REPLICAS {
+        errors.push(FieldError::invalid(
+            "spec.replicas",
+            &widget.spec.replicas,
+            format!("must be less than or equal to {MAX_REPLICAS}"),
+        ));
+    }
+    errors
+}

@@ -1,0 +1,39 @@
+//! Apiary's runtime: serve `#[derive(ApiResource)]` types as a Kubernetes aggregated API server.
+//!
+//! Layers, as in k8s.io/apiserver: HTTP handlers ([`http`]) decode requests and negotiate
+//! content; the registry ([`registry`]) applies a resource's strategy (defaults, validation,
+//! status/spec split) and object semantics; storage ([`storage`]) is a revisioned key-value
+//! store shaped like etcd.
+
+pub mod resource;
+pub mod schema;
+
+pub use apiary_macros::ApiResource;
+pub use resource::{
+    ApiResource, FieldError, List, PrintColumn, ResourceMeta, Route, ScalePaths, Scope, Target,
+};
+
+/// What an API types crate needs in scope.
+pub mod prelude {
+    pub use crate::{ApiResource, FieldError};
+    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+}
+
+/// Used by the derive's generated code; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use k8s_openapi;
+    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    pub use kube_core;
+
+    /// The deep-copy contract: objects are cloned between storage, watchers and handlers.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` must implement `Clone`: ApiResource types are deep-copied by the runtime",
+        label = "add `Clone` to this type's `#[derive(...)]`"
+    )]
+    pub trait DeepCopy {}
+    impl<T: Clone> DeepCopy for T {}
+
+    /// Fails to compile, naming the fix, when `T` is not `Clone`.
+    pub const fn assert_deep_copy<T: DeepCopy>() {}
+}

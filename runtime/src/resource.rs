@@ -1,0 +1,364 @@
+//! The contract between `#[derive(ApiResource)]` and the runtime: static metadata and hooks.
+
+use std::marker::PhantomData;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Whether objects of a resource live in a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `/apis/{g}/{v}/namespaces/{ns}/{plural}`.
+    Namespaced,
+    /// `/apis/{g}/{v}/{plural}`.
+    Cluster,
+}
+
+/// JSON paths of the scale subresource (as in a CRD's `subresources.scale`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// Desired replicas, e.g. `.spec.replicas`.
+    pub spec_replicas: &'static str,
+    /// Observed replicas, e.g. `.status.availableReplicas`.
+    pub status_replicas: &'static str,
+    /// Serialized label selector, e.g. `.status.selector`.
+    pub label_selector: Option<&'static str>,
+}
+
+/// One `kubectl get` column (a CRD's `additionalPrinterColumns` entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrintColumn {
+    /// Column header.
+    pub name: &'static str,
+    /// OpenAPI type: integer, number, string, boolean or date.
+    pub type_: &'static str,
+    /// JSON path into the object.
+    pub json_path: &'static str,
+    /// Human-readable description (may be empty).
+    pub description: &'static str,
+    /// 0 is shown by default, higher only with `-o wide`.
+    pub priority: i32,
+    /// OpenAPI format (may be empty).
+    pub format: &'static str,
+}
+
+/// Everything the runtime and codegen know about a resource, fixed at compile time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceMeta {
+    /// API group, e.g. `custom.example.com`.
+    pub group: &'static str,
+    /// API version, e.g. `v1`.
+    pub version: &'static str,
+    /// Kind, e.g. `Widget`.
+    pub kind: &'static str,
+    /// Plural resource name used in paths, e.g. `widgets`.
+    pub plural: &'static str,
+    /// Singular name, e.g. `widget`.
+    pub singular: &'static str,
+    /// Namespaced or cluster-scoped.
+    pub scope: Scope,
+    /// `kubectl get` aliases.
+    pub short_names: &'static [&'static str],
+    /// Categories such as `all`.
+    pub categories: &'static [&'static str],
+    /// Whether the `/status` subresource exists.
+    pub status: bool,
+    /// The `/scale` subresource, if any.
+    pub scale: Option<ScalePaths>,
+    /// Printer columns besides Name and Age.
+    pub columns: &'static [PrintColumn],
+    /// Extra fields usable in field selectors (besides metadata.name/namespace).
+    pub selectable_fields: &'static [&'static str],
+}
+
+/// The HTTP verbs Kubernetes knows, as used in discovery and authorization.
+pub const RESOURCE_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+/// Verbs of the status and scale subresources.
+pub const SUBRESOURCE_VERBS: &[&str] = &["get", "patch", "update"];
+
+/// One entry of a resource's route table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Path template in axum syntax, e.g. `/apis/g/v/namespaces/{namespace}/widgets/{name}`.
+    pub path: String,
+    /// What is addressed: the collection, one object or a subresource.
+    pub target: Target,
+    /// Kubernetes verbs served on it.
+    pub verbs: &'static [&'static str],
+}
+
+/// What a route addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A collection in one namespace (or the cluster-scoped collection).
+    Collection,
+    /// The collection across all namespaces (namespaced resources only).
+    AllNamespaces,
+    /// One named object.
+    Object,
+    /// `/status`.
+    Status,
+    /// `/scale`.
+    Scale,
+}
+
+impl ResourceMeta {
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `plural.group`, the name used in error messages and RBAC.
+    pub fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// `Kind.group`, the name used in 422 Invalid messages.
+    pub fn group_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    /// Whether objects live in namespaces.
+    pub fn namespaced(&self) -> bool {
+        self.scope == Scope::Namespaced
+    }
+
+    /// `/apis/{group}/{version}` (or `/api/{version}` for the core group).
+    pub fn group_version_path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The route table: every path this resource answers, with its verbs.
+    pub fn routes(&self) -> Vec<Route> {
+        let base = self.group_version_path();
+        let collection = if self.namespaced() {
+            format!("{base}/namespaces/{{namespace}}/{}", self.plural)
+        } else {
+            format!("{base}/{}", self.plural)
+        };
+        let object = format!("{collection}/{{name}}");
+        let mut routes = vec![
+            Route {
+                path: collection,
+                target: Target::Collection,
+                verbs: &["create", "deletecollection", "list", "watch"],
+            },
+            Route {
+                path: object.clone(),
+                target: Target::Object,
+                verbs: &["delete", "get", "patch", "update"],
+            },
+        ];
+        if self.namespaced() {
+            routes.push(Route {
+                path: format!("{base}/{}", self.plural),
+                target: Target::AllNamespaces,
+                verbs: &["list", "watch"],
+            });
+        }
+        if self.status {
+            routes.push(Route {
+                path: format!("{object}/status"),
+                target: Target::Status,
+                verbs: SUBRESOURCE_VERBS,
+            });
+        }
+        if self.scale.is_some() {
+            routes.push(Route {
+                path: format!("{object}/scale"),
+                target: Target::Scale,
+                verbs: SUBRESOURCE_VERBS,
+            });
+        }
+        routes
+    }
+}
+
+/// One field error from validation, reported in a 422 Invalid `Status`'s `details.causes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// The Kubernetes cause reason, e.g. `FieldValueInvalid`, `FieldValueRequired`.
+    pub reason: String,
+    /// Dotted field path, e.g. `spec.replicas`.
+    pub field: String,
+    /// The message, e.g. `Invalid value: 101: must be at most 100`.
+    pub message: String,
+}
+
+impl FieldError {
+    /// `field: Invalid value: <value>: <detail>`.
+    pub fn invalid(
+        field: impl Into<String>,
+        value: &impl Serialize,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        let value = serde_json::to_string(value).unwrap_or_default();
+        FieldError {
+            reason: "FieldValueInvalid".into(),
+            field: field.into(),
+            message: format!("Invalid value: {value}: {detail}"),
+        }
+    }
+
+    /// `field: Required value`.
+    pub fn required(field: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        let detail = detail.to_string();
+        FieldError {
+            reason: "FieldValueRequired".into(),
+            field: field.into(),
+            message: if detail.is_empty() {
+                "Required value".into()
+            } else {
+                format!("Required value: {detail}")
+            },
+        }
+    }
+
+    /// `field: Unsupported value: <value>: supported values: ...`.
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: &impl Serialize,
+        supported: &[String],
+    ) -> Self {
+        let value = serde_json::to_string(value).unwrap_or_default();
+        FieldError {
+            reason: "FieldValueNotSupported".into(),
+            field: field.into(),
+            message: format!(
+                "Unsupported value: {value}: supported values: {}",
+                supported.join(", ")
+            ),
+        }
+    }
+
+    /// `field: Invalid value: <type>: <detail>`, for values of the wrong type.
+    pub fn type_invalid(
+        field: impl Into<String>,
+        got: &str,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        FieldError {
+            reason: "FieldValueTypeInvalid".into(),
+            field: field.into(),
+            message: format!("Invalid value: \"{got}\": {detail}"),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A type the runtime can serve. Implemented by `#[derive(ApiResource)]`; not by hand.
+///
+/// Not to be confused with `kube::core::ApiResource`, a struct describing a resource at run
+/// time; this trait lives in the type namespace of `apiary_runtime`, the derive of the same
+/// name in its macro namespace (as `serde::Serialize` does).
+pub trait ApiResource:
+    kube_core::Resource<DynamicType = ()>
+    + schemars::JsonSchema
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Static metadata: GVK, names, scope, subresources, columns.
+    const META: ResourceMeta;
+
+    /// Set defaults on an object before validation (the `default = fn` hook).
+    fn apply_defaults(&mut self) {}
+
+    /// Check an object beyond its schema (the `validate = fn` hook).
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// The structural OpenAPI v3 schema of the object, GVK-tagged, `metadata` by reference.
+    fn openapi_schema() -> serde_json::Value {
+        crate::schema::structural::<Self>(&Self::META)
+    }
+}
+
+/// `<Kind>List`: what a list request returns (`WidgetList` is `List<Widget>`).
+#[derive(Clone, Debug)]
+pub struct List<T> {
+    /// `resourceVersion`, `continue`, `remainingItemCount`.
+    pub metadata: ListMeta,
+    /// The objects.
+    pub items: Vec<T>,
+    _kind: PhantomData<T>,
+}
+
+impl<T> List<T> {
+    /// A list of `items` with the given list metadata.
+    pub fn new(metadata: ListMeta, items: Vec<T>) -> Self {
+        List {
+            metadata,
+            items,
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List::new(ListMeta::default(), Vec::new())
+    }
+}
+
+impl<T: ApiResource> Serialize for List<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("List", 4)?;
+        s.serialize_field("apiVersion", &T::META.api_version())?;
+        s.serialize_field("kind", &format!("{}List", T::META.kind))?;
+        s.serialize_field("metadata", &self.metadata)?;
+        s.serialize_field("items", &self.items)?;
+        s.end()
+    }
+}
+
+impl<'de, T: ApiResource> Deserialize<'de> for List<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(bound = "T: DeserializeOwned")]
+        struct Raw<T> {
+            #[serde(default)]
+            metadata: ListMeta,
+            #[serde(default = "Vec::new")]
+            items: Vec<T>,
+        }
+        let raw = Raw::<T>::deserialize(deserializer)?;
+        Ok(List::new(raw.metadata, raw.items))
+    }
+}
