@@ -5,8 +5,16 @@
 //! status/spec split) and object semantics; storage ([`storage`]) is a revisioned key-value
 //! store shaped like etcd.
 
+pub mod jsonpath;
+pub mod patch;
+pub mod registry;
 pub mod resource;
 pub mod schema;
+pub mod selector;
+pub mod status;
+pub mod storage;
+pub mod table;
+pub mod validation;
 
 pub use apiary_macros::ApiResource;
 pub use resource::{

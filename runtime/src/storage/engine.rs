@@ -1,0 +1,408 @@
+//! The memory and embedded backends: one in-memory revisioned map with a bounded event
+//! history, optionally written through to a redb file before any write is acknowledged.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::{
+    Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage,
+    StorageError,
+};
+
+/// Events kept for watch resume and reads at past revisions; older ones are compacted.
+pub const HISTORY: usize = 10_000;
+/// Events buffered per watcher before a slow watcher is ended with 410 Expired.
+const WATCH_BUFFER: usize = 4_096;
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Default)]
+struct State {
+    revision: Revision,
+    /// Reads below this revision are gone.
+    compacted: Revision,
+    data: BTreeMap<String, KeyValue>,
+    history: VecDeque<Arc<Event>>,
+}
+
+/// The memory/embedded storage engine (cheap to clone: one shared store).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: RwLock<State>,
+    /// Serializes writers so a durable commit happens outside the state lock.
+    writer: Mutex<()>,
+    file: Option<redb::Database>,
+    events: broadcast::Sender<Arc<Event>>,
+    history: usize,
+}
+
+fn internal(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Internal(e.to_string())
+}
+
+impl Engine {
+    /// A store that lives only in memory.
+    pub fn memory() -> Self {
+        Self::with_state(State::default(), None, HISTORY)
+    }
+
+    /// A store with a custom history length (tests of compaction use a small one).
+    pub fn memory_with_history(history: usize) -> Self {
+        Self::with_state(State::default(), None, history.max(1))
+    }
+
+    fn with_state(state: State, file: Option<redb::Database>, history: usize) -> Self {
+        let (events, _) = broadcast::channel(WATCH_BUFFER);
+        let inner = Inner {
+            state: RwLock::new(state),
+            writer: Mutex::new(()),
+            file,
+            events,
+            history,
+        };
+        Engine {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Open (or create) a redb file and load it.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(internal)?;
+        }
+        let db = redb::Database::create(path).map_err(internal)?;
+        let mut state = State::default();
+        {
+            let txn = db.begin_write().map_err(internal)?;
+            txn.open_table(KV).map_err(internal)?;
+            txn.open_table(META).map_err(internal)?;
+            txn.commit().map_err(internal)?;
+        }
+        let txn = db.begin_read().map_err(internal)?;
+        let meta = txn.open_table(META).map_err(internal)?;
+        state.revision = meta
+            .get("revision")
+            .map_err(internal)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        // History is not persisted: after a restart, watches resume only from now on.
+        state.compacted = state.revision;
+        let kv = txn.open_table(KV).map_err(internal)?;
+        for entry in kv.iter().map_err(internal)? {
+            let (key, value) = entry.map_err(internal)?;
+            let (create_revision, mod_revision, value) = decode_record(value.value())?;
+            let key = key.value().to_string();
+            state.data.insert(
+                key.clone(),
+                KeyValue {
+                    key,
+                    value,
+                    create_revision,
+                    mod_revision,
+                },
+            );
+        }
+        Ok(Self::with_state(state, Some(db), HISTORY))
+    }
+}
+
+impl Inner {
+    /// Apply one change: check, persist (outside the state lock), publish.
+    fn write(
+        &self,
+        key: &str,
+        check: impl FnOnce(Option<&KeyValue>) -> Result<(), StorageError>,
+        value: Option<Vec<u8>>,
+    ) -> Result<Event, StorageError> {
+        let _writer = self.writer.lock().map_err(internal)?;
+        let (revision, prev) = {
+            let state = self.state.read().map_err(internal)?;
+            let prev = state.data.get(key).cloned();
+            check(prev.as_ref())?;
+            (state.revision + 1, prev)
+        };
+        let event = match value {
+            Some(value) => Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: key.to_string(),
+                    value,
+                    create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+                    mod_revision: revision,
+                },
+                prev,
+            },
+            None => {
+                let prev = prev.ok_or(StorageError::NotFound)?;
+                Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        mod_revision: revision,
+                        ..prev.clone()
+                    },
+                    prev: Some(prev),
+                }
+            }
+        };
+        if let Some(db) = &self.file {
+            persist(db, &event, revision)?;
+        }
+        let event = Arc::new(event);
+        {
+            let mut state = self.state.write().map_err(internal)?;
+            state.revision = revision;
+            match event.kind {
+                EventKind::Put => state.data.insert(key.to_string(), event.kv.clone()),
+                EventKind::Delete => state.data.remove(key),
+            };
+            state.history.push_back(event.clone());
+            while state.history.len() > self.history {
+                let dropped = state.history.pop_front().expect("history is not empty");
+                state.compacted = dropped.kv.mod_revision;
+            }
+        }
+        // No receivers is fine: nobody watches.
+        let _ = self.events.send(event.clone());
+        Ok((*event).clone())
+    }
+
+    fn range_sync(&self, request: &RangeRequest) -> Result<RangeResponse, StorageError> {
+        let state = self.state.read().map_err(internal)?;
+        let revision = match request.revision {
+            Some(r) if r > state.revision => {
+                return Err(StorageError::Unavailable(format!(
+                    "revision {r} is newer than the store's {}",
+                    state.revision
+                )));
+            }
+            Some(r) if r < state.compacted => {
+                return Err(StorageError::Expired {
+                    requested: r,
+                    compacted: state.compacted,
+                });
+            }
+            Some(r) => r,
+            None => state.revision,
+        };
+        let start = match &request.start_after {
+            Some(after) => std::ops::Bound::Excluded(after.clone()),
+            None => std::ops::Bound::Included(request.prefix.clone()),
+        };
+        let in_prefix = |k: &String| k.starts_with(&request.prefix);
+        let mut kvs: Vec<KeyValue>;
+        if revision == state.revision {
+            kvs = state
+                .data
+                .range((start, std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| in_prefix(k))
+                .map(|(_, v)| v.clone())
+                .collect();
+        } else {
+            // Roll the newest state back through the history to the asked revision.
+            let mut snapshot: BTreeMap<String, KeyValue> = state
+                .data
+                .range(request.prefix.clone()..)
+                .take_while(|(k, _)| in_prefix(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for event in state
+                .history
+                .iter()
+                .rev()
+                .take_while(|e| e.kv.mod_revision > revision)
+            {
+                if !in_prefix(&event.kv.key) {
+                    continue;
+                }
+                match &event.prev {
+                    Some(prev) => snapshot.insert(prev.key.clone(), prev.clone()),
+                    None => snapshot.remove(&event.kv.key),
+                };
+            }
+            kvs = snapshot
+                .range((start, std::ops::Bound::Unbounded))
+                .map(|(_, v)| v.clone())
+                .collect();
+        }
+        let mut remaining = 0;
+        if request.limit > 0 && kvs.len() > request.limit {
+            remaining = (kvs.len() - request.limit) as u64;
+            kvs.truncate(request.limit);
+        }
+        Ok(RangeResponse {
+            kvs,
+            remaining,
+            revision,
+        })
+    }
+}
+
+fn encode_record(kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + kv.value.len());
+    out.extend_from_slice(&kv.create_revision.to_le_bytes());
+    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+    out.extend_from_slice(&kv.value);
+    out
+}
+
+fn decode_record(bytes: &[u8]) -> Result<(Revision, Revision, Vec<u8>), StorageError> {
+    if bytes.len() < 16 {
+        return Err(StorageError::Internal(
+            "corrupt record in storage file".into(),
+        ));
+    }
+    let create = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+    let modified = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    Ok((create, modified, bytes[16..].to_vec()))
+}
+
+fn persist(db: &redb::Database, event: &Event, revision: Revision) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(internal)?;
+    {
+        let mut kv = txn.open_table(KV).map_err(internal)?;
+        match event.kind {
+            EventKind::Put => {
+                kv.insert(event.kv.key.as_str(), encode_record(&event.kv).as_slice())
+                    .map_err(internal)?;
+            }
+            EventKind::Delete => {
+                kv.remove(event.kv.key.as_str()).map_err(internal)?;
+            }
+        }
+        let mut meta = txn.open_table(META).map_err(internal)?;
+        meta.insert("revision", revision).map_err(internal)?;
+    }
+    // redb's default durability is immediate: the commit is on disk when this returns.
+    txn.commit()
+        .map_err(|e| StorageError::Unavailable(e.to_string()))
+}
+
+#[async_trait]
+impl Storage for Engine {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        Ok(self
+            .inner
+            .state
+            .read()
+            .map_err(internal)?
+            .data
+            .get(key)
+            .cloned())
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
+        self.inner.range_sync(&request)
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
+        self.write_async(key.to_string(), Some(value), None).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<KeyValue, StorageError> {
+        self.write_async(key.to_string(), Some(value), Some(expected))
+            .await
+    }
+
+    async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.write_async(key.to_string(), None, Some(expected))
+            .await
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        // Subscribe and read the backlog under one lock so no event falls between them.
+        let (backlog, live) = {
+            let state = self.inner.state.read().map_err(internal)?;
+            if after < state.compacted {
+                return Err(StorageError::Expired {
+                    requested: after,
+                    compacted: state.compacted,
+                });
+            }
+            let backlog: Vec<Arc<Event>> = state
+                .history
+                .iter()
+                .filter(|e| e.kv.mod_revision > after && e.kv.key.starts_with(prefix))
+                .cloned()
+                .collect();
+            (backlog, self.inner.events.subscribe())
+        };
+        let prefix = prefix.to_string();
+        let last = backlog.last().map_or(after, |e| e.kv.mod_revision);
+        let backlog = futures::stream::iter(backlog.into_iter().map(|e| Ok((*e).clone())));
+        let live = BroadcastStream::new(live).filter_map(move |item| {
+            let item = match item {
+                Ok(e) if e.kv.mod_revision > last && e.kv.key.starts_with(&prefix) => {
+                    Some(Ok((*e).clone()))
+                }
+                Ok(_) => None,
+                // A watcher that fell this far behind must re-list, as after a compaction.
+                Err(BroadcastStreamRecvError::Lagged(_)) => Some(Err(StorageError::Expired {
+                    requested: last,
+                    compacted: last + 1,
+                })),
+            };
+            futures::future::ready(item)
+        });
+        // The stream ends after its first error.
+        let stream = backlog.chain(live).scan(false, |failed, item| {
+            let out = if *failed { None } else { Some(item) };
+            *failed |= matches!(out, Some(Err(_)));
+            futures::future::ready(out)
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StorageError> {
+        Ok(self.inner.state.read().map_err(internal)?.revision)
+    }
+
+    async fn ready(&self) -> Result<(), StorageError> {
+        if let Some(db) = &self.inner.file {
+            db.begin_read()
+                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    async fn write_async(
+        &self,
+        key: String,
+        value: Option<Vec<u8>>,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue, StorageError> {
+        let check = move |prev: Option<&KeyValue>| match (prev, expected) {
+            (Some(_), None) => Err(StorageError::AlreadyExists),
+            (None, Some(_)) => Err(StorageError::NotFound),
+            (Some(p), Some(e)) if p.mod_revision != e => Err(StorageError::Conflict {
+                current: p.mod_revision,
+            }),
+            _ => Ok(()),
+        };
+        let inner = self.inner.clone();
+        // A durable commit waits for fsync: keep it off the async workers.
+        let event = tokio::task::spawn_blocking(move || inner.write(&key, check, value))
+            .await
+            .map_err(internal)??;
+        Ok(event.kv)
+    }
+}

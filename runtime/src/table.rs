@@ -1,0 +1,185 @@
+//! `meta.k8s.io/v1 Table` for `kubectl get`: Name, the declared columns, Age.
+
+use serde_json::{Value, json};
+
+use crate::jsonpath;
+use crate::resource::ResourceMeta;
+
+/// What each row carries as `object` (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IncludeObject {
+    /// `PartialObjectMetadata` (the default).
+    #[default]
+    Metadata,
+    /// The whole object.
+    Object,
+    /// Nothing.
+    None,
+}
+
+impl IncludeObject {
+    /// Parse the query parameter.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some("None") => Ok(IncludeObject::None),
+            Some(other) => Err(format!(
+                "includeObject must be Metadata, Object or None, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The column definitions of a resource's tables.
+pub fn column_definitions(meta: &ResourceMeta) -> Value {
+    let mut columns = vec![json!({
+        "name": "Name", "type": "string", "format": "name", "priority": 0,
+        "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+    })];
+    for c in meta.columns {
+        columns.push(json!({
+            "name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority
+        }));
+    }
+    columns.push(json!({
+        "name": "Age", "type": "date", "format": "", "priority": 0,
+        "description": "CreationTimestamp is a timestamp representing the server time when this object was created."
+    }));
+    Value::Array(columns)
+}
+
+/// One table row for an object.
+pub fn row(
+    meta: &ResourceMeta,
+    object: &Value,
+    include: IncludeObject,
+    now: jiff::Timestamp,
+) -> Value {
+    let mut cells = vec![
+        object
+            .pointer("/metadata/name")
+            .cloned()
+            .unwrap_or(Value::Null),
+    ];
+    for c in meta.columns {
+        let value = jsonpath::get(object, c.json_path)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let value = match (c.type_, &value) {
+            ("date", Value::String(s)) => age(s, now).map(Value::String).unwrap_or(value),
+            _ => value,
+        };
+        cells.push(value);
+    }
+    let created = object
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str);
+    cells.push(
+        created
+            .and_then(|c| age(c, now))
+            .map(Value::String)
+            .unwrap_or_else(|| json!("<unknown>")),
+    );
+    let mut row = json!({ "cells": cells });
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Object => row["object"] = object.clone(),
+        IncludeObject::Metadata => {
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": object.get("metadata").cloned().unwrap_or(Value::Null),
+            })
+        }
+    }
+    row
+}
+
+/// A Table of objects; `list_metadata` is the list's `metadata` (resourceVersion, continue).
+pub fn table(
+    meta: &ResourceMeta,
+    objects: &[Value],
+    list_metadata: Value,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
+    let now = jiff::Timestamp::now();
+    let mut table = json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_metadata,
+        "rows": objects.iter().map(|o| row(meta, o, include, now)).collect::<Vec<_>>(),
+    });
+    if with_columns {
+        table["columnDefinitions"] = column_definitions(meta);
+    } else {
+        table["columnDefinitions"] = Value::Array(Vec::new());
+    }
+    table
+}
+
+/// Age since an RFC 3339 timestamp, formatted as kubectl does (`HumanDuration`).
+pub fn age(timestamp: &str, now: jiff::Timestamp) -> Option<String> {
+    let then: jiff::Timestamp = timestamp.parse().ok()?;
+    Some(human_duration(now.as_second() - then.as_second()))
+}
+
+/// k8s.io/apimachinery's `duration.HumanDuration`.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    let with = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit}{small}{small_unit}")
+        }
+    };
+    if seconds < 60 * 2 {
+        format!("{seconds}s")
+    } else if minutes < 10 {
+        with(minutes, "m", seconds % 60, "s")
+    } else if minutes < 60 * 3 {
+        format!("{minutes}m")
+    } else if hours < 8 {
+        with(hours, "h", minutes % 60, "m")
+    } else if hours < 48 {
+        format!("{hours}h")
+    } else if hours < 24 * 8 {
+        with(hours / 24, "d", hours % 24, "h")
+    } else if hours < 24 * 365 * 2 {
+        format!("{}d", hours / 24)
+    } else if hours < 24 * 365 * 8 {
+        with(hours / 24 / 365, "y", (hours / 24) % 365, "d")
+    } else {
+        format!("{}y", hours / 24 / 365)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        for (secs, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 120, "3h2m"),
+            (20 * 3600, "20h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (40 * 86400, "40d"),
+            (3 * 365 * 86400 + 86400, "3y1d"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+}
