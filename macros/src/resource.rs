@@ -378,11 +378,8 @@ fn check_path(
         match c {
             '[' => depth += 1,
             ']' => depth -= 1,
-            '.' if depth == 0 => {
-                if last_dot {
-                    ok_chars = false;
-                }
-            }
+            '.' if depth == 0 && last_dot => ok_chars = false,
+            '.' if depth == 0 => {}
             c if depth == 0 && !(c.is_ascii_alphanumeric() || c == '_' || c == '-') => {
                 ok_chars = false
             }

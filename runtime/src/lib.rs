@@ -5,12 +5,18 @@
 //! status/spec split) and object semantics; storage ([`storage`]) is a revisioned key-value
 //! store shaped like etcd.
 
+pub mod certs;
+pub mod discovery;
+pub mod http;
 pub mod jsonpath;
+pub mod openapi;
+pub mod openapi_proto;
 pub mod patch;
 pub mod registry;
 pub mod resource;
 pub mod schema;
 pub mod selector;
+pub mod server;
 pub mod status;
 pub mod storage;
 pub mod table;
@@ -44,4 +50,14 @@ pub mod __private {
 
     /// Fails to compile, naming the fix, when `T` is not `Clone`.
     pub const fn assert_deep_copy<T: DeepCopy>() {}
+}
+
+/// Log to stderr through `tracing`, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

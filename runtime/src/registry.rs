@@ -1039,3 +1039,127 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| ApiError::bad_request("continue key is not valid"))
 }
+
+/// A write to the scale subresource.
+#[derive(Debug)]
+pub enum ScaleChange {
+    /// PUT of a whole `autoscaling/v1 Scale`.
+    Replace(Value),
+    /// PATCH of the Scale.
+    Patch(crate::patch::Patch),
+}
+
+impl Store {
+    /// The structural schema of the resource.
+    pub fn schema(&self) -> Value {
+        self.strategy.schema()
+    }
+
+    /// The `autoscaling/v1 Scale` view of an object.
+    pub fn to_scale(&self, object: &Value) -> ApiResult<Value> {
+        let paths = self.meta.scale.ok_or_else(ApiError::path_not_found)?;
+        let replicas = |path: &str| {
+            crate::jsonpath::get(object, path)
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        let mut status = json!({"replicas": replicas(paths.status_replicas)});
+        if let Some(selector) = paths
+            .label_selector
+            .and_then(|p| crate::jsonpath::get(object, p))
+            .and_then(Value::as_str)
+        {
+            status["selector"] = json!(selector);
+        }
+        let metadata = object.get("metadata").cloned().unwrap_or_default();
+        let keep = [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+        ];
+        let metadata: Map<String, Value> = metadata
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| keep.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": metadata,
+            "spec": {"replicas": replicas(paths.spec_replicas)},
+            "status": status,
+        }))
+    }
+
+    /// GET `/scale`.
+    pub async fn get_scale(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        self.meta.scale.ok_or_else(ApiError::path_not_found)?;
+        let object = self.get(namespace, name).await?;
+        self.to_scale(&object)
+    }
+
+    /// PUT or PATCH `/scale`: sets the object's replicas path, runs the full strategy.
+    pub async fn update_scale(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        change: ScaleChange,
+        options: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let paths = self.meta.scale.ok_or_else(ApiError::path_not_found)?;
+        for _ in 0..PATCH_RETRIES {
+            let current = self.get(namespace, name).await?;
+            let scale = self.to_scale(&current)?;
+            let desired = match &change {
+                ScaleChange::Replace(body) => body.clone(),
+                ScaleChange::Patch(patch) => patch.apply(&scale)?,
+            };
+            let precondition = match meta_str(&desired, "resourceVersion") {
+                Some(rv) if !rv.is_empty() => {
+                    if Some(rv) != meta_str(&current, "resourceVersion") {
+                        return Err(ApiError::conflict(&self.meta, name));
+                    }
+                    true
+                }
+                _ => false,
+            };
+            let replicas = match desired.pointer("/spec/replicas") {
+                Some(Value::Number(n))
+                    if n.as_i64()
+                        .is_some_and(|r| (0..=i32::MAX as i64).contains(&r)) =>
+                {
+                    n.clone()
+                }
+                Some(other) => {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {other}: must be greater than or equal to 0"
+                        ),
+                    ));
+                }
+                None => json!(0).as_number().expect("a number").clone(),
+            };
+            let mut object = current.clone();
+            crate::jsonpath::set(&mut object, paths.spec_replicas, Value::Number(replicas))
+                .map_err(ApiError::internal)?;
+            match self
+                .replace(namespace, name, &current, object, Part::Main, options)
+                .await
+            {
+                Err(e) if e.reason == "Conflict" && !precondition => continue,
+                Err(e) => return Err(e),
+                Ok(written) => {
+                    let object = self.to_scale(&written.object)?;
+                    return Ok(Written { object, ..written });
+                }
+            }
+        }
+        Err(ApiError::conflict(&self.meta, name))
+    }
+}

@@ -85,7 +85,7 @@ fn split_set<'a>(part: &'a str, op: &str) -> Option<SetParse<'a>> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| "expected a parenthesized set of values".to_string())
-        .and_then(|inner| inner.split(',').map(|v| label_value(v)).collect());
+        .and_then(|inner| inner.split(',').map(label_value).collect());
     Some((key, values))
 }
 

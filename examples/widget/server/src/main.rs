@@ -1,1 +1,35 @@
-fn main() {}
+//! `widget-server`: the Widget aggregated API server (`custom.example.com/v1`).
+//!
+//! Serves Widgets with the runtime and runs the example's status logic: every Widget's
+//! status is filled in here (phase, availableReplicas, lastUpdated, a Ready condition),
+//! never by clients.
+
+mod status;
+
+use apiary_runtime::server::{Server, ServerOptions};
+use clap::Parser;
+use widget_api::Widget;
+
+/// The Widget API server.
+#[derive(Parser)]
+#[command(name = "widget-server", version, about)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerOptions,
+}
+
+#[tokio::main]
+async fn main() {
+    apiary_runtime::init_logging();
+    let cli = Cli::parse();
+    let result = async {
+        let server = Server::new(cli.server)?.resource::<Widget>()?;
+        let store = server.store::<Widget>().ok_or("Widget is served")?;
+        tokio::spawn(status::run(store));
+        server.run().await
+    };
+    if let Err(e) = result.await {
+        eprintln!("widget-server: {e}");
+        std::process::exit(1);
+    }
+}
