@@ -16,8 +16,8 @@ struct ApiAttrs {
     ident: syn::Ident,
     vis: syn::Visibility,
     generics: syn::Generics,
-    group: SpannedValue<String>,
-    version: SpannedValue<String>,
+    group: Option<SpannedValue<String>>,
+    version: Option<SpannedValue<String>>,
     kind: Option<String>,
     plural: Option<SpannedValue<String>>,
     singular: Option<SpannedValue<String>>,
@@ -125,6 +125,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         _ => None,
     };
     let Some(fields) = fields else {
+        errors.finish()?;
         return Err(darling::Error::custom(
             "ApiResource needs a struct with named fields: `struct Widget { metadata: ObjectMeta, spec: WidgetSpec, .. }`",
         )
@@ -153,7 +154,23 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         }
     };
 
+    let mut required = |key: &str, value: &Option<SpannedValue<String>>, example: &str| match value
+    {
+        Some(v) => v.to_string(),
+        None => {
+            errors.push(
+                darling::Error::custom(format!(
+                    "`#[api(...)]` needs `{key} = \"...\"`, e.g. `{key} = \"{example}\"`"
+                ))
+                .with_span(&attrs.ident),
+            );
+            String::new()
+        }
+    };
+    let group = required("group", &attrs.group, "custom.example.com");
+    let version = required("version", &attrs.version, "v1");
     for (key, value) in [("group", &attrs.group), ("version", &attrs.version)] {
+        let Some(value) = value else { continue };
         if !is_dns_label_like(value) {
             errors.push(
                 darling::Error::custom(format!(
@@ -245,13 +262,26 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
                 .with_span(&scale.span()),
             );
         }
-        check_path(&scale.spec, &[".spec."], "scale spec", &mut errors);
-        check_path(&scale.status, &[".status."], "scale status", &mut errors);
+        check_path(
+            &scale.spec,
+            &[".spec."],
+            "scale spec",
+            ".spec.replicas",
+            &mut errors,
+        );
+        check_path(
+            &scale.status,
+            &[".status."],
+            "scale status",
+            ".status.replicas",
+            &mut errors,
+        );
         if let Some(selector) = &scale.selector {
             check_path(
                 selector,
                 &[".status.", ".spec."],
                 "scale selector",
+                ".status.selector",
                 &mut errors,
             );
         }
@@ -266,7 +296,6 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         .printcolumn
         .into_iter()
         .map(|column| {
-            let span = column.span();
             let column = column.into_inner();
             if !COLUMN_TYPES.contains(&column.type_.as_str()) {
                 errors.push(
@@ -288,14 +317,13 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
                     .with_span(&format.span()),
                 );
             }
-            check_path(&column.json_path, &["."], "printcolumn json_path", &mut errors);
+            check_path(&column.json_path, &["."], "printcolumn json_path", ".status.conditions[0].status", &mut errors);
             if !namespaced && column.json_path.starts_with(".metadata.namespace") {
                 errors.push(
                     darling::Error::custom("a `cluster` resource has no namespace: remove this column or make the resource `namespaced`")
                         .with_span(&column.json_path.span()),
                 );
             }
-            let _ = span;
             column
         })
         .collect();
@@ -304,7 +332,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         .selectable
         .iter()
         .map(|path| {
-            check_path(path, &[".spec.", ".status.", ".metadata."], "selectable", &mut errors);
+            check_path(path, &[".spec.", ".status.", ".metadata."], "selectable", ".spec.color", &mut errors);
             if !namespaced && path.starts_with(".metadata.namespace") {
                 errors.push(
                     darling::Error::custom("a `cluster` resource has no namespace to select on: remove it or make the resource `namespaced`")
@@ -319,8 +347,8 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
     Ok(Model {
         ident: attrs.ident,
         vis: attrs.vis,
-        group: attrs.group.into_inner(),
-        version: attrs.version.into_inner(),
+        group,
+        version,
         kind,
         plural,
         singular,
@@ -368,6 +396,7 @@ fn check_path(
     path: &SpannedValue<String>,
     prefixes: &[&str],
     what: &str,
+    example: &str,
     errors: &mut darling::error::Accumulator,
 ) {
     let ok_prefix = prefixes.iter().any(|p| path.starts_with(p));
@@ -393,13 +422,12 @@ fn check_path(
     if !ok_prefix || !ok_chars || depth != 0 || last_dot || path.len() <= 1 {
         errors.push(
             darling::Error::custom(format!(
-                "{what} must be a JSON path starting with {}, e.g. `{}replicas`",
+                "{what} must be a JSON path starting with {}, e.g. `{example}`",
                 prefixes
                     .iter()
                     .map(|p| format!("`{p}`"))
                     .collect::<Vec<_>>()
                     .join(" or "),
-                prefixes[0]
             ))
             .with_span(&path.span()),
         );

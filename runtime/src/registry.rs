@@ -946,6 +946,7 @@ impl Store {
                     limit: 0,
                     continue_token: None,
                     resource_version: None,
+                    resource_version_match: None,
                     ..options.clone()
                 })
                 .await?;

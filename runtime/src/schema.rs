@@ -180,17 +180,6 @@ pub fn make_structural(schema: &mut Value) {
             map.insert("type".into(), non_null[0].clone());
         }
     }
-    // Unsigned formats are not OpenAPI formats; Kubernetes says int64 with a minimum.
-    if let Some(Value::String(f)) = map.get("format")
-        && f.starts_with("uint")
-    {
-        let f = if f == "uint64" || f == "uint" {
-            "int64"
-        } else {
-            "int32"
-        };
-        map.insert("format".into(), json!(f));
-    }
     for key in ["anyOf", "oneOf"] {
         if let Some(Value::Array(variants)) = map.get(key).cloned() {
             let (nulls, rest): (Vec<_>, Vec<_>) = variants.into_iter().partition(is_null_schema);
@@ -217,16 +206,37 @@ pub fn make_structural(schema: &mut Value) {
             }
         }
     }
+    // Unsigned formats are not OpenAPI formats; Kubernetes says int64 with a minimum.
+    if let Some(Value::String(f)) = map.get("format")
+        && f.starts_with("uint")
+    {
+        let f = if f == "uint64" || f == "uint" {
+            "int64"
+        } else {
+            "int32"
+        };
+        map.insert("format".into(), json!(f));
+    }
     if map.get("nullable") == Some(&Value::Bool(true))
         && let Some(Value::Array(values)) = map.get_mut("enum")
     {
         values.retain(|v| !v.is_null());
     }
-    for (_, child) in map.iter_mut() {
-        match child {
-            Value::Object(_) => make_structural(child),
-            Value::Array(items) => items.iter_mut().for_each(make_structural),
-            _ => {}
+    // Recurse only into schema-valued keywords: a property may be called `title` or `default`.
+    if let Some(Value::Object(props)) = map.get_mut("properties") {
+        props.values_mut().for_each(make_structural);
+    }
+    for key in ["additionalProperties", "items", "not"] {
+        if let Some(child) = map.get_mut(key) {
+            match child {
+                Value::Array(items) => items.iter_mut().for_each(make_structural),
+                child => make_structural(child),
+            }
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(items)) = map.get_mut(key) {
+            items.iter_mut().for_each(make_structural);
         }
     }
     if !map.contains_key("type") && map.contains_key("properties") {
@@ -234,6 +244,22 @@ pub fn make_structural(schema: &mut Value) {
     }
     if !map.contains_key("type") && map.contains_key("enum") {
         map.insert("type".into(), json!("string"));
+    }
+    // Any JSON (`serde_json::Value`): Kubernetes keeps it as is.
+    let shaped = [
+        "type",
+        "$ref",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "items",
+        "additionalProperties",
+    ];
+    if !shaped.iter().any(|k| map.contains_key(*k)) {
+        map.insert(
+            "x-kubernetes-preserve-unknown-fields".into(),
+            Value::Bool(true),
+        );
     }
 }
 
@@ -321,5 +347,41 @@ fn display(path: &str) -> &str {
         "<root>"
     } else {
         path.trim_start_matches('.')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_properties_named_like_keywords_and_hoists_options() {
+        let mut schema = json!({
+            "type": "object",
+            "title": "Root",
+            "properties": {
+                "title": {"type": "string", "title": "x"},
+                "default": {"anyOf": [{"type": "integer", "format": "uint32"}, {"type": "null"}]},
+                "any": {},
+                "mode": {"oneOf": [{"const": "A", "description": "a"}, {"enum": ["B"]}]},
+                "strict": {"type": "object", "additionalProperties": false, "properties": {"a": {"type": ["string", "null"]}}}
+            }
+        });
+        make_structural(&mut schema);
+        assert_eq!(
+            schema,
+            json!({
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string"},
+                    "default": {"type": "integer", "format": "int32", "nullable": true},
+                    "any": {"x-kubernetes-preserve-unknown-fields": true},
+                    "mode": {"type": "string", "enum": ["A", "B"]},
+                    "strict": {"type": "object", "properties": {"a": {"type": "string", "nullable": true}}}
+                }
+            })
+        );
+        assert!(violations(&schema).is_empty());
+        assert_eq!(violations(&json!({"properties": {"x": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}, "type": "object"})).len(), 2);
     }
 }
