@@ -13,7 +13,7 @@ fn words(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn row<'a>(table: &'a str, name: &str) -> Option<String> {
+fn row(table: &str, name: &str) -> Option<String> {
     table
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name))
@@ -276,6 +276,7 @@ fn flows(version: &str) {
         }
     }
     let _ = watcher.kill();
+    let _ = watcher.wait();
     assert!(saw_change, "kubectl get -w did not show the patched widget");
 
     // Errors: not found, invalid, conflict, strategic merge patch.
