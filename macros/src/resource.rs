@@ -68,10 +68,9 @@ impl FromMeta for StrList {
             .iter()
             .map(|item| match item {
                 NestedMeta::Lit(syn::Lit::Str(s)) => Ok(s.clone()),
-                other => Err(darling::Error::custom(
-                    "expected a string literal, e.g. (\"w\", \"wd\")",
-                )
-                .with_span(other)),
+                other => {
+                    Err(darling::Error::custom("expected a string literal, e.g. (\"w\", \"wd\")").with_span(other))
+                }
             })
             .collect::<darling::Result<_>>()
             .map(StrList)
@@ -133,15 +132,13 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
     };
     if !attrs.generics.params.is_empty() {
         errors.push(
-            darling::Error::custom("ApiResource types cannot be generic: one type is one API resource; remove the type parameters")
-                .with_span(&attrs.generics),
+            darling::Error::custom(
+                "ApiResource types cannot be generic: one type is one API resource; remove the type parameters",
+            )
+            .with_span(&attrs.generics),
         );
     }
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|f| f.ident.as_ref().is_some_and(|i| i == name))
-    };
+    let field = |name: &str| fields.iter().find(|f| f.ident.as_ref().is_some_and(|i| i == name));
 
     let metadata_span = match field("metadata") {
         Some(f) => syn::spanned::Spanned::span(&f.ty),
@@ -154,8 +151,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         }
     };
 
-    let mut required = |key: &str, value: &Option<SpannedValue<String>>, example: &str| match value
-    {
+    let mut required = |key: &str, value: &Option<SpannedValue<String>>, example: &str| match value {
         Some(v) => v.to_string(),
         None => {
             errors.push(
@@ -175,21 +171,14 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
             errors.push(
                 darling::Error::custom(format!(
                     "`{key}` must be lowercase letters, digits, '-' and '.', e.g. `{}`",
-                    if key == "group" {
-                        "custom.example.com"
-                    } else {
-                        "v1"
-                    }
+                    if key == "group" { "custom.example.com" } else { "v1" }
                 ))
                 .with_span(&value.span()),
             );
         }
     }
 
-    let kind = attrs
-        .kind
-        .clone()
-        .unwrap_or_else(|| attrs.ident.to_string());
+    let kind = attrs.kind.clone().unwrap_or_else(|| attrs.ident.to_string());
     let plural = match &attrs.plural {
         Some(p) => check_lower(p, "plural", &mut errors),
         None => pluralize(&kind.to_lowercase()),
@@ -201,10 +190,8 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
 
     if attrs.namespaced.is_present() && attrs.cluster.is_present() {
         errors.push(
-            darling::Error::custom(
-                "a resource is either `namespaced` or `cluster`, not both; remove one",
-            )
-            .with_span(&attrs.cluster.span()),
+            darling::Error::custom("a resource is either `namespaced` or `cluster`, not both; remove one")
+                .with_span(&attrs.cluster.span()),
         );
     }
     let namespaced = !attrs.cluster.is_present();
@@ -223,10 +210,8 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
             ),
             Some(f) => match syn::parse_str::<Type>(status) {
                 Err(_) => errors.push(
-                    darling::Error::custom(
-                        "`status` must name a type, e.g. `status = \"WidgetStatus\"`",
-                    )
-                    .with_span(&status.span()),
+                    darling::Error::custom("`status` must name a type, e.g. `status = \"WidgetStatus\"`")
+                        .with_span(&status.span()),
                 ),
                 Ok(declared) => {
                     let actual = option_inner(&f.ty).unwrap_or(&f.ty);
@@ -256,19 +241,11 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
     let scale = attrs.scale.as_ref().map(|scale| {
         if attrs.status.is_none() {
             errors.push(
-                darling::Error::custom(
-                    "`scale(...)` needs the status subresource: add `status = \"YourStatusType\"`",
-                )
-                .with_span(&scale.span()),
+                darling::Error::custom("`scale(...)` needs the status subresource: add `status = \"YourStatusType\"`")
+                    .with_span(&scale.span()),
             );
         }
-        check_path(
-            &scale.spec,
-            &[".spec."],
-            "scale spec",
-            ".spec.replicas",
-            &mut errors,
-        );
+        check_path(&scale.spec, &[".spec."], "scale spec", ".spec.replicas", &mut errors);
         check_path(
             &scale.status,
             &[".status."],
@@ -299,11 +276,8 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
             let column = column.into_inner();
             if !COLUMN_TYPES.contains(&column.type_.as_str()) {
                 errors.push(
-                    darling::Error::custom(format!(
-                        "printcolumn type must be one of {}",
-                        COLUMN_TYPES.join(", ")
-                    ))
-                    .with_span(&column.type_.span()),
+                    darling::Error::custom(format!("printcolumn type must be one of {}", COLUMN_TYPES.join(", ")))
+                        .with_span(&column.type_.span()),
                 );
             }
             if let Some(format) = &column.format
@@ -317,11 +291,19 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
                     .with_span(&format.span()),
                 );
             }
-            check_path(&column.json_path, &["."], "printcolumn json_path", ".status.conditions[0].status", &mut errors);
+            check_path(
+                &column.json_path,
+                &["."],
+                "printcolumn json_path",
+                ".status.conditions[0].status",
+                &mut errors,
+            );
             if !namespaced && column.json_path.starts_with(".metadata.namespace") {
                 errors.push(
-                    darling::Error::custom("a `cluster` resource has no namespace: remove this column or make the resource `namespaced`")
-                        .with_span(&column.json_path.span()),
+                    darling::Error::custom(
+                        "a `cluster` resource has no namespace: remove this column or make the resource `namespaced`",
+                    )
+                    .with_span(&column.json_path.span()),
                 );
             }
             column
@@ -371,21 +353,11 @@ fn is_dns_label_like(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
-fn check_lower(
-    value: &SpannedValue<String>,
-    key: &str,
-    errors: &mut darling::error::Accumulator,
-) -> String {
-    if value.is_empty()
-        || !value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-    {
+fn check_lower(value: &SpannedValue<String>, key: &str, errors: &mut darling::error::Accumulator) -> String {
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         errors.push(
-            darling::Error::custom(format!(
-                "`{key}` must be lowercase letters and digits, e.g. `widgets`"
-            ))
-            .with_span(&value.span()),
+            darling::Error::custom(format!("`{key}` must be lowercase letters and digits, e.g. `widgets`"))
+                .with_span(&value.span()),
         );
     }
     value.to_string()
@@ -409,9 +381,7 @@ fn check_path(
             ']' => depth -= 1,
             '.' if depth == 0 && last_dot => ok_chars = false,
             '.' if depth == 0 => {}
-            c if depth == 0 && !(c.is_ascii_alphanumeric() || c == '_' || c == '-') => {
-                ok_chars = false
-            }
+            c if depth == 0 && !(c.is_ascii_alphanumeric() || c == '_' || c == '-') => ok_chars = false,
             _ => {}
         }
         if depth < 0 {

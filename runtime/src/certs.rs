@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// Paths of the generated files in a cert directory.
@@ -53,17 +53,12 @@ fn leaf_params(
     }
     params.distinguished_name = dn;
     for san in sans {
-        params
-            .subject_alt_names
-            .push(match san.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(san.clone().try_into().map_err(err)?),
-            });
+        params.subject_alt_names.push(match san.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(san.clone().try_into().map_err(err)?),
+        });
     }
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![usage];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2035, 1, 1);
@@ -96,8 +91,7 @@ pub fn ensure_local(dir: &Path, sans: &[String], server_url: &str) -> Result<Loc
     if !all_exist {
         let ca_key = KeyPair::generate().map_err(err)?;
         let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        ca.distinguished_name
-            .push(DnType::CommonName, "apiary-local-ca");
+        ca.distinguished_name.push(DnType::CommonName, "apiary-local-ca");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -110,14 +104,9 @@ pub fn ensure_local(dir: &Path, sans: &[String], server_url: &str) -> Result<Loc
         let issuer = Issuer::new(ca, &ca_key);
 
         let serving_key = KeyPair::generate().map_err(err)?;
-        let serving = leaf_params(
-            "apiary-apiserver",
-            None,
-            sans,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )?
-        .signed_by(&serving_key, &issuer)
-        .map_err(err)?;
+        let serving = leaf_params("apiary-apiserver", None, sans, ExtendedKeyUsagePurpose::ServerAuth)?
+            .signed_by(&serving_key, &issuer)
+            .map_err(err)?;
         let admin_key = KeyPair::generate().map_err(err)?;
         let admin = leaf_params(
             "apiary-admin",

@@ -8,9 +8,7 @@ use serde_json::{Value, json};
 use crate::resource::{RESOURCE_VERBS, ResourceMeta, SUBRESOURCE_VERBS};
 
 /// Group name → versions (first = preferred) → resources, in declaration order.
-pub fn groups(
-    resources: &[ResourceMeta],
-) -> BTreeMap<&'static str, Vec<(&'static str, Vec<ResourceMeta>)>> {
+pub fn groups(resources: &[ResourceMeta]) -> BTreeMap<&'static str, Vec<(&'static str, Vec<ResourceMeta>)>> {
     let mut out: BTreeMap<&str, Vec<(&str, Vec<ResourceMeta>)>> = BTreeMap::new();
     for r in resources {
         let versions = out.entry(r.group).or_default();
@@ -32,10 +30,7 @@ fn group_versions(group: &str, versions: &[(&str, Vec<ResourceMeta>)]) -> Value 
 
 /// `GET /apis` as `APIGroupList`.
 pub fn group_list(resources: &[ResourceMeta]) -> Value {
-    let groups: Vec<Value> = groups(resources)
-        .iter()
-        .map(|(g, v)| group_versions(g, v))
-        .collect();
+    let groups: Vec<Value> = groups(resources).iter().map(|(g, v)| group_versions(g, v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

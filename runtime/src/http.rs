@@ -19,9 +19,7 @@ use sha2::Digest;
 use crate::discovery;
 use crate::openapi::{self, Documented};
 use crate::patch::Patch;
-use crate::registry::{
-    DeleteOptions, FieldValidation, ListOptions, Part, Store, WatchEvent, WriteOptions, Written,
-};
+use crate::registry::{DeleteOptions, FieldValidation, ListOptions, Part, Store, WatchEvent, WriteOptions, Written};
 use crate::resource::{ResourceMeta, Target};
 use crate::selector::{FieldSelector, parse_labels};
 use crate::status::{ApiError, ApiResult};
@@ -40,8 +38,7 @@ const JSON: &str = "application/json";
 const YAML: &str = "application/yaml";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 const DISCOVERY_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-const DISCOVERY_V2BETA1: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+const DISCOVERY_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 const PROTO_V2: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// A prepared document with its ETag.
@@ -99,10 +96,8 @@ impl Api {
         let mut index = serde_json::Map::new();
         for (group, versions) in discovery::groups(&metas) {
             for (version, _) in versions {
-                let doc = Doc::new(
-                    &openapi::v3_document(&documented, group, version)
-                        .expect("the group-version is served"),
-                );
+                let doc =
+                    Doc::new(&openapi::v3_document(&documented, group, version).expect("the group-version is served"));
                 let key = format!("apis/{group}/{version}");
                 index.insert(
                     key.clone(),
@@ -128,9 +123,7 @@ impl Api {
             .route("/apis", get(apis))
             .route(
                 "/version",
-                get(|State(api): State<Arc<Api>>| async move {
-                    json_response(StatusCode::OK, &api.version)
-                }),
+                get(|State(api): State<Arc<Api>>| async move { json_response(StatusCode::OK, &api.version) }),
             )
             .route("/healthz", get(|| async { "ok" }))
             .route("/livez", get(|| async { "ok" }))
@@ -138,20 +131,16 @@ impl Api {
             .route("/openapi/v2", get(openapi_v2))
             .route(
                 "/openapi/v3",
-                get(
-                    |State(api): State<Arc<Api>>, headers: HeaderMap| async move {
-                        doc_response(&headers, &api.openapi_v3_index, JSON)
-                    },
-                ),
+                get(|State(api): State<Arc<Api>>, headers: HeaderMap| async move {
+                    doc_response(&headers, &api.openapi_v3_index, JSON)
+                }),
             )
             .route("/openapi/v3/apis/{group}/{version}", get(openapi_v3));
         for (group, versions) in discovery::groups(&self.metas) {
             router = router.route(
                 &format!("/apis/{group}"),
                 get(move |State(api): State<Arc<Api>>| async move {
-                    respond_value(
-                        discovery::group(&api.metas, group).ok_or_else(ApiError::path_not_found),
-                    )
+                    respond_value(discovery::group(&api.metas, group).ok_or_else(ApiError::path_not_found))
                 }),
             );
             for (version, _) in versions {
@@ -159,8 +148,7 @@ impl Api {
                     &format!("/apis/{group}/{version}"),
                     get(move |State(api): State<Arc<Api>>| async move {
                         respond_value(
-                            discovery::resource_list(&api.metas, group, version)
-                                .ok_or_else(ApiError::path_not_found),
+                            discovery::resource_list(&api.metas, group, version).ok_or_else(ApiError::path_not_found),
                         )
                     }),
                 );
@@ -172,12 +160,10 @@ impl Api {
                 let target = route.target;
                 router = router.route(
                     &route.path,
-                    any(
-                        move |Path(params): Path<HashMap<String, String>>, request: Request| {
-                            let store = store.clone();
-                            async move { serve(store, target, params, request).await }
-                        },
-                    ),
+                    any(move |Path(params): Path<HashMap<String, String>>, request: Request| {
+                        let store = store.clone();
+                        async move { serve(store, target, params, request).await }
+                    }),
                 );
             }
         }
@@ -208,14 +194,9 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn apis(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     for media in parse_accept(accept) {
-        if media.param("g") == Some("apidiscovery.k8s.io")
-            && media.param("as") == Some("APIGroupDiscoveryList")
-        {
+        if media.param("g") == Some("apidiscovery.k8s.io") && media.param("as") == Some("APIGroupDiscoveryList") {
             match media.param("v") {
                 Some("v2") => {
                     return doc_response(
@@ -242,10 +223,7 @@ async fn apis(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
 }
 
 async fn openapi_v2(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     for media in parse_accept(accept) {
         if media.essence.contains("protobuf") {
             return doc_response(&headers, &api.openapi_v2_proto, PROTO_V2);
@@ -279,18 +257,12 @@ fn doc_response(headers: &HeaderMap, doc: &Doc, content_type: &str) -> Response 
         doc.body.clone().into_response()
     };
     let h = response.headers_mut();
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&doc.etag).expect("etag is ascii"),
-    );
+    h.insert(header::ETAG, HeaderValue::from_str(&doc.etag).expect("etag is ascii"));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_str(content_type).expect("static media type"),
     );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     response
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept"));
@@ -308,14 +280,10 @@ struct Media {
 
 impl Media {
     fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     fn is_json(&self) -> bool {
-        matches!(self.essence.as_str(), JSON | "*/*" | "application/*")
-            && self.param("as").is_none()
+        matches!(self.essence.as_str(), JSON | "*/*" | "application/*") && self.param("as").is_none()
     }
 }
 
@@ -344,10 +312,7 @@ enum Output {
 }
 
 fn negotiate(headers: &HeaderMap, allow_table: bool) -> ApiResult<Output> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     let media = parse_accept(accept);
     if media.is_empty() {
         return Ok(Output::Json);
@@ -383,11 +348,7 @@ fn encode(output: Output, value: &Value, pretty: bool) -> ApiResult<(Vec<u8>, &'
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
-    let mut response = (
-        code,
-        serde_json::to_vec(value).expect("JSON values serialize"),
-    )
-        .into_response();
+    let mut response = (code, serde_json::to_vec(value).expect("JSON values serialize")).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
@@ -405,9 +366,7 @@ async fn read_body(body: Body) -> ApiResult<Bytes> {
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(MAX_BODY)),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "error reading the request body: {e}"
-        ))),
+        Err(e) => Err(ApiError::bad_request(format!("error reading the request body: {e}"))),
     }
 }
 
@@ -416,22 +375,14 @@ fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
         .get(header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
         .unwrap_or(JSON);
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match media.as_str() {
-        JSON | "" => serde_json::from_slice(bytes).map_err(|e| {
-            ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))
-        }),
+        JSON | "" => serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))),
         YAML | "application/x-yaml" | "text/yaml" => {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
-            serde_saphyr::from_str(text).map_err(|e| {
-                ApiError::bad_request(format!("error decoding the request body as YAML: {e}"))
-            })
+            let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding the request body as YAML: {e}")))
         }
         other => Err(ApiError::unsupported_media_type(other, &[JSON, YAML])),
     }
@@ -491,11 +442,7 @@ fn dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
     }
 }
 
-fn list_options(
-    store: &Store,
-    q: &HashMap<String, String>,
-    namespace: Option<String>,
-) -> ApiResult<ListOptions> {
+fn list_options(store: &Store, q: &HashMap<String, String>, namespace: Option<String>) -> ApiResult<ListOptions> {
     let labels = q
         .get("labelSelector")
         .filter(|s| !s.is_empty())
@@ -524,25 +471,11 @@ fn list_options(
     })
 }
 
-async fn serve(
-    store: Arc<Store>,
-    target: Target,
-    params: HashMap<String, String>,
-    request: Request,
-) -> Response {
+async fn serve(store: Arc<Store>, target: Target, params: HashMap<String, String>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let q = query_map(&parts.uri);
     let pretty = truthy(&q, "pretty");
-    let result = handle(
-        &store,
-        target,
-        &params,
-        &parts.method,
-        &parts.headers,
-        &q,
-        body,
-    )
-    .await;
+    let result = handle(&store, target, &params, &parts.method, &parts.headers, &q, body).await;
     match result {
         Ok(Reply::Stream(response)) => response,
         Ok(Reply::Object {
@@ -581,11 +514,7 @@ enum Reply {
 }
 
 fn written(w: Written, output: Output) -> Reply {
-    let code = if w.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
     Reply::Object {
         code,
         value: w.object,
@@ -611,19 +540,13 @@ async fn handle(
     let output = negotiate(headers, *method == Method::GET)?;
     let single = |value: Value| -> ApiResult<Reply> {
         let value = if output == Output::Table {
-            let include = IncludeObject::parse(q.get("includeObject").map(String::as_str))
-                .map_err(ApiError::bad_request)?;
+            let include =
+                IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
             let rv = value
                 .pointer("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(Value::Null);
-            table::table(
-                &meta,
-                &[value],
-                json!({"resourceVersion": rv}),
-                include,
-                true,
-            )
+            table::table(&meta, &[value], json!({"resourceVersion": rv}), include, true)
         } else {
             value
         };
@@ -642,8 +565,8 @@ async fn handle(
             }
             let listed = store.list(&options).await?;
             let value = if output == Output::Table {
-                let include = IncludeObject::parse(q.get("includeObject").map(String::as_str))
-                    .map_err(ApiError::bad_request)?;
+                let include =
+                    IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
                 table::table(&meta, &listed.items, listed.metadata, include, true)
             } else {
                 json!({"apiVersion": meta.api_version(), "kind": format!("{}List", meta.kind), "metadata": listed.metadata, "items": listed.items})
@@ -662,9 +585,7 @@ async fn handle(
         }
         (Target::Collection, "DELETE") => {
             let delete = delete_options(q, &read_body(body).await?)?;
-            let listed = store
-                .list(&list_options(store, q, namespace.clone())?)
-                .await?;
+            let listed = store.list(&list_options(store, q, namespace.clone())?).await?;
             let mut deleted = Vec::new();
             for item in listed.items {
                 let item_name = item
@@ -699,10 +620,7 @@ async fn handle(
             };
             let options = write_options(q)?;
             let object = decode_object(headers, &read_body(body).await?)?;
-            Ok(written(
-                store.update(ns, name, object, part, &options).await?,
-                output,
-            ))
+            Ok(written(store.update(ns, name, object, part, &options).await?, output))
         }
         (Target::Object | Target::Status, "PATCH") => {
             let part = if target == Target::Status {
@@ -712,10 +630,7 @@ async fn handle(
             };
             let options = write_options(q)?;
             let patch = decode_patch(headers, &read_body(body).await?)?;
-            Ok(written(
-                store.patch(ns, name, &patch, part, &options).await?,
-                output,
-            ))
+            Ok(written(store.patch(ns, name, &patch, part, &options).await?, output))
         }
         (Target::Object, "DELETE") => {
             let delete = delete_options(q, &read_body(body).await?)?;
@@ -822,8 +737,7 @@ async fn watch(
         Some(t) => Duration::from_secs(t).min(MAX_WATCH),
         None => DEFAULT_WATCH,
     };
-    let include = IncludeObject::parse(q.get("includeObject").map(String::as_str))
-        .map_err(ApiError::bad_request)?;
+    let include = IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
     let events = store.watch(options, send_initial, bookmarks).await?;
     let mut last_rv = store
         .storage()
@@ -839,63 +753,52 @@ async fn watch(
     let merged = futures::stream::select(events.map(Some), ticks);
     let deadline = tokio::time::sleep(timeout);
     let mut first_table = true;
-    let lines = merged
-        .take_until(deadline)
-        .map(move |event| {
-            let line = match event {
-                Some(WatchEvent::Object(kind, object)) => {
-                    if let Some(rv) = object
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .and_then(|r| r.parse().ok())
-                    {
-                        last_rv = rv;
-                    }
-                    let object = if output == Output::Table {
-                        let t = table::table(
-                            &meta,
-                            std::slice::from_ref(&object),
-                            json!({"resourceVersion": last_rv.to_string()}),
-                            include,
-                            first_table,
-                        );
-                        first_table = false;
-                        t
-                    } else {
-                        object
-                    };
-                    json!({"type": kind, "object": object})
+    let lines = merged.take_until(deadline).map(move |event| {
+        let line = match event {
+            Some(WatchEvent::Object(kind, object)) => {
+                if let Some(rv) = object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.parse().ok())
+                {
+                    last_rv = rv;
                 }
-                Some(WatchEvent::Bookmark(rv, end)) => {
-                    last_rv = last_rv.max(rv);
-                    bookmark(&meta, rv, end)
-                }
-                None => bookmark(&meta, last_rv, false),
-                Some(WatchEvent::Error(e)) => json!({"type": "ERROR", "object": e.to_status()}),
-            };
-            let mut bytes = serde_json::to_vec(&line).expect("events serialize");
-            bytes.push(b'\n');
-            (line["type"] == "ERROR", Bytes::from(bytes))
-        })
-        // An ERROR event is the last one.
-        .scan(false, |done, (error, bytes)| {
-            let out = if *done {
-                None
-            } else {
-                Some(Ok::<_, Infallible>(bytes))
-            };
-            *done |= error;
-            futures::future::ready(out)
-        });
+                let object = if output == Output::Table {
+                    let t = table::table(
+                        &meta,
+                        std::slice::from_ref(&object),
+                        json!({"resourceVersion": last_rv.to_string()}),
+                        include,
+                        first_table,
+                    );
+                    first_table = false;
+                    t
+                } else {
+                    object
+                };
+                json!({"type": kind, "object": object})
+            }
+            Some(WatchEvent::Bookmark(rv, end)) => {
+                last_rv = last_rv.max(rv);
+                bookmark(&meta, rv, end)
+            }
+            None => bookmark(&meta, last_rv, false),
+            Some(WatchEvent::Error(e)) => json!({"type": "ERROR", "object": e.to_status()}),
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("events serialize");
+        bytes.push(b'\n');
+        (line["type"] == "ERROR", Bytes::from(bytes))
+    });
+    // An ERROR event is the last one.
+    let lines = crate::take_through(lines, |(error, _)| *error).map(|(_, bytes)| Ok::<_, Infallible>(bytes));
     let mut response = Response::new(Body::from_stream(lines));
     let media = if output == Output::Table { TABLE } else { JSON };
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     Ok(Reply::Stream(response))
 }
 

@@ -14,10 +14,7 @@ enum Step {
 fn parse(path: &str) -> Option<Vec<Step>> {
     let mut steps = Vec::new();
     let mut rest = path.trim();
-    rest = rest
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .unwrap_or(rest);
+    rest = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')).unwrap_or(rest);
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
             let end = r.find(['.', '[']).unwrap_or(r.len());
@@ -34,17 +31,13 @@ fn parse(path: &str) -> Option<Vec<Step>> {
                 steps.push(Step::All);
             } else if let Ok(i) = inner.parse() {
                 steps.push(Step::Index(i));
-            } else if let Some(cond) = inner.strip_prefix("?(@.").and_then(|c| c.strip_suffix(')'))
-            {
+            } else if let Some(cond) = inner.strip_prefix("?(@.").and_then(|c| c.strip_suffix(')')) {
                 let (field, value) = cond.split_once("==")?;
                 let value = value.trim();
                 let value = serde_json::from_str(value)
                     .or_else(|_| serde_json::from_str(&value.replace('\'', "\"")))
                     .ok()?;
-                steps.push(Step::Filter(
-                    field.trim().split('.').map(String::from).collect(),
-                    value,
-                ));
+                steps.push(Step::Filter(field.trim().split('.').map(String::from).collect(), value));
             } else {
                 let quoted = inner.trim_matches(|c| c == '\'' || c == '"');
                 steps.push(Step::Field(quoted.to_string()));
@@ -81,8 +74,7 @@ pub fn select<'a>(value: &'a Value, path: &str) -> Vec<&'a Value> {
                 Step::Filter(field, expected) => {
                     if let Value::Array(items) = v {
                         next.extend(items.iter().filter(|item| {
-                            field.iter().try_fold(*item, |acc, f| acc.get(f.as_str()))
-                                == Some(expected)
+                            field.iter().try_fold(*item, |acc, f| acc.get(f.as_str())) == Some(expected)
                         }));
                     }
                 }
@@ -104,9 +96,7 @@ pub fn set(value: &mut Value, path: &str, new: Value) -> Result<(), String> {
     let mut current = value;
     for (i, step) in steps.iter().enumerate() {
         let Step::Field(name) = step else {
-            return Err(format!(
-                "JSON path {path:?} must be a plain field path to be written"
-            ));
+            return Err(format!("JSON path {path:?} must be a plain field path to be written"));
         };
         if current.is_null() {
             *current = Value::Object(Default::default());
@@ -152,10 +142,7 @@ mod tests {
         let mut v = json!({"spec": {}});
         set(&mut v, ".spec.replicas", json!(5)).unwrap();
         set(&mut v, ".status.availableReplicas", json!(2)).unwrap();
-        assert_eq!(
-            v,
-            json!({"spec": {"replicas": 5}, "status": {"availableReplicas": 2}})
-        );
+        assert_eq!(v, json!({"spec": {"replicas": 5}, "status": {"availableReplicas": 2}}));
         assert!(set(&mut v, ".spec.items[0]", json!(1)).is_err());
     }
 }

@@ -20,12 +20,12 @@ pub mod server;
 pub mod status;
 pub mod storage;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validation;
 
 pub use apiary_macros::ApiResource;
-pub use resource::{
-    ApiResource, FieldError, List, PrintColumn, ResourceMeta, Route, ScalePaths, Scope, Target,
-};
+pub use resource::{ApiResource, FieldError, List, PrintColumn, ResourceMeta, Route, ScalePaths, Scope, Target};
 
 /// What an API types crate needs in scope.
 pub mod prelude {
@@ -52,10 +52,29 @@ pub mod __private {
     pub const fn assert_deep_copy<T: DeepCopy>() {}
 }
 
+/// Items of `stream` up to and including the first for which `last` holds; then it ends
+/// at once (unlike `scan`/`take_while`, which wait for one more item to decide).
+pub fn take_through<S: futures::Stream + Send + 'static>(
+    stream: S,
+    last: impl Fn(&S::Item) -> bool + Send + 'static,
+) -> impl futures::Stream<Item = S::Item> + Send + 'static
+where
+    S::Item: Send,
+{
+    use futures::StreamExt;
+    futures::stream::unfold((Box::pin(stream), false, last), |(mut stream, done, last)| async move {
+        if done {
+            return None;
+        }
+        let item = stream.next().await?;
+        let done = last(&item);
+        Some((item, (stream, done, last)))
+    })
+}
+
 /// Log to stderr through `tracing`, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

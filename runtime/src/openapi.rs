@@ -96,20 +96,13 @@ fn body(dialect: Dialect, definition: &str, media: &[&str]) -> (Option<Value>, O
         Dialect::V3 => {
             let content: Map<String, Value> = media
                 .iter()
-                .map(|m| {
-                    (
-                        m.to_string(),
-                        json!({"schema": dialect.reference(definition)}),
-                    )
-                })
+                .map(|m| (m.to_string(), json!({"schema": dialect.reference(definition)})))
                 .collect();
             (Some(json!({"content": content, "required": true})), None)
         }
         Dialect::V2 => (
             None,
-            Some(
-                json!({"name": "body", "in": "body", "required": true, "schema": dialect.reference(definition)}),
-            ),
+            Some(json!({"name": "body", "in": "body", "required": true, "schema": dialect.reference(definition)})),
         ),
     }
 }
@@ -120,19 +113,13 @@ fn response(dialect: Dialect, definition: &str, codes: &[&str]) -> Value {
         Dialect::V3 => {
             let content: Map<String, Value> = media
                 .iter()
-                .map(|m| {
-                    (
-                        m.to_string(),
-                        json!({"schema": dialect.reference(definition)}),
-                    )
-                })
+                .map(|m| (m.to_string(), json!({"schema": dialect.reference(definition)})))
                 .collect();
             json!({"description": "OK", "content": content})
         }
         Dialect::V2 => json!({"description": "OK", "schema": dialect.reference(definition)}),
     };
-    let mut responses: Map<String, Value> =
-        codes.iter().map(|c| (c.to_string(), one.clone())).collect();
+    let mut responses: Map<String, Value> = codes.iter().map(|c| (c.to_string(), one.clone())).collect();
     responses.insert("401".into(), json!({"description": "Unauthorized"}));
     Value::Object(responses)
 }
@@ -256,14 +243,7 @@ fn operations(dialect: Dialect, meta: &ResourceMeta, route: &Route) -> Value {
             }
         }
         Target::Object | Target::Status | Target::Scale => {
-            op(
-                "get",
-                "get",
-                op_id("read", meta.kind),
-                vec![],
-                None,
-                (&def, &["200"]),
-            );
+            op("get", "get", op_id("read", meta.kind), vec![], None, (&def, &["200"]));
             op(
                 "put",
                 "put",
@@ -304,18 +284,11 @@ fn operations(dialect: Dialect, meta: &ResourceMeta, route: &Route) -> Value {
 /// The component schemas every document carries, in the given dialect.
 fn definitions(dialect: Dialect, resources: &[Documented]) -> Map<String, Value> {
     let convert = |v: Value| {
-        if dialect == Dialect::V2 {
-            schema::to_v2(&v)
-        } else {
-            v
-        }
+        if dialect == Dialect::V2 { schema::to_v2(&v) } else { v }
     };
     let mut defs = Map::new();
     for r in resources {
-        defs.insert(
-            schema::definition_name(&r.meta, r.meta.kind),
-            convert(r.schema.clone()),
-        );
+        defs.insert(schema::definition_name(&r.meta, r.meta.kind), convert(r.schema.clone()));
         defs.insert(
             schema::definition_name(&r.meta, &format!("{}List", r.meta.kind)),
             convert(schema::list_schema(&r.meta, Dialect::V3)),

@@ -106,13 +106,7 @@ fn named_schemas(w: &mut Writer, map: &Map<String, Value>) {
 }
 
 fn path_item(w: &mut Writer, item: &Map<String, Value>) {
-    for (method, field) in [
-        ("get", 2),
-        ("put", 3),
-        ("post", 4),
-        ("delete", 5),
-        ("patch", 8),
-    ] {
+    for (method, field) in [("get", 2), ("put", 3), ("post", 4), ("delete", 5), ("patch", 8)] {
         if let Some(Value::Object(op)) = item.get(method) {
             w.message(field, |o| operation(o, op));
         }
@@ -153,12 +147,7 @@ fn operation(w: &mut Writer, op: &Map<String, Value>) {
                     n.string(1, code);
                     n.message(2, |rv| {
                         rv.message(1, |rw| {
-                            rw.string(
-                                1,
-                                resp.get("description")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or(""),
-                            );
+                            rw.string(1, resp.get("description").and_then(Value::as_str).unwrap_or(""));
                             if let Some(s) = resp.get("schema") {
                                 rw.message(2, |si| si.message(1, |sw| schema(sw, s)));
                             }
@@ -189,11 +178,7 @@ fn parameter(w: &mut Writer, p: &Value) {
         }),
         location => param.message(2, |nb| {
             // query = 3, path = 4 (header and formData are not used by this server).
-            let (field, type_field, unique_field) = if location == "path" {
-                (4, 5, 19)
-            } else {
-                (3, 6, 20)
-            };
+            let (field, type_field, unique_field) = if location == "path" { (4, 5, 19) } else { (3, 6, 20) };
             nb.message(field, |q| {
                 q.boolean(1, required);
                 q.string(2, location);
@@ -202,9 +187,7 @@ fn parameter(w: &mut Writer, p: &Value) {
                 q.string(type_field, str_of(p, "type"));
                 q.boolean(
                     unique_field,
-                    p.get("uniqueItems")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
+                    p.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false),
                 );
             });
         }),
@@ -226,18 +209,8 @@ fn schema(w: &mut Writer, s: &Value) {
             w.double(field, n);
         }
     }
-    w.boolean(
-        8,
-        s.get("exclusiveMaximum")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    );
-    w.boolean(
-        10,
-        s.get("exclusiveMinimum")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    );
+    w.boolean(8, s.get("exclusiveMaximum").and_then(Value::as_bool).unwrap_or(false));
+    w.boolean(10, s.get("exclusiveMinimum").and_then(Value::as_bool).unwrap_or(false));
     for (key, field) in [
         ("maxLength", 11),
         ("minLength", 12),
@@ -252,12 +225,7 @@ fn schema(w: &mut Writer, s: &Value) {
     }
     w.string(13, str_of(s, "pattern"));
     strings(w, 19, s.get("required"));
-    for e in s
-        .get("enum")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for e in s.get("enum").and_then(Value::as_array).into_iter().flatten() {
         any(w, 20, e);
     }
     match s.get("additionalProperties") {
@@ -271,12 +239,7 @@ fn schema(w: &mut Writer, s: &Value) {
     if let Some(items) = s.get("items") {
         w.message(23, |ii| ii.message(1, |sw| schema(sw, items)));
     }
-    for sub in s
-        .get("allOf")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for sub in s.get("allOf").and_then(Value::as_array).into_iter().flatten() {
         w.message(24, |sw| schema(sw, sub));
     }
     if let Some(Value::Object(props)) = s.get("properties") {
@@ -296,9 +259,7 @@ mod tests {
         // swagger=1 "2.0"; info=2 { title=1 "T", version=2 "v" }
         assert_eq!(
             encode(&doc),
-            vec![
-                0x0a, 3, b'2', b'.', b'0', 0x12, 6, 0x0a, 1, b'T', 0x12, 1, b'v'
-            ]
+            vec![0x0a, 3, b'2', b'.', b'0', 0x12, 6, 0x0a, 1, b'T', 0x12, 1, b'v']
         );
         let mut w = Writer::default();
         schema(
@@ -311,10 +272,7 @@ mod tests {
             &[0x49, 0, 0, 0, 0, 0, 0, 0, 0],
             "minimum is a double at field 9"
         );
-        assert!(
-            bytes.windows(2).any(|p| p == [0xb2, 0x01]),
-            "type is field 22"
-        );
+        assert!(bytes.windows(2).any(|p| p == [0xb2, 0x01]), "type is field 22");
         assert!(
             bytes.windows(2).any(|p| p == [0xfa, 0x01]),
             "vendor extensions are field 31"

@@ -27,12 +27,7 @@ pub enum Patch {
 impl Patch {
     /// Decode a patch body by its content type; unsupported types are 415.
     pub fn decode(content_type: &str, body: &[u8]) -> ApiResult<Self> {
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media.as_str() {
             JSON_PATCH => serde_json::from_slice(body)
                 .map(Patch::Json)
@@ -80,24 +75,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(merge.apply(&obj).unwrap(), json!({"spec": {"replicas": 5}}));
-        let json = Patch::decode(
-            JSON_PATCH,
-            br#"[{"op":"replace","path":"/spec/replicas","value":2}]"#,
-        )
-        .unwrap();
+        let json = Patch::decode(JSON_PATCH, br#"[{"op":"replace","path":"/spec/replicas","value":2}]"#).unwrap();
         assert_eq!(json.apply(&obj).unwrap()["spec"]["replicas"], 2);
-        let failed = Patch::decode(
-            JSON_PATCH,
-            br#"[{"op":"test","path":"/spec/replicas","value":9}]"#,
-        )
-        .unwrap();
+        let failed = Patch::decode(JSON_PATCH, br#"[{"op":"test","path":"/spec/replicas","value":9}]"#).unwrap();
         assert_eq!(failed.apply(&obj).unwrap_err().code, 422);
-        assert_eq!(
-            Patch::decode(STRATEGIC_MERGE_PATCH, b"{}")
-                .unwrap_err()
-                .code,
-            415
-        );
+        assert_eq!(Patch::decode(STRATEGIC_MERGE_PATCH, b"{}").unwrap_err().code, 415);
         assert_eq!(Patch::decode(MERGE_PATCH, b"[1]").unwrap_err().code, 400);
     }
 }

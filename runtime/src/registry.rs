@@ -59,15 +59,13 @@ impl<T: ApiResource> Strategy for TypedStrategy<T> {
     }
 
     fn prepare(&self, object: Value) -> Result<Value, Prepared> {
-        let mut typed: T =
-            serde_json::from_value(object).map_err(|e| Prepared::Decode(e.to_string()))?;
+        let mut typed: T = serde_json::from_value(object).map_err(|e| Prepared::Decode(e.to_string()))?;
         typed.apply_defaults();
         let errors = typed.validate();
         if !errors.is_empty() {
             return Err(Prepared::Invalid(errors));
         }
-        let mut value =
-            serde_json::to_value(&typed).map_err(|e| Prepared::Decode(e.to_string()))?;
+        let mut value = serde_json::to_value(&typed).map_err(|e| Prepared::Decode(e.to_string()))?;
         set_type_meta(&mut value, &T::META);
         Ok(value)
     }
@@ -190,9 +188,7 @@ pub struct Store {
 }
 
 fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Set `apiVersion` and `kind` on an encoded object.
@@ -211,9 +207,7 @@ fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     if !object.get("metadata").is_some_and(Value::is_object) {
         object["metadata"] = json!({});
     }
-    object["metadata"]
-        .as_object_mut()
-        .expect("metadata is an object")
+    object["metadata"].as_object_mut().expect("metadata is an object")
 }
 
 /// The fields that make up "spec" for `metadata.generation`: all but metadata and status.
@@ -263,11 +257,7 @@ struct ContinueToken {
 
 impl Store {
     /// A store for the resource described by `strategy`, keyed under `prefix` in `storage`.
-    pub fn new(
-        strategy: Arc<dyn Strategy>,
-        storage: Arc<dyn Storage>,
-        prefix: &str,
-    ) -> Result<Self, String> {
+    pub fn new(strategy: Arc<dyn Strategy>, storage: Arc<dyn Storage>, prefix: &str) -> Result<Self, String> {
         let meta = *strategy.meta();
         let schema = strategy.schema();
         let violations = crate::schema::violations(&schema);
@@ -279,12 +269,7 @@ impl Store {
             ));
         }
         let validator = Validator::new(schema)?;
-        let prefix = format!(
-            "{}/{}/{}/",
-            prefix.trim_end_matches('/'),
-            meta.group,
-            meta.plural
-        );
+        let prefix = format!("{}/{}/{}/", prefix.trim_end_matches('/'), meta.group, meta.plural);
         Ok(Store {
             meta,
             strategy,
@@ -320,8 +305,7 @@ impl Store {
 
     fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
         let mut object: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
-        metadata_mut(&mut object)
-            .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(object)
     }
 
@@ -348,16 +332,9 @@ impl Store {
     }
 
     /// Check a request body's type and namespace, and apply `fieldValidation`.
-    fn admit_body(
-        &self,
-        body: &mut Value,
-        namespace: Option<&str>,
-        options: &WriteOptions,
-    ) -> ApiResult<Vec<String>> {
+    fn admit_body(&self, body: &mut Value, namespace: Option<&str>, options: &WriteOptions) -> ApiResult<Vec<String>> {
         let Value::Object(map) = body else {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON or YAML object",
-            ));
+            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
         };
         let api_version = self.meta.api_version();
         if let Some(v) = map.get("apiVersion").filter(|v| !v.is_null())
@@ -395,10 +372,7 @@ impl Store {
         let unknown = self.validator.unknown_fields(body);
         match options.field_validation {
             FieldValidation::Ignore => Ok(Vec::new()),
-            FieldValidation::Warn => Ok(unknown
-                .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect()),
+            FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
             FieldValidation::Strict if unknown.is_empty() => Ok(Vec::new()),
             FieldValidation::Strict => Err(ApiError::bad_request(format!(
                 "strict decoding error: {}",
@@ -430,9 +404,7 @@ impl Store {
         }
         let metadata = object.get("metadata").cloned();
         let mut prepared = self.strategy.prepare(object).map_err(|e| match e {
-            Prepared::Decode(m) => {
-                ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind))
-            }
+            Prepared::Decode(m) => ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind)),
             Prepared::Invalid(errors) => ApiError::invalid(&self.meta, name, &errors),
         })?;
         // The typed round trip may drop metadata fields the Rust type does not model.
@@ -443,16 +415,9 @@ impl Store {
     }
 
     /// Create an object (POST).
-    pub async fn create(
-        &self,
-        namespace: Option<&str>,
-        mut body: Value,
-        options: &WriteOptions,
-    ) -> ApiResult<Written> {
+    pub async fn create(&self, namespace: Option<&str>, mut body: Value, options: &WriteOptions) -> ApiResult<Written> {
         let warnings = self.admit_body(&mut body, namespace, options)?;
-        let generate = meta_str(&body, "generateName")
-            .unwrap_or_default()
-            .to_string();
+        let generate = meta_str(&body, "generateName").unwrap_or_default().to_string();
         let given = meta_str(&body, "name").unwrap_or_default().to_string();
         if given.is_empty() && generate.is_empty() {
             return Err(ApiError::invalid(
@@ -506,8 +471,7 @@ impl Store {
             {
                 Ok(kv) => {
                     let mut object = object;
-                    metadata_mut(&mut object)
-                        .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                    metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
                     return Ok(Written {
                         object,
                         created: true,
@@ -543,9 +507,7 @@ impl Store {
             }
         }
         let current = self.get(namespace, name).await?;
-        let mut written = self
-            .replace(namespace, name, &current, body, part, options)
-            .await?;
+        let mut written = self.replace(namespace, name, &current, body, part, options).await?;
         written.warnings.extend(warnings);
         Ok(written)
     }
@@ -560,9 +522,7 @@ impl Store {
         part: Part,
         options: &WriteOptions,
     ) -> ApiResult<Written> {
-        let current_rv = meta_str(current, "resourceVersion")
-            .unwrap_or_default()
-            .to_string();
+        let current_rv = meta_str(current, "resourceVersion").unwrap_or_default().to_string();
         match meta_str(&body, "resourceVersion") {
             Some(rv) if !rv.is_empty() && rv != current_rv => {
                 return Err(ApiError::conflict(&self.meta, name));
@@ -668,8 +628,7 @@ impl Store {
             .update(&key, Self::encode(&object)?, expected)
             .await
             .map_err(self.storage_error(name))?;
-        metadata_mut(&mut object)
-            .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(Written {
             object,
             created: false,
@@ -691,18 +650,14 @@ impl Store {
             let mut patched = patch.apply(&current)?;
             // A patch that sets resourceVersion makes it a precondition; otherwise the
             // current one is, and a concurrent write means: read again and retry.
-            let precondition =
-                meta_str(&patched, "resourceVersion") != meta_str(&current, "resourceVersion");
+            let precondition = meta_str(&patched, "resourceVersion") != meta_str(&current, "resourceVersion");
             let warnings = self.admit_body(&mut patched, namespace, options)?;
             if meta_str(&patched, "name") != Some(name) {
                 return Err(ApiError::bad_request(
                     "the name of an object cannot be changed by a patch",
                 ));
             }
-            match self
-                .replace(namespace, name, &current, patched, part, options)
-                .await
-            {
+            match self.replace(namespace, name, &current, patched, part, options).await {
                 Err(e) if e.reason == "Conflict" && !precondition => continue,
                 Err(e) => return Err(e),
                 Ok(mut written) => {
@@ -715,12 +670,7 @@ impl Store {
     }
 
     /// Delete an object: at once, or by marking it when finalizers remain.
-    pub async fn delete(
-        &self,
-        namespace: Option<&str>,
-        name: &str,
-        options: &DeleteOptions,
-    ) -> ApiResult<Value> {
+    pub async fn delete(&self, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> ApiResult<Value> {
         let current = self.get(namespace, name).await?;
         if let Some(uid) = &options.uid
             && meta_str(&current, "uid") != Some(uid.as_str())
@@ -779,8 +729,7 @@ impl Store {
                 .update(&key, Self::encode(&object)?, expected)
                 .await
                 .map_err(self.storage_error(name))?;
-            metadata_mut(&mut object)
-                .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+            metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
             return Ok(object);
         }
         if !options.dry_run {
@@ -804,9 +753,7 @@ impl Store {
         if let Some(token) = options.continue_token.as_deref().filter(|t| !t.is_empty()) {
             let token = decode_continue(token)?;
             if !token.start.starts_with(&prefix) {
-                return Err(ApiError::bad_request(
-                    "continue key is not valid for this list",
-                ));
+                return Err(ApiError::bad_request("continue key is not valid for this list"));
             }
             revision = Some(token.rv);
             start_after = Some(token.start);
@@ -878,11 +825,7 @@ impl Store {
     }
 
     /// The revision a read asks for: None for "newest".
-    async fn read_revision(
-        &self,
-        rv: Option<&str>,
-        rv_match: Option<&str>,
-    ) -> ApiResult<Option<Revision>> {
+    async fn read_revision(&self, rv: Option<&str>, rv_match: Option<&str>) -> ApiResult<Option<Revision>> {
         let rv = match rv.filter(|r| !r.is_empty()) {
             None => {
                 if rv_match.is_some_and(|m| !m.is_empty()) {
@@ -893,9 +836,7 @@ impl Store {
                 return Ok(None);
             }
             Some(rv) => rv.parse::<Revision>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid resourceVersion {rv:?}: must be a decimal revision"
-                ))
+                ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a decimal revision"))
             })?,
         };
         match rv_match.unwrap_or("") {
@@ -935,10 +876,7 @@ impl Store {
         send_initial_events: Option<bool>,
         bookmarks: bool,
     ) -> ApiResult<impl Stream<Item = WatchEvent> + Send + 'static> {
-        let rv = options
-            .resource_version
-            .as_deref()
-            .filter(|r| !r.is_empty());
+        let rv = options.resource_version.as_deref().filter(|r| !r.is_empty());
         let initial = send_initial_events.unwrap_or(matches!(rv, None | Some("0")));
         let (start, mut first) = if initial {
             let listed = self
@@ -969,10 +907,7 @@ impl Store {
         let prefix = self.list_prefix(options.namespace.as_deref());
         let changes = match self.storage.watch(&prefix, start).await {
             Ok(stream) => stream,
-            Err(StorageError::Expired {
-                requested,
-                compacted,
-            }) => {
+            Err(StorageError::Expired { requested, compacted }) => {
                 first.push(WatchEvent::Error(ApiError::expired(format!(
                     "too old resource version: {requested} ({compacted})"
                 ))));
@@ -987,20 +922,13 @@ impl Store {
             async move {
                 let event = match event {
                     Ok(e) => e,
-                    Err(StorageError::Expired {
-                        requested,
-                        compacted,
-                    }) => {
+                    Err(StorageError::Expired { requested, compacted }) => {
                         return Some(WatchEvent::Error(ApiError::expired(format!(
                             "too old resource version: {requested} ({compacted})"
                         ))));
                     }
                     Err(e) => {
-                        return Some(WatchEvent::Error(ApiError::from_storage(
-                            &store.meta,
-                            "",
-                            e,
-                        )));
+                        return Some(WatchEvent::Error(ApiError::from_storage(&store.meta, "", e)));
                     }
                 };
                 let new = match store.decode(&event.kv) {
@@ -1059,11 +987,7 @@ impl Store {
     /// The `autoscaling/v1 Scale` view of an object.
     pub fn to_scale(&self, object: &Value) -> ApiResult<Value> {
         let paths = self.meta.scale.ok_or_else(ApiError::path_not_found)?;
-        let replicas = |path: &str| {
-            crate::jsonpath::get(object, path)
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-        };
+        let replicas = |path: &str| crate::jsonpath::get(object, path).and_then(Value::as_i64).unwrap_or(0);
         let mut status = json!({"replicas": replicas(paths.status_replicas)});
         if let Some(selector) = paths
             .label_selector
@@ -1073,13 +997,7 @@ impl Store {
             status["selector"] = json!(selector);
         }
         let metadata = object.get("metadata").cloned().unwrap_or_default();
-        let keep = [
-            "name",
-            "namespace",
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-        ];
+        let keep = ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"];
         let metadata: Map<String, Value> = metadata
             .as_object()
             .into_iter()
@@ -1129,12 +1047,7 @@ impl Store {
                 _ => false,
             };
             let replicas = match desired.pointer("/spec/replicas") {
-                Some(Value::Number(n))
-                    if n.as_i64()
-                        .is_some_and(|r| (0..=i32::MAX as i64).contains(&r)) =>
-                {
-                    n.clone()
-                }
+                Some(Value::Number(n)) if n.as_i64().is_some_and(|r| (0..=i32::MAX as i64).contains(&r)) => n.clone(),
                 Some(other) => {
                     return Err(ApiError::new(
                         422,

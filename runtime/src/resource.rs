@@ -213,11 +213,7 @@ pub struct FieldError {
 
 impl FieldError {
     /// `field: Invalid value: <value>: <detail>`.
-    pub fn invalid(
-        field: impl Into<String>,
-        value: &impl Serialize,
-        detail: impl std::fmt::Display,
-    ) -> Self {
+    pub fn invalid(field: impl Into<String>, value: &impl Serialize, detail: impl std::fmt::Display) -> Self {
         let value = serde_json::to_string(value).unwrap_or_default();
         FieldError {
             reason: "FieldValueInvalid".into(),
@@ -241,28 +237,17 @@ impl FieldError {
     }
 
     /// `field: Unsupported value: <value>: supported values: ...`.
-    pub fn not_supported(
-        field: impl Into<String>,
-        value: &impl Serialize,
-        supported: &[String],
-    ) -> Self {
+    pub fn not_supported(field: impl Into<String>, value: &impl Serialize, supported: &[String]) -> Self {
         let value = serde_json::to_string(value).unwrap_or_default();
         FieldError {
             reason: "FieldValueNotSupported".into(),
             field: field.into(),
-            message: format!(
-                "Unsupported value: {value}: supported values: {}",
-                supported.join(", ")
-            ),
+            message: format!("Unsupported value: {value}: supported values: {}", supported.join(", ")),
         }
     }
 
     /// `field: Invalid value: <type>: <detail>`, for values of the wrong type.
-    pub fn type_invalid(
-        field: impl Into<String>,
-        got: &str,
-        detail: impl std::fmt::Display,
-    ) -> Self {
+    pub fn type_invalid(field: impl Into<String>, got: &str, detail: impl std::fmt::Display) -> Self {
         FieldError {
             reason: "FieldValueTypeInvalid".into(),
             field: field.into(),

@@ -56,9 +56,7 @@ fn inline_schema<T: JsonSchema + ?Sized>() -> Value {
 pub fn structural<T: JsonSchema + ?Sized>(meta: &ResourceMeta) -> Value {
     let mut schema = inline_schema::<T>();
     make_structural(&mut schema);
-    let root = schema
-        .as_object_mut()
-        .expect("a struct's schema is an object");
+    let root = schema.as_object_mut().expect("a struct's schema is an object");
     root.insert("type".into(), json!("object"));
     let properties = root.entry("properties").or_insert_with(|| json!({}));
     let properties = properties.as_object_mut().expect("properties is an object");
@@ -159,10 +157,7 @@ pub fn make_structural(schema: &mut Value) {
     }
     if map.get("additionalProperties") == Some(&Value::Bool(true)) {
         map.remove("additionalProperties");
-        map.insert(
-            "x-kubernetes-preserve-unknown-fields".into(),
-            Value::Bool(true),
-        );
+        map.insert("x-kubernetes-preserve-unknown-fields".into(), Value::Bool(true));
     }
     if map.get("default") == Some(&Value::Null) {
         map.remove("default");
@@ -210,11 +205,7 @@ pub fn make_structural(schema: &mut Value) {
     if let Some(Value::String(f)) = map.get("format")
         && f.starts_with("uint")
     {
-        let f = if f == "uint64" || f == "uint" {
-            "int64"
-        } else {
-            "int32"
-        };
+        let f = if f == "uint64" || f == "uint" { "int64" } else { "int32" };
         map.insert("format".into(), json!(f));
     }
     if map.get("nullable") == Some(&Value::Bool(true))
@@ -256,10 +247,7 @@ pub fn make_structural(schema: &mut Value) {
         "additionalProperties",
     ];
     if !shaped.iter().any(|k| map.contains_key(*k)) {
-        map.insert(
-            "x-kubernetes-preserve-unknown-fields".into(),
-            Value::Bool(true),
-        );
+        map.insert("x-kubernetes-preserve-unknown-fields".into(), Value::Bool(true));
     }
 }
 
@@ -296,10 +284,7 @@ fn walk_violations(schema: &Value, path: &str, out: &mut Vec<String>) {
         return;
     }
     let preserve = map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-    if !map.contains_key("type")
-        && !preserve
-        && map.get("x-kubernetes-int-or-string") != Some(&Value::Bool(true))
-    {
+    if !map.contains_key("type") && !preserve && map.get("x-kubernetes-int-or-string") != Some(&Value::Bool(true)) {
         out.push(format!("{}: no type", display(path)));
     }
     for key in [
@@ -319,15 +304,8 @@ fn walk_violations(schema: &Value, path: &str, out: &mut Vec<String>) {
             ));
         }
     }
-    if map.contains_key("properties")
-        && map
-            .get("additionalProperties")
-            .is_some_and(|a| a.is_object())
-    {
-        out.push(format!(
-            "{}: both properties and additionalProperties",
-            display(path)
-        ));
+    if map.contains_key("properties") && map.get("additionalProperties").is_some_and(|a| a.is_object()) {
+        out.push(format!("{}: both properties and additionalProperties", display(path)));
     }
     if let Some(Value::Object(props)) = map.get("properties") {
         for (name, sub) in props {
@@ -382,6 +360,12 @@ mod tests {
             })
         );
         assert!(violations(&schema).is_empty());
-        assert_eq!(violations(&json!({"properties": {"x": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}, "type": "object"})).len(), 2);
+        assert_eq!(
+            violations(
+                &json!({"properties": {"x": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}, "type": "object"})
+            )
+            .len(),
+            2
+        );
     }
 }

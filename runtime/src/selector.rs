@@ -31,15 +31,9 @@ pub fn parse_labels(input: &str) -> Result<Selector, ApiError> {
         let expr = if let Some(key) = part.strip_prefix('!') {
             Expression::DoesNotExist(label_key(key.trim()).map_err(|e| bad(&e))?)
         } else if let Some((key, values)) = split_set(part, " notin ") {
-            Expression::NotIn(
-                label_key(key).map_err(|e| bad(&e))?,
-                values.map_err(|e| bad(&e))?,
-            )
+            Expression::NotIn(label_key(key).map_err(|e| bad(&e))?, values.map_err(|e| bad(&e))?)
         } else if let Some((key, values)) = split_set(part, " in ") {
-            Expression::In(
-                label_key(key).map_err(|e| bad(&e))?,
-                values.map_err(|e| bad(&e))?,
-            )
+            Expression::In(label_key(key).map_err(|e| bad(&e))?, values.map_err(|e| bad(&e))?)
         } else if let Some((key, value)) = part.split_once("!=") {
             Expression::NotEqual(
                 label_key(key).map_err(|e| bad(&e))?,
@@ -94,9 +88,7 @@ fn label_key(key: &str) -> Result<String, String> {
     let name = key.rsplit('/').next().unwrap_or(key);
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if valid {
@@ -108,10 +100,7 @@ fn label_key(key: &str) -> Result<String, String> {
 
 fn label_value(value: &str) -> Result<String, String> {
     let value = value.trim();
-    let valid = value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let valid = value.len() <= 63 && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if valid {
         Ok(value.to_string())
     } else {
@@ -150,9 +139,7 @@ impl FieldSelector {
                     .iter()
                     .any(|s| s.trim_start_matches('.') == field);
             if !supported {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
             terms.push((field.to_string(), equal, value.trim().to_string()));
         }
@@ -218,11 +205,7 @@ mod tests {
             ("!missing,env in (prod),tier", true),
             ("", true),
         ] {
-            assert_eq!(
-                labels_match(&parse_labels(sel).unwrap(), &obj),
-                want,
-                "{sel}"
-            );
+            assert_eq!(labels_match(&parse_labels(sel).unwrap(), &obj), want, "{sel}");
         }
         assert!(parse_labels("tier in gold").is_err());
         assert!(parse_labels("bad key=x").is_err());

@@ -33,6 +33,8 @@ pub enum StorageKind {
     Memory,
     /// One redb file under `--data-dir`; survives restarts.
     Embedded,
+    /// etcd at `--etcd-servers`: for clusters and more than one replica.
+    Etcd,
 }
 
 /// Command-line flags shared by every Apiary server.
@@ -64,7 +66,19 @@ pub struct ServerOptions {
     pub data_dir: PathBuf,
     /// Key prefix of every object in storage.
     #[arg(long, default_value = "/registry")]
-    pub storage_prefix: String,
+    pub etcd_prefix: String,
+    /// etcd endpoints (comma-separated), with `--storage etcd`.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    /// CA bundle for etcd's serving certificates.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
     /// Extra names for the generated serving certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub tls_sans: Vec<String>,
@@ -88,11 +102,21 @@ pub struct Server {
 
 impl Server {
     /// Open the storage the options name.
-    pub fn new(options: ServerOptions) -> Result<Self, String> {
-        let storage = match options.storage {
+    pub async fn new(options: ServerOptions) -> Result<Self, String> {
+        let storage: Arc<dyn Storage> = match options.storage {
             StorageKind::Memory => storage::memory(),
-            StorageKind::Embedded => storage::embedded(&options.data_dir.join("apiary.redb"))
-                .map_err(|e| e.to_string())?,
+            StorageKind::Embedded => {
+                storage::embedded(&options.data_dir.join("apiary.redb")).map_err(|e| e.to_string())?
+            }
+            StorageKind::Etcd => {
+                let config = storage::etcd::EtcdConfig {
+                    endpoints: options.etcd_servers.clone(),
+                    ca_file: options.etcd_cafile.clone(),
+                    cert_file: options.etcd_certfile.clone(),
+                    key_file: options.etcd_keyfile.clone(),
+                };
+                Arc::new(storage::etcd::Etcd::connect(&config).await.map_err(|e| e.to_string())?)
+            }
         };
         Ok(Server {
             options,
@@ -106,7 +130,7 @@ impl Server {
         let store = Store::new(
             Arc::new(TypedStrategy::<T>::default()),
             self.storage.clone(),
-            &self.options.storage_prefix,
+            &self.options.etcd_prefix,
         )?;
         self.stores.push(Arc::new(store));
         Ok(self)
@@ -132,9 +156,7 @@ impl Server {
         let example = self
             .stores
             .first()
-            .map_or("api-resources".to_string(), |s| {
-                format!("get {}", s.meta().plural)
-            });
+            .map_or("api-resources".to_string(), |s| format!("get {}", s.meta().plural));
         let api = Api::new(self.stores, version);
         let router = api.router().layer(middleware::from_fn(authenticate));
         match kubeconfig {
@@ -157,9 +179,7 @@ impl Server {
             let acceptor = acceptor.clone();
             let router = router.clone();
             tokio::spawn(async move {
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                else {
+                let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                     return;
                 };
                 let user = tls
@@ -168,14 +188,12 @@ impl Server {
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .and_then(user_from_cert);
-                let service = hyper::service::service_fn(
-                    move |mut request: Request<hyper::body::Incoming>| {
-                        if let Some(user) = &user {
-                            request.extensions_mut().insert(user.clone());
-                        }
-                        router.clone().oneshot(request.map(axum::body::Body::new))
-                    },
-                );
+                let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    if let Some(user) = &user {
+                        request.extensions_mut().insert(user.clone());
+                    }
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                     tracing::debug!("connection ended: {e}");
@@ -186,47 +204,32 @@ impl Server {
 }
 
 /// The rustls config and, when certificates were generated, the admin kubeconfig's path.
-fn tls_config(
-    options: &ServerOptions,
-    local: SocketAddr,
-) -> Result<(rustls::ServerConfig, Option<PathBuf>), String> {
+fn tls_config(options: &ServerOptions, local: SocketAddr) -> Result<(rustls::ServerConfig, Option<PathBuf>), String> {
     let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let (cert, key, client_ca, kubeconfig) =
-        match (&options.tls_cert_file, &options.tls_private_key_file) {
-            (Some(cert), Some(key)) => (read(cert)?, read(key)?, None, None),
-            _ => {
-                let mut sans = vec![
-                    "localhost".to_string(),
-                    "127.0.0.1".to_string(),
-                    "::1".to_string(),
-                ];
-                sans.extend(options.tls_sans.iter().cloned());
-                if !local.ip().is_unspecified() && !sans.contains(&local.ip().to_string()) {
-                    sans.push(local.ip().to_string());
-                }
-                let host = if local.ip().is_unspecified() {
-                    "127.0.0.1".to_string()
-                } else {
-                    local.ip().to_string()
-                };
-                let host = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host
-                };
-                let certs = crate::certs::ensure_local(
-                    &options.cert_dir,
-                    &sans,
-                    &format!("https://{host}:{}", local.port()),
-                )?;
-                (
-                    read(&certs.serving_cert)?,
-                    read(&certs.serving_key)?,
-                    Some(read(&certs.ca_cert)?),
-                    Some(certs.kubeconfig),
-                )
+    let (cert, key, client_ca, kubeconfig) = match (&options.tls_cert_file, &options.tls_private_key_file) {
+        (Some(cert), Some(key)) => (read(cert)?, read(key)?, None, None),
+        _ => {
+            let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+            sans.extend(options.tls_sans.iter().cloned());
+            if !local.ip().is_unspecified() && !sans.contains(&local.ip().to_string()) {
+                sans.push(local.ip().to_string());
             }
-        };
+            let host = if local.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                local.ip().to_string()
+            };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            let certs =
+                crate::certs::ensure_local(&options.cert_dir, &sans, &format!("https://{host}:{}", local.port()))?;
+            (
+                read(&certs.serving_cert)?,
+                read(&certs.serving_key)?,
+                Some(read(&certs.ca_cert)?),
+                Some(certs.kubeconfig),
+            )
+        }
+    };
     let client_ca = match &options.client_ca_file {
         Some(path) => Some(read(path)?),
         None => client_ca,
@@ -266,12 +269,7 @@ fn tls_config(
 fn user_from_cert(cert: &CertificateDer<'_>) -> Option<UserInfo> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = parsed.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
     let mut groups: Vec<String> = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
@@ -282,10 +280,7 @@ fn user_from_cert(cert: &CertificateDer<'_>) -> Option<UserInfo> {
 
 /// Health checks and /version are open; everything else needs an authenticated user.
 async fn authenticate(request: Request, next: Next) -> Response {
-    let open = matches!(
-        request.uri().path(),
-        "/healthz" | "/livez" | "/readyz" | "/version"
-    );
+    let open = matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version");
     if !open && request.extensions().get::<UserInfo>().is_none() {
         return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     }

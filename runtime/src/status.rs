@@ -51,11 +51,7 @@ impl ApiError {
 
     /// 404 NotFound for a path nothing serves.
     pub fn path_not_found() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        Self::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     /// 409 AlreadyExists.
@@ -91,10 +87,7 @@ impl ApiError {
             [one] => one.to_string(),
             many => format!(
                 "[{}]",
-                many.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ),
         };
         let causes: Vec<Value> = errors
@@ -102,9 +95,7 @@ impl ApiError {
             .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
             .collect();
         ApiError {
-            details: Some(
-                json!({"name": name, "group": meta.group, "kind": meta.kind, "causes": causes}),
-            ),
+            details: Some(json!({"name": name, "group": meta.group, "kind": meta.kind, "causes": causes})),
             ..Self::new(
                 422,
                 "Invalid",
@@ -130,10 +121,7 @@ impl ApiError {
         Self::new(
             406,
             "NotAcceptable",
-            format!(
-                "only the following media types are accepted: {}",
-                accepted.join(", ")
-            ),
+            format!("only the following media types are accepted: {}", accepted.join(", ")),
         )
     }
 
@@ -169,11 +157,7 @@ impl ApiError {
 
     /// 500 InternalError.
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {message}"),
-        )
+        Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
     }
 
     /// 503 ServiceUnavailable.
@@ -187,12 +171,9 @@ impl ApiError {
             StorageError::NotFound => Self::not_found(meta, name),
             StorageError::AlreadyExists => Self::already_exists(meta, name),
             StorageError::Conflict { .. } => Self::conflict(meta, name),
-            StorageError::Expired {
-                requested,
-                compacted,
-            } => Self::expired(format!(
-                "too old resource version: {requested} ({compacted})"
-            )),
+            StorageError::Expired { requested, compacted } => {
+                Self::expired(format!("too old resource version: {requested} ({compacted})"))
+            }
             StorageError::Unavailable(m) => Self::unavailable(m),
             StorageError::Internal(m) => Self::internal(m),
         }

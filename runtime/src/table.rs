@@ -24,9 +24,7 @@ impl IncludeObject {
             None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
             Some("Object") => Ok(IncludeObject::Object),
             Some("None") => Ok(IncludeObject::None),
-            Some(other) => Err(format!(
-                "includeObject must be Metadata, Object or None, not {other:?}"
-            )),
+            Some(other) => Err(format!("includeObject must be Metadata, Object or None, not {other:?}")),
         }
     }
 }
@@ -50,31 +48,17 @@ pub fn column_definitions(meta: &ResourceMeta) -> Value {
 }
 
 /// One table row for an object.
-pub fn row(
-    meta: &ResourceMeta,
-    object: &Value,
-    include: IncludeObject,
-    now: jiff::Timestamp,
-) -> Value {
-    let mut cells = vec![
-        object
-            .pointer("/metadata/name")
-            .cloned()
-            .unwrap_or(Value::Null),
-    ];
+pub fn row(meta: &ResourceMeta, object: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
+    let mut cells = vec![object.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
     for c in meta.columns {
-        let value = jsonpath::get(object, c.json_path)
-            .cloned()
-            .unwrap_or(Value::Null);
+        let value = jsonpath::get(object, c.json_path).cloned().unwrap_or(Value::Null);
         let value = match (c.type_, &value) {
             ("date", Value::String(s)) => age(s, now).map(Value::String).unwrap_or(value),
             _ => value,
         };
         cells.push(value);
     }
-    let created = object
-        .pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str);
+    let created = object.pointer("/metadata/creationTimestamp").and_then(Value::as_str);
     cells.push(
         created
             .and_then(|c| age(c, now))

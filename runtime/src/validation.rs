@@ -107,10 +107,7 @@ impl Validator {
                 errors.push(FieldError::invalid(
                     display(path),
                     value,
-                    format!(
-                        "{} in body should be at least {min} chars long",
-                        display(path)
-                    ),
+                    format!("{} in body should be at least {min} chars long", display(path)),
                 ));
             }
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
@@ -119,10 +116,7 @@ impl Validator {
                 errors.push(FieldError::invalid(
                     display(path),
                     value,
-                    format!(
-                        "{} in body may not be more than {max} chars long",
-                        display(path)
-                    ),
+                    format!("{} in body may not be more than {max} chars long", display(path)),
                 ));
             }
             if let Some(Value::String(p)) = schema.get("pattern")
@@ -153,8 +147,7 @@ impl Validator {
                     }
                     if let Some(sub) = props.and_then(|p| p.get(k)) {
                         self.check(sub, v, &child, errors);
-                    } else if let Some(sub @ Value::Object(_)) = schema.get("additionalProperties")
-                    {
+                    } else if let Some(sub @ Value::Object(_)) = schema.get("additionalProperties") {
                         self.check(sub, v, &child, errors);
                     }
                     // Unknown fields are pruned; fieldValidation decides whether to say so.
@@ -194,8 +187,7 @@ fn collect_patterns(schema: &Value, out: &mut HashMap<String, Regex>) -> Result<
     match schema {
         Value::Object(map) => {
             if let Some(Value::String(p)) = map.get("pattern") {
-                let re = Regex::new(p)
-                    .map_err(|e| format!("schema pattern {p:?} is not a valid regex: {e}"))?;
+                let re = Regex::new(p).map_err(|e| format!("schema pattern {p:?} is not a valid regex: {e}"))?;
                 out.insert(p.clone(), re);
             }
             map.values().try_for_each(|v| collect_patterns(v, out))
@@ -206,9 +198,7 @@ fn collect_patterns(schema: &Value, out: &mut HashMap<String, Regex>) -> Result<
 }
 
 fn unknown(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
-    if schema.get("$ref").is_some()
-        || schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
-    {
+    if schema.get("$ref").is_some() || schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
     }
     match value {
@@ -286,13 +276,8 @@ mod tests {
     #[test]
     fn reports_every_violation_with_its_path() {
         let v = Validator::new(schema()).unwrap();
-        let errors = v.validate(
-            &json!({"spec": {"replicas": 11, "image": "UPPER", "mode": "C", "labels": {"a": 1}}}),
-        );
-        let fields: Vec<_> = errors
-            .iter()
-            .map(|e| (e.field.as_str(), e.reason.as_str()))
-            .collect();
+        let errors = v.validate(&json!({"spec": {"replicas": 11, "image": "UPPER", "mode": "C", "labels": {"a": 1}}}));
+        let fields: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.reason.as_str())).collect();
         assert_eq!(
             fields,
             vec![
@@ -320,10 +305,8 @@ mod tests {
     #[test]
     fn finds_unknown_fields_but_not_in_maps_or_preserved_objects() {
         let v = Validator::new(schema()).unwrap();
-        let unknown = v.unknown_fields(
-            &json!({"metadata": {"x": 1}, "spec": {"image": "a", "colour": "red",
-            "labels": {"any": "thing"}, "free": {"deep": {"x": 1}}}, "extra": true}),
-        );
+        let unknown = v.unknown_fields(&json!({"metadata": {"x": 1}, "spec": {"image": "a", "colour": "red",
+            "labels": {"any": "thing"}, "free": {"deep": {"x": 1}}}, "extra": true}));
         assert_eq!(unknown, vec!["extra", "spec.colour"]);
     }
 }

@@ -13,8 +13,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{
-    Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage,
-    StorageError,
+    Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
+    end_after_error,
 };
 
 /// Events kept for watch resume and reads at past revisions; older ones are compacted.
@@ -73,9 +73,7 @@ impl Engine {
             events,
             history,
         };
-        Engine {
-            inner: Arc::new(inner),
-        }
+        Engine { inner: Arc::new(inner) }
     }
 
     /// Open (or create) a redb file and load it.
@@ -93,11 +91,7 @@ impl Engine {
         }
         let txn = db.begin_read().map_err(internal)?;
         let meta = txn.open_table(META).map_err(internal)?;
-        state.revision = meta
-            .get("revision")
-            .map_err(internal)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        state.revision = meta.get("revision").map_err(internal)?.map(|v| v.value()).unwrap_or(0);
         // History is not persisted: after a restart, watches resume only from now on.
         state.compacted = state.revision;
         let kv = txn.open_table(KV).map_err(internal)?;
@@ -218,12 +212,7 @@ impl Inner {
                 .take_while(|(k, _)| in_prefix(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            for event in state
-                .history
-                .iter()
-                .rev()
-                .take_while(|e| e.kv.mod_revision > revision)
-            {
+            for event in state.history.iter().rev().take_while(|e| e.kv.mod_revision > revision) {
                 if !in_prefix(&event.kv.key) {
                     continue;
                 }
@@ -260,9 +249,7 @@ fn encode_record(kv: &KeyValue) -> Vec<u8> {
 
 fn decode_record(bytes: &[u8]) -> Result<(Revision, Revision, Vec<u8>), StorageError> {
     if bytes.len() < 16 {
-        return Err(StorageError::Internal(
-            "corrupt record in storage file".into(),
-        ));
+        return Err(StorageError::Internal("corrupt record in storage file".into()));
     }
     let create = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
     let modified = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
@@ -286,21 +273,13 @@ fn persist(db: &redb::Database, event: &Event, revision: Revision) -> Result<(),
         meta.insert("revision", revision).map_err(internal)?;
     }
     // redb's default durability is immediate: the commit is on disk when this returns.
-    txn.commit()
-        .map_err(|e| StorageError::Unavailable(e.to_string()))
+    txn.commit().map_err(|e| StorageError::Unavailable(e.to_string()))
 }
 
 #[async_trait]
 impl Storage for Engine {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
-        Ok(self
-            .inner
-            .state
-            .read()
-            .map_err(internal)?
-            .data
-            .get(key)
-            .cloned())
+        Ok(self.inner.state.read().map_err(internal)?.data.get(key).cloned())
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
@@ -311,19 +290,12 @@ impl Storage for Engine {
         self.write_async(key.to_string(), Some(value), None).await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Revision,
-    ) -> Result<KeyValue, StorageError> {
-        self.write_async(key.to_string(), Some(value), Some(expected))
-            .await
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.write_async(key.to_string(), Some(value), Some(expected)).await
     }
 
     async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
-        self.write_async(key.to_string(), None, Some(expected))
-            .await
+        self.write_async(key.to_string(), None, Some(expected)).await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
@@ -349,9 +321,7 @@ impl Storage for Engine {
         let backlog = futures::stream::iter(backlog.into_iter().map(|e| Ok((*e).clone())));
         let live = BroadcastStream::new(live).filter_map(move |item| {
             let item = match item {
-                Ok(e) if e.kv.mod_revision > last && e.kv.key.starts_with(&prefix) => {
-                    Some(Ok((*e).clone()))
-                }
+                Ok(e) if e.kv.mod_revision > last && e.kv.key.starts_with(&prefix) => Some(Ok((*e).clone())),
                 Ok(_) => None,
                 // A watcher that fell this far behind must re-list, as after a compaction.
                 Err(BroadcastStreamRecvError::Lagged(_)) => Some(Err(StorageError::Expired {
@@ -361,13 +331,7 @@ impl Storage for Engine {
             };
             futures::future::ready(item)
         });
-        // The stream ends after its first error.
-        let stream = backlog.chain(live).scan(false, |failed, item| {
-            let out = if *failed { None } else { Some(item) };
-            *failed |= matches!(out, Some(Err(_)));
-            futures::future::ready(out)
-        });
-        Ok(Box::pin(stream))
+        Ok(end_after_error(backlog.chain(live)))
     }
 
     async fn current_revision(&self) -> Result<Revision, StorageError> {
@@ -376,8 +340,7 @@ impl Storage for Engine {
 
     async fn ready(&self) -> Result<(), StorageError> {
         if let Some(db) = &self.inner.file {
-            db.begin_read()
-                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            db.begin_read().map_err(|e| StorageError::Unavailable(e.to_string()))?;
         }
         Ok(())
     }

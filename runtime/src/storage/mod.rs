@@ -5,6 +5,7 @@
 //! resourceVersion; the registry sets it from `mod_revision` on the way out.
 
 mod engine;
+pub mod etcd;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -119,12 +120,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Create a key that must not exist.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError>;
     /// Replace a key whose mod revision is `expected`.
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Revision,
-    ) -> Result<KeyValue, StorageError>;
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StorageError>;
     /// Delete a key whose mod revision is `expected`; returns the deleted value.
     async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError>;
     /// Events under `prefix` with revisions after `after`.
@@ -133,6 +129,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn current_revision(&self) -> Result<Revision, StorageError>;
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> Result<(), StorageError>;
+}
+
+/// A watch stream that ends right after its first error (the client must re-list).
+pub fn end_after_error(stream: impl Stream<Item = Result<Event, StorageError>> + Send + 'static) -> EventStream {
+    Box::pin(crate::take_through(stream, Result::is_err))
 }
 
 /// In-memory storage, lost on exit: for tests.

@@ -12,12 +12,7 @@ use widget_api::{Widget, WidgetList};
 
 /// A cluster-scoped resource with no status, scale or columns, and irregular plural.
 #[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
-#[api(
-    group = "infra.example.com",
-    version = "v1alpha1",
-    cluster,
-    categories("infra")
-)]
+#[api(group = "infra.example.com", version = "v1alpha1", cluster, categories("infra"))]
 pub struct Policy {
     #[serde(default)]
     metadata: ObjectMeta,
@@ -54,11 +49,7 @@ fn widget_metadata() {
     assert!(m.status);
     let scale = m.scale.unwrap();
     assert_eq!(
-        (
-            scale.spec_replicas,
-            scale.status_replicas,
-            scale.label_selector
-        ),
+        (scale.spec_replicas, scale.status_replicas, scale.label_selector),
         (".spec.replicas", ".status.availableReplicas", None)
     );
     let columns: Vec<_> = m
@@ -96,11 +87,7 @@ fn widget_metadata() {
                 Target::Object,
                 vec!["delete", "get", "patch", "update"]
             ),
-            (
-                format!("{base}/widgets"),
-                Target::AllNamespaces,
-                vec!["list", "watch"]
-            ),
+            (format!("{base}/widgets"), Target::AllNamespaces, vec!["list", "watch"]),
             (
                 format!("{base}/namespaces/{{namespace}}/widgets/{{name}}/status"),
                 Target::Status,
@@ -118,10 +105,7 @@ fn widget_metadata() {
 #[test]
 fn cluster_metadata_and_plural() {
     let m = Policy::META;
-    assert_eq!(
-        (m.plural, m.singular, m.kind),
-        ("policies", "policy", "Policy")
-    );
+    assert_eq!((m.plural, m.singular, m.kind), ("policies", "policy", "Policy"));
     assert_eq!(m.scope, Scope::Cluster);
     assert!(!m.status && m.scale.is_none() && m.columns.is_empty());
     let routes: Vec<_> = m.routes().into_iter().map(|r| r.path).collect();
@@ -217,10 +201,7 @@ fn kube_client_side_compiles_and_builds_paths() {
         Widget::url_path(&(), Some("default")),
         "/apis/custom.example.com/v1/namespaces/default/widgets"
     );
-    assert_eq!(
-        Policy::url_path(&(), None),
-        "/apis/infra.example.com/v1alpha1/policies"
-    );
+    assert_eq!(Policy::url_path(&(), None), "/apis/infra.example.com/v1alpha1/policies");
     let request = kube::core::Request::new(Widget::url_path(&(), Some("ns1")));
     let get = request.get_subresource("scale", "w1").unwrap();
     assert_eq!(

@@ -23,7 +23,7 @@ async fn main() {
     apiary_runtime::init_logging();
     let cli = Cli::parse();
     let result = async {
-        let server = Server::new(cli.server)?.resource::<Widget>()?;
+        let server = Server::new(cli.server).await?.resource::<Widget>()?;
         let store = server.store::<Widget>().ok_or("Widget is served")?;
         tokio::spawn(status::run(store));
         server.run().await

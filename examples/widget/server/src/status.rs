@@ -31,10 +31,7 @@ pub async fn run(store: Arc<Store>) {
 
 /// The status a Widget should have; `None` when it already has it.
 pub fn desired_status(object: &Value, now: &str) -> Option<Value> {
-    let replicas = object
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let replicas = object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
     let generation = object
         .pointer("/metadata/generation")
         .and_then(Value::as_i64)
@@ -44,9 +41,7 @@ pub fn desired_status(object: &Value, now: &str) -> Option<Value> {
     let same = current.is_some_and(|s| {
         s.get("availableReplicas").and_then(Value::as_i64) == Some(replicas)
             && s.get("phase").and_then(Value::as_str) == Some(phase)
-            && s.pointer("/conditions/0/observedGeneration")
-                .and_then(Value::as_i64)
-                == Some(generation)
+            && s.pointer("/conditions/0/observedGeneration").and_then(Value::as_i64) == Some(generation)
     });
     if same || object.pointer("/metadata/deletionTimestamp").is_some() {
         return None;
@@ -64,9 +59,7 @@ pub fn desired_status(object: &Value, now: &str) -> Option<Value> {
 }
 
 async fn reconcile(store: &Store, object: &Value) {
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let Some(status) = desired_status(object, &now) else {
         return;
     };
@@ -74,20 +67,12 @@ async fn reconcile(store: &Store, object: &Value) {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let namespace = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str);
+    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
     let mut updated = object.clone();
     updated["status"] = status;
     // A conflict means a newer version exists; its own watch event brings it here again.
     if let Err(e) = store
-        .update(
-            namespace,
-            name,
-            updated,
-            Part::Status,
-            &WriteOptions::default(),
-        )
+        .update(namespace, name, updated, Part::Status, &WriteOptions::default())
         .await
         && e.code != 409
         && e.code != 404

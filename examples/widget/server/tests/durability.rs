@@ -10,10 +10,7 @@ fn embedded_store_survives_kill_9() {
     let server = ServerProcess::start_in(dir.path(), &["--storage", "embedded"]);
     let k = server.kubectl("1.33");
     for i in 0..20 {
-        k.ok_stdin(
-            &["create", "-f", "-"],
-            &widget(&format!("w{i:02}"), i % 5, ""),
-        );
+        k.ok_stdin(&["create", "-f", "-"], &widget(&format!("w{i:02}"), i % 5, ""));
     }
     k.ok(&["delete", "widget", "w07"]);
     let before = k.ok(&[
@@ -54,13 +51,7 @@ fn embedded_store_survives_kill_9() {
         .unwrap();
     k.ok_stdin(&["create", "-f", "-"], &widget("fresh", 1, ""));
     let rv: u64 = k
-        .ok(&[
-            "get",
-            "widget",
-            "fresh",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
+        .ok(&["get", "widget", "fresh", "-o", "jsonpath={.metadata.resourceVersion}"])
         .parse()
         .unwrap();
     assert!(rv > max_old, "{rv} > {max_old}");

@@ -18,32 +18,19 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
     fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
     }
 }
 
-async fn send(
-    client: &Client,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
+async fn send(client: &Client, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut request = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let response = client
-        .send(request.body(body.to_vec().into()).unwrap())
-        .await
-        .unwrap();
+    let response = client.send(request.body(body.to_vec().into()).unwrap()).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = http_body_util::BodyExt::collect(response.into_body())
@@ -51,11 +38,7 @@ async fn send(
         .unwrap()
         .to_bytes()
         .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 async fn client(server: &ServerProcess) -> Client {
@@ -128,15 +111,11 @@ async fn discovery_and_openapi_negotiation() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(
-        url.starts_with("/openapi/v3/apis/custom.example.com/v1?hash="),
-        "{url}"
-    );
+    assert!(url.starts_with("/openapi/v3/apis/custom.example.com/v1?hash="), "{url}");
     let doc = send(&c, "GET", &url, &[], b"").await;
     let etag = doc.header("etag").to_string();
     let doc = doc.json();
-    let patch =
-        &doc["paths"]["/apis/custom.example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    let patch = &doc["paths"]["/apis/custom.example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
     assert_eq!(
         patch["x-kubernetes-group-version-kind"],
         json!({"group": "custom.example.com", "version": "v1", "kind": "Widget"})
@@ -147,10 +126,7 @@ async fn discovery_and_openapi_negotiation() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert!(
-        !media.contains(&"application/strategic-merge-patch+json"),
-        "{media:?}"
-    );
+    assert!(!media.contains(&"application/strategic-merge-patch+json"), "{media:?}");
     assert!(
         patch["parameters"]
             .as_array()
@@ -159,9 +135,7 @@ async fn discovery_and_openapi_negotiation() {
             .any(|p| p["name"] == "fieldValidation")
     );
     assert_eq!(
-        send(&c, "GET", &url, &[("if-none-match", &etag)], b"")
-            .await
-            .status,
+        send(&c, "GET", &url, &[("if-none-match", &etag)], b"").await.status,
         304
     );
 
@@ -172,10 +146,7 @@ async fn discovery_and_openapi_negotiation() {
         &c,
         "GET",
         "/openapi/v2",
-        &[(
-            "accept",
-            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
-        )],
+        &[("accept", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")],
         b"",
     )
     .await;
@@ -198,20 +169,14 @@ async fn content_types_errors_and_limits() {
         &c,
         "POST",
         BASE,
-        &[
-            ("content-type", "application/yaml"),
-            ("accept", "application/yaml"),
-        ],
+        &[("content-type", "application/yaml"), ("accept", "application/yaml")],
         yaml,
     )
     .await;
     assert_eq!(created.status, 201);
     assert_eq!(created.header("content-type"), "application/yaml");
     let text = String::from_utf8(created.body.clone()).unwrap();
-    assert!(
-        text.contains("replicas: 2") && text.contains("color: blue"),
-        "{text}"
-    );
+    assert!(text.contains("replicas: 2") && text.contains("color: blue"), "{text}");
 
     // Protobuf only → 406; an unknown body type → 415.
     let proto_only = send(
@@ -223,10 +188,7 @@ async fn content_types_errors_and_limits() {
     )
     .await;
     assert_eq!(
-        (
-            proto_only.status.as_u16(),
-            proto_only.json()["reason"].as_str()
-        ),
+        (proto_only.status.as_u16(), proto_only.json()["reason"].as_str()),
         (406, Some("NotAcceptable"))
     );
     let proto_body = send(
@@ -238,28 +200,15 @@ async fn content_types_errors_and_limits() {
     )
     .await;
     assert_eq!(
-        (
-            proto_body.status.as_u16(),
-            proto_body.json()["reason"].as_str()
-        ),
+        (proto_body.status.as_u16(), proto_body.json()["reason"].as_str()),
         (415, Some("UnsupportedMediaType"))
     );
 
     // Unknown fields: Warning header by default, 400 with Strict.
     let body = serde_json::to_vec(&json!({"apiVersion": "custom.example.com/v1", "kind": "Widget", "metadata": {"name": "u1"}, "spec": {"replicas": 1, "image": "x", "colour": "red"}})).unwrap();
-    let warned = send(
-        &c,
-        "POST",
-        BASE,
-        &[("content-type", "application/json")],
-        &body,
-    )
-    .await;
+    let warned = send(&c, "POST", BASE, &[("content-type", "application/json")], &body).await;
     assert_eq!(warned.status, 201);
-    assert_eq!(
-        warned.header("warning"),
-        r#"299 - "unknown field \"spec.colour\"""#
-    );
+    assert_eq!(warned.header("warning"), r#"299 - "unknown field \"spec.colour\"""#);
     assert!(
         warned.json()["spec"].get("colour").is_none(),
         "unknown fields are pruned"
@@ -279,18 +228,9 @@ async fn content_types_errors_and_limits() {
     );
 
     // Schema violations: all in one 422 with causes.
-    let bad = serde_json::to_vec(
-        &json!({"metadata": {"name": "Bad_Name"}, "spec": {"replicas": "many", "image": ""}}),
-    )
-    .unwrap();
-    let invalid = send(
-        &c,
-        "POST",
-        BASE,
-        &[("content-type", "application/json")],
-        &bad,
-    )
-    .await;
+    let bad = serde_json::to_vec(&json!({"metadata": {"name": "Bad_Name"}, "spec": {"replicas": "many", "image": ""}}))
+        .unwrap();
+    let invalid = send(&c, "POST", BASE, &[("content-type", "application/json")], &bad).await;
     assert_eq!(invalid.status, 422);
     let status = invalid.json();
     let fields: Vec<&str> = status["details"]["causes"]
@@ -303,44 +243,22 @@ async fn content_types_errors_and_limits() {
 
     // Bodies over 3 MiB → 413; a wrong kind → 400; an unsupported verb → 405.
     let huge = vec![b' '; 3 * 1024 * 1024 + 1];
-    let too_large = send(
-        &c,
-        "POST",
-        BASE,
-        &[("content-type", "application/json")],
-        &huge,
-    )
-    .await;
+    let too_large = send(&c, "POST", BASE, &[("content-type", "application/json")], &huge).await;
     assert_eq!(
-        (
-            too_large.status.as_u16(),
-            too_large.json()["reason"].as_str()
-        ),
+        (too_large.status.as_u16(), too_large.json()["reason"].as_str()),
         (413, Some("RequestEntityTooLarge"))
     );
     assert_eq!(
-        send(
-            &c,
-            "POST",
-            BASE,
-            &[("content-type", "application/json")],
-            &widget("k1")
-        )
-        .await
-        .status,
+        send(&c, "POST", BASE, &[("content-type", "application/json")], &widget("k1"))
+            .await
+            .status,
         201
     );
     let other = serde_json::to_vec(&json!({"apiVersion": "custom.example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"replicas": 1, "image": "x"}})).unwrap();
     assert_eq!(
-        send(
-            &c,
-            "POST",
-            BASE,
-            &[("content-type", "application/json")],
-            &other
-        )
-        .await
-        .status,
+        send(&c, "POST", BASE, &[("content-type", "application/json")], &other)
+            .await
+            .status,
         400
     );
     let post_to_object = send(
@@ -352,41 +270,23 @@ async fn content_types_errors_and_limits() {
     )
     .await;
     assert_eq!(
-        (
-            post_to_object.status.as_u16(),
-            post_to_object.json()["reason"].as_str()
-        ),
+        (post_to_object.status.as_u16(), post_to_object.json()["reason"].as_str()),
         (405, Some("MethodNotAllowed"))
     );
 
     // Table with includeObject=None and =Object.
     let table_accept = [("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")];
-    let none = send(
-        &c,
-        "GET",
-        &format!("{BASE}?includeObject=None"),
-        &table_accept,
-        b"",
-    )
-    .await
-    .json();
+    let none = send(&c, "GET", &format!("{BASE}?includeObject=None"), &table_accept, b"")
+        .await
+        .json();
     assert_eq!(none["kind"], "Table");
     assert!(none["rows"][0].get("object").is_none());
-    let full = send(
-        &c,
-        "GET",
-        &format!("{BASE}?includeObject=Object"),
-        &table_accept,
-        b"",
-    )
-    .await
-    .json();
+    let full = send(&c, "GET", &format!("{BASE}?includeObject=Object"), &table_accept, b"")
+        .await
+        .json();
     assert_eq!(full["rows"][0]["object"]["kind"], "Widget");
     let partial = send(&c, "GET", BASE, &table_accept, b"").await.json();
-    assert_eq!(
-        partial["rows"][0]["object"]["kind"],
-        "PartialObjectMetadata"
-    );
+    assert_eq!(partial["rows"][0]["object"]["kind"], "PartialObjectMetadata");
 
     // Unauthenticated requests get 401 (health checks stay open).
     assert_eq!(anonymous(&server.url, "/apis").await, 401);
@@ -399,12 +299,7 @@ async fn anonymous(url: &str, path: &str) -> u16 {
     config.accept_invalid_certs = true;
     let client = Client::try_from(config).unwrap();
     let response = client
-        .send(
-            Request::builder()
-                .uri(path)
-                .body(Vec::new().into())
-                .unwrap(),
-        )
+        .send(Request::builder().uri(path).body(Vec::new().into()).unwrap())
         .await
         .unwrap();
     response.status().as_u16()

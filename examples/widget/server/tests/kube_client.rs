@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use common::ServerProcess;
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
@@ -39,10 +37,7 @@ fn new_widget(name: &str, replicas: i32) -> Widget {
 async fn eventually_status(api: &Api<Widget>, name: &str, replicas: i32) -> Widget {
     for _ in 0..100 {
         let w = api.get(name).await.unwrap();
-        if w.status
-            .as_ref()
-            .is_some_and(|s| s.available_replicas == replicas)
-        {
+        if w.status.as_ref().is_some_and(|s| s.available_replicas == replicas) {
             return w;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -56,26 +51,14 @@ async fn crud_scale_status_and_errors() {
     let server = ServerProcess::start(dir.path());
     let api: Api<Widget> = Api::namespaced(client(&server).await, "default");
 
-    let created = api
-        .create(&PostParams::default(), &new_widget("one", 2))
-        .await
-        .unwrap();
-    assert_eq!(
-        created.spec.color, "blue",
-        "defaulted by the validate/default hooks"
-    );
+    let created = api.create(&PostParams::default(), &new_widget("one", 2)).await.unwrap();
+    assert_eq!(created.spec.color, "blue", "defaulted by the validate/default hooks");
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
-    assert!(
-        created.status.is_none(),
-        "clients cannot set status on create"
-    );
+    assert!(created.status.is_none(), "clients cannot set status on create");
 
     let ready = eventually_status(&api, "one", 2).await;
-    assert_eq!(
-        ready.status.as_ref().unwrap().phase,
-        Some(widget_api::Phase::Running)
-    );
+    assert_eq!(ready.status.as_ref().unwrap().phase, Some(widget_api::Phase::Running));
 
     let listed = api.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items.len(), 1);
@@ -110,10 +93,7 @@ async fn crud_scale_status_and_errors() {
         )
         .await
         .unwrap();
-    assert_ne!(
-        ignored.status.as_ref().unwrap().phase,
-        Some(widget_api::Phase::Failed)
-    );
+    assert_ne!(ignored.status.as_ref().unwrap().phase, Some(widget_api::Phase::Failed));
     let status_write = api
         .patch_status(
             "one",
@@ -123,10 +103,7 @@ async fn crud_scale_status_and_errors() {
         .await
         .unwrap();
     assert_eq!(status_write.spec.replicas, 2);
-    assert_eq!(
-        status_write.status.unwrap().phase,
-        Some(widget_api::Phase::Failed)
-    );
+    assert_eq!(status_write.status.unwrap().phase, Some(widget_api::Phase::Failed));
 
     // Scale subresource.
     let scale = api.get_scale("one").await.unwrap();
@@ -164,10 +141,7 @@ async fn crud_scale_status_and_errors() {
     .await
     .unwrap();
     stale.spec.replicas = 3;
-    let conflict = api
-        .replace("one", &PostParams::default(), &stale)
-        .await
-        .unwrap_err();
+    let conflict = api.replace("one", &PostParams::default(), &stale).await.unwrap_err();
     assert!(
         matches!(&conflict, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
         "{conflict:?}"
@@ -208,18 +182,9 @@ async fn crud_scale_status_and_errors() {
     let mut generated = new_widget("", 1);
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("gen-".into());
-    let generated = api
-        .create(&PostParams::default(), &generated)
-        .await
-        .unwrap();
+    let generated = api.create(&PostParams::default(), &generated).await.unwrap();
     assert!(
-        generated
-            .metadata
-            .name
-            .as_ref()
-            .unwrap()
-            .starts_with("gen-")
-            && generated.metadata.name.unwrap().len() == 9
+        generated.metadata.name.as_ref().unwrap().starts_with("gen-") && generated.metadata.name.unwrap().len() == 9
     );
 
     api.delete("one", &DeleteParams::default()).await.unwrap();
@@ -259,12 +224,8 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
             .unwrap()
             .unwrap();
         match event {
-            WatchEvent::Added(w) if w.metadata.name.as_deref() == Some("second") => {
-                seen.push("added second")
-            }
-            WatchEvent::Deleted(w) if w.metadata.name.as_deref() == Some("first") => {
-                seen.push("deleted first")
-            }
+            WatchEvent::Added(w) if w.metadata.name.as_deref() == Some("second") => seen.push("added second"),
+            WatchEvent::Deleted(w) if w.metadata.name.as_deref() == Some("first") => seen.push("deleted first"),
             _ => {}
         }
     }
@@ -280,9 +241,10 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
         .unwrap();
     assert_eq!(first.metadata.name.as_deref(), Some("second"));
     let streaming = kube::runtime::watcher::Config::default().streaming_lists();
-    let mut objects = Box::pin(kube::runtime::WatchStreamExt::applied_objects(
-        kube::runtime::watcher(api.clone(), streaming),
-    ));
+    let mut objects = Box::pin(kube::runtime::WatchStreamExt::applied_objects(kube::runtime::watcher(
+        api.clone(),
+        streaming,
+    )));
     let first = tokio::time::timeout(Duration::from_secs(10), objects.try_next())
         .await
         .unwrap()
@@ -313,11 +275,7 @@ async fn expired_resource_versions_and_continue_tokens_are_410() {
 
     // A list at an exact past revision sees the store as it was: revision 1 is the first create.
     let past = api
-        .list(
-            &ListParams::default()
-                .at("1")
-                .matching(kube::api::VersionMatch::Exact),
-        )
+        .list(&ListParams::default().at("1").matching(kube::api::VersionMatch::Exact))
         .await
         .unwrap();
     assert_eq!(

@@ -23,19 +23,18 @@ fn row(table: &str, name: &str) -> Option<String> {
 fn flows(version: &str) {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let k = server.kubectl(version);
+    flows_against(&server.kubectl(version));
+}
 
+/// The whole recipe against a running server (used for every storage backend).
+pub fn flows_against(k: &Kubectl) {
     // Discovery.
     let resources = k.ok(&["api-resources", "--api-group=custom.example.com"]);
     assert!(
         words(&resources).contains("widgets wd custom.example.com/v1 true Widget"),
         "{resources}"
     );
-    assert!(
-        k.ok(&["api-versions"])
-            .lines()
-            .any(|l| l == "custom.example.com/v1")
-    );
+    assert!(k.ok(&["api-versions"]).lines().any(|l| l == "custom.example.com/v1"));
 
     // Apply: create, unchanged, configured.
     let manifest = widget("my-widget", 3, "");
@@ -69,26 +68,17 @@ fn flows(version: &str) {
         words(wide.lines().next().unwrap()),
         "NAME REPLICAS AVAILABLE PHASE COLOR IMAGE AGE"
     );
-    assert!(
-        row(&wide, "my-widget").unwrap().contains("blue nginx:1.25"),
-        "{wide}"
-    );
+    assert!(row(&wide, "my-widget").unwrap().contains("blue nginx:1.25"), "{wide}");
 
     // -o yaml shows the default color; -o jsonpath the server-written status.
     let yaml = k.ok(&["get", "widget", "my-widget", "-o", "yaml"]);
-    assert!(
-        yaml.contains("kind: Widget") && yaml.contains("color: blue"),
-        "{yaml}"
-    );
+    assert!(yaml.contains("kind: Widget") && yaml.contains("color: blue"), "{yaml}");
     let status: Value =
-        serde_json::from_str(&k.ok(&["get", "widget", "my-widget", "-o", "jsonpath={.status}"]))
-            .unwrap();
+        serde_json::from_str(&k.ok(&["get", "widget", "my-widget", "-o", "jsonpath={.status}"])).unwrap();
     assert_eq!(status["availableReplicas"], 4);
     assert_eq!(status["phase"], "Running");
     assert!(
-        status["lastUpdated"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z')),
+        status["lastUpdated"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{status}"
     );
 
@@ -99,16 +89,11 @@ fn flows(version: &str) {
         "NAMESPACE NAME REPLICAS AVAILABLE PHASE AGE"
     );
     assert!(
-        row(&all, "default")
-            .unwrap()
-            .starts_with("default my-widget 4"),
+        row(&all, "default").unwrap().starts_with("default my-widget 4"),
         "{all}"
     );
     let labels = k.ok(&["get", "widgets", "--show-labels"]);
-    assert!(
-        row(&labels, "my-widget").unwrap().ends_with("app=demo"),
-        "{labels}"
-    );
+    assert!(row(&labels, "my-widget").unwrap().ends_with("app=demo"), "{labels}");
     for name in ["w-a", "w-b"] {
         k.ok_stdin(&["create", "-f", "-"], &widget(name, 1, ""));
     }
@@ -123,8 +108,7 @@ fn flows(version: &str) {
     );
 
     // The seed's raw paths.
-    let list: Value =
-        serde_json::from_str(&k.ok(&["get", "--raw", "/apis/custom.example.com/v1"])).unwrap();
+    let list: Value = serde_json::from_str(&k.ok(&["get", "--raw", "/apis/custom.example.com/v1"])).unwrap();
     assert_eq!(list["kind"], "APIResourceList");
     let names: Vec<&str> = list["resources"]
         .as_array()
@@ -133,40 +117,24 @@ fn flows(version: &str) {
         .filter_map(|r| r["name"].as_str())
         .collect();
     assert_eq!(names, ["widgets", "widgets/status", "widgets/scale"]);
-    let raw: Value = serde_json::from_str(&k.ok(&[
-        "get",
-        "--raw",
-        "/apis/custom.example.com/v1/namespaces/default/widgets",
-    ]))
-    .unwrap();
+    let raw: Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/apis/custom.example.com/v1/namespaces/default/widgets"]))
+            .unwrap();
     assert_eq!(raw["kind"], "WidgetList");
     assert_eq!(raw["items"].as_array().unwrap().len(), 3);
 
     // explain reads the OpenAPI documents.
     let explain = k.ok(&["explain", "widget.spec"]);
-    assert!(
-        words(&explain).contains("replicas <integer> -required-"),
-        "{explain}"
-    );
-    assert!(
-        explain.contains("The color; \"blue\" when not given."),
-        "{explain}"
-    );
+    assert!(words(&explain).contains("replicas <integer> -required-"), "{explain}");
+    assert!(explain.contains("The color; \"blue\" when not given."), "{explain}");
 
     // scale through the scale subresource.
     assert_eq!(
-        k.ok(&["scale", "widget", "my-widget", "--replicas=5"])
-            .trim(),
+        k.ok(&["scale", "widget", "my-widget", "--replicas=5"]).trim(),
         "widget.custom.example.com/my-widget scaled"
     );
     assert_eq!(
-        k.ok(&[
-            "get",
-            "widget",
-            "my-widget",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
+        k.ok(&["get", "widget", "my-widget", "-o", "jsonpath={.spec.replicas}"]),
         "5"
     );
     eventually("status follows scale", || {
@@ -186,20 +154,12 @@ fn flows(version: &str) {
         "widget.custom.example.com/my-widget labeled"
     );
     assert_eq!(
-        k.ok(&["get", "widgets", "-l", "tier=gold", "-o", "name"])
-            .trim(),
+        k.ok(&["get", "widgets", "-l", "tier=gold", "-o", "name"]).trim(),
         "widget.custom.example.com/my-widget"
     );
     assert_eq!(
-        k.ok(&[
-            "get",
-            "widgets",
-            "--field-selector",
-            "metadata.name=w-a",
-            "-o",
-            "name"
-        ])
-        .trim(),
+        k.ok(&["get", "widgets", "--field-selector", "metadata.name=w-a", "-o", "name"])
+            .trim(),
         "widget.custom.example.com/w-a"
     );
 
@@ -218,27 +178,13 @@ fn flows(version: &str) {
         diff.stdout
     );
     assert_eq!(
-        k.ok(&[
-            "get",
-            "widget",
-            "my-widget",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
+        k.ok(&["get", "widget", "my-widget", "-o", "jsonpath={.spec.replicas}"]),
         "5"
     );
 
     // wait for the Ready condition of the current generation.
-    let waited = k.ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "widget/my-widget",
-        "--timeout=20s",
-    ]);
-    assert_eq!(
-        waited.trim(),
-        "widget.custom.example.com/my-widget condition met"
-    );
+    let waited = k.ok(&["wait", "--for=condition=Ready", "widget/my-widget", "--timeout=20s"]);
+    assert_eq!(waited.trim(), "widget.custom.example.com/my-widget condition met");
 
     // get -w sees a change made by another client.
     let mut watcher = k.spawn(&["get", "widgets", "-w", "--request-timeout=30s"]);
@@ -283,17 +229,22 @@ fn flows(version: &str) {
     let missing = k.run(&["get", "widget", "nope"]);
     assert_eq!(missing.code, 1);
     assert!(
-        missing.stderr.contains(
-            r#"Error from server (NotFound): widgets.custom.example.com "nope" not found"#
-        ),
+        missing
+            .stderr
+            .contains(r#"Error from server (NotFound): widgets.custom.example.com "nope" not found"#),
         "{}",
         missing.stderr
     );
     let invalid = k.run_with_stdin(&["apply", "-f", "-"], &widget("too-big", 101, ""));
     assert_eq!(invalid.code, 1);
-    assert!(invalid.stderr.contains(r#"The Widget "too-big" is invalid: spec.replicas: Invalid value: 101: must be less than or equal to 100"#), "{}", invalid.stderr);
-    let stale =
-        widget("w-a", 2, "").replace("  name: w-a\n", "  name: w-a\n  resourceVersion: \"1\"\n");
+    assert!(
+        invalid.stderr.contains(
+            r#"The Widget "too-big" is invalid: spec.replicas: Invalid value: 101: must be less than or equal to 100"#
+        ),
+        "{}",
+        invalid.stderr
+    );
+    let stale = widget("w-a", 2, "").replace("  name: w-a\n", "  name: w-a\n  resourceVersion: \"1\"\n");
     let conflict = k.run_with_stdin(&["replace", "-f", "-"], &stale);
     assert_eq!(conflict.code, 1);
     assert!(
@@ -323,31 +274,18 @@ fn flows(version: &str) {
         k.ok(&["delete", "widget", "w-b"]).trim(),
         r#"widget.custom.example.com "w-b" deleted"#
     );
-    assert!(
-        k.run(&["get", "widget", "w-b"])
-            .stderr
-            .contains("not found")
-    );
+    assert!(k.run(&["get", "widget", "w-b"]).stderr.contains("not found"));
     k.ok_stdin(
         &["apply", "-f", "-"],
-        &widget("held", 1, "").replace(
-            "  labels:\n",
-            "  finalizers: [example.com/hold]\n  labels:\n",
-        ),
+        &widget("held", 1, "").replace("  labels:\n", "  finalizers: [example.com/hold]\n  labels:\n"),
     );
     assert_eq!(
         k.ok(&["delete", "widget", "held", "--wait=false"]).trim(),
         r#"widget.custom.example.com "held" deleted"#
     );
     assert!(
-        !k.ok(&[
-            "get",
-            "widget",
-            "held",
-            "-o",
-            "jsonpath={.metadata.deletionTimestamp}"
-        ])
-        .is_empty()
+        !k.ok(&["get", "widget", "held", "-o", "jsonpath={.metadata.deletionTimestamp}"])
+            .is_empty()
     );
     k.ok(&[
         "patch",
@@ -374,6 +312,21 @@ fn kubectl_1_33_flows() {
     flows(VERSIONS[1]);
 }
 
+#[test]
+fn kubectl_1_33_flows_on_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = apiary_runtime::testing::EtcdProcess::start(dir.path());
+    let server = ServerProcess::start_in(dir.path(), &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    flows_against(&server.kubectl(VERSIONS[1]));
+}
+
+#[test]
+fn kubectl_1_27_flows_on_embedded_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_in(dir.path(), &["--storage", "embedded"]);
+    flows_against(&server.kubectl(VERSIONS[0]));
+}
+
 /// Every installed kubectl (1.27 … 1.33) can discover, create, list and explain Widgets.
 #[test]
 fn every_installed_kubectl_version_works() {
@@ -387,20 +340,15 @@ fn every_installed_kubectl_version_works() {
         let k: Kubectl = server.kubectl(&version);
         let name = format!("v{minor}");
         assert!(
-            words(&k.ok(&["api-resources"]))
-                .contains("widgets wd custom.example.com/v1 true Widget"),
+            words(&k.ok(&["api-resources"])).contains("widgets wd custom.example.com/v1 true Widget"),
             "{version}"
         );
         assert_eq!(
-            k.ok_stdin(&["apply", "-f", "-"], &widget(&name, 1, ""))
-                .trim(),
+            k.ok_stdin(&["apply", "-f", "-"], &widget(&name, 1, "")).trim(),
             format!("widget.custom.example.com/{name} created"),
             "{version}"
         );
-        assert!(
-            row(&k.ok(&["get", "widgets"]), &name).is_some(),
-            "{version}"
-        );
+        assert!(row(&k.ok(&["get", "widgets"]), &name).is_some(), "{version}");
         assert!(
             k.ok(&["explain", "widgets.spec.image"])
                 .contains("The container image."),

@@ -163,22 +163,14 @@ impl Kubectl {
     /// Run kubectl, insist on success, and return stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let run = self.run(args);
-        assert_eq!(
-            run.code, 0,
-            "kubectl {args:?} failed: {}{}",
-            run.stdout, run.stderr
-        );
+        assert_eq!(run.code, 0, "kubectl {args:?} failed: {}{}", run.stdout, run.stderr);
         run.stdout
     }
 
     /// `kubectl apply -f -` (or another stdin-reading command), insisting on success.
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
         let run = self.run_with_stdin(args, stdin);
-        assert_eq!(
-            run.code, 0,
-            "kubectl {args:?} failed: {}{}",
-            run.stdout, run.stderr
-        );
+        assert_eq!(run.code, 0, "kubectl {args:?} failed: {}{}", run.stdout, run.stderr);
         run.stdout
     }
 

@@ -1,0 +1,287 @@
+//! The etcd backend (etcd v3 API via `etcd-client`): revisions are etcd's, preconditions are
+//! transactions on `mod_revision`, watches are etcd watches from a revision.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use futures::StreamExt;
+
+use super::{
+    Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
+    end_after_error,
+};
+
+/// Longest any one etcd request may take before it is an error (503), never a hang.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach etcd.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdConfig {
+    /// Endpoints, e.g. `https://etcd-0:2379`.
+    pub endpoints: Vec<String>,
+    /// CA bundle that signs etcd's serving certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for etcd.
+    pub cert_file: Option<PathBuf>,
+    /// Client key for etcd.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Storage on etcd.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+}
+
+fn unavailable(e: etcd_client::Error) -> StorageError {
+    StorageError::Unavailable(format!("etcd: {e}"))
+}
+
+fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StorageError> {
+    Ok(KeyValue {
+        key: String::from_utf8(kv.key().to_vec()).map_err(|e| StorageError::Internal(e.to_string()))?,
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision() as Revision,
+        mod_revision: kv.mod_revision() as Revision,
+    })
+}
+
+/// The end of the key range that holds every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Etcd {
+    /// Connect (lazily: an unreachable etcd makes requests fail, not startup hang).
+    pub async fn connect(config: &EtcdConfig) -> Result<Self, StorageError> {
+        if config.endpoints.is_empty() {
+            return Err(StorageError::Internal(
+                "--etcd-servers is required with --storage etcd".into(),
+            ));
+        }
+        let mut options = ConnectOptions::new()
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if config.ca_file.is_some() || config.cert_file.is_some() {
+            let read =
+                |p: &PathBuf| std::fs::read(p).map_err(|e| StorageError::Internal(format!("{}: {e}", p.display())));
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &config.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(tls);
+        }
+        let client = Client::connect(config.endpoints.clone(), Some(options))
+            .await
+            .map_err(unavailable)?;
+        Ok(Etcd { client })
+    }
+
+    /// Compact history up to `revision` (tests and operators; kube-apiserver does this periodically).
+    pub async fn compact(&self, revision: Revision) -> Result<(), StorageError> {
+        self.client
+            .clone()
+            .compact(revision as i64, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// A conditional write: `compare` true → `then`, else read the key to say why not.
+    async fn txn(
+        &self,
+        key: &str,
+        compare: Compare,
+        then: TxnOp,
+    ) -> Result<(Revision, Option<KeyValue>), StorageError> {
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([then])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self.client.clone().txn(txn).await.map_err(unavailable)?;
+        let revision = response.header().map_or(0, |h| h.revision() as Revision);
+        if response.succeeded() {
+            let deleted = response.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Delete(d) => d.prev_kvs().first().map(to_kv),
+                _ => None,
+            });
+            return Ok((revision, deleted.transpose()?));
+        }
+        let current = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(to_kv),
+            _ => None,
+        });
+        match current.transpose()? {
+            Some(kv) => Err(StorageError::Conflict {
+                current: kv.mod_revision,
+            }),
+            None => Err(StorageError::NotFound),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Etcd {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        let response = self.client.clone().get(key, None).await.map_err(unavailable)?;
+        response.kvs().first().map(to_kv).transpose()
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
+        let start = match &request.start_after {
+            Some(after) => format!("{after}\0"),
+            None => request.prefix.clone(),
+        };
+        let mut options = GetOptions::new().with_range(prefix_end(&request.prefix));
+        if request.limit > 0 {
+            options = options.with_limit(request.limit as i64);
+        }
+        if let Some(revision) = request.revision {
+            options = options.with_revision(revision as i64);
+        }
+        let response = match self.client.clone().get(start, Some(options)).await {
+            Ok(r) => r,
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("compacted") => {
+                return Err(StorageError::Expired {
+                    requested: request.revision.unwrap_or(0),
+                    compacted: 0,
+                });
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let kvs = response.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
+        let remaining = (response.count() as u64).saturating_sub(kvs.len() as u64);
+        let revision = request
+            .revision
+            .unwrap_or_else(|| response.header().map_or(0, |h| h.revision() as Revision));
+        Ok(RangeResponse {
+            kvs,
+            remaining,
+            revision,
+        })
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
+        let compare = Compare::create_revision(key, CompareOp::Equal, 0);
+        match self.txn(key, compare, TxnOp::put(key, value.clone(), None)).await {
+            Ok((revision, _)) => Ok(KeyValue {
+                key: key.into(),
+                value,
+                create_revision: revision,
+                mod_revision: revision,
+            }),
+            Err(StorageError::Conflict { .. }) => Err(StorageError::AlreadyExists),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StorageError> {
+        let compare = Compare::mod_revision(key, CompareOp::Equal, expected as i64);
+        let (revision, _) = self.txn(key, compare, TxnOp::put(key, value.clone(), None)).await?;
+        // create_revision is not returned by a put; callers use mod_revision only.
+        Ok(KeyValue {
+            key: key.into(),
+            value,
+            create_revision: 0,
+            mod_revision: revision,
+        })
+    }
+
+    async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
+        let compare = Compare::mod_revision(key, CompareOp::Equal, expected as i64);
+        let op = TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()));
+        let (revision, prev) = self.txn(key, compare, op).await?;
+        let prev = prev.ok_or(StorageError::NotFound)?;
+        Ok(KeyValue {
+            mod_revision: revision,
+            ..prev
+        })
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        let options = WatchOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_start_revision(after as i64 + 1)
+            .with_prev_key()
+            .with_progress_notify();
+        let stream = self
+            .client
+            .clone()
+            .watch(prefix, Some(options))
+            .await
+            .map_err(unavailable)?;
+        let events = stream.flat_map(move |response| {
+            let items: Vec<Result<Event, StorageError>> = match response {
+                Err(e) => vec![Err(unavailable(e))],
+                Ok(r) if r.compact_revision() > 0 => vec![Err(StorageError::Expired {
+                    requested: after,
+                    compacted: r.compact_revision() as Revision,
+                })],
+                Ok(r) if r.canceled() => vec![Err(StorageError::Unavailable(format!(
+                    "etcd watch canceled: {}",
+                    r.cancel_reason()
+                )))],
+                Ok(r) => r
+                    .events()
+                    .iter()
+                    .filter_map(|e| {
+                        let kv = e.kv()?;
+                        Some((|| {
+                            let prev = e.prev_kv().map(to_kv).transpose()?;
+                            Ok(match e.event_type() {
+                                EventType::Put => Event {
+                                    kind: EventKind::Put,
+                                    kv: to_kv(kv)?,
+                                    prev,
+                                },
+                                EventType::Delete => {
+                                    let mut deleted = prev.clone().unwrap_or(to_kv(kv)?);
+                                    deleted.mod_revision = kv.mod_revision() as Revision;
+                                    Event {
+                                        kind: EventKind::Delete,
+                                        kv: deleted,
+                                        prev,
+                                    }
+                                }
+                            })
+                        })())
+                    })
+                    .collect(),
+            };
+            futures::stream::iter(items)
+        });
+        Ok(end_after_error(events))
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StorageError> {
+        let response = self
+            .client
+            .clone()
+            .get("\0", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(unavailable)?;
+        Ok(response.header().map_or(0, |h| h.revision() as Revision))
+    }
+
+    async fn ready(&self) -> Result<(), StorageError> {
+        self.client.clone().status().await.map_err(unavailable)?;
+        Ok(())
+    }
+}
