@@ -108,15 +108,7 @@ impl Server {
             StorageKind::Embedded => {
                 storage::embedded(&options.data_dir.join("apiary.redb")).map_err(|e| e.to_string())?
             }
-            StorageKind::Etcd => {
-                let config = storage::etcd::EtcdConfig {
-                    endpoints: options.etcd_servers.clone(),
-                    ca_file: options.etcd_cafile.clone(),
-                    cert_file: options.etcd_certfile.clone(),
-                    key_file: options.etcd_keyfile.clone(),
-                };
-                Arc::new(storage::etcd::Etcd::connect(&config).await.map_err(|e| e.to_string())?)
-            }
+            StorageKind::Etcd => etcd_storage(&options).await?,
         };
         Ok(Server {
             options,
@@ -201,6 +193,24 @@ impl Server {
             });
         }
     }
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd_storage(options: &ServerOptions) -> Result<Arc<dyn Storage>, String> {
+    let config = storage::etcd::EtcdConfig {
+        endpoints: options.etcd_servers.clone(),
+        ca_file: options.etcd_cafile.clone(),
+        cert_file: options.etcd_certfile.clone(),
+        key_file: options.etcd_keyfile.clone(),
+    };
+    Ok(Arc::new(
+        storage::etcd::Etcd::connect(&config).await.map_err(|e| e.to_string())?,
+    ))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_storage(_: &ServerOptions) -> Result<Arc<dyn Storage>, String> {
+    Err("this server was built without etcd support: rebuild it with `--features etcd`".into())
 }
 
 /// The rustls config and, when certificates were generated, the admin kubeconfig's path.

@@ -43,6 +43,16 @@ fn unavailable(e: etcd_client::Error) -> StorageError {
     StorageError::Unavailable(format!("etcd: {e}"))
 }
 
+/// Bound one etcd call: with every endpoint down, the client's balancer would wait forever.
+async fn bounded<T>(call: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, StorageError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StorageError::Unavailable(format!(
+            "etcd did not answer within {REQUEST_TIMEOUT:?}"
+        ))),
+    }
+}
+
 fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StorageError> {
     Ok(KeyValue {
         key: String::from_utf8(kv.key().to_vec()).map_err(|e| StorageError::Internal(e.to_string()))?,
@@ -88,19 +98,13 @@ impl Etcd {
             }
             options = options.with_tls(tls);
         }
-        let client = Client::connect(config.endpoints.clone(), Some(options))
-            .await
-            .map_err(unavailable)?;
+        let client = bounded(Client::connect(config.endpoints.clone(), Some(options))).await?;
         Ok(Etcd { client })
     }
 
     /// Compact history up to `revision` (tests and operators; kube-apiserver does this periodically).
     pub async fn compact(&self, revision: Revision) -> Result<(), StorageError> {
-        self.client
-            .clone()
-            .compact(revision as i64, None)
-            .await
-            .map_err(unavailable)?;
+        bounded(self.client.clone().compact(revision as i64, None)).await?;
         Ok(())
     }
 
@@ -115,7 +119,7 @@ impl Etcd {
             .when([compare])
             .and_then([then])
             .or_else([TxnOp::get(key, None)]);
-        let response = self.client.clone().txn(txn).await.map_err(unavailable)?;
+        let response = bounded(self.client.clone().txn(txn)).await?;
         let revision = response.header().map_or(0, |h| h.revision() as Revision);
         if response.succeeded() {
             let deleted = response.op_responses().into_iter().find_map(|op| match op {
@@ -140,7 +144,7 @@ impl Etcd {
 #[async_trait]
 impl Storage for Etcd {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
-        let response = self.client.clone().get(key, None).await.map_err(unavailable)?;
+        let response = bounded(self.client.clone().get(key, None)).await?;
         response.kvs().first().map(to_kv).transpose()
     }
 
@@ -221,12 +225,7 @@ impl Storage for Etcd {
             .with_start_revision(after as i64 + 1)
             .with_prev_key()
             .with_progress_notify();
-        let stream = self
-            .client
-            .clone()
-            .watch(prefix, Some(options))
-            .await
-            .map_err(unavailable)?;
+        let stream = bounded(self.client.clone().watch(prefix, Some(options))).await?;
         let events = stream.flat_map(move |response| {
             let items: Vec<Result<Event, StorageError>> = match response {
                 Err(e) => vec![Err(unavailable(e))],
@@ -271,17 +270,12 @@ impl Storage for Etcd {
     }
 
     async fn current_revision(&self) -> Result<Revision, StorageError> {
-        let response = self
-            .client
-            .clone()
-            .get("\0", Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(unavailable)?;
+        let response = bounded(self.client.clone().get("\0", Some(GetOptions::new().with_count_only()))).await?;
         Ok(response.header().map_or(0, |h| h.revision() as Revision))
     }
 
     async fn ready(&self) -> Result<(), StorageError> {
-        self.client.clone().status().await.map_err(unavailable)?;
+        bounded(self.client.clone().status()).await?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! resourceVersion; the registry sets it from `mod_revision` on the way out.
 
 mod engine;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 
 use std::path::Path;

@@ -11,11 +11,17 @@ use apiary_runtime::registry::{ListOptions, Part, Store, WatchEvent, WriteOption
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-/// Watch Widgets forever, writing status for each change; restart the watch when it ends.
+/// Longest pause between attempts to restart a failed watch.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Watch Widgets forever, writing status for each change; restart the watch when it ends,
+/// backing off while storage is unavailable.
 pub async fn run(store: Arc<Store>) {
+    let mut backoff = Duration::from_millis(250);
     loop {
         match store.watch(ListOptions::default(), Some(true), false).await {
             Ok(events) => {
+                backoff = Duration::from_millis(250);
                 let mut events = Box::pin(events);
                 while let Some(event) = events.next().await {
                     if let WatchEvent::Object("ADDED" | "MODIFIED", object) = event {
@@ -23,9 +29,12 @@ pub async fn run(store: Arc<Store>) {
                     }
                 }
             }
-            Err(e) => eprintln!("widget status loop: watch failed: {e}"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "widget status loop: watch failed");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(backoff).await;
     }
 }
 
@@ -77,6 +86,6 @@ async fn reconcile(store: &Store, object: &Value) {
         && e.code != 409
         && e.code != 404
     {
-        eprintln!("widget status loop: {name}: {e}");
+        tracing::warn!(widget = name, error = %e, "widget status loop: status write failed");
     }
 }

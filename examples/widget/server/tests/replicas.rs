@@ -1,0 +1,250 @@
+//! Two widget-server replicas on one etcd behave as one API; an etcd outage gives 503 Status
+//! errors, never a hang, and the server recovers with no acknowledged write lost.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use apiary_runtime::testing::EtcdProcess;
+use common::ServerProcess;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+use widget_api::{Widget, WidgetSpec};
+
+/// A client for `url` with the admin credentials in `kubeconfig`.
+async fn client(kubeconfig: &std::path::Path, url: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.cluster_url = url.parse().unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn widget(name: &str, replicas: i32) -> Widget {
+    let mut w = Widget {
+        spec: WidgetSpec {
+            replicas,
+            image: "nginx".into(),
+            color: String::new(),
+        },
+        ..Default::default()
+    };
+    w.metadata.name = Some(name.into());
+    w
+}
+
+/// A second replica sharing the first one's certificates (as pods share a Secret).
+fn second_replica(first: &ServerProcess, dir: &std::path::Path, etcd: &EtcdProcess) -> ServerProcess {
+    let certs = first.dir.join(".apiary/certs");
+    let (cert, key, ca) = (
+        certs.join("apiserver.crt"),
+        certs.join("apiserver.key"),
+        certs.join("ca.crt"),
+    );
+    let args = [
+        "--storage",
+        "etcd",
+        "--etcd-servers",
+        &etcd.endpoint(),
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-private-key-file",
+        key.to_str().unwrap(),
+        "--client-ca-file",
+        ca.to_str().unwrap(),
+    ];
+    ServerProcess::start_in(dir, &args)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_are_one_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    let b = second_replica(&a, &dir_b, &etcd);
+    let api_a: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &a.url).await, "default");
+    let api_b: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &b.url).await, "default");
+
+    // Written on A, read and watched on B at once.
+    let rv = api_b
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut watch_b = api_b
+        .watch(&WatchParams::default().timeout(30), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let created = api_a
+        .create(&PostParams::default(), &widget("shared", 1))
+        .await
+        .unwrap();
+    assert_eq!(api_b.get("shared").await.unwrap().metadata.uid, created.metadata.uid);
+    let event = tokio::time::timeout(Duration::from_secs(10), watch_b.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(event, WatchEvent::Added(w) if w.metadata.name.as_deref() == Some("shared")));
+
+    // A conflict is detected across replicas.
+    let mut stale = api_a.get("shared").await.unwrap();
+    api_b
+        .patch(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    stale.spec.replicas = 3;
+    let conflict = api_a
+        .replace("shared", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, kube::Error::Api(s) if s.code == 409),
+        "{conflict:?}"
+    );
+
+    // Continue tokens from one replica work on the other.
+    for i in 0..4 {
+        api_a
+            .create(&PostParams::default(), &widget(&format!("page{i}"), 0))
+            .await
+            .unwrap();
+    }
+    let page = api_a.list(&ListParams::default().limit(2)).await.unwrap();
+    let rest = api_b
+        .list(
+            &ListParams::default()
+                .limit(10)
+                .continue_token(page.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = page
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|w| w.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["page0", "page1", "page2", "page3", "shared"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    let api_a: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &a.url).await, "default");
+    let start = api_a
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+
+    let writer = {
+        let api_a = api_a.clone();
+        tokio::spawn(async move {
+            for i in 0..30 {
+                api_a
+                    .create(&PostParams::default(), &widget(&format!("w{i:02}"), 0))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut rv = start;
+    // Watch through replica B, kill B part-way, resume through a new B from the last resourceVersion.
+    for round in 0..2 {
+        let b = second_replica(&a, &dir_b, &etcd);
+        let api_b: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &b.url).await, "default");
+        let mut stream = api_b
+            .watch(&WatchParams::default().timeout(30), &rv)
+            .await
+            .unwrap()
+            .boxed();
+        let target = if round == 0 { 10 } else { 30 };
+        while seen.iter().filter(|n: &&String| n.starts_with('w')).count() < target {
+            match tokio::time::timeout(Duration::from_secs(15), stream.try_next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                WatchEvent::Added(w) => {
+                    rv = w.metadata.resource_version.clone().unwrap();
+                    seen.push(w.metadata.name.unwrap());
+                }
+                WatchEvent::Modified(w) => rv = w.metadata.resource_version.unwrap(),
+                WatchEvent::Bookmark(bm) => rv = bm.metadata.resource_version,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        b.kill();
+    }
+    writer.await.unwrap();
+    let expected: Vec<String> = (0..30).map(|i| format!("w{i:02}")).collect();
+    assert_eq!(seen, expected, "every create exactly once, in order");
+    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 30);
+    api_a.delete("w00", &DeleteParams::default()).await.unwrap();
+}
+
+/// Through kubectl: kube's client retries 503s by itself, which would hide the answer.
+#[test]
+fn etcd_outage_gives_503_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = EtcdProcess::start(dir.path());
+    let server = ServerProcess::start_in(dir.path(), &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    let k = server.kubectl("1.33");
+    k.ok_stdin(&["create", "-f", "-"], &common::widget("before", 1, ""));
+
+    etcd.stop();
+    let started = std::time::Instant::now();
+    let during = k.run_with_stdin(&["create", "-f", "-"], &common::widget("during", 1, ""));
+    assert_eq!(during.code, 1);
+    assert!(
+        during.stderr.contains("Error from server (ServiceUnavailable)"),
+        "{}",
+        during.stderr
+    );
+    let get = k.run(&["get", "widget", "before"]);
+    assert!(
+        get.stderr.contains("Error from server (ServiceUnavailable)"),
+        "{}",
+        get.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "answered within the request timeout"
+    );
+
+    etcd.restart();
+    common::eventually("the server recovers", || {
+        (k.run(&["get", "widget", "before"]).code == 0).then_some(())
+    });
+    assert!(
+        k.run(&["get", "widget", "during"]).stderr.contains("not found"),
+        "the failed write left nothing"
+    );
+    k.ok_stdin(&["create", "-f", "-"], &common::widget("after", 1, ""));
+}
