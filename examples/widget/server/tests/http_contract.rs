@@ -5,7 +5,6 @@ mod common;
 use common::ServerProcess;
 use http::{Request, StatusCode};
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
 const BASE: &str = "/apis/custom.example.com/v1/namespaces/default/widgets";
@@ -41,14 +40,6 @@ async fn send(client: &Client, method: &str, path: &str, headers: &[(&str, &str)
     Reply { status, headers, body }
 }
 
-async fn client(server: &ServerProcess) -> Client {
-    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
 fn widget(name: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"apiVersion": "custom.example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": {"replicas": 1, "image": "nginx"}})).unwrap()
 }
@@ -57,7 +48,7 @@ fn widget(name: &str) -> Vec<u8> {
 async fn discovery_and_openapi_negotiation() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let c = client(&server).await;
+    let c = server.client().await;
 
     let api = send(&c, "GET", "/api", &[], b"").await;
     assert_eq!(api.status, 404);
@@ -161,7 +152,7 @@ async fn discovery_and_openapi_negotiation() {
 async fn content_types_errors_and_limits() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let c = client(&server).await;
+    let c = server.client().await;
 
     // YAML in and out.
     let yaml = b"apiVersion: custom.example.com/v1\nkind: Widget\nmetadata:\n  name: y1\nspec:\n  replicas: 2\n  image: nginx\n";

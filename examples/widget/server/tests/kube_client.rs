@@ -8,31 +8,8 @@ use std::time::Duration;
 use common::ServerProcess;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::json;
-use widget_api::{Widget, WidgetSpec};
-
-async fn client(server: &ServerProcess) -> Client {
-    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
-fn new_widget(name: &str, replicas: i32) -> Widget {
-    let mut w = Widget {
-        spec: WidgetSpec {
-            replicas,
-            image: "nginx:1.25".into(),
-            color: String::new(),
-        },
-        ..Default::default()
-    };
-    w.metadata.name = Some(name.into());
-    w
-}
+use widget_api::Widget;
 
 async fn eventually_status(api: &Api<Widget>, name: &str, replicas: i32) -> Widget {
     for _ in 0..100 {
@@ -49,9 +26,12 @@ async fn eventually_status(api: &Api<Widget>, name: &str, replicas: i32) -> Widg
 async fn crud_scale_status_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let api: Api<Widget> = Api::namespaced(client(&server).await, "default");
+    let api: Api<Widget> = Api::namespaced(server.client().await, "default");
 
-    let created = api.create(&PostParams::default(), &new_widget("one", 2)).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &common::typed_widget("one", 2))
+        .await
+        .unwrap();
     assert_eq!(created.spec.color, "blue", "defaulted by the validate/default hooks");
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
@@ -154,7 +134,7 @@ async fn crud_scale_status_and_errors() {
         "{missing:?}"
     );
     let exists = api
-        .create(&PostParams::default(), &new_widget("one", 1))
+        .create(&PostParams::default(), &common::typed_widget("one", 1))
         .await
         .unwrap_err();
     assert!(
@@ -162,7 +142,7 @@ async fn crud_scale_status_and_errors() {
         "{exists:?}"
     );
     let invalid = api
-        .create(&PostParams::default(), &new_widget("big", 101))
+        .create(&PostParams::default(), &common::typed_widget("big", 101))
         .await
         .unwrap_err();
     assert!(
@@ -175,11 +155,11 @@ async fn crud_scale_status_and_errors() {
         dry_run: true,
         ..Default::default()
     };
-    api.create(&dry, &new_widget("ghost", 1)).await.unwrap();
+    api.create(&dry, &common::typed_widget("ghost", 1)).await.unwrap();
     assert!(api.get_opt("ghost").await.unwrap().is_none());
 
     // generateName.
-    let mut generated = new_widget("", 1);
+    let mut generated = common::typed_widget("", 1);
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("gen-".into());
     let generated = api.create(&PostParams::default(), &generated).await.unwrap();
@@ -195,8 +175,8 @@ async fn crud_scale_status_and_errors() {
 async fn watch_sees_changes_and_runtime_watcher_works() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let api: Api<Widget> = Api::namespaced(client(&server).await, "default");
-    api.create(&PostParams::default(), &new_widget("first", 1))
+    let api: Api<Widget> = Api::namespaced(server.client().await, "default");
+    api.create(&PostParams::default(), &common::typed_widget("first", 1))
         .await
         .unwrap();
     let rv = api
@@ -212,7 +192,7 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
         .await
         .unwrap()
         .boxed();
-    api.create(&PostParams::default(), &new_widget("second", 1))
+    api.create(&PostParams::default(), &common::typed_widget("second", 1))
         .await
         .unwrap();
     api.delete("first", &DeleteParams::default()).await.unwrap();
@@ -257,9 +237,9 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
 async fn expired_resource_versions_and_continue_tokens_are_410() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    let api: Api<Widget> = Api::namespaced(client(&server).await, "default");
+    let api: Api<Widget> = Api::namespaced(server.client().await, "default");
     for i in 0..3 {
-        api.create(&PostParams::default(), &new_widget(&format!("w{i}"), 1))
+        api.create(&PostParams::default(), &common::typed_widget(&format!("w{i}"), 1))
             .await
             .unwrap();
     }
@@ -289,9 +269,9 @@ async fn expired_resource_versions_and_continue_tokens_are_410() {
     let restarted_dir = dir.path().join("restart");
     std::fs::create_dir_all(&restarted_dir).unwrap();
     let embedded = ServerProcess::start_in(&restarted_dir, &["--storage", "embedded"]);
-    let eapi: Api<Widget> = Api::namespaced(client(&embedded).await, "default");
+    let eapi: Api<Widget> = Api::namespaced(embedded.client().await, "default");
     for i in 0..3 {
-        eapi.create(&PostParams::default(), &new_widget(&format!("w{i}"), 1))
+        eapi.create(&PostParams::default(), &common::typed_widget(&format!("w{i}"), 1))
             .await
             .unwrap();
     }
@@ -302,7 +282,7 @@ async fn expired_resource_versions_and_continue_tokens_are_410() {
     embedded.kill();
     // After a restart the embedded store has no history before its newest revision.
     let embedded = ServerProcess::start_in(&restarted_dir, &["--storage", "embedded"]);
-    let eapi: Api<Widget> = Api::namespaced(client(&embedded).await, "default");
+    let eapi: Api<Widget> = Api::namespaced(embedded.client().await, "default");
     let expired = eapi
         .list(&ListParams::default().limit(1).continue_token(&token))
         .await

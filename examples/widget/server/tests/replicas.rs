@@ -10,33 +10,8 @@ use apiary_runtime::testing::EtcdProcess;
 use common::ServerProcess;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::json;
-use widget_api::{Widget, WidgetSpec};
-
-/// A client for `url` with the admin credentials in `kubeconfig`.
-async fn client(kubeconfig: &std::path::Path, url: &str) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    config.cluster_url = url.parse().unwrap();
-    Client::try_from(config).unwrap()
-}
-
-fn widget(name: &str, replicas: i32) -> Widget {
-    let mut w = Widget {
-        spec: WidgetSpec {
-            replicas,
-            image: "nginx".into(),
-            color: String::new(),
-        },
-        ..Default::default()
-    };
-    w.metadata.name = Some(name.into());
-    w
-}
+use widget_api::Widget;
 
 /// A second replica sharing the first one's certificates (as pods share a Secret).
 fn second_replica(first: &ServerProcess, dir: &std::path::Path, etcd: &EtcdProcess) -> ServerProcess {
@@ -70,8 +45,8 @@ async fn two_replicas_are_one_api() {
     std::fs::create_dir_all(&dir_b).unwrap();
     let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
     let b = second_replica(&a, &dir_b, &etcd);
-    let api_a: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &a.url).await, "default");
-    let api_b: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &b.url).await, "default");
+    let api_a: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &a.url).await, "default");
+    let api_b: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &b.url).await, "default");
 
     // Written on A, read and watched on B at once.
     let rv = api_b
@@ -87,7 +62,7 @@ async fn two_replicas_are_one_api() {
         .unwrap()
         .boxed();
     let created = api_a
-        .create(&PostParams::default(), &widget("shared", 1))
+        .create(&PostParams::default(), &common::typed_widget("shared", 1))
         .await
         .unwrap();
     assert_eq!(api_b.get("shared").await.unwrap().metadata.uid, created.metadata.uid);
@@ -121,7 +96,7 @@ async fn two_replicas_are_one_api() {
     // Continue tokens from one replica work on the other.
     for i in 0..4 {
         api_a
-            .create(&PostParams::default(), &widget(&format!("page{i}"), 0))
+            .create(&PostParams::default(), &common::typed_widget(&format!("page{i}"), 0))
             .await
             .unwrap();
     }
@@ -151,7 +126,7 @@ async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
     let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
-    let api_a: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &a.url).await, "default");
+    let api_a: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &a.url).await, "default");
     let start = api_a
         .list(&ListParams::default())
         .await
@@ -165,7 +140,7 @@ async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
         tokio::spawn(async move {
             for i in 0..30 {
                 api_a
-                    .create(&PostParams::default(), &widget(&format!("w{i:02}"), 0))
+                    .create(&PostParams::default(), &common::typed_widget(&format!("w{i:02}"), 0))
                     .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(30)).await;
@@ -177,7 +152,7 @@ async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
     // Watch through replica B, kill B part-way, resume through a new B from the last resourceVersion.
     for round in 0..2 {
         let b = second_replica(&a, &dir_b, &etcd);
-        let api_b: Api<Widget> = Api::namespaced(client(&a.kubeconfig, &b.url).await, "default");
+        let api_b: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &b.url).await, "default");
         let mut stream = api_b
             .watch(&WatchParams::default().timeout(30), &rv)
             .await

@@ -202,3 +202,36 @@ pub fn widget(name: &str, replicas: i32, extra_spec: &str) -> String {
         "apiVersion: custom.example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\n  labels:\n    app: demo\nspec:\n  replicas: {replicas}\n  image: nginx:1.25\n{extra_spec}"
     )
 }
+
+/// A `kube` client for `url` with the admin credentials in `kubeconfig`.
+pub async fn kube_client(kubeconfig: &Path, url: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let options = kube::config::KubeConfigOptions::default();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    config.cluster_url = url.parse().unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+impl ServerProcess {
+    /// A `kube` client for this server with the admin credentials.
+    pub async fn client(&self) -> kube::Client {
+        kube_client(&self.kubeconfig, &self.url).await
+    }
+}
+
+/// A typed Widget with `replicas` of nginx.
+pub fn typed_widget(name: &str, replicas: i32) -> widget_api::Widget {
+    let spec = widget_api::WidgetSpec {
+        replicas,
+        image: "nginx:1.25".into(),
+        color: String::new(),
+    };
+    let mut w = widget_api::Widget {
+        spec,
+        ..Default::default()
+    };
+    w.metadata.name = Some(name.into());
+    w
+}
