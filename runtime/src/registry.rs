@@ -210,6 +210,17 @@ fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     object["metadata"].as_object_mut().expect("metadata is an object")
 }
 
+/// Make `into`'s status what `from`'s is (absent included): the status/spec split.
+fn copy_status(from: &Value, into: &mut Value) {
+    match (from.get("status"), into) {
+        (Some(status), into) => into["status"] = status.clone(),
+        (None, Value::Object(map)) => {
+            map.remove("status");
+        }
+        (None, _) => {}
+    }
+}
+
 /// The fields that make up "spec" for `metadata.generation`: all but metadata and status.
 fn spec_part(object: &Value) -> Value {
     let mut copy = object.clone();
@@ -368,6 +379,9 @@ impl Store {
             }
         } else {
             metadata_mut(body).remove("namespace");
+        }
+        if options.field_validation == FieldValidation::Ignore {
+            return Ok(Vec::new());
         }
         let unknown = self.validator.unknown_fields(body);
         match options.field_validation {
@@ -533,28 +547,14 @@ impl Store {
             Part::Main => {
                 let mut object = body;
                 if self.meta.status {
-                    match current.get("status") {
-                        Some(status) => object["status"] = status.clone(),
-                        None => {
-                            if let Value::Object(map) = &mut object {
-                                map.remove("status");
-                            }
-                        }
-                    }
+                    copy_status(current, &mut object);
                 }
                 object
             }
             Part::Status => {
                 // A status write changes status only (and nothing of the spec or metadata).
                 let mut object = current.clone();
-                match body.get("status") {
-                    Some(status) => object["status"] = status.clone(),
-                    None => {
-                        if let Value::Object(map) = &mut object {
-                            map.remove("status");
-                        }
-                    }
-                }
+                copy_status(&body, &mut object);
                 object
             }
         };

@@ -122,25 +122,16 @@ async fn crud_scale_status_and_errors() {
     .unwrap();
     stale.spec.replicas = 3;
     let conflict = api.replace("one", &PostParams::default(), &stale).await.unwrap_err();
-    assert!(
-        matches!(&conflict, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
-        "{conflict:?}"
-    );
+    assert_eq!(common::status_of(&conflict), (409, "Conflict"), "{conflict:?}");
 
     // Errors are Status objects with code and reason.
     let missing = api.get("missing").await.unwrap_err();
-    assert!(
-        matches!(&missing, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"),
-        "{missing:?}"
-    );
+    assert_eq!(common::status_of(&missing), (404, "NotFound"), "{missing:?}");
     let exists = api
         .create(&PostParams::default(), &common::typed_widget("one", 1))
         .await
         .unwrap_err();
-    assert!(
-        matches!(&exists, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
-        "{exists:?}"
-    );
+    assert_eq!(common::status_of(&exists), (409, "AlreadyExists"), "{exists:?}");
     let invalid = api
         .create(&PostParams::default(), &common::typed_widget("big", 101))
         .await
@@ -287,10 +278,7 @@ async fn expired_resource_versions_and_continue_tokens_are_410() {
         .list(&ListParams::default().limit(1).continue_token(&token))
         .await
         .unwrap_err();
-    assert!(
-        matches!(&expired, kube::Error::Api(s) if s.code == 410 && s.reason == "Expired"),
-        "{expired:?}"
-    );
+    assert_eq!(common::status_of(&expired), (410, "Expired"), "{expired:?}");
     let old = format!("{}", rv.parse::<u64>().unwrap() - 2);
     let mut watch = eapi
         .watch(&WatchParams::default().timeout(5), &old)

@@ -235,3 +235,11 @@ pub fn typed_widget(name: &str, replicas: i32) -> widget_api::Widget {
     w.metadata.name = Some(name.into());
     w
 }
+
+/// The `(code, reason)` of a kube API error's Status (`(0, "")` for other errors).
+pub fn status_of(error: &kube::Error) -> (u16, &str) {
+    match error {
+        kube::Error::Api(s) => (s.code, s.reason.as_str()),
+        _ => (0, ""),
+    }
+}
