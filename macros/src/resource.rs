@@ -546,6 +546,7 @@ fn emit(m: &Model) -> TokenStream {
                 scale: #scale,
                 columns: &[#(#columns),*],
                 selectable_fields: &[#(#selectable),*],
+                verbs: #rt::resource::RESOURCE_VERBS,
             };
             #defaults
             #validate

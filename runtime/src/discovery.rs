@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::resource::{RESOURCE_VERBS, ResourceMeta, SUBRESOURCE_VERBS};
+use crate::resource::{ResourceMeta, SUBRESOURCE_VERBS};
 
 /// Group name → versions (first = preferred) → resources, in declaration order.
 pub fn groups(resources: &[ResourceMeta]) -> BTreeMap<&'static str, Vec<(&'static str, Vec<ResourceMeta>)>> {
@@ -57,7 +57,7 @@ pub fn resource_list(resources: &[ResourceMeta], group: &str, version: &str) -> 
     for r in matching {
         let mut main = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced(), "kind": r.kind,
-            "verbs": RESOURCE_VERBS,
+            "verbs": r.verbs,
         });
         if !r.short_names.is_empty() {
             main["shortNames"] = json!(r.short_names);
@@ -122,7 +122,7 @@ fn aggregated_resource(r: &ResourceMeta) -> Value {
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "scope": if r.namespaced() { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": RESOURCE_VERBS,
+        "verbs": r.verbs,
     });
     if !r.short_names.is_empty() {
         doc["shortNames"] = json!(r.short_names);

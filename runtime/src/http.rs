@@ -23,6 +23,7 @@ use crate::registry::{DeleteOptions, FieldValidation, ListOptions, Part, Store, 
 use crate::resource::{ResourceMeta, Target};
 use crate::selector::{FieldSelector, parse_labels};
 use crate::status::{ApiError, ApiResult};
+use crate::storage::Storage as _;
 use crate::table::{self, IncludeObject};
 
 /// Largest request body accepted (as kube-apiserver: 3 MiB).
@@ -739,11 +740,8 @@ async fn watch(
     };
     let include = IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
     let events = store.watch(options, send_initial, bookmarks).await?;
-    let mut last_rv = store
-        .storage()
-        .current_revision()
-        .await
-        .map_err(|e| ApiError::from_storage(&meta, "", e))?;
+    // The store's first event is the watch's starting revision.
+    let mut last_rv = 0;
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
         tokio::time::Instant::now() + BOOKMARK_EVERY,
         BOOKMARK_EVERY,
@@ -753,15 +751,19 @@ async fn watch(
     let merged = futures::stream::select(events.map(Some), ticks);
     let deadline = tokio::time::sleep(timeout);
     let mut first_table = true;
-    let lines = merged.take_until(deadline).map(move |event| {
+    let lines = merged.take_until(deadline).filter_map(move |event| {
         let line = match event {
+            Some(WatchEvent::Progress(rv)) => {
+                last_rv = last_rv.max(rv);
+                return futures::future::ready(None);
+            }
             Some(WatchEvent::Object(kind, object)) => {
                 if let Some(rv) = object
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
                     .and_then(|r| r.parse().ok())
                 {
-                    last_rv = rv;
+                    last_rv = last_rv.max(rv);
                 }
                 let object = if output == Output::Table {
                     let t = table::table(
@@ -787,7 +789,7 @@ async fn watch(
         };
         let mut bytes = serde_json::to_vec(&line).expect("events serialize");
         bytes.push(b'\n');
-        (line["type"] == "ERROR", Bytes::from(bytes))
+        futures::future::ready(Some((line["type"] == "ERROR", Bytes::from(bytes))))
     });
     // An ERROR event is the last one.
     let lines = crate::take_through(lines, |(error, _)| *error).map(|(_, bytes)| Ok::<_, Infallible>(bytes));

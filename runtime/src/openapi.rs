@@ -124,6 +124,15 @@ fn response(dialect: Dialect, definition: &str, codes: &[&str]) -> Value {
     Value::Object(responses)
 }
 
+/// The Kubernetes verb of an OpenAPI `x-kubernetes-action`.
+fn verb_of_action(action: &str) -> &str {
+    match action {
+        "post" => "create",
+        "put" => "update",
+        other => other,
+    }
+}
+
 /// Path and operations of one route, in the given dialect.
 fn operations(dialect: Dialect, meta: &ResourceMeta, route: &Route) -> Value {
     let kind_def = schema::definition_name(meta, meta.kind);
@@ -170,6 +179,9 @@ fn operations(dialect: Dialect, meta: &ResourceMeta, route: &Route) -> Value {
                   extra: Vec<Value>,
                   request: Option<(&str, &[&str])>,
                   responds: (&str, &[&str])| {
+        if !route.verbs.contains(&verb_of_action(action)) {
+            return; // the resource's storage does not serve it
+        }
         let mut o = json!({
             "tags": [format!("{}_{}", meta.group.replace('.', "_"), meta.version)],
             "operationId": id,

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::resource::{ApiResource, FieldError, ResourceMeta};
 use crate::selector::FieldSelector;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{EventKind, KeyValue, RangeRequest, Revision, Storage, StorageError};
+use crate::storage::{EventKind, KeyValue, RangeRequest, Revision, Storage, StorageError, WatchCache};
 use crate::validation::Validator;
 
 /// Most objects one list page returns, whatever `limit` asks.
@@ -174,6 +174,8 @@ pub enum WatchEvent {
     Object(&'static str, Value),
     /// A BOOKMARK at a revision; `initial_events_end` marks the end of sendInitialEvents.
     Bookmark(Revision, bool),
+    /// Nothing to send: every change up to this revision was considered (later bookmarks may use it).
+    Progress(Revision),
     /// An ERROR with a Status (e.g. 410 Expired); the stream ends after it.
     Error(ApiError),
 }
@@ -181,10 +183,135 @@ pub enum WatchEvent {
 /// One resource's registry.
 pub struct Store {
     meta: ResourceMeta,
+    admission: Admission,
+    storage: Arc<WatchCache>,
+    prefix: String,
+}
+
+/// What every write goes through, whatever stores it: type and namespace checks,
+/// `fieldValidation`, schema validation and the strategy's defaults and validation.
+pub struct Admission {
+    meta: ResourceMeta,
     strategy: Arc<dyn Strategy>,
     validator: Validator,
-    storage: Arc<dyn Storage>,
-    prefix: String,
+}
+
+impl Admission {
+    /// Admission for `strategy`'s resource; fails when its schema is not structural.
+    pub fn new(strategy: Arc<dyn Strategy>) -> Result<Self, String> {
+        let meta = *strategy.meta();
+        let schema = strategy.schema();
+        let violations = crate::schema::violations(&schema);
+        if !violations.is_empty() {
+            return Err(format!(
+                "{} has a non-structural schema: {}",
+                meta.kind,
+                violations.join("; ")
+            ));
+        }
+        let validator = Validator::new(schema)?;
+        Ok(Admission {
+            meta,
+            strategy,
+            validator,
+        })
+    }
+
+    /// The structural schema.
+    pub fn schema(&self) -> Value {
+        self.strategy.schema()
+    }
+
+    /// Check a request body's type and namespace, and apply `fieldValidation`.
+    pub fn admit_body(
+        &self,
+        body: &mut Value,
+        namespace: Option<&str>,
+        options: &WriteOptions,
+    ) -> ApiResult<Vec<String>> {
+        let Value::Object(map) = body else {
+            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+        };
+        let api_version = self.meta.api_version();
+        if let Some(v) = map.get("apiVersion").filter(|v| !v.is_null())
+            && v.as_str() != Some(api_version.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({}) does not match the expected API version ({api_version})",
+                v.as_str().unwrap_or("?")
+            )));
+        }
+        if let Some(k) = map.get("kind").filter(|v| !v.is_null())
+            && k.as_str() != Some(self.meta.kind)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({}) does not match the expected kind ({})",
+                k.as_str().unwrap_or("?"),
+                self.meta.kind
+            )));
+        }
+        set_type_meta(body, &self.meta);
+        if let (Some(ns), true) = (namespace, self.meta.namespaced()) {
+            match meta_str(body, "namespace") {
+                Some(given) if !given.is_empty() && given != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    metadata_mut(body).insert("namespace".into(), json!(ns));
+                }
+            }
+        } else {
+            metadata_mut(body).remove("namespace");
+        }
+        if options.field_validation == FieldValidation::Ignore {
+            return Ok(Vec::new());
+        }
+        let unknown = self.validator.unknown_fields(body);
+        match options.field_validation {
+            FieldValidation::Ignore => Ok(Vec::new()),
+            FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
+            FieldValidation::Strict if unknown.is_empty() => Ok(Vec::new()),
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Schema, type and hook validation, all errors in one 422.
+    pub fn prepare(&self, object: Value, name: &str) -> ApiResult<Value> {
+        let mut errors = self.validator.validate(&object);
+        if let Some(e) = check_name(name) {
+            errors.insert(0, e);
+        }
+        if !errors.is_empty() {
+            // Still run the hook when the object decodes, so one 422 lists everything.
+            if let Err(Prepared::Invalid(more)) = self.strategy.prepare(object) {
+                let more: Vec<_> = more
+                    .into_iter()
+                    .filter(|m| !errors.iter().any(|e| e.field == m.field))
+                    .collect();
+                errors.extend(more);
+            }
+            return Err(ApiError::invalid(&self.meta, name, &errors));
+        }
+        let metadata = object.get("metadata").cloned();
+        let mut prepared = self.strategy.prepare(object).map_err(|e| match e {
+            Prepared::Decode(m) => ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind)),
+            Prepared::Invalid(errors) => ApiError::invalid(&self.meta, name, &errors),
+        })?;
+        // The typed round trip may drop metadata fields the Rust type does not model.
+        if let Some(metadata) = metadata {
+            prepared["metadata"] = metadata;
+        }
+        Ok(prepared)
+    }
 }
 
 fn now() -> String {
@@ -267,24 +394,15 @@ struct ContinueToken {
 }
 
 impl Store {
-    /// A store for the resource described by `strategy`, keyed under `prefix` in `storage`.
-    pub fn new(strategy: Arc<dyn Strategy>, storage: Arc<dyn Storage>, prefix: &str) -> Result<Self, String> {
-        let meta = *strategy.meta();
-        let schema = strategy.schema();
-        let violations = crate::schema::violations(&schema);
-        if !violations.is_empty() {
-            return Err(format!(
-                "{} has a non-structural schema: {}",
-                meta.kind,
-                violations.join("; ")
-            ));
-        }
-        let validator = Validator::new(schema)?;
+    /// A store for the resource described by `strategy`, keyed under `prefix` in `storage`
+    /// (whose watch cache serves this resource's watchers).
+    pub fn new(strategy: Arc<dyn Strategy>, storage: Arc<WatchCache>, prefix: &str) -> Result<Self, String> {
+        let admission = Admission::new(strategy)?;
+        let meta = admission.meta;
         let prefix = format!("{}/{}/{}/", prefix.trim_end_matches('/'), meta.group, meta.plural);
         Ok(Store {
             meta,
-            strategy,
-            validator,
+            admission,
             storage,
             prefix,
         })
@@ -296,7 +414,7 @@ impl Store {
     }
 
     /// The storage behind this store.
-    pub fn storage(&self) -> &Arc<dyn Storage> {
+    pub fn storage(&self) -> &Arc<WatchCache> {
         &self.storage
     }
 
@@ -342,95 +460,9 @@ impl Store {
         self.decode(&kv)
     }
 
-    /// Check a request body's type and namespace, and apply `fieldValidation`.
-    fn admit_body(&self, body: &mut Value, namespace: Option<&str>, options: &WriteOptions) -> ApiResult<Vec<String>> {
-        let Value::Object(map) = body else {
-            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
-        };
-        let api_version = self.meta.api_version();
-        if let Some(v) = map.get("apiVersion").filter(|v| !v.is_null())
-            && v.as_str() != Some(api_version.as_str())
-        {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({}) does not match the expected API version ({api_version})",
-                v.as_str().unwrap_or("?")
-            )));
-        }
-        if let Some(k) = map.get("kind").filter(|v| !v.is_null())
-            && k.as_str() != Some(self.meta.kind)
-        {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the data ({}) does not match the expected kind ({})",
-                k.as_str().unwrap_or("?"),
-                self.meta.kind
-            )));
-        }
-        set_type_meta(body, &self.meta);
-        if let (Some(ns), true) = (namespace, self.meta.namespaced()) {
-            match meta_str(body, "namespace") {
-                Some(given) if !given.is_empty() && given != ns => {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ));
-                }
-                _ => {
-                    metadata_mut(body).insert("namespace".into(), json!(ns));
-                }
-            }
-        } else {
-            metadata_mut(body).remove("namespace");
-        }
-        if options.field_validation == FieldValidation::Ignore {
-            return Ok(Vec::new());
-        }
-        let unknown = self.validator.unknown_fields(body);
-        match options.field_validation {
-            FieldValidation::Ignore => Ok(Vec::new()),
-            FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
-            FieldValidation::Strict if unknown.is_empty() => Ok(Vec::new()),
-            FieldValidation::Strict => Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                unknown
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
-    }
-
-    /// Schema, type and hook validation, all errors in one 422.
-    fn prepare(&self, object: Value, name: &str) -> ApiResult<Value> {
-        let mut errors = self.validator.validate(&object);
-        if let Some(e) = check_name(name) {
-            errors.insert(0, e);
-        }
-        if !errors.is_empty() {
-            // Still run the hook when the object decodes, so one 422 lists everything.
-            if let Err(Prepared::Invalid(more)) = self.strategy.prepare(object) {
-                let more: Vec<_> = more
-                    .into_iter()
-                    .filter(|m| !errors.iter().any(|e| e.field == m.field))
-                    .collect();
-                errors.extend(more);
-            }
-            return Err(ApiError::invalid(&self.meta, name, &errors));
-        }
-        let metadata = object.get("metadata").cloned();
-        let mut prepared = self.strategy.prepare(object).map_err(|e| match e {
-            Prepared::Decode(m) => ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind)),
-            Prepared::Invalid(errors) => ApiError::invalid(&self.meta, name, &errors),
-        })?;
-        // The typed round trip may drop metadata fields the Rust type does not model.
-        if let Some(metadata) = metadata {
-            prepared["metadata"] = metadata;
-        }
-        Ok(prepared)
-    }
-
     /// Create an object (POST).
     pub async fn create(&self, namespace: Option<&str>, mut body: Value, options: &WriteOptions) -> ApiResult<Written> {
-        let warnings = self.admit_body(&mut body, namespace, options)?;
+        let warnings = self.admission.admit_body(&mut body, namespace, options)?;
         let generate = meta_str(&body, "generateName").unwrap_or_default().to_string();
         let given = meta_str(&body, "name").unwrap_or_default().to_string();
         if given.is_empty() && generate.is_empty() {
@@ -470,7 +502,7 @@ impl Store {
                     m.remove(k);
                 }
             }
-            let object = self.prepare(object, &name)?;
+            let object = self.admission.prepare(object, &name)?;
             if options.dry_run {
                 return Ok(Written {
                     object,
@@ -509,7 +541,7 @@ impl Store {
         part: Part,
         options: &WriteOptions,
     ) -> ApiResult<Written> {
-        let warnings = self.admit_body(&mut body, namespace, options)?;
+        let warnings = self.admission.admit_body(&mut body, namespace, options)?;
         match meta_str(&body, "name") {
             Some(n) if n != name => {
                 return Err(ApiError::bad_request(format!(
@@ -581,7 +613,7 @@ impl Store {
             }
             m.insert("resourceVersion".into(), json!(current_rv));
         }
-        let mut object = self.prepare(object, name)?;
+        let mut object = self.admission.prepare(object, name)?;
         if spec_part(&object) != spec_part(current) {
             let generation = current
                 .pointer("/metadata/generation")
@@ -651,7 +683,7 @@ impl Store {
             // A patch that sets resourceVersion makes it a precondition; otherwise the
             // current one is, and a concurrent write means: read again and retry.
             let precondition = meta_str(&patched, "resourceVersion") != meta_str(&current, "resourceVersion");
-            let warnings = self.admit_body(&mut patched, namespace, options)?;
+            let warnings = self.admission.admit_body(&mut patched, namespace, options)?;
             if meta_str(&patched, "name") != Some(name) {
                 return Err(ApiError::bad_request(
                     "the name of an object cannot be changed by a patch",
@@ -904,8 +936,10 @@ impl Store {
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
             (rv, Vec::new())
         };
+        first.insert(0, WatchEvent::Progress(start));
+        // One shared feed per resource: namespaced watchers filter it by key.
         let prefix = self.list_prefix(options.namespace.as_deref());
-        let changes = match self.storage.watch(&prefix, start).await {
+        let changes = match self.storage.changes(&self.prefix, start).await {
             Ok(stream) => stream,
             Err(StorageError::Expired { requested, compacted }) => {
                 first.push(WatchEvent::Error(ApiError::expired(format!(
@@ -916,41 +950,39 @@ impl Store {
             Err(e) => return Err(ApiError::from_storage(&self.meta, "", e)),
         };
         let store = self.clone();
-        let changes = changes.filter_map(move |event| {
-            let store = store.clone();
-            let options = options.clone();
-            async move {
-                let event = match event {
-                    Ok(e) => e,
-                    Err(StorageError::Expired { requested, compacted }) => {
-                        return Some(WatchEvent::Error(ApiError::expired(format!(
-                            "too old resource version: {requested} ({compacted})"
-                        ))));
-                    }
-                    Err(e) => {
-                        return Some(WatchEvent::Error(ApiError::from_storage(&store.meta, "", e)));
-                    }
-                };
-                let new = match store.decode(&event.kv) {
-                    Ok(o) => o,
-                    Err(e) => return Some(WatchEvent::Error(e)),
-                };
-                let old_matches = event
-                    .prev
-                    .as_ref()
-                    .and_then(|p| store.decode(p).ok())
-                    .is_some_and(|old| store.selects(&options, &old));
-                let new_matches = store.selects(&options, &new);
-                let kind = match (event.kind, old_matches, new_matches) {
-                    (EventKind::Delete, true, _) => "DELETED",
-                    (EventKind::Put, true, true) => "MODIFIED",
-                    (EventKind::Put, false, true) => "ADDED",
-                    // A change that moved the object out of the selection.
-                    (EventKind::Put, true, false) => "DELETED",
-                    _ => return None,
-                };
-                Some(WatchEvent::Object(kind, new))
+        let changes = changes.map(move |event| {
+            let event = match event {
+                Ok(e) => e,
+                Err(StorageError::Expired { requested, compacted }) => {
+                    return WatchEvent::Error(ApiError::expired(format!(
+                        "too old resource version: {requested} ({compacted})"
+                    )));
+                }
+                Err(e) => return WatchEvent::Error(ApiError::from_storage(&store.meta, "", e)),
+            };
+            let revision = event.kv.mod_revision;
+            if !event.kv.key.starts_with(&prefix) {
+                return WatchEvent::Progress(revision);
             }
+            let new = match store.decode(&event.kv) {
+                Ok(o) => o,
+                Err(e) => return WatchEvent::Error(e),
+            };
+            let old_matches = event
+                .prev
+                .as_ref()
+                .and_then(|p| store.decode(p).ok())
+                .is_some_and(|old| store.selects(&options, &old));
+            let new_matches = store.selects(&options, &new);
+            let kind = match (event.kind, old_matches, new_matches) {
+                (EventKind::Delete, true, _) => "DELETED",
+                (EventKind::Put, true, true) => "MODIFIED",
+                (EventKind::Put, false, true) => "ADDED",
+                // A change that moved the object out of the selection.
+                (EventKind::Put, true, false) => "DELETED",
+                _ => return WatchEvent::Progress(revision),
+            };
+            WatchEvent::Object(kind, new)
         });
         Ok(futures::stream::iter(first).chain(changes))
     }
@@ -981,7 +1013,7 @@ pub enum ScaleChange {
 impl Store {
     /// The structural schema of the resource.
     pub fn schema(&self) -> Value {
-        self.strategy.schema()
+        self.admission.schema()
     }
 
     /// The `autoscaling/v1 Scale` view of an object.

@@ -70,6 +70,8 @@ pub struct ResourceMeta {
     pub columns: &'static [PrintColumn],
     /// Extra fields usable in field selectors (besides metadata.name/namespace).
     pub selectable_fields: &'static [&'static str],
+    /// The verbs served on the resource itself ([`RESOURCE_VERBS`] unless its storage serves fewer).
+    pub verbs: &'static [&'static str],
 }
 
 /// The HTTP verbs Kubernetes knows, as used in discovery and authorization.
@@ -94,7 +96,7 @@ pub struct Route {
     /// What is addressed: the collection, one object or a subresource.
     pub target: Target,
     /// Kubernetes verbs served on it.
-    pub verbs: &'static [&'static str],
+    pub verbs: Vec<&'static str>,
 }
 
 /// What a route addresses.
@@ -140,6 +142,11 @@ impl ResourceMeta {
         }
     }
 
+    /// Whether the resource serves `verb` (subresources serve all of theirs).
+    pub fn serves(&self, verb: &str) -> bool {
+        self.verbs.contains(&verb)
+    }
+
     /// Whether objects live in namespaces.
     pub fn namespaced(&self) -> bool {
         self.scope == Scope::Namespaced
@@ -163,37 +170,38 @@ impl ResourceMeta {
             format!("{base}/{}", self.plural)
         };
         let object = format!("{collection}/{{name}}");
+        let served = |verbs: &[&'static str]| verbs.iter().copied().filter(|v| self.serves(v)).collect();
         let mut routes = vec![
             Route {
                 path: collection,
                 target: Target::Collection,
-                verbs: &["create", "deletecollection", "list", "watch"],
+                verbs: served(&["create", "deletecollection", "list", "watch"]),
             },
             Route {
                 path: object.clone(),
                 target: Target::Object,
-                verbs: &["delete", "get", "patch", "update"],
+                verbs: served(&["delete", "get", "patch", "update"]),
             },
         ];
         if self.namespaced() {
             routes.push(Route {
                 path: format!("{base}/{}", self.plural),
                 target: Target::AllNamespaces,
-                verbs: &["list", "watch"],
+                verbs: served(&["list", "watch"]),
             });
         }
         if self.status {
             routes.push(Route {
                 path: format!("{object}/status"),
                 target: Target::Status,
-                verbs: SUBRESOURCE_VERBS,
+                verbs: SUBRESOURCE_VERBS.to_vec(),
             });
         }
         if self.scale.is_some() {
             routes.push(Route {
                 path: format!("{object}/scale"),
                 target: Target::Scale,
-                verbs: SUBRESOURCE_VERBS,
+                verbs: SUBRESOURCE_VERBS.to_vec(),
             });
         }
         routes

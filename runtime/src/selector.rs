@@ -226,6 +226,7 @@ mod tests {
             scale: None,
             columns: &[],
             selectable_fields: &[".spec.color"],
+            verbs: crate::resource::RESOURCE_VERBS,
         };
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}, "spec": {"color": "red"}});
         let sel = FieldSelector::parse("metadata.name=a,spec.color!=blue", &META).unwrap();

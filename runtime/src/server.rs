@@ -21,7 +21,7 @@ use crate::http::{Api, error_response};
 use crate::registry::{Store, TypedStrategy};
 use crate::resource::ApiResource;
 use crate::status::ApiError;
-use crate::storage::{self, Storage};
+use crate::storage::{self, Storage, WatchCache};
 
 /// Longest TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +79,9 @@ pub struct ServerOptions {
     /// Client key for etcd.
     #[arg(long, requires = "etcd_certfile")]
     pub etcd_keyfile: Option<PathBuf>,
+    /// Events the watch cache keeps per resource for watchers to resume from.
+    #[arg(long, default_value_t = storage::cache::WINDOW)]
+    pub watch_cache_size: usize,
     /// Extra names for the generated serving certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub tls_sans: Vec<String>,
@@ -96,7 +99,7 @@ pub struct UserInfo {
 /// A server being assembled: resources and storage.
 pub struct Server {
     options: ServerOptions,
-    storage: Arc<dyn Storage>,
+    storage: Arc<WatchCache>,
     stores: Vec<Arc<Store>>,
 }
 
@@ -111,8 +114,8 @@ impl Server {
             StorageKind::Etcd => etcd_storage(&options).await?,
         };
         Ok(Server {
+            storage: WatchCache::new(storage, options.watch_cache_size),
             options,
-            storage,
             stores: Vec::new(),
         })
     }

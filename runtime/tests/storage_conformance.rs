@@ -191,6 +191,17 @@ async fn memory_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn watch_cache_in_front_of_memory() {
+    let cache = storage::WatchCache::new(storage::memory(), 100);
+    // Start the shared feed first, so the suite's watches are served from the cache's window.
+    let _feed = cache
+        .changes("/t/p/", cache.current_revision().await.unwrap())
+        .await
+        .unwrap();
+    conformance(cache).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn embedded_backend() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");

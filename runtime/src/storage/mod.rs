@@ -4,6 +4,7 @@
 //! `mod_revision`), given to clients as a decimal string. Values are stored without their
 //! resourceVersion; the registry sets it from `mod_revision` on the way out.
 
+pub mod cache;
 mod engine;
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::Stream;
 
+pub use cache::WatchCache;
 pub use engine::Engine;
 
 /// A store revision; `resourceVersion` is its decimal form.

@@ -269,6 +269,10 @@ async fn expired_resource_versions_and_continue_tokens_are_410() {
     let page = eapi.list(&ListParams::default().limit(1)).await.unwrap();
     let token = page.metadata.continue_.unwrap();
     let rv = page.metadata.resource_version.unwrap();
+    // One more write, so the token's revision is history, not the newest revision.
+    eapi.create(&PostParams::default(), &common::typed_widget("w3", 1))
+        .await
+        .unwrap();
     drop(eapi);
     embedded.kill();
     // After a restart the embedded store has no history before its newest revision.

@@ -1,0 +1,260 @@
+//! The watch cache: one backend watch per key prefix, fanned out to every watcher of that
+//! prefix, with a window of recent events so watchers resume without touching the backend.
+//!
+//! As in k8s.io/apiserver's cacher, a watcher reads from the shared window at its own pace;
+//! one that falls out of the window (or whose window was reset after the backend compacted
+//! past it) ends with `Expired`, and the client re-lists. Reads, writes and resumes from before
+//! the window go straight to the backend.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+
+use super::{Event, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
+
+/// Events each prefix's window holds by default.
+pub const WINDOW: usize = 10_000;
+/// Longest wait between attempts to re-establish a failed backend watch.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A stream of shared watch events; an `Err` ends it.
+pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<Arc<Event>, StorageError>> + Send>>;
+
+/// A backend with a shared watch cache in front of it.
+pub struct WatchCache {
+    inner: Arc<dyn Storage>,
+    window: usize,
+    feeds: Mutex<HashMap<String, Arc<Feed>>>,
+}
+
+/// One prefix's backend watch and its window of recent events.
+struct Feed {
+    window: Mutex<Window>,
+    /// Bumped on every change to the window, to wake watchers.
+    changed: watch::Sender<u64>,
+}
+
+struct Window {
+    /// Every event under the prefix with a revision above this is in `events`.
+    from: Revision,
+    /// Every event up to this revision has been received (the backend watch resumes here).
+    progress: Revision,
+    events: VecDeque<Arc<Event>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the window consistent (every update is one push).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl WatchCache {
+    /// Put a watch cache holding `window` events per prefix in front of `inner`.
+    pub fn new(inner: Arc<dyn Storage>, window: usize) -> Arc<Self> {
+        Arc::new(WatchCache {
+            inner,
+            window: window.max(1),
+            feeds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The backend behind the cache.
+    pub fn backend(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    /// How many backend watches are open (one per watched prefix).
+    pub fn feeds(&self) -> usize {
+        lock(&self.feeds).len()
+    }
+
+    /// Changes under `prefix` after revision `after`, served from the shared window when it
+    /// reaches back that far and from the backend otherwise.
+    pub async fn changes(&self, prefix: &str, after: Revision) -> Result<ChangeStream, StorageError> {
+        let feed = self.feed(prefix).await?;
+        let from = lock(&feed.window).from;
+        if after < from {
+            // Older than the window: the backend's own history decides (it may say Expired).
+            let stream = self.inner.watch(prefix, after).await?;
+            return Ok(Box::pin(stream.map(|e| e.map(Arc::new))));
+        }
+        Ok(Box::pin(watcher(feed, after)))
+    }
+
+    async fn feed(&self, prefix: &str) -> Result<Arc<Feed>, StorageError> {
+        if let Some(feed) = lock(&self.feeds).get(prefix) {
+            return Ok(feed.clone());
+        }
+        let start = self.inner.current_revision().await?;
+        let mut feeds = lock(&self.feeds);
+        // Another watcher may have started the feed while we read the revision.
+        if let Some(feed) = feeds.get(prefix) {
+            return Ok(feed.clone());
+        }
+        let feed = Arc::new(Feed {
+            window: Mutex::new(Window {
+                from: start,
+                progress: start,
+                events: VecDeque::new(),
+            }),
+            changed: watch::channel(0).0,
+        });
+        feeds.insert(prefix.to_string(), feed.clone());
+        tokio::spawn(follow(
+            self.inner.clone(),
+            prefix.to_string(),
+            Arc::downgrade(&feed),
+            self.window,
+        ));
+        Ok(feed)
+    }
+}
+
+/// Keep `feed`'s window filled from the backend until the feed is dropped.
+async fn follow(inner: Arc<dyn Storage>, prefix: String, feed: Weak<Feed>, capacity: usize) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(progress) = feed.upgrade().map(|f| lock(&f.window).progress) else {
+            return;
+        };
+        let failure = match inner.watch(&prefix, progress).await {
+            Ok(mut stream) => {
+                backoff = Duration::from_millis(100);
+                loop {
+                    let Some(item) = stream.next().await else {
+                        break StorageError::Unavailable("backend watch ended".into());
+                    };
+                    let Some(f) = feed.upgrade() else { return };
+                    match item {
+                        Ok(event) => f.push(event, capacity),
+                        Err(e) => break e,
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        let Some(f) = feed.upgrade() else { return };
+        match failure {
+            // The backend compacted past what we hold: start over; watchers behind must re-list.
+            StorageError::Expired { .. } => {
+                if let Ok(now) = inner.current_revision().await {
+                    f.reset(now);
+                }
+            }
+            e => {
+                tracing::warn!(prefix, "watch cache: backend watch failed, retrying: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+impl Feed {
+    fn push(&self, event: Event, capacity: usize) {
+        let mut window = lock(&self.window);
+        let revision = event.kv.mod_revision;
+        if revision <= window.progress {
+            return; // a replay of what we hold, after a re-established watch
+        }
+        window.progress = revision;
+        window.events.push_back(Arc::new(event));
+        while window.events.len() > capacity {
+            if let Some(evicted) = window.events.pop_front() {
+                window.from = evicted.kv.mod_revision;
+            }
+        }
+        drop(window);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn reset(&self, revision: Revision) {
+        let mut window = lock(&self.window);
+        window.events.clear();
+        window.from = revision;
+        window.progress = revision;
+        drop(window);
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// One watcher's view of a feed: everything after `position`, in order.
+fn watcher(feed: Arc<Feed>, position: Revision) -> impl Stream<Item = Result<Arc<Event>, StorageError>> + Send {
+    let changed = feed.changed.subscribe();
+    let state = (feed, changed, position, VecDeque::<Arc<Event>>::new(), false);
+    futures::stream::unfold(
+        state,
+        |(feed, mut changed, mut position, mut pending, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(change) = pending.pop_front() {
+                    return Some((Ok(change), (feed, changed, position, pending, false)));
+                }
+                // Mark seen before reading so a push after the read wakes us.
+                changed.borrow_and_update();
+                {
+                    let window = lock(&feed.window);
+                    if position < window.from {
+                        let error = StorageError::Expired {
+                            requested: position,
+                            compacted: window.from,
+                        };
+                        drop(window);
+                        return Some((Err(error), (feed, changed, position, pending, true)));
+                    }
+                    let start = window.events.partition_point(|e| e.kv.mod_revision <= position);
+                    pending.extend(window.events.range(start..).cloned());
+                    if let Some(last) = pending.back() {
+                        position = last.kv.mod_revision;
+                    }
+                }
+                if pending.is_empty() && changed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    )
+}
+
+#[async_trait]
+impl Storage for WatchCache {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        self.inner.get(key).await
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
+        self.inner.range(request).await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
+        self.inner.create(key, value).await
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.inner.update(key, value, expected).await
+    }
+
+    async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.inner.delete(key, expected).await
+    }
+
+    /// Watches through the cache; the stream ends after its first error, like every backend's.
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        let changes = self.changes(prefix, after).await?;
+        Ok(super::end_after_error(changes.map(|e| e.map(Arc::unwrap_or_clone))))
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StorageError> {
+        self.inner.current_revision().await
+    }
+
+    async fn ready(&self) -> Result<(), StorageError> {
+        self.inner.ready().await
+    }
+}

@@ -1,0 +1,174 @@
+//! The watch cache: one backend watch per prefix shared by every watcher, resume within its
+//! window, 410 for watchers that fall out of it, and recovery when etcd goes away and returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
+use apiary_runtime::storage::{
+    Engine, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError, WatchCache,
+};
+use apiary_runtime::testing::EtcdProcess;
+use async_trait::async_trait;
+use futures::{Stream, StreamExt};
+
+/// A backend that counts the watches opened on it.
+struct Counting {
+    inner: Engine,
+    watches: AtomicUsize,
+}
+
+#[async_trait]
+impl Storage for Counting {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        self.inner.get(key).await
+    }
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
+        self.inner.range(request).await
+    }
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
+        self.inner.create(key, value).await
+    }
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.inner.update(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.inner.delete(key, expected).await
+    }
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        self.watches.fetch_add(1, Ordering::SeqCst);
+        self.inner.watch(prefix, after).await
+    }
+    async fn current_revision(&self) -> Result<Revision, StorageError> {
+        self.inner.current_revision().await
+    }
+    async fn ready(&self) -> Result<(), StorageError> {
+        self.inner.ready().await
+    }
+}
+
+async fn next<S: Stream<Item = Result<Arc<apiary_runtime::storage::Event>, StorageError>> + Unpin>(
+    s: &mut S,
+) -> Result<Arc<apiary_runtime::storage::Event>, StorageError> {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_watchers_share_one_backend_watch() {
+    let backend = Arc::new(Counting {
+        inner: Engine::memory(),
+        watches: AtomicUsize::new(0),
+    });
+    let cache = WatchCache::new(backend.clone(), 1000);
+    let start = cache.current_revision().await.unwrap();
+    let mut watchers = Vec::new();
+    for _ in 0..50 {
+        watchers.push(cache.changes("/r/widgets/", start).await.unwrap());
+    }
+    let mut keys = Vec::new();
+    for i in 0..10 {
+        let key = format!("/r/widgets/ns{}/w{i}", i % 3);
+        cache.create(&key, vec![i]).await.unwrap();
+        keys.push(key);
+    }
+    cache.create("/r/other/x", vec![]).await.unwrap();
+    for w in &mut watchers {
+        for key in &keys {
+            assert_eq!(&next(w).await.unwrap().kv.key, key);
+        }
+    }
+    assert_eq!(
+        backend.watches.load(Ordering::SeqCst),
+        1,
+        "one backend watch for 50 watchers"
+    );
+    assert_eq!(cache.feeds(), 1);
+    // A watcher that joins late resumes from any revision in the window, in order.
+    let third = cache.get(&keys[2]).await.unwrap().unwrap().mod_revision;
+    let mut late = cache.changes("/r/widgets/", third).await.unwrap();
+    for key in &keys[3..] {
+        assert_eq!(&next(&mut late).await.unwrap().kv.key, key);
+    }
+    assert_eq!(backend.watches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn window_outlives_the_backends_history() {
+    // The backend keeps 3 events; the cache keeps 100.
+    let cache = WatchCache::new(Arc::new(Engine::memory_with_history(3)), 100);
+    let start = cache.current_revision().await.unwrap();
+    let _opened = cache.changes("/r/", start).await.unwrap();
+    let mut revisions = Vec::new();
+    for i in 0..20 {
+        revisions.push(cache.create(&format!("/r/k{i:02}"), vec![]).await.unwrap().mod_revision);
+    }
+    assert!(matches!(
+        cache.backend().watch("/r/", revisions[4]).await,
+        Err(StorageError::Expired { .. })
+    ));
+    let mut resumed = cache.changes("/r/", revisions[4]).await.unwrap();
+    for rev in &revisions[5..] {
+        let event = next(&mut resumed).await.unwrap();
+        assert_eq!(event.kv.mod_revision, *rev);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_left_behind_by_the_window_gets_expired() {
+    let cache = WatchCache::new(Arc::new(Engine::memory()), 5);
+    let start = cache.current_revision().await.unwrap();
+    let mut slow = cache.changes("/r/", start).await.unwrap();
+    for i in 0..10 {
+        cache.create(&format!("/r/k{i}"), vec![]).await.unwrap();
+    }
+    // Let the feed take all ten in, evicting the first five.
+    let mut fast = cache.changes("/r/", start + 9).await.unwrap();
+    assert_eq!(next(&mut fast).await.unwrap().kv.key, "/r/k9");
+    match next(&mut slow).await {
+        Err(StorageError::Expired { requested, .. }) => assert_eq!(requested, start),
+        other => panic!("expected Expired, got {other:?}"),
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), slow.next()).await.unwrap();
+    assert!(ended.is_none(), "the stream ends after Expired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feed_survives_an_etcd_outage_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = EtcdProcess::start(dir.path());
+    let backend = Etcd::connect(&EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cache = WatchCache::new(Arc::new(backend), 100);
+    let start = cache.current_revision().await.unwrap();
+    let mut watcher = cache.changes("/r/", start).await.unwrap();
+    cache.create("/r/before", vec![]).await.unwrap();
+    assert_eq!(next(&mut watcher).await.unwrap().kv.key, "/r/before");
+    etcd.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    etcd.restart();
+    let mut after = None;
+    for _ in 0..100 {
+        if let Ok(kv) = cache.create("/r/after", vec![]).await {
+            after = Some(kv);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = after.expect("etcd is back");
+    let event = next(&mut watcher).await.unwrap();
+    assert_eq!(
+        (event.kv.key.as_str(), event.kv.mod_revision),
+        ("/r/after", after.mod_revision)
+    );
+    // Nothing else (no replay of "/r/before").
+    let extra = tokio::time::timeout(Duration::from_millis(500), watcher.next()).await;
+    assert!(extra.is_err(), "no duplicate: {extra:?}");
+}
