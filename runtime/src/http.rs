@@ -19,11 +19,11 @@ use sha2::Digest;
 use crate::discovery;
 use crate::openapi::{self, Documented};
 use crate::patch::Patch;
-use crate::registry::{DeleteOptions, FieldValidation, ListOptions, Part, Store, WatchEvent, WriteOptions, Written};
+use crate::registry::{DeleteOptions, FieldValidation, ListOptions, Part, WatchEvent, WriteOptions, Written};
 use crate::resource::{ResourceMeta, Target};
+use crate::rest::Rest;
 use crate::selector::{FieldSelector, parse_labels};
 use crate::status::{ApiError, ApiResult};
-use crate::storage::Storage as _;
 use crate::table::{self, IncludeObject};
 
 /// Largest request body accepted (as kube-apiserver: 3 MiB).
@@ -66,7 +66,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Everything the handlers share.
 pub struct Api {
-    stores: Vec<Arc<Store>>,
+    stores: Vec<Arc<dyn Rest>>,
     metas: Vec<ResourceMeta>,
     openapi_v2: Doc,
     openapi_v2_proto: Doc,
@@ -77,7 +77,7 @@ pub struct Api {
 
 impl Api {
     /// Build the shared state from the stores.
-    pub fn new(stores: Vec<Arc<Store>>, version: Value) -> Arc<Api> {
+    pub fn new(stores: Vec<Arc<dyn Rest>>, version: Value) -> Arc<Api> {
         let metas: Vec<ResourceMeta> = stores.iter().map(|s| *s.meta()).collect();
         let documented: Vec<Documented> = stores
             .iter()
@@ -183,7 +183,7 @@ fn respond_value(value: ApiResult<Value>) -> Response {
 
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
     for store in &api.stores {
-        if let Err(e) = store.storage().ready().await {
+        if let Err(e) = store.ready().await {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("[-]storage failed: {e}\nreadyz check failed\n"),
@@ -443,7 +443,7 @@ fn dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
     }
 }
 
-fn list_options(store: &Store, q: &HashMap<String, String>, namespace: Option<String>) -> ApiResult<ListOptions> {
+fn list_options(store: &dyn Rest, q: &HashMap<String, String>, namespace: Option<String>) -> ApiResult<ListOptions> {
     let labels = q
         .get("labelSelector")
         .filter(|s| !s.is_empty())
@@ -472,7 +472,7 @@ fn list_options(store: &Store, q: &HashMap<String, String>, namespace: Option<St
     })
 }
 
-async fn serve(store: Arc<Store>, target: Target, params: HashMap<String, String>, request: Request) -> Response {
+async fn serve(store: Arc<dyn Rest>, target: Target, params: HashMap<String, String>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let q = query_map(&parts.uri);
     let pretty = truthy(&q, "pretty");
@@ -525,7 +525,7 @@ fn written(w: Written, output: Output) -> Reply {
 }
 
 async fn handle(
-    store: &Arc<Store>,
+    store: &Arc<dyn Rest>,
     target: Target,
     params: &HashMap<String, String>,
     method: &Method,
@@ -538,6 +538,14 @@ async fn handle(
     let ns = namespace.as_deref();
     let name = params.get("name").map(String::as_str).unwrap_or("");
     let is_list = matches!(target, Target::Collection | Target::AllNamespaces);
+    let verb = target.verb(method.as_str(), truthy(q, "watch"));
+    let served = match target {
+        Target::Status | Target::Scale => true,
+        _ => verb.is_some_and(|v| meta.serves(v)),
+    };
+    if !served {
+        return Err(ApiError::method_not_allowed(&meta, verb.unwrap_or(method.as_str())));
+    }
     let output = negotiate(headers, *method == Method::GET)?;
     let single = |value: Value| -> ApiResult<Reply> {
         let value = if output == Output::Table {
@@ -560,7 +568,7 @@ async fn handle(
     };
     match (target, method.as_str()) {
         (_, "GET") if is_list => {
-            let options = list_options(store, q, namespace.clone())?;
+            let options = list_options(store.as_ref(), q, namespace.clone())?;
             if truthy(q, "watch") {
                 return watch(store, options, q, output).await;
             }
@@ -586,7 +594,7 @@ async fn handle(
         }
         (Target::Collection, "DELETE") => {
             let delete = delete_options(q, &read_body(body).await?)?;
-            let listed = store.list(&list_options(store, q, namespace.clone())?).await?;
+            let listed = store.list(&list_options(store.as_ref(), q, namespace.clone())?).await?;
             let mut deleted = Vec::new();
             for item in listed.items {
                 let item_name = item
@@ -665,17 +673,7 @@ async fn handle(
                 output,
             ))
         }
-        (_, verb) => {
-            let verb = match verb {
-                "GET" => "get",
-                "POST" => "create",
-                "PUT" => "update",
-                "PATCH" => "patch",
-                "DELETE" => "delete",
-                other => other,
-            };
-            Err(ApiError::method_not_allowed(&meta, verb))
-        }
+        (_, method) => Err(ApiError::method_not_allowed(&meta, verb.unwrap_or(method))),
     }
 }
 
@@ -726,7 +724,7 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
 }
 
 async fn watch(
-    store: &Arc<Store>,
+    store: &Arc<dyn Rest>,
     options: ListOptions,
     q: &HashMap<String, String>,
     output: Output,
@@ -739,7 +737,7 @@ async fn watch(
         None => DEFAULT_WATCH,
     };
     let include = IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
-    let events = store.watch(options, send_initial, bookmarks).await?;
+    let events = store.clone().watch(options, send_initial, bookmarks).await?;
     // The store's first event is the watch's starting revision.
     let mut last_rv = 0;
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(

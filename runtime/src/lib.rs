@@ -6,6 +6,7 @@
 //! store shaped like etcd.
 
 pub mod certs;
+pub mod custom;
 pub mod discovery;
 pub mod http;
 pub mod jsonpath;
@@ -14,6 +15,7 @@ pub mod openapi_proto;
 pub mod patch;
 pub mod registry;
 pub mod resource;
+pub mod rest;
 pub mod schema;
 pub mod selector;
 pub mod server;

@@ -145,6 +145,16 @@ pub struct ListOptions {
     pub resource_version_match: Option<String>,
 }
 
+impl ListOptions {
+    /// Whether `object` matches the label and field selectors.
+    pub fn selects(&self, object: &Value) -> bool {
+        self.labels
+            .as_ref()
+            .is_none_or(|l| crate::selector::labels_match(l, object))
+            && self.fields.matches(object)
+    }
+}
+
 /// A list answer.
 #[derive(Debug)]
 pub struct Listed {
@@ -165,6 +175,39 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
     pub resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    /// 409 Conflict unless `object` meets the uid and resourceVersion preconditions.
+    pub fn check_preconditions(&self, meta: &ResourceMeta, name: &str, object: &Value) -> ApiResult<()> {
+        if let Some(uid) = &self.uid
+            && meta_str(object, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta.group_resource(),
+                    meta_str(object, "uid").unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(rv) = &self.resource_version
+            && meta_str(object, "resourceVersion") != Some(rv.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta.group_resource(),
+                    meta_str(object, "resourceVersion").unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A watch event for the HTTP layer.
@@ -314,7 +357,7 @@ impl Admission {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -326,11 +369,11 @@ pub fn set_type_meta(value: &mut Value, meta: &ResourceMeta) {
     }
 }
 
-fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+pub(crate) fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
     object.get("metadata")?.get(field)?.as_str()
 }
 
-fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     if !object.get("metadata").is_some_and(Value::is_object) {
         object["metadata"] = json!({});
     }
@@ -360,7 +403,32 @@ fn spec_part(object: &Value) -> Value {
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of custom resource names.
-fn check_name(name: &str) -> Option<FieldError> {
+/// The 422 for a create with neither name nor generateName.
+pub(crate) fn name_required(meta: &ResourceMeta) -> ApiError {
+    ApiError::invalid(
+        meta,
+        "",
+        &[FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )],
+    )
+}
+
+/// Give `body` the name on the URL; 400 when it names another object.
+pub(crate) fn set_url_name(body: &mut Value, name: &str) -> ApiResult<()> {
+    match meta_str(body, "name") {
+        Some(n) if n != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => {
+            metadata_mut(body).insert("name".into(), json!(name));
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn check_name(name: &str) -> Option<FieldError> {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -379,7 +447,7 @@ fn check_name(name: &str) -> Option<FieldError> {
     ))
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     uuid::Uuid::new_v4().as_bytes()[..5]
         .iter()
@@ -388,9 +456,9 @@ fn random_suffix() -> String {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct ContinueToken {
-    rv: Revision,
-    start: String,
+pub(crate) struct ContinueToken {
+    pub(crate) rv: Revision,
+    pub(crate) start: String,
 }
 
 impl Store {
@@ -466,14 +534,7 @@ impl Store {
         let generate = meta_str(&body, "generateName").unwrap_or_default().to_string();
         let given = meta_str(&body, "name").unwrap_or_default().to_string();
         if given.is_empty() && generate.is_empty() {
-            return Err(ApiError::invalid(
-                &self.meta,
-                "",
-                &[FieldError::required(
-                    "metadata.name",
-                    "name or generateName is required",
-                )],
-            ));
+            return Err(name_required(&self.meta));
         }
         if self.meta.status
             && let Value::Object(map) = &mut body
@@ -542,16 +603,7 @@ impl Store {
         options: &WriteOptions,
     ) -> ApiResult<Written> {
         let warnings = self.admission.admit_body(&mut body, namespace, options)?;
-        match meta_str(&body, "name") {
-            Some(n) if n != name => {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
-            _ => {
-                metadata_mut(&mut body).insert("name".into(), json!(name));
-            }
-        }
+        set_url_name(&mut body, name)?;
         let current = self.get(namespace, name).await?;
         let mut written = self.replace(namespace, name, &current, body, part, options).await?;
         written.warnings.extend(warnings);
@@ -704,32 +756,7 @@ impl Store {
     /// Delete an object: at once, or by marking it when finalizers remain.
     pub async fn delete(&self, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> ApiResult<Value> {
         let current = self.get(namespace, name).await?;
-        if let Some(uid) = &options.uid
-            && meta_str(&current, "uid") != Some(uid.as_str())
-        {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    self.meta.group_resource(),
-                    meta_str(&current, "uid").unwrap_or_default()
-                ),
-            ));
-        }
-        if let Some(rv) = &options.resource_version
-            && meta_str(&current, "resourceVersion") != Some(rv.as_str())
-        {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    self.meta.group_resource(),
-                    meta_str(&current, "resourceVersion").unwrap_or_default()
-                ),
-            ));
-        }
+        options.check_preconditions(&self.meta, name, &current)?;
         let expected: Revision = meta_str(&current, "resourceVersion")
             .unwrap_or_default()
             .parse()
@@ -821,7 +848,7 @@ impl Store {
                 }
                 last_key = Some(kv.key.clone());
                 let object = self.decode(kv)?;
-                if self.selects(options, &object) {
+                if options.selects(&object) {
                     items.push(object);
                 }
             }
@@ -846,14 +873,6 @@ impl Store {
             metadata,
             revision: read_at,
         })
-    }
-
-    fn selects(&self, options: &ListOptions, object: &Value) -> bool {
-        options
-            .labels
-            .as_ref()
-            .is_none_or(|l| crate::selector::labels_match(l, object))
-            && options.fields.matches(object)
     }
 
     /// The revision a read asks for: None for "newest".
@@ -972,28 +991,36 @@ impl Store {
                 .prev
                 .as_ref()
                 .and_then(|p| store.decode(p).ok())
-                .is_some_and(|old| store.selects(&options, &old));
-            let new_matches = store.selects(&options, &new);
-            let kind = match (event.kind, old_matches, new_matches) {
-                (EventKind::Delete, true, _) => "DELETED",
-                (EventKind::Put, true, true) => "MODIFIED",
-                (EventKind::Put, false, true) => "ADDED",
-                // A change that moved the object out of the selection.
-                (EventKind::Put, true, false) => "DELETED",
-                _ => return WatchEvent::Progress(revision),
-            };
-            WatchEvent::Object(kind, new)
+                .is_some_and(|old| options.selects(&old));
+            let new_matches = options.selects(&new);
+            match watch_type(event.kind == EventKind::Delete, old_matches, new_matches) {
+                Some(kind) => WatchEvent::Object(kind, new),
+                None => WatchEvent::Progress(revision),
+            }
         });
         Ok(futures::stream::iter(first).chain(changes))
     }
 }
 
-fn encode_continue(token: &ContinueToken) -> String {
+/// The event type a selective watcher sees for a change, given whether the object matched its
+/// selectors before and after; `None` when the change is outside its selection.
+pub(crate) fn watch_type(deleted: bool, old_matches: bool, new_matches: bool) -> Option<&'static str> {
+    match (deleted, old_matches, new_matches) {
+        (true, true, _) => Some("DELETED"),
+        (false, true, true) => Some("MODIFIED"),
+        (false, false, true) => Some("ADDED"),
+        // A change that moved the object out of the selection.
+        (false, true, false) => Some("DELETED"),
+        _ => None,
+    }
+}
+
+pub(crate) fn encode_continue(token: &ContinueToken) -> String {
     let json = serde_json::to_vec(token).expect("a token serializes");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
+pub(crate) fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()

@@ -17,9 +17,11 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::custom::{CustomStorage, CustomStore};
 use crate::http::{Api, error_response};
 use crate::registry::{Store, TypedStrategy};
 use crate::resource::ApiResource;
+use crate::rest::Rest;
 use crate::status::ApiError;
 use crate::storage::{self, Storage, WatchCache};
 
@@ -100,6 +102,9 @@ pub struct UserInfo {
 pub struct Server {
     options: ServerOptions,
     storage: Arc<WatchCache>,
+    /// Every served resource, in registration order.
+    resources: Vec<Arc<dyn Rest>>,
+    /// The key-value stores among them, for in-process controllers.
     stores: Vec<Arc<Store>>,
 }
 
@@ -116,6 +121,7 @@ impl Server {
         Ok(Server {
             storage: WatchCache::new(storage, options.watch_cache_size),
             options,
+            resources: Vec::new(),
             stores: Vec::new(),
         })
     }
@@ -127,7 +133,15 @@ impl Server {
             self.storage.clone(),
             &self.options.etcd_prefix,
         )?;
-        self.stores.push(Arc::new(store));
+        let store = Arc::new(store);
+        self.resources.push(store.clone());
+        self.stores.push(store);
+        Ok(self)
+    }
+
+    /// Serve `T` from user code instead of the key-value store.
+    pub fn custom<T: ApiResource, S: CustomStorage<T>>(mut self, storage: S) -> Result<Self, String> {
+        self.resources.push(Arc::new(CustomStore::<T, S>::new(storage)?));
         Ok(self)
     }
 
@@ -149,10 +163,10 @@ impl Server {
             "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
         });
         let example = self
-            .stores
+            .resources
             .first()
             .map_or("api-resources".to_string(), |s| format!("get {}", s.meta().plural));
-        let api = Api::new(self.stores, version);
+        let api = Api::new(self.resources, version);
         let router = api.router().layer(middleware::from_fn(authenticate));
         match kubeconfig {
             Some(path) => println!(

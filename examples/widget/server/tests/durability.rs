@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ServerProcess, widget};
+use common::{ServerProcess, WidgetServer as _, widget};
 
 #[test]
 fn embedded_store_survives_kill_9() {

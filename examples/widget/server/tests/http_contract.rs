@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::ServerProcess;
+use common::{ServerProcess, WidgetServer as _};
 use http::{Request, StatusCode};
 use kube::Client;
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::ServerProcess;
+use common::{ServerProcess, WidgetServer as _};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;

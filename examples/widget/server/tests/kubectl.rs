@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use common::{Kubectl, ServerProcess, VERSIONS, eventually, widget};
+use common::{Kubectl, ServerProcess, VERSIONS, WidgetServer as _, eventually, widget};
 use serde_json::Value;
 
 fn words(s: &str) -> String {
