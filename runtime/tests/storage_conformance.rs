@@ -252,6 +252,15 @@ async fn etcd_outage_fails_fast_and_recovers() {
     let during = s.get("/t/a").await;
     assert!(matches!(during, Err(StorageError::Unavailable(_))), "{during:?}");
     assert!(started.elapsed() < apiary_runtime::storage::etcd::REQUEST_TIMEOUT + Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let listed = s
+        .range(RangeRequest {
+            prefix: "/t/".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(listed, Err(StorageError::Unavailable(_))), "{listed:?}");
+    assert!(started.elapsed() < apiary_runtime::storage::etcd::REQUEST_TIMEOUT + Duration::from_secs(5));
     etcd.restart();
     let mut after = None;
     for _ in 0..100 {

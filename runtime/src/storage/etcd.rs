@@ -47,10 +47,12 @@ fn unavailable(e: etcd_client::Error) -> StorageError {
 async fn bounded<T>(call: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, StorageError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
         Ok(result) => result.map_err(unavailable),
-        Err(_) => Err(StorageError::Unavailable(format!(
-            "etcd did not answer within {REQUEST_TIMEOUT:?}"
-        ))),
+        Err(_) => Err(timed_out()),
     }
+}
+
+fn timed_out() -> StorageError {
+    StorageError::Unavailable(format!("etcd did not answer within {REQUEST_TIMEOUT:?}"))
 }
 
 fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue, StorageError> {
@@ -160,15 +162,17 @@ impl Storage for Etcd {
         if let Some(revision) = request.revision {
             options = options.with_revision(revision as i64);
         }
-        let response = match self.client.clone().get(start, Some(options)).await {
-            Ok(r) => r,
-            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("compacted") => {
+        let mut client = self.client.clone();
+        let response = match tokio::time::timeout(REQUEST_TIMEOUT, client.get(start, Some(options))).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
                 return Err(StorageError::Expired {
                     requested: request.revision.unwrap_or(0),
                     compacted: 0,
                 });
             }
-            Err(e) => return Err(unavailable(e)),
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(timed_out()),
         };
         let kvs = response.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
         let remaining = (response.count() as u64).saturating_sub(kvs.len() as u64);

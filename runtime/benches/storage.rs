@@ -1,0 +1,336 @@
+//! Storage load benchmark: create, get, list and watch through the registry (admission, JSON,
+//! storage, watch cache) on each backend, next to the raw etcd client doing the same key-value
+//! operations at the same concurrency. Prints a Markdown table (see BENCHMARKS.md).
+//!
+//! cargo bench -p apiary-runtime --bench storage            # needs Debian's etcd-server
+//! APIARY_BENCH_OBJECTS=2000 APIARY_BENCH_CONCURRENCY=16 cargo bench -p apiary-runtime --bench storage
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apiary_runtime::prelude::*;
+use apiary_runtime::registry::{ListOptions, Store, TypedStrategy, WatchEvent, WriteOptions};
+use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
+use apiary_runtime::storage::{self, Storage, WatchCache};
+use apiary_runtime::testing::EtcdProcess;
+use futures::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A small object, about the size of a typical custom resource.
+#[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[api(group = "bench.example.com", version = "v1", kind = "Item", namespaced)]
+pub struct Item {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: ItemSpec,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ItemSpec {
+    replicas: i32,
+    image: String,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Watchers that each receive every event in the watch test.
+const WATCHERS: usize = 8;
+/// Lists in the list test (each of every object).
+const LISTS: usize = 40;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn item(i: usize) -> Value {
+    json!({
+        "apiVersion": "bench.example.com/v1", "kind": "Item",
+        "metadata": {"name": format!("item-{i:06}"), "labels": {"app": "bench"}},
+        "spec": {"replicas": 3, "image": "registry.example.com/team/app:1.2.3",
+                 "labels": {"tier": "backend", "owner": "team-a", "index": i.to_string()}},
+    })
+}
+
+/// Throughput and latency percentiles of one operation.
+struct Row {
+    target: String,
+    op: String,
+    ops: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Row {
+    fn markdown(&mut self) -> String {
+        self.latencies.sort();
+        let at = |q: f64| {
+            let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+            self.latencies.get(i).copied().unwrap_or_default()
+        };
+        let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+        format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} |",
+            self.target,
+            self.op,
+            self.ops,
+            self.ops as f64 / self.elapsed.as_secs_f64(),
+            ms(at(0.5)),
+            ms(at(0.99)),
+            ms(at(1.0)),
+        )
+    }
+}
+
+/// Run `total` calls of `op(i)` from `concurrency` tasks; each call's latency is recorded.
+async fn load<F, Fut>(target: &str, name: &str, total: usize, concurrency: usize, op: F) -> Row
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        return latencies;
+                    }
+                    let t = Instant::now();
+                    op(i).await;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("a load task"));
+    }
+    Row {
+        target: target.to_string(),
+        op: name.to_string(),
+        ops: total,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+/// Create, get, list and watch through the registry on `storage`.
+async fn registry(target: &str, storage: Arc<dyn Storage>, objects: usize, concurrency: usize) -> Vec<Row> {
+    let cache = WatchCache::new(storage, storage::cache::WINDOW);
+    let store = Arc::new(Store::new(Arc::new(TypedStrategy::<Item>::default()), cache, "/bench").unwrap());
+    let mut rows = Vec::new();
+    let s = store.clone();
+    rows.push(
+        load(target, "create", objects, concurrency, move |i| {
+            let s = s.clone();
+            async move {
+                s.create(Some("default"), item(i), &WriteOptions::default()).await.unwrap();
+            }
+        })
+        .await,
+    );
+    let s = store.clone();
+    rows.push(
+        load(target, "get", objects * 4, concurrency, move |i| {
+            let s = s.clone();
+            async move {
+                s.get(Some("default"), &format!("item-{:06}", (i * 7919) % objects))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await,
+    );
+    let s = store.clone();
+    rows.push(
+        load(target, &format!("list of {objects}"), LISTS, concurrency, move |_| {
+            let s = s.clone();
+            async move {
+                let listed = s.list(&ListOptions::default()).await.unwrap();
+                assert_eq!(listed.items.len(), objects);
+            }
+        })
+        .await,
+    );
+    // Watch: WATCHERS watchers, one writer; latency is create-acknowledged → event received.
+    let start = store.list(&ListOptions::default()).await.unwrap().revision;
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
+        let options = ListOptions {
+            resource_version: Some(start.to_string()),
+            ..Default::default()
+        };
+        watchers.push(Box::pin(store.watch(options, None, false).await.unwrap()));
+    }
+    let events = objects / 2;
+    let acked = Arc::new(std::sync::Mutex::new(vec![None::<Instant>; events]));
+    let receivers: Vec<_> = watchers
+        .into_iter()
+        .map(|mut w| {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while latencies.len() < events {
+                    match w.next().await {
+                        Some(WatchEvent::Object(_, o)) => {
+                            let name = o["metadata"]["name"].as_str().unwrap();
+                            let i: usize = name.trim_start_matches("watched-").parse().unwrap();
+                            // An event may arrive before its create returns: count that as 0.
+                            let at = acked.lock().unwrap()[i];
+                            latencies.push(at.map_or(Duration::ZERO, |t| t.elapsed()));
+                        }
+                        Some(WatchEvent::Progress(_) | WatchEvent::Bookmark(..)) => {}
+                        other => panic!("watch ended: {other:?}"),
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for i in 0..events {
+        let mut body = item(i);
+        body["metadata"]["name"] = json!(format!("watched-{i}"));
+        store.create(Some("default"), body, &WriteOptions::default()).await.unwrap();
+        acked.lock().unwrap()[i] = Some(Instant::now());
+    }
+    let mut latencies = Vec::new();
+    for r in receivers {
+        latencies.extend(r.await.unwrap());
+    }
+    rows.push(Row {
+        target: target.to_string(),
+        op: format!("watch, {WATCHERS} watchers (events)"),
+        ops: events * WATCHERS,
+        elapsed: started.elapsed(),
+        latencies,
+    });
+    rows
+}
+
+/// The same key-value operations with the raw etcd client.
+async fn raw_etcd(endpoint: &str, objects: usize, concurrency: usize) -> Vec<Row> {
+    use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
+    let client = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    let value = |i: usize| serde_json::to_vec(&item(i)).unwrap();
+    let target = "raw etcd-client";
+    let mut rows = Vec::new();
+    let c = client.clone();
+    rows.push(
+        load(target, "create", objects, concurrency, move |i| {
+            let mut c = c.clone();
+            async move {
+                let key = format!("/raw/items/default/item-{i:06}");
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, value(i), None)]);
+                assert!(c.txn(txn).await.unwrap().succeeded());
+            }
+        })
+        .await,
+    );
+    let c = client.clone();
+    rows.push(
+        load(target, "get", objects * 4, concurrency, move |i| {
+            let mut c = c.clone();
+            async move {
+                let key = format!("/raw/items/default/item-{:06}", (i * 7919) % objects);
+                assert_eq!(c.get(key, None).await.unwrap().kvs().len(), 1);
+            }
+        })
+        .await,
+    );
+    let c = client.clone();
+    rows.push(
+        load(target, &format!("list of {objects}"), LISTS, concurrency, move |_| {
+            let mut c = c.clone();
+            async move {
+                let r = c.get("/raw/items/", Some(GetOptions::new().with_prefix())).await.unwrap();
+                assert_eq!(r.kvs().len(), objects);
+            }
+        })
+        .await,
+    );
+    let events = objects / 2;
+    let acked = Arc::new(std::sync::Mutex::new(vec![None::<Instant>; events]));
+    let mut receivers = Vec::new();
+    for _ in 0..WATCHERS {
+        let mut stream = client
+            .clone()
+            .watch("/raw/watched/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let acked = acked.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while latencies.len() < events {
+                let response = stream.message().await.unwrap().expect("the watch goes on");
+                for e in response.events() {
+                    let key = e.kv().unwrap().key_str().unwrap();
+                    let i: usize = key.trim_start_matches("/raw/watched/").parse().unwrap();
+                    let at = acked.lock().unwrap()[i];
+                    latencies.push(at.map_or(Duration::ZERO, |t| t.elapsed()));
+                }
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    let mut c = client.clone();
+    for i in 0..events {
+        c.put(format!("/raw/watched/{i}"), value(i), None).await.unwrap();
+        acked.lock().unwrap()[i] = Some(Instant::now());
+    }
+    let mut latencies = Vec::new();
+    for r in receivers {
+        latencies.extend(r.await.unwrap());
+    }
+    rows.push(Row {
+        target: target.to_string(),
+        op: format!("watch, {WATCHERS} watchers (events)"),
+        ops: events * WATCHERS,
+        elapsed: started.elapsed(),
+        latencies,
+    });
+    rows
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo test --benches` runs this with `--bench` absent: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let objects = env("APIARY_BENCH_OBJECTS", if quick { 50 } else { 2000 });
+    let concurrency = env("APIARY_BENCH_CONCURRENCY", 16);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    rows.extend(registry("apiary memory", storage::memory(), objects, concurrency).await);
+    let embedded = storage::embedded(&dir.path().join("bench.redb")).unwrap();
+    rows.extend(registry("apiary embedded (redb)", embedded, objects, concurrency).await);
+    let etcd = EtcdProcess::start(dir.path());
+    // Let etcd elect itself and warm up before anything is measured on it.
+    let mut warm = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+    for i in 0..200 {
+        warm.put(format!("/warm/{i}"), "x", None).await.unwrap();
+    }
+    let backend = Etcd::connect(&EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    rows.extend(registry("apiary etcd", Arc::new(backend), objects, concurrency).await);
+    rows.extend(raw_etcd(&etcd.endpoint(), objects, concurrency).await);
+    println!("{objects} objects, {concurrency} concurrent clients, {WATCHERS} watchers\n");
+    println!("| target | operation | ops | ops/s | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for row in &mut rows {
+        println!("{}", row.markdown());
+    }
+}
