@@ -131,7 +131,9 @@ async fn registry(target: &str, storage: Arc<dyn Storage>, objects: usize, concu
         load(target, "create", objects, concurrency, move |i| {
             let s = s.clone();
             async move {
-                s.create(Some("default"), item(i), &WriteOptions::default()).await.unwrap();
+                s.create(Some("default"), item(i), &WriteOptions::default())
+                    .await
+                    .unwrap();
             }
         })
         .await,
@@ -198,7 +200,10 @@ async fn registry(target: &str, storage: Arc<dyn Storage>, objects: usize, concu
     for i in 0..events {
         let mut body = item(i);
         body["metadata"]["name"] = json!(format!("watched-{i}"));
-        store.create(Some("default"), body, &WriteOptions::default()).await.unwrap();
+        store
+            .create(Some("default"), body, &WriteOptions::default())
+            .await
+            .unwrap();
         acked.lock().unwrap()[i] = Some(Instant::now());
     }
     let mut latencies = Vec::new();
@@ -252,7 +257,10 @@ async fn raw_etcd(endpoint: &str, objects: usize, concurrency: usize) -> Vec<Row
         load(target, &format!("list of {objects}"), LISTS, concurrency, move |_| {
             let mut c = c.clone();
             async move {
-                let r = c.get("/raw/items/", Some(GetOptions::new().with_prefix())).await.unwrap();
+                let r = c
+                    .get("/raw/items/", Some(GetOptions::new().with_prefix()))
+                    .await
+                    .unwrap();
                 assert_eq!(r.kvs().len(), objects);
             }
         })
