@@ -42,6 +42,16 @@ const DISCOVERY_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGr
 const DISCOVERY_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 const PROTO_V2: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
+/// Set when the server is shutting down: open watches end so connections can drain.
+#[derive(Clone, Debug)]
+pub struct ShuttingDown(pub tokio::sync::watch::Receiver<bool>);
+
+impl ShuttingDown {
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|down| *down).await;
+    }
+}
+
 /// A prepared document with its ETag.
 struct Doc {
     body: Bytes,
@@ -476,7 +486,8 @@ async fn serve(store: Arc<dyn Rest>, target: Target, params: HashMap<String, Str
     let (parts, body) = request.into_parts();
     let q = query_map(&parts.uri);
     let pretty = truthy(&q, "pretty");
-    let result = handle(&store, target, &params, &parts.method, &parts.headers, &q, body).await;
+    let shutdown = parts.extensions.get::<ShuttingDown>().cloned();
+    let result = handle(&store, target, &params, &parts, &q, body, shutdown).await;
     match result {
         Ok(Reply::Stream(response)) => response,
         Ok(Reply::Object {
@@ -528,11 +539,12 @@ async fn handle(
     store: &Arc<dyn Rest>,
     target: Target,
     params: &HashMap<String, String>,
-    method: &Method,
-    headers: &HeaderMap,
+    parts: &axum::http::request::Parts,
     q: &HashMap<String, String>,
     body: Body,
+    shutdown: Option<ShuttingDown>,
 ) -> ApiResult<Reply> {
+    let (method, headers) = (&parts.method, &parts.headers);
     let meta = *store.meta();
     let namespace = params.get("namespace").cloned();
     let ns = namespace.as_deref();
@@ -570,7 +582,7 @@ async fn handle(
         (_, "GET") if is_list => {
             let options = list_options(store.as_ref(), q, namespace.clone())?;
             if truthy(q, "watch") {
-                return watch(store, options, q, output).await;
+                return watch(store, options, q, output, shutdown).await;
             }
             let listed = store.list(&options).await?;
             let value = if output == Output::Table {
@@ -728,6 +740,7 @@ async fn watch(
     options: ListOptions,
     q: &HashMap<String, String>,
     output: Output,
+    shutdown: Option<ShuttingDown>,
 ) -> ApiResult<Reply> {
     let meta = *store.meta();
     let bookmarks = truthy(q, "allowWatchBookmarks");
@@ -747,7 +760,17 @@ async fn watch(
     .filter(move |_| futures::future::ready(bookmarks))
     .map(|_| None);
     let merged = futures::stream::select(events.map(Some), ticks);
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = async move {
+        match shutdown {
+            Some(down) => {
+                tokio::select! {
+                    () = tokio::time::sleep(timeout) => {},
+                    () = down.wait() => {},
+                }
+            }
+            None => tokio::time::sleep(timeout).await,
+        }
+    };
     let mut first_table = true;
     let lines = merged.take_until(deadline).filter_map(move |event| {
         let line = match event {

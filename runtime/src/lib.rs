@@ -5,15 +5,19 @@
 //! status/spec split) and object semantics; storage ([`storage`]) is a revisioned key-value
 //! store shaped like etcd.
 
+pub mod authn;
+pub mod authz;
 pub mod certs;
 pub mod custom;
 pub mod discovery;
+pub mod filters;
 pub mod http;
 pub mod jsonpath;
 pub mod openapi;
 pub mod openapi_proto;
 pub mod patch;
 pub mod registry;
+pub mod request_info;
 pub mod resource;
 pub mod rest;
 pub mod schema;
@@ -24,6 +28,7 @@ pub mod storage;
 pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod ttl_cache;
 pub mod validation;
 
 pub use apiary_macros::ApiResource;

@@ -2,31 +2,37 @@
 //! certificates, and the accept loop (HTTP/1.1 and HTTP/2).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::authn::{self, AnyClientCertificate, Authenticator, FlagsSet, PeerCertificates, RequestHeader, Trust};
+use crate::authz::{AuthorizationMode, Authorizer};
+use crate::filters::{self, Guard, InFlight};
+
 use crate::custom::{CustomStorage, CustomStore};
-use crate::http::{Api, error_response};
+use crate::http::{Api, ShuttingDown};
 use crate::registry::{Store, TypedStrategy};
 use crate::resource::ApiResource;
 use crate::rest::Rest;
-use crate::status::ApiError;
 use crate::storage::{self, Storage, WatchCache};
 
 /// Longest TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the core API (TokenReview, SubjectAccessReview, ConfigMap).
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of request headers.
+const MAX_HEADERS: usize = 64 * 1024;
 
 /// Which storage backend to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -87,15 +93,60 @@ pub struct ServerOptions {
     /// Extra names for the generated serving certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub tls_sans: Vec<String>,
-}
 
-/// Who made a request, from a verified client certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserInfo {
-    /// The user name (certificate CN).
-    pub name: String,
-    /// Groups (certificate O), plus `system:authenticated`.
-    pub groups: Vec<String>,
+    /// CA that signs the front proxy's (the aggregator's) client certificate; default: from
+    /// the kube-system/extension-apiserver-authentication ConfigMap when the core API is reachable.
+    #[arg(long)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names the front-proxy certificate may have (comma-separated; empty: any).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Headers naming the user in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers naming the groups in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of headers carrying extra user attributes in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// kubeconfig for TokenReview and the authentication ConfigMap (default: in-cluster, if in a pod).
+    #[arg(long)]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// How long token reviews are cached (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authentication_token_webhook_cache_ttl: u64,
+    /// How often the authentication ConfigMap is re-read (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authentication_config_poll_interval: u64,
+    /// Let requests without credentials in as system:anonymous (they still need authorization).
+    #[arg(long)]
+    pub anonymous_auth: bool,
+    /// Authorization: Delegated (SubjectAccessReview) or, for local development only, AlwaysAllow.
+    #[arg(long, value_enum, default_value_t = AuthorizationMode::Delegated)]
+    pub authorization_mode: AuthorizationMode,
+    /// kubeconfig for SubjectAccessReview (default: in-cluster, if in a pod).
+    #[arg(long)]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// How long allowed decisions are cached (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authorization_webhook_cache_authorized_ttl: u64,
+    /// How long denied decisions are cached (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authorization_webhook_cache_unauthorized_ttl: u64,
+
+    /// Longest time a request (other than a watch) may take (seconds).
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Most non-mutating requests in flight (watches excepted); more get 429.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Most mutating requests in flight; more get 429.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// How long shutdown waits for in-flight requests to finish (seconds).
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout: u64,
 }
 
 /// A server being assembled: resources and storage.
@@ -150,14 +201,18 @@ impl Server {
         self.stores.iter().find(|s| *s.meta() == T::META).cloned()
     }
 
-    /// Bind, print how to reach the server, and serve until the process ends.
+    /// Bind, print how to reach the server, and serve until SIGTERM or Ctrl-C; then stop
+    /// accepting, end watches, and let in-flight requests finish (within `--shutdown-timeout`).
     pub async fn run(self) -> Result<(), String> {
-        let addr = SocketAddr::new(self.options.bind_address, self.options.secure_port);
+        let options = self.options;
+        let addr = SocketAddr::new(options.bind_address, options.secure_port);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let (tls, kubeconfig) = tls_config(&self.options, local)?;
+        let serving = serving_files(&options, local)?;
+        let tls = tls_config(&serving)?;
+        let guard = Arc::new(guard(&options, serving.local_ca.as_deref()).await?);
         let version = json!({
             "major": "1", "minor": "33", "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),
             "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
@@ -166,9 +221,21 @@ impl Server {
             .resources
             .first()
             .map_or("api-resources".to_string(), |s| format!("get {}", s.meta().plural));
+        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
         let api = Api::new(self.resources, version);
-        let router = api.router().layer(middleware::from_fn(authenticate));
-        match kubeconfig {
+        let in_flight = Arc::new(InFlight {
+            reads: Semaphore::new(options.max_requests_inflight.max(1)),
+            writes: Semaphore::new(options.max_mutating_requests_inflight.max(1)),
+        });
+        let router = api
+            .router()
+            .layer(middleware::from_fn_with_state(
+                Duration::from_secs(options.request_timeout.max(1)),
+                filters::timeout,
+            ))
+            .layer(middleware::from_fn_with_state(in_flight, filters::max_in_flight))
+            .layer(middleware::from_fn_with_state(guard, filters::guard));
+        match serving.kubeconfig {
             Some(path) => println!(
                 "Serving on https://{local}; use it with: kubectl --kubeconfig {} {example}",
                 path.display()
@@ -176,40 +243,135 @@ impl Server {
             None => println!("Serving on https://{local}"),
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut stop = std::pin::pin!(shutdown_signal());
         loop {
-            let (tcp, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
             };
             let acceptor = acceptor.clone();
             let router = router.clone();
+            let watcher = connections.watcher();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                     return;
                 };
-                let user = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(user_from_cert);
+                let peer = PeerCertificates(Arc::new(
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                        .unwrap_or_default(),
+                ));
                 let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                    if let Some(user) = &user {
-                        request.extensions_mut().insert(user.clone());
-                    }
+                    request.extensions_mut().insert(peer.clone());
+                    request.extensions_mut().insert(ShuttingDown(shutdown.clone()));
                     router.clone().oneshot(request.map(axum::body::Body::new))
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().max_buf_size(MAX_HEADERS);
+                builder.http2().max_header_list_size(MAX_HEADERS as u32);
+                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(connection.into_owned()).await {
                     tracing::debug!("connection ended: {e}");
                 }
             });
         }
+        tracing::info!("shutting down: no new connections; ending watches and draining requests");
+        drop(listener);
+        let _ = shutdown_tx.send(true);
+        let drain = Duration::from_secs(options.shutdown_timeout);
+        if tokio::time::timeout(drain, connections.shutdown()).await.is_err() {
+            tracing::warn!("shutdown: connections still open after {drain:?}; closing them");
+        }
+        Ok(())
     }
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Authentication and authorization from the flags, the core API and its ConfigMap.
+async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard, String> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let flags = Trust {
+        client_ca: match &options.client_ca_file {
+            Some(path) => Some(read(path)?),
+            None => local_ca.map(<[u8]>::to_vec),
+        },
+        requestheader_ca: options.requestheader_client_ca_file.as_ref().map(read).transpose()?,
+        requestheader: RequestHeader {
+            allowed_names: options.requestheader_allowed_names.clone(),
+            username_headers: options.requestheader_username_headers.clone(),
+            group_headers: options.requestheader_group_headers.clone(),
+            extra_prefixes: options.requestheader_extra_headers_prefix.clone(),
+        },
+    };
+    let set = FlagsSet {
+        client_ca: flags.client_ca.is_some(),
+        requestheader_ca: flags.requestheader_ca.is_some(),
+    };
+    let authn_client = authn::core_client(options.authentication_kubeconfig.as_ref(), WEBHOOK_TIMEOUT).await?;
+    let mut trust = flags.clone();
+    if let Some(client) = &authn_client
+        && !(set.client_ca && set.requestheader_ca)
+    {
+        match authn::read_configmap(client).await {
+            Ok(data) => trust = flags.or_from_configmap(&data, &set),
+            Err(e) => tracing::warn!("authentication: {e}; using the flags only until it can be read"),
+        }
+    }
+    let tokens = authn_client
+        .clone()
+        .map(|c| authn::TokenReviewer::new(c, Duration::from_secs(options.authentication_token_webhook_cache_ttl)));
+    let authenticator = Arc::new(Authenticator::new(trust, tokens, options.anonymous_auth)?);
+    if let Some(client) = authn_client
+        && !(set.client_ca && set.requestheader_ca)
+    {
+        let interval = Duration::from_secs(options.authentication_config_poll_interval.max(1));
+        tokio::spawn(authn::follow_configmap(
+            authenticator.clone(),
+            client,
+            flags,
+            set,
+            interval,
+        ));
+    }
+    let authz_client = authn::core_client(options.authorization_kubeconfig.as_ref(), WEBHOOK_TIMEOUT).await?;
+    let authorizer = Authorizer::new(
+        options.authorization_mode,
+        authz_client,
+        Duration::from_secs(options.authorization_webhook_cache_authorized_ttl),
+        Duration::from_secs(options.authorization_webhook_cache_unauthorized_ttl),
+    );
+    Ok(Guard {
+        authenticator,
+        authorizer,
+    })
 }
 
 #[cfg(feature = "etcd")]
@@ -230,86 +392,131 @@ async fn etcd_storage(_: &ServerOptions) -> Result<Arc<dyn Storage>, String> {
     Err("this server was built without etcd support: rebuild it with `--features etcd`".into())
 }
 
-/// The rustls config and, when certificates were generated, the admin kubeconfig's path.
-fn tls_config(options: &ServerOptions, local: SocketAddr) -> Result<(rustls::ServerConfig, Option<PathBuf>), String> {
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let (cert, key, client_ca, kubeconfig) = match (&options.tls_cert_file, &options.tls_private_key_file) {
-        (Some(cert), Some(key)) => (read(cert)?, read(key)?, None, None),
-        _ => {
-            let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-            sans.extend(options.tls_sans.iter().cloned());
-            if !local.ip().is_unspecified() && !sans.contains(&local.ip().to_string()) {
-                sans.push(local.ip().to_string());
-            }
-            let host = if local.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                local.ip().to_string()
-            };
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
-            let certs =
-                crate::certs::ensure_local(&options.cert_dir, &sans, &format!("https://{host}:{}", local.port()))?;
-            (
-                read(&certs.serving_cert)?,
-                read(&certs.serving_key)?,
-                Some(read(&certs.ca_cert)?),
-                Some(certs.kubeconfig),
-            )
+/// Where the serving certificate is, and what local generation produced.
+struct Serving {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The generated CA (the default client CA), when certificates were generated.
+    local_ca: Option<Vec<u8>>,
+    /// The admin kubeconfig, when certificates were generated.
+    kubeconfig: Option<PathBuf>,
+}
+
+/// The serving certificate files: given by flags, or generated (once) for local use.
+fn serving_files(options: &ServerOptions, local: SocketAddr) -> Result<Serving, String> {
+    if let (Some(cert), Some(key)) = (&options.tls_cert_file, &options.tls_private_key_file) {
+        return Ok(Serving {
+            cert: cert.clone(),
+            key: key.clone(),
+            local_ca: None,
+            kubeconfig: None,
+        });
+    }
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    sans.extend(options.tls_sans.iter().cloned());
+    if !local.ip().is_unspecified() && !sans.contains(&local.ip().to_string()) {
+        sans.push(local.ip().to_string());
+    }
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let certs = crate::certs::ensure_local(&options.cert_dir, &sans, &format!("https://{host}:{}", local.port()))?;
+    Ok(Serving {
+        local_ca: Some(std::fs::read(&certs.ca_cert).map_err(|e| format!("{}: {e}", certs.ca_cert.display()))?),
+        cert: certs.serving_cert,
+        key: certs.serving_key,
+        kubeconfig: Some(certs.kubeconfig),
+    })
+}
+
+/// TLS 1.2 and 1.3, h2 and http/1.1, the serving certificate reloaded from disk when it
+/// changes, and client certificates requested (verified by authentication, not here).
+fn tls_config(serving: &Serving) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = ReloadingCert::new(serving.cert.clone(), serving.key.clone(), provider.clone())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(Arc::new(AnyClientCertificate::new(&provider)))
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The serving certificate, re-read when its files change (checked at most once a second).
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<Loaded>,
+}
+
+/// The loaded key, the files' modification time it came from, and when that was last checked.
+type Loaded = (
+    Arc<rustls::sign::CertifiedKey>,
+    Option<std::time::SystemTime>,
+    std::time::Instant,
+);
+
+impl ReloadingCert {
+    fn new(cert: PathBuf, key: PathBuf, provider: Arc<rustls::crypto::CryptoProvider>) -> Result<Self, String> {
+        let loaded = load_certified(&cert, &key, &provider)?;
+        let stamp = modified(&cert, &key);
+        Ok(ReloadingCert {
+            cert,
+            key,
+            provider,
+            current: std::sync::RwLock::new((Arc::new(loaded), stamp, std::time::Instant::now())),
+        })
+    }
+
+    fn get(&self) -> Arc<rustls::sign::CertifiedKey> {
+        let (key, stamp, checked) = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if checked.elapsed() < Duration::from_secs(1) {
+            return key;
         }
-    };
-    let client_ca = match &options.client_ca_file {
-        Some(path) => Some(read(path)?),
-        None => client_ca,
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+        let now = modified(&self.cert, &self.key);
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        current.2 = std::time::Instant::now();
+        if now != stamp {
+            // A half-written pair fails to load: keep serving the old one and try again later.
+            match load_certified(&self.cert, &self.key, &self.provider) {
+                Ok(loaded) => {
+                    tracing::info!("serving certificate reloaded from {}", self.cert.display());
+                    *current = (Arc::new(loaded), now, std::time::Instant::now());
+                }
+                Err(e) => tracing::warn!("serving certificate not reloaded: {e}"),
+            }
+        }
+        current.0.clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+/// The later of the two files' modification times.
+fn modified(cert: &Path, key: &Path) -> Option<std::time::SystemTime> {
+    let time = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    time(cert).max(time(key))
+}
+
+fn load_certified(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("serving certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("serving key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(&ca) {
-                roots
-                    .add(c.map_err(|e| format!("client CA: {e}"))?)
-                    .map_err(|e| format!("client CA: {e}"))?;
-            }
-            // Unauthenticated connections are allowed at the TLS layer and get 401 above it.
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| e.to_string())?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("serving certificate: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((config, kubeconfig))
-}
-
-fn user_from_cert(cert: &CertificateDer<'_>) -> Option<UserInfo> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let subject = parsed.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let mut groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    groups.push("system:authenticated".into());
-    Some(UserInfo { name, groups })
-}
-
-/// Health checks and /version are open; everything else needs an authenticated user.
-async fn authenticate(request: Request, next: Next) -> Response {
-    let open = matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz" | "/version");
-    if !open && request.extensions().get::<UserInfo>().is_none() {
-        return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
-    }
-    next.run(request).await
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| format!("serving key: {e}"))?;
+    rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("serving certificate: {e}"))
 }

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
 /// A free loopback port (bound and released; the OS does not hand it out again at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -308,4 +311,245 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A stand-in for kube-apiserver's core API, which cannot run here: over TLS it serves
+/// `TokenReview`, `SubjectAccessReview` and the `kube-system/extension-apiserver-authentication`
+/// ConfigMap from rules the test sets, and records the reviews it was sent.
+pub struct CoreApiStandIn {
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// A kubeconfig for the stand-in (for `--authentication-kubeconfig` and friends).
+    pub kubeconfig: PathBuf,
+    state: std::sync::Arc<std::sync::Mutex<StandInState>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct StandInState {
+    tokens: std::collections::HashMap<String, (String, Vec<String>)>,
+    allowed: Vec<(String, String, String)>,
+    configmap: std::collections::BTreeMap<String, String>,
+    down: bool,
+    access_reviews: Vec<serde_json::Value>,
+    token_reviews: usize,
+}
+
+impl CoreApiStandIn {
+    /// Start it on a free port, writing its CA and kubeconfig under `dir`.
+    pub fn start(dir: &Path) -> CoreApiStandIn {
+        use axum::routing::{get, post};
+        std::fs::create_dir_all(dir).expect("stand-in dir");
+        let ca = crate::certs::ensure_local(&dir.join("stand-in-certs"), &["127.0.0.1".into()], "https://127.0.0.1")
+            .expect("stand-in certificates");
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = dir.join("core-api.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: core\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: apiserver\n  user:\n    token: stand-in\ncontexts:\n- name: core\n  context:\n    cluster: core\n    user: apiserver\ncurrent-context: core\n",
+                ca.ca_cert.display()
+            ),
+        )
+        .expect("stand-in kubeconfig");
+        let state = std::sync::Arc::new(std::sync::Mutex::new(StandInState::default()));
+        let router = axum::Router::new()
+            .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_review))
+            .route(
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                post(access_review),
+            )
+            .route(
+                "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
+                get(configmap),
+            )
+            .with_state(state.clone());
+        let tls = {
+            let read = |p: &Path| std::fs::read(p).expect("stand-in cert");
+            let chain = CertificateDer::pem_slice_iter(&read(&ca.serving_cert))
+                .collect::<Result<Vec<_>, _>>()
+                .expect("stand-in chain");
+            let key = PrivateKeyDer::from_pem_slice(&read(&ca.serving_key)).expect("stand-in key");
+            let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("stand-in TLS");
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+        };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("stand-in runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("stand-in port");
+                let _ = ready_tx.send(());
+                loop {
+                    let (tcp, _) = tokio::select! {
+                        accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+                        _ = &mut stopped => return,
+                    };
+                    let (tls, router) = (tls.clone(), router.clone());
+                    tokio::spawn(async move {
+                        use tower::ServiceExt;
+                        let Ok(stream) = tls.accept(tcp).await else { return };
+                        let service = hyper::service::service_fn(move |r: hyper::Request<hyper::body::Incoming>| {
+                            router.clone().oneshot(r.map(axum::body::Body::new))
+                        });
+                        let builder =
+                            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        ready
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the stand-in listens");
+        CoreApiStandIn {
+            url,
+            kubeconfig,
+            state,
+            stop: Some(stop),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut StandInState) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// TokenReview authenticates `token` as `user` in `groups`.
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.with(|s| {
+            s.tokens.insert(
+                token.into(),
+                (user.into(), groups.iter().map(|g| g.to_string()).collect()),
+            )
+        });
+    }
+
+    /// SubjectAccessReview allows `user` to `verb` `resource` (anything else is denied).
+    pub fn allow(&self, user: &str, verb: &str, resource: &str) {
+        self.with(|s| s.allowed.push((user.into(), verb.into(), resource.into())));
+    }
+
+    /// The ConfigMap's data.
+    pub fn set_configmap(&self, data: &[(&str, &str)]) {
+        self.with(|s| s.configmap = data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    }
+
+    /// An outage: every review answers 500 while `down`.
+    pub fn set_down(&self, down: bool) {
+        self.with(|s| s.down = down);
+    }
+
+    /// The SubjectAccessReview specs received so far.
+    pub fn access_reviews(&self) -> Vec<serde_json::Value> {
+        self.with(|s| s.access_reviews.clone())
+    }
+
+    /// How many TokenReviews were received.
+    pub fn token_reviews(&self) -> usize {
+        self.with(|s| s.token_reviews)
+    }
+}
+
+impl Drop for CoreApiStandIn {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+type StandIn = axum::extract::State<std::sync::Arc<std::sync::Mutex<StandInState>>>;
+
+fn outage() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "stand-in outage").into_response()
+}
+
+async fn token_review(
+    axum::extract::State(state): StandIn,
+    axum::Json(review): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    s.token_reviews += 1;
+    if s.down {
+        return outage();
+    }
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    let status = match s.tokens.get(token) {
+        Some((user, groups)) => {
+            serde_json::json!({"authenticated": true, "user": {"username": user, "uid": format!("uid-{user}"), "groups": groups}})
+        }
+        None => serde_json::json!({"authenticated": false, "error": "invalid token"}),
+    };
+    let mut answer = review.clone();
+    answer["status"] = status;
+    axum::Json(answer).into_response()
+}
+
+async fn access_review(
+    axum::extract::State(state): StandIn,
+    axum::Json(review): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.down {
+        return outage();
+    }
+    let spec = review["spec"].clone();
+    s.access_reviews.push(spec.clone());
+    let user = spec["user"].as_str().unwrap_or_default();
+    let (verb, resource) = match spec.get("resourceAttributes") {
+        Some(r) => (
+            r["verb"].as_str().unwrap_or_default(),
+            r["resource"].as_str().unwrap_or_default(),
+        ),
+        None => (
+            spec["nonResourceAttributes"]["verb"].as_str().unwrap_or_default(),
+            spec["nonResourceAttributes"]["path"].as_str().unwrap_or_default(),
+        ),
+    };
+    let allowed = s
+        .allowed
+        .iter()
+        .any(|(u, v, r)| u == user && v == verb && r == resource);
+    let status = if allowed {
+        serde_json::json!({"allowed": true, "reason": "the stand-in's rules allow it"})
+    } else {
+        serde_json::json!({"allowed": false, "reason": "no rule of the stand-in allows it"})
+    };
+    let mut answer = review.clone();
+    answer["status"] = status;
+    axum::Json(answer).into_response()
+}
+
+async fn configmap(axum::extract::State(state): StandIn) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.down {
+        return outage();
+    }
+    axum::Json(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+        "data": s.configmap,
+    }))
+    .into_response()
 }

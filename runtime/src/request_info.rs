@@ -1,0 +1,190 @@
+//! What a request asks for, in authorization terms (k8s.io/apiserver's `RequestInfo`): a
+//! resource request (verb, group, version, resource, subresource, namespace, name) or a
+//! non-resource request (verb and path).
+
+/// The attributes of one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Under `/apis/{group}/{version}/...` or `/api/{version}/...` with a resource.
+    pub is_resource: bool,
+    /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection;
+    /// for non-resource requests the lower-case HTTP method (get, post, put, ...).
+    pub verb: String,
+    /// The request path.
+    pub path: String,
+    /// API group ("" for the core group).
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Namespace, for namespaced requests.
+    pub namespace: String,
+    /// Resource (plural).
+    pub resource: String,
+    /// Subresource such as `status` or `scale`.
+    pub subresource: String,
+    /// Object name.
+    pub name: String,
+}
+
+/// Classify a request from its method, path and whether `watch` is set in the query.
+pub fn request_info(method: &str, path: &str, watch: bool) -> RequestInfo {
+    let non_resource = || RequestInfo {
+        verb: method.to_ascii_lowercase(),
+        path: path.to_string(),
+        ..Default::default()
+    };
+    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        ["api", version, rest @ ..] => ("", *version, rest),
+        _ => return non_resource(),
+    };
+    // `/apis/{g}/{v}` itself is discovery: a non-resource request.
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (*ns, rest),
+        // `/api/v1/namespaces/{name}` is the namespace object itself.
+        ["namespaces", ns] => ("", &["namespaces", *ns][..]),
+        rest => ("", rest),
+    };
+    let (resource, name, subresource) = match rest {
+        [] => return non_resource(),
+        [resource] => (*resource, "", ""),
+        [resource, name] => (*resource, *name, ""),
+        [resource, name, sub, ..] => (*resource, *name, *sub),
+    };
+    let collection = name.is_empty();
+    let verb = match method {
+        "GET" | "HEAD" if collection && watch => "watch",
+        "GET" | "HEAD" if collection => "list",
+        "GET" | "HEAD" => "get",
+        "POST" => "create",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" if collection => "deletecollection",
+        "DELETE" => "delete",
+        other => {
+            return RequestInfo {
+                verb: other.to_ascii_lowercase(),
+                ..non_resource()
+            };
+        }
+    };
+    RequestInfo {
+        is_resource: true,
+        verb: verb.into(),
+        path: path.to_string(),
+        group: group.into(),
+        version: version.into(),
+        namespace: namespace.into(),
+        resource: resource.into(),
+        subresource: subresource.into(),
+        name: name.into(),
+    }
+}
+
+impl RequestInfo {
+    /// The 403 message kube-apiserver gives when this request is denied to `user`.
+    pub fn forbidden_message(&self, user: &str, reason: &str) -> String {
+        let mut message = if self.is_resource {
+            let resource = if self.subresource.is_empty() {
+                self.resource.clone()
+            } else {
+                format!("{}/{}", self.resource, self.subresource)
+            };
+            let qualified = if self.group.is_empty() {
+                self.resource.clone()
+            } else {
+                format!("{}.{}", self.resource, self.group)
+            };
+            let subject = if self.name.is_empty() {
+                format!("{qualified} is forbidden")
+            } else {
+                format!("{qualified} \"{}\" is forbidden", self.name)
+            };
+            let scope = if self.namespace.is_empty() {
+                "at the cluster scope".to_string()
+            } else {
+                format!("in the namespace \"{}\"", self.namespace)
+            };
+            format!(
+                "{subject}: User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+                self.verb, self.group
+            )
+        } else {
+            format!("forbidden: User \"{user}\" cannot {} path \"{}\"", self.verb, self.path)
+        };
+        if !reason.is_empty() {
+            message.push_str(": ");
+            message.push_str(reason);
+        }
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_requests() {
+        let i = request_info("GET", "/apis/g.io/v1/namespaces/ns/widgets", false);
+        assert_eq!(
+            (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str()),
+            ("list", "ns", "widgets")
+        );
+        assert_eq!(request_info("GET", "/apis/g.io/v1/widgets", true).verb, "watch");
+        let i = request_info("PUT", "/apis/g.io/v1/namespaces/ns/widgets/w/status", false);
+        assert_eq!(
+            (i.verb.as_str(), i.name.as_str(), i.subresource.as_str()),
+            ("update", "w", "status")
+        );
+        assert_eq!(
+            request_info("DELETE", "/apis/g.io/v1/namespaces/ns/widgets", false).verb,
+            "deletecollection"
+        );
+        let i = request_info("DELETE", "/apis/g.io/v1/policies/p", false);
+        assert_eq!(
+            (i.verb.as_str(), i.namespace.as_str(), i.name.as_str()),
+            ("delete", "", "p")
+        );
+    }
+
+    #[test]
+    fn non_resource_requests() {
+        for path in [
+            "/apis",
+            "/apis/g.io",
+            "/apis/g.io/v1",
+            "/openapi/v2",
+            "/healthz",
+            "/version",
+        ] {
+            let i = request_info("GET", path, false);
+            assert!(!i.is_resource, "{path}");
+            assert_eq!(i.verb, "get");
+        }
+    }
+
+    #[test]
+    fn forbidden_messages_match_kube_apiserver() {
+        let i = request_info(
+            "GET",
+            "/apis/custom.example.com/v1/namespaces/default/widgets/w1",
+            false,
+        );
+        assert_eq!(
+            i.forbidden_message("bob", ""),
+            "widgets.custom.example.com \"w1\" is forbidden: User \"bob\" cannot get resource \"widgets\" in API group \"custom.example.com\" in the namespace \"default\""
+        );
+        let i = request_info("GET", "/apis/custom.example.com/v1/widgets", false);
+        assert_eq!(
+            i.forbidden_message("bob", "no RBAC policy matched"),
+            "widgets.custom.example.com is forbidden: User \"bob\" cannot list resource \"widgets\" in API group \"custom.example.com\" at the cluster scope: no RBAC policy matched"
+        );
+        let i = request_info("GET", "/metrics", false);
+        assert_eq!(
+            i.forbidden_message("bob", ""),
+            "forbidden: User \"bob\" cannot get path \"/metrics\""
+        );
+    }
+}
