@@ -150,6 +150,22 @@ impl ServerProcess {
         }
     }
 
+    /// Ask the process to stop (SIGTERM, as Kubernetes does) and wait up to `within` for it
+    /// to exit; its exit status, or None if it was still running (it is then killed).
+    pub fn terminate(mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Kill the process hard (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
