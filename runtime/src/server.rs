@@ -361,6 +361,11 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
             interval,
         ));
     }
+    if options.authorization_mode == AuthorizationMode::AlwaysAllow {
+        tracing::warn!(
+            "--authorization-mode AlwaysAllow: every authenticated request is allowed (local development only)"
+        );
+    }
     let authz_client = authn::core_client(options.authorization_kubeconfig.as_ref(), WEBHOOK_TIMEOUT).await?;
     let authorizer = Authorizer::new(
         options.authorization_mode,
