@@ -2,18 +2,22 @@
 //! max-in-flight and request timeout, each an axum middleware over shared state.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use serde_json::json;
+use futures::{FutureExt, StreamExt};
+use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::authn::{Authenticator, PeerCertificates, Unauthenticated};
+use crate::audit::{AuditLog, Level, Origin, Record, Stage};
+use crate::authn::{Authenticator, PeerCertificates, Unauthenticated, UserInfo};
 use crate::authz::{Authorizer, Decision, always_allowed};
 use crate::http::error_response;
+use crate::metrics::Metrics;
 use crate::request_info::{RequestInfo, request_info};
 use crate::status::ApiError;
 
@@ -27,9 +31,13 @@ fn is_watch(request: &Request) -> bool {
         .any(|p| matches!(p, "watch=true" | "watch=1" | "watch"))
 }
 
-/// The request's attributes (also for later filters and handlers).
+/// The request's attributes, as the outermost filter found them.
 fn info_of(request: &Request) -> RequestInfo {
-    request_info(request.method().as_str(), request.uri().path(), is_watch(request))
+    request
+        .extensions()
+        .get::<RequestInfo>()
+        .cloned()
+        .unwrap_or_else(|| request_info(request.method().as_str(), request.uri().path(), is_watch(request)))
 }
 
 /// Authentication and authorization state.
@@ -40,30 +48,41 @@ pub struct Guard {
     pub authorizer: Authorizer,
 }
 
-/// Authenticate (401), then authorize (403, or 500 when the review fails); the user goes into
-/// the request's extensions. Health checks pass without credentials.
-pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+/// Authenticate (401); the user goes into the request's extensions (and the response's, for
+/// the request log). Health checks pass without credentials.
+pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<PeerCertificates>().cloned();
     let info = info_of(&request);
-    let user = match guard
+    match guard
         .authenticator
         .authenticate(peer.as_ref(), request.headers_mut())
         .await
     {
-        Ok(user) => user,
-        Err(_) if always_allowed(&info.path) => return next.run(request).await,
+        Ok(user) => {
+            request.extensions_mut().insert(user.clone());
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(user);
+            response
+        }
+        Err(_) if always_allowed(&info.path) => next.run(request).await,
         Err(why) => {
             if let Unauthenticated::Token(reason) = why {
                 tracing::info!(path = info.path, "unauthorized: {reason}");
             }
-            return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+            error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"))
         }
+    }
+}
+
+/// Authorize the authenticated user (403, or 500 when the review fails).
+pub async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let info = info_of(&request);
+    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+        // Only the always-allowed health checks get here unauthenticated.
+        return next.run(request).await;
     };
     match guard.authorizer.authorize(&user, &info).await {
-        Decision::Allow => {
-            request.extensions_mut().insert(user);
-            next.run(request).await
-        }
+        Decision::Allow => next.run(request).await,
         Decision::Deny(reason) => {
             let mut error = ApiError::new(403, "Forbidden", info.forbidden_message(&user.name, &reason));
             if info.is_resource {
@@ -74,6 +93,188 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         Decision::Error(e) => {
             tracing::error!(path = info.path, user = user.name, "authorization failed: {e}");
             error_response(&ApiError::internal(e))
+        }
+    }
+}
+
+/// The request's audit ID: the client's `Audit-ID` header, or a new UUID.
+#[derive(Clone, Debug)]
+pub struct AuditId(pub String);
+
+/// The peer's address, per connection.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// A body that runs `guard`'s drop when the body is finished or abandoned.
+fn on_drop(body: Body, guard: impl Send + Sync + 'static) -> Body {
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let _ = &guard;
+        chunk
+    }))
+}
+
+/// Whether the request is a server-side apply patch.
+fn is_apply(request: &Request) -> bool {
+    request.method() == axum::http::Method::PATCH
+        && request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with(crate::patch::APPLY_PATCH))
+}
+
+/// Outermost: the audit ID (honoured from the client, always returned), metrics, and one
+/// log line per request (method, path, user, code, latency; never bodies).
+pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let info = info_of(&request);
+    let labels = metrics.labels(
+        &info,
+        is_apply(&request),
+        request.uri().query().is_some_and(|q| q.contains("dryRun=All")),
+    );
+    let audit_id = request
+        .headers()
+        .get("Audit-ID")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    request.extensions_mut().insert(AuditId(audit_id.clone()));
+    request.extensions_mut().insert(metrics.clone());
+    request.extensions_mut().insert(info.clone());
+    let mut response = next.run(request).await;
+    let code = response.status().as_u16();
+    let size = axum::body::HttpBody::size_hint(response.body()).exact();
+    metrics.observe(&labels, code, started.elapsed(), size);
+    if let Ok(v) = HeaderValue::from_str(&audit_id) {
+        response.headers_mut().insert("Audit-ID", v);
+    }
+    let user = response
+        .extensions()
+        .get::<UserInfo>()
+        .map(|u| u.name.clone())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "apiary::request",
+        %method, path, user, code, latency_ms = started.elapsed().as_secs_f64() * 1000.0, audit_id,
+        "request"
+    );
+    if info.verb == "watch" && code == 200 {
+        let running = metrics.longrunning(&labels);
+        let (parts, body) = response.into_parts();
+        response = Response::from_parts(parts, on_drop(body, running));
+    }
+    response
+}
+
+/// Write the audit events of a request at the level its policy gives (after authentication,
+/// so every event has a user; before authorization, so denials are audited too).
+pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Next) -> Response {
+    let info = info_of(&request);
+    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+        return next.run(request).await;
+    };
+    let (level, omit) = log.policy().decide(&user, &info);
+    if level == Level::None {
+        return next.run(request).await;
+    }
+    let audit_id = request
+        .extensions()
+        .get::<AuditId>()
+        .map(|a| a.0.clone())
+        .unwrap_or_default();
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let mut source_ips: Vec<String> = request
+        .headers()
+        .get("X-Forwarded-For")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(RemoteAddr(addr)) = request.extensions().get::<RemoteAddr>() {
+        source_ips.push(addr.ip().to_string());
+    }
+    let agent = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let origin = Origin {
+        audit_id: &audit_id,
+        uri: &uri,
+        source_ips,
+        user_agent: agent.as_deref(),
+    };
+    let mut record = Record::new(level, omit, origin, &user, &info);
+    let request = if level >= Level::Request && matches!(info.verb.as_str(), "create" | "update" | "patch") {
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, crate::http::MAX_BODY).await else {
+            return error_response(&ApiError::too_large(crate::http::MAX_BODY));
+        };
+        if let Ok(object) = serde_json::from_slice::<Value>(&bytes) {
+            record.event["requestObject"] = object;
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        request
+    };
+    if let Some(event) = record.at(Stage::RequestReceived) {
+        log.write(&event);
+    }
+    let response = match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            record.respond(500, None);
+            if let Some(event) = record.at(Stage::Panic) {
+                log.write(&event);
+            }
+            return error_response(&ApiError::internal("the request handler panicked"));
+        }
+    };
+    let code = response.status().as_u16();
+    if info.verb == "watch" && code == 200 {
+        record.respond(code, None);
+        if let Some(event) = record.at(Stage::ResponseStarted) {
+            log.write(&event);
+        }
+        let (parts, body) = response.into_parts();
+        let finished = WatchDone { log, record };
+        return Response::from_parts(parts, on_drop(body, finished));
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let object = serde_json::from_slice::<Value>(&bytes).ok();
+    record.respond(code, object.as_ref());
+    if level == Level::RequestResponse
+        && let Some(object) = object
+    {
+        record.event["responseObject"] = object;
+    }
+    if let Some(event) = record.at(Stage::ResponseComplete) {
+        log.write(&event);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Writes a watch's ResponseComplete event when its body ends.
+struct WatchDone {
+    log: Arc<AuditLog>,
+    record: Record,
+}
+
+impl Drop for WatchDone {
+    fn drop(&mut self) {
+        if let Some(event) = self.record.at(Stage::ResponseComplete) {
+            self.log.write(&event);
         }
     }
 }
@@ -89,11 +290,13 @@ pub struct InFlight {
 
 /// 429 with `Retry-After` when the request's class is at its limit.
 pub async fn max_in_flight(State(limits): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
+    let metrics = request.extensions().get::<Arc<Metrics>>().cloned();
     if is_watch(&request) || always_allowed(request.uri().path()) {
         return next.run(request).await;
     }
     let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
     let limit = if mutating { &limits.writes } else { &limits.reads };
+    let _counted = metrics.map(|m| m.inflight(if mutating { "mutating" } else { "readOnly" }));
     let Ok(_permit) = limit.try_acquire() else {
         let mut response = error_response(&ApiError::new(
             429,

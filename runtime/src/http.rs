@@ -582,7 +582,8 @@ async fn handle(
         (_, "GET") if is_list => {
             let options = list_options(store.as_ref(), q, namespace.clone())?;
             if truthy(q, "watch") {
-                return watch(store, options, q, output, shutdown).await;
+                let metrics = parts.extensions.get::<Arc<crate::metrics::Metrics>>().cloned();
+                return watch(store, options, q, output, shutdown, metrics).await;
             }
             let listed = store.list(&options).await?;
             let value = if output == Output::Table {
@@ -741,6 +742,7 @@ async fn watch(
     q: &HashMap<String, String>,
     output: Output,
     shutdown: Option<ShuttingDown>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> ApiResult<Reply> {
     let meta = *store.meta();
     let bookmarks = truthy(q, "allowWatchBookmarks");
@@ -772,7 +774,13 @@ async fn watch(
         }
     };
     let mut first_table = true;
+    // Registered while the response body lives.
+    let registered = metrics.as_ref().map(|m| m.watcher(&meta));
     let lines = merged.take_until(deadline).filter_map(move |event| {
+        let _ = &registered;
+        if let (Some(m), Some(WatchEvent::Object(..))) = (&metrics, &event) {
+            m.watch_event(&meta);
+        }
         let line = match event {
             Some(WatchEvent::Progress(rv)) => {
                 last_rv = last_rv.max(rv);

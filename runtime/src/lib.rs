@@ -5,6 +5,7 @@
 //! status/spec split) and object semantics; storage ([`storage`]) is a revisioned key-value
 //! store shaped like etcd.
 
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod certs;
@@ -13,6 +14,7 @@ pub mod discovery;
 pub mod filters;
 pub mod http;
 pub mod jsonpath;
+pub mod metrics;
 pub mod openapi;
 pub mod openapi_proto;
 pub mod patch;
@@ -79,11 +81,29 @@ where
     })
 }
 
-/// Log to stderr through `tracing`, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+/// Log to stderr through `tracing` at `-v` verbosity (`RUST_LOG` overrides), as text or JSON.
+pub fn init_logging(format: LogFormat, verbosity: u8) {
+    let level = match verbosity {
+        0 | 1 => "info",
+        2..=4 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }

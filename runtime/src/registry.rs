@@ -800,6 +800,20 @@ impl Store {
         Ok(current)
     }
 
+    /// How many objects are stored.
+    pub async fn count(&self) -> ApiResult<u64> {
+        let page = self
+            .storage
+            .range(RangeRequest {
+                prefix: self.prefix.clone(),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ApiError::from_storage(&self.meta, "", e))?;
+        Ok(page.kvs.len() as u64 + page.remaining)
+    }
+
     /// List objects.
     pub async fn list(&self, options: &ListOptions) -> ApiResult<Listed> {
         let limit = if options.limit == 0 {

@@ -62,6 +62,10 @@ pub trait Rest: Send + Sync + 'static {
     ) -> ApiResult<Written>;
     /// `delete`: the deleted object, or the object marked for deletion while finalizers remain.
     async fn delete(&self, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> ApiResult<Value>;
+    /// How many objects are stored (for `apiserver_storage_objects`), if cheap to know.
+    async fn count(&self) -> Option<u64> {
+        None
+    }
     /// `get` of `/scale`.
     async fn get_scale(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
         let _ = (namespace, name);
@@ -145,6 +149,10 @@ impl Rest for Store {
 
     async fn get_scale(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
         Store::get_scale(self, namespace, name).await
+    }
+
+    async fn count(&self) -> Option<u64> {
+        Store::count(self).await.ok()
     }
 
     async fn update_scale(

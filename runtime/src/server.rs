@@ -16,9 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::audit::{AuditLog, Policy, Rotation};
 use crate::authn::{self, AnyClientCertificate, Authenticator, FlagsSet, PeerCertificates, RequestHeader, Trust};
 use crate::authz::{AuthorizationMode, Authorizer};
-use crate::filters::{self, Guard, InFlight};
+use crate::filters::{self, Guard, InFlight, RemoteAddr};
+use crate::metrics::{InstrumentedStorage, Metrics};
 
 use crate::custom::{CustomStorage, CustomStore};
 use crate::http::{Api, ShuttingDown};
@@ -147,12 +149,36 @@ pub struct ServerOptions {
     /// How long shutdown waits for in-flight requests to finish (seconds).
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Write audit events (one JSON line each) to this file; no audit log when unset.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// The audit.k8s.io/v1 Policy deciding what is audited (required with --audit-log-path).
+    #[arg(long, requires = "audit_log_path")]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes (0: never).
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs to keep (0: all).
+    #[arg(long, default_value_t = 10)]
+    pub audit_log_maxbackup: usize,
+    /// Days to keep rotated audit logs (0: forever).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
+
+    /// Log format: text or json.
+    #[arg(long, value_enum, default_value_t = crate::LogFormat::Text)]
+    pub log_format: crate::LogFormat,
+    /// Log verbosity as kube-apiserver's -v (0-1 info, 2-4 debug, 5+ trace); RUST_LOG overrides it.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
 }
 
 /// A server being assembled: resources and storage.
 pub struct Server {
     options: ServerOptions,
     storage: Arc<WatchCache>,
+    metrics: Arc<Metrics>,
     /// Every served resource, in registration order.
     resources: Vec<Arc<dyn Rest>>,
     /// The key-value stores among them, for in-process controllers.
@@ -162,6 +188,8 @@ pub struct Server {
 impl Server {
     /// Open the storage the options name.
     pub async fn new(options: ServerOptions) -> Result<Self, String> {
+        crate::init_logging(options.log_format, options.verbosity);
+        let metrics = Metrics::new();
         let storage: Arc<dyn Storage> = match options.storage {
             StorageKind::Memory => storage::memory(),
             StorageKind::Embedded => {
@@ -169,8 +197,15 @@ impl Server {
             }
             StorageKind::Etcd => etcd_storage(&options).await?,
         };
+        let backend = match options.storage {
+            StorageKind::Memory => "memory",
+            StorageKind::Embedded => "embedded",
+            StorageKind::Etcd => "etcd",
+        };
+        let storage = Arc::new(InstrumentedStorage::new(storage, backend, metrics.clone()));
         Ok(Server {
             storage: WatchCache::new(storage, options.watch_cache_size),
+            metrics,
             options,
             resources: Vec::new(),
             stores: Vec::new(),
@@ -185,6 +220,7 @@ impl Server {
             &self.options.etcd_prefix,
         )?;
         let store = Arc::new(store);
+        self.metrics.serve(store.meta());
         self.resources.push(store.clone());
         self.stores.push(store);
         Ok(self)
@@ -192,7 +228,9 @@ impl Server {
 
     /// Serve `T` from user code instead of the key-value store.
     pub fn custom<T: ApiResource, S: CustomStorage<T>>(mut self, storage: S) -> Result<Self, String> {
-        self.resources.push(Arc::new(CustomStore::<T, S>::new(storage)?));
+        let store = CustomStore::<T, S>::new(storage)?;
+        self.metrics.serve(Rest::meta(&store));
+        self.resources.push(Arc::new(store));
         Ok(self)
     }
 
@@ -222,19 +260,61 @@ impl Server {
             .first()
             .map_or("api-resources".to_string(), |s| format!("get {}", s.meta().plural));
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let audit = match &options.audit_log_path {
+            Some(path) => {
+                let policy = match &options.audit_policy_file {
+                    Some(p) => Policy::load(p)?,
+                    None => return Err("--audit-log-path needs --audit-policy-file".into()),
+                };
+                let rotation = Rotation {
+                    max_bytes: options.audit_log_maxsize * 1024 * 1024,
+                    max_backups: options.audit_log_maxbackup,
+                    max_age: Duration::from_secs(options.audit_log_maxage * 24 * 3600),
+                };
+                Some(Arc::new(AuditLog::open(path, policy, rotation)?))
+            }
+            None => None,
+        };
+        let metrics = self.metrics.clone();
+        let resources = self.resources.clone();
         let api = Api::new(self.resources, version);
         let in_flight = Arc::new(InFlight {
             reads: Semaphore::new(options.max_requests_inflight.max(1)),
             writes: Semaphore::new(options.max_mutating_requests_inflight.max(1)),
         });
+        let scrape = metrics.clone();
         let router = api
             .router()
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move {
+                    for r in &resources {
+                        if let Some(count) = r.count().await {
+                            scrape.set_objects(r.meta(), count);
+                        }
+                    }
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        scrape.render(),
+                    )
+                }),
+            )
             .layer(middleware::from_fn_with_state(
                 Duration::from_secs(options.request_timeout.max(1)),
                 filters::timeout,
             ))
             .layer(middleware::from_fn_with_state(in_flight, filters::max_in_flight))
-            .layer(middleware::from_fn_with_state(guard, filters::guard));
+            .layer(middleware::from_fn_with_state(guard.clone(), filters::authorize));
+        let router = match audit {
+            Some(log) => router.layer(middleware::from_fn_with_state(log, filters::audit)),
+            None => router,
+        };
+        let router = router
+            .layer(middleware::from_fn_with_state(guard, filters::authenticate))
+            .layer(middleware::from_fn_with_state(metrics, filters::instrument));
         match serving.kubeconfig {
             Some(path) => println!(
                 "Serving on https://{local}; use it with: kubectl --kubeconfig {} {example}",
@@ -246,7 +326,7 @@ impl Server {
         let connections = hyper_util::server::graceful::GracefulShutdown::new();
         let mut stop = std::pin::pin!(shutdown_signal());
         loop {
-            let (tcp, _) = tokio::select! {
+            let (tcp, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(c) => c,
                     Err(e) => {
@@ -274,6 +354,7 @@ impl Server {
                 ));
                 let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(peer.clone());
+                    request.extensions_mut().insert(RemoteAddr(remote));
                     request.extensions_mut().insert(ShuttingDown(shutdown.clone()));
                     router.clone().oneshot(request.map(axum::body::Body::new))
                 });

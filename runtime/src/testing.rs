@@ -238,18 +238,44 @@ impl Kubectl {
             let mut input = child.stdin.take().expect("piped stdin");
             input.write_all(stdin.as_bytes()).expect("stdin is written");
         }
+        // Drain the pipes while kubectl runs: a full pipe would block it forever.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
         let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if child.try_wait().expect("kubectl is waited on").is_some() {
-                break;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("kubectl is waited on") {
+                break status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("kubectl {args:?} did not finish in 90 s");
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        Run::from(child.wait_with_output().expect("kubectl output"))
+        };
+        Run::from(Output {
+            status,
+            stdout: stdout.join().expect("stdout is read"),
+            stderr: stderr.join().expect("stderr is read"),
+        })
     }
 
     /// Run kubectl, insist on success, and return stdout.

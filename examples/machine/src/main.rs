@@ -27,7 +27,6 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
-    apiary_runtime::init_logging();
     let cli = Cli::parse();
     let result = async {
         let notes = notes::NoteFiles::open(&cli.notes_dir)?;

@@ -20,7 +20,6 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
-    apiary_runtime::init_logging();
     let cli = Cli::parse();
     let result = async {
         let server = Server::new(cli.server).await?.resource::<Widget>()?;

@@ -1,0 +1,374 @@
+//! Prometheus metrics under kube-apiserver's names and labels, so dashboards and alerts made
+//! for it work here: requests, latencies, response sizes, in-flight and long-running requests,
+//! watchers and watch events, stored objects, storage latency by backend, and the process.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::request_info::RequestInfo;
+use crate::resource::ResourceMeta;
+use crate::storage::{EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
+
+/// kube-apiserver's request latency buckets (seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0,
+    45.0, 60.0,
+];
+/// Storage latency buckets (seconds).
+const STORAGE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const COMPONENT: &str = "apiserver";
+
+/// Every metric of one server.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    durations: HistogramVec,
+    sizes: HistogramVec,
+    inflight: IntGaugeVec,
+    longrunning: IntGaugeVec,
+    watchers: IntGaugeVec,
+    watch_events: IntCounterVec,
+    storage: HistogramVec,
+    objects: IntGaugeVec,
+    /// `group/version/resource` of what is served: other paths are labelled "other".
+    served: std::sync::RwLock<HashSet<String>>,
+}
+
+/// The labels of one request, as kube-apiserver reports them.
+pub struct RequestLabels {
+    verb: String,
+    dry_run: &'static str,
+    group: String,
+    version: String,
+    resource: String,
+    subresource: String,
+    scope: &'static str,
+}
+
+fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    /// A registry with every metric.
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let request_labels = [
+            "verb",
+            "dry_run",
+            "group",
+            "version",
+            "resource",
+            "subresource",
+            "scope",
+            "component",
+        ];
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge"),
+            )
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            registered(
+                &registry,
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid histogram"),
+            )
+        };
+        let mut with_code = request_labels.to_vec();
+        with_code.push("code");
+        let mut size_labels = request_labels.to_vec();
+        size_labels.retain(|l| *l != "dry_run");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("the process collector registers once");
+        Arc::new(Metrics {
+            requests: counter(
+                "apiserver_request_total",
+                "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
+                &with_code,
+            ),
+            durations: histogram(
+                "apiserver_request_duration_seconds",
+                "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.",
+                &request_labels,
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            sizes: histogram(
+                "apiserver_response_sizes",
+                "Response size distribution in bytes for each group, version, verb, resource, subresource, scope and component.",
+                &size_labels,
+                prometheus::exponential_buckets(1000.0, 10.0, 8).expect("valid buckets"),
+            ),
+            inflight: gauge(
+                "apiserver_current_inflight_requests",
+                "Number of requests in flight, by kind (readOnly or mutating); watches are not counted.",
+                &["request_kind"],
+            ),
+            longrunning: gauge(
+                "apiserver_longrunning_requests",
+                "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component.",
+                &size_labels,
+            ),
+            watchers: gauge(
+                "apiserver_registered_watchers",
+                "Number of currently registered watchers for a given resources",
+                &["group", "version", "kind"],
+            ),
+            watch_events: counter(
+                "apiserver_watch_events_total",
+                "Number of events sent in watch clients",
+                &["group", "version", "kind"],
+            ),
+            storage: histogram(
+                "apiary_storage_request_duration_seconds",
+                "Storage request latency in seconds by backend (memory, embedded, etcd) and operation.",
+                &["backend", "operation"],
+                STORAGE_BUCKETS.to_vec(),
+            ),
+            objects: gauge(
+                "apiserver_storage_objects",
+                "Number of stored objects at the time of last check split by kind.",
+                &["resource"],
+            ),
+            served: Default::default(),
+            registry,
+        })
+    }
+
+    /// Label requests for `meta` by resource (others are labelled by path, or "other").
+    pub fn serve(&self, meta: &ResourceMeta) {
+        self.served
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(format!("{}/{}/{}", meta.group, meta.version, meta.plural));
+    }
+
+    /// The labels of a request; `apply` for server-side apply patches, `dry_run` for `dryRun=All`.
+    pub fn labels(&self, info: &RequestInfo, apply: bool, dry_run: bool) -> RequestLabels {
+        let served = info.is_resource
+            && self
+                .served
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&format!("{}/{}/{}", info.group, info.version, info.resource));
+        let verb = match info.verb.as_str() {
+            "create" => "POST".to_string(),
+            "update" => "PUT".to_string(),
+            "patch" if apply => "APPLY".to_string(),
+            other => other.to_ascii_uppercase(),
+        };
+        let scope = if !info.namespace.is_empty() {
+            "namespace"
+        } else if !info.name.is_empty() {
+            "resource"
+        } else if info.is_resource {
+            "cluster"
+        } else {
+            ""
+        };
+        if !served {
+            // Unknown paths are one series, whatever a client sends.
+            let known = info.path.starts_with("/apis")
+                || info.path.starts_with("/openapi")
+                || ["/api", "/metrics", "/version", "/healthz", "/livez", "/readyz"].contains(&info.path.as_str());
+            return RequestLabels {
+                verb,
+                dry_run: "",
+                group: String::new(),
+                version: String::new(),
+                resource: String::new(),
+                subresource: if known && !info.is_resource {
+                    info.path.clone()
+                } else {
+                    "other".into()
+                },
+                scope: "",
+            };
+        }
+        RequestLabels {
+            verb,
+            dry_run: if dry_run { "All" } else { "" },
+            group: info.group.clone(),
+            version: info.version.clone(),
+            resource: info.resource.clone(),
+            subresource: info.subresource.clone(),
+            scope,
+        }
+    }
+
+    /// Record a finished request (for a watch: when its response started).
+    pub fn observe(&self, l: &RequestLabels, code: u16, elapsed: Duration, size: Option<u64>) {
+        let base = [
+            l.verb.as_str(),
+            l.dry_run,
+            &l.group,
+            &l.version,
+            &l.resource,
+            &l.subresource,
+            l.scope,
+            COMPONENT,
+        ];
+        let mut with_code = base.to_vec();
+        let code = code.to_string();
+        with_code.push(&code);
+        self.requests.with_label_values(&with_code).inc();
+        if l.verb != "WATCH" {
+            self.durations.with_label_values(&base).observe(elapsed.as_secs_f64());
+        }
+        if let (Some(size), "GET" | "LIST") = (size, l.verb.as_str()) {
+            self.sizes
+                .with_label_values(&[
+                    &l.verb,
+                    &l.group,
+                    &l.version,
+                    &l.resource,
+                    &l.subresource,
+                    l.scope,
+                    COMPONENT,
+                ])
+                .observe(size as f64);
+        }
+    }
+
+    /// Count a long-running request (a watch) until the guard is dropped.
+    pub fn longrunning(&self, l: &RequestLabels) -> GaugeGuard {
+        GaugeGuard::new(self.longrunning.with_label_values(&[
+            &l.verb,
+            &l.group,
+            &l.version,
+            &l.resource,
+            &l.subresource,
+            l.scope,
+            COMPONENT,
+        ]))
+    }
+
+    /// Count a request in flight of a kind (readOnly or mutating) until the guard is dropped.
+    pub fn inflight(&self, kind: &str) -> GaugeGuard {
+        GaugeGuard::new(self.inflight.with_label_values(&[kind]))
+    }
+
+    /// Count a registered watcher of `meta` until the guard is dropped.
+    pub fn watcher(&self, meta: &ResourceMeta) -> GaugeGuard {
+        GaugeGuard::new(self.watchers.with_label_values(&[meta.group, meta.version, meta.kind]))
+    }
+
+    /// One event sent to a watcher of `meta`.
+    pub fn watch_event(&self, meta: &ResourceMeta) {
+        self.watch_events
+            .with_label_values(&[meta.group, meta.version, meta.kind])
+            .inc();
+    }
+
+    /// The number of stored objects of `meta`.
+    pub fn set_objects(&self, meta: &ResourceMeta, count: u64) {
+        self.objects
+            .with_label_values(&[&meta.group_resource()])
+            .set(count as i64);
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut out)
+            .expect("metrics encode");
+        out
+    }
+}
+
+/// Decrements its gauge when dropped.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A storage backend whose every call is timed into `apiary_storage_request_duration_seconds`.
+pub struct InstrumentedStorage {
+    inner: Arc<dyn Storage>,
+    backend: &'static str,
+    metrics: Arc<Metrics>,
+}
+
+impl InstrumentedStorage {
+    /// Time `inner`'s calls under the label `backend`.
+    pub fn new(inner: Arc<dyn Storage>, backend: &'static str, metrics: Arc<Metrics>) -> Self {
+        InstrumentedStorage {
+            inner,
+            backend,
+            metrics,
+        }
+    }
+
+    async fn timed<T>(&self, operation: &str, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .storage
+            .with_label_values(&[self.backend, operation])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[async_trait]
+impl Storage for InstrumentedStorage {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        self.timed("get", self.inner.get(key)).await
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
+        self.timed("list", self.inner.range(request)).await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
+        self.timed("create", self.inner.create(key, value)).await
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.timed("update", self.inner.update(key, value, expected)).await
+    }
+
+    async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
+        self.timed("delete", self.inner.delete(key, expected)).await
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        self.timed("watch", self.inner.watch(prefix, after)).await
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StorageError> {
+        self.timed("revision", self.inner.current_revision()).await
+    }
+
+    async fn ready(&self) -> Result<(), StorageError> {
+        self.inner.ready().await
+    }
+}
