@@ -121,6 +121,26 @@ where
     }
 }
 
+/// The watch row: every watcher's delivery latencies, over the writer's time.
+async fn watch_row(
+    target: &str,
+    events: usize,
+    started: Instant,
+    receivers: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+) -> Row {
+    let mut latencies = Vec::new();
+    for r in receivers {
+        latencies.extend(r.await.unwrap());
+    }
+    Row {
+        target: target.to_string(),
+        op: format!("watch, {WATCHERS} watchers (events)"),
+        ops: events * WATCHERS,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
 /// Create, get, list and watch through the registry on `storage`.
 async fn registry(target: &str, storage: Arc<dyn Storage>, objects: usize, concurrency: usize) -> Vec<Row> {
     let cache = WatchCache::new(storage, storage::cache::WINDOW);
@@ -206,17 +226,7 @@ async fn registry(target: &str, storage: Arc<dyn Storage>, objects: usize, concu
             .unwrap();
         acked.lock().unwrap()[i] = Some(Instant::now());
     }
-    let mut latencies = Vec::new();
-    for r in receivers {
-        latencies.extend(r.await.unwrap());
-    }
-    rows.push(Row {
-        target: target.to_string(),
-        op: format!("watch, {WATCHERS} watchers (events)"),
-        ops: events * WATCHERS,
-        elapsed: started.elapsed(),
-        latencies,
-    });
+    rows.push(watch_row(target, events, started, receivers).await);
     rows
 }
 
@@ -296,17 +306,7 @@ async fn raw_etcd(endpoint: &str, objects: usize, concurrency: usize) -> Vec<Row
         c.put(format!("/raw/watched/{i}"), value(i), None).await.unwrap();
         acked.lock().unwrap()[i] = Some(Instant::now());
     }
-    let mut latencies = Vec::new();
-    for r in receivers {
-        latencies.extend(r.await.unwrap());
-    }
-    rows.push(Row {
-        target: target.to_string(),
-        op: format!("watch, {WATCHERS} watchers (events)"),
-        ops: events * WATCHERS,
-        elapsed: started.elapsed(),
-        latencies,
-    });
+    rows.push(watch_row(target, events, started, receivers).await);
     rows
 }
 

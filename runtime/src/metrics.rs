@@ -233,31 +233,13 @@ impl Metrics {
             self.durations.with_label_values(&base).observe(elapsed.as_secs_f64());
         }
         if let (Some(size), "GET" | "LIST") = (size, l.verb.as_str()) {
-            self.sizes
-                .with_label_values(&[
-                    &l.verb,
-                    &l.group,
-                    &l.version,
-                    &l.resource,
-                    &l.subresource,
-                    l.scope,
-                    COMPONENT,
-                ])
-                .observe(size as f64);
+            self.sizes.with_label_values(&l.resource_labels()).observe(size as f64);
         }
     }
 
     /// Count a long-running request (a watch) until the guard is dropped.
     pub fn longrunning(&self, l: &RequestLabels) -> GaugeGuard {
-        GaugeGuard::new(self.longrunning.with_label_values(&[
-            &l.verb,
-            &l.group,
-            &l.version,
-            &l.resource,
-            &l.subresource,
-            l.scope,
-            COMPONENT,
-        ]))
+        GaugeGuard::new(self.longrunning.with_label_values(&l.resource_labels()))
     }
 
     /// Count a request in flight of a kind (readOnly or mutating) until the guard is dropped.
@@ -291,6 +273,21 @@ impl Metrics {
             .encode_utf8(&self.registry.gather(), &mut out)
             .expect("metrics encode");
         out
+    }
+}
+
+impl RequestLabels {
+    /// verb, group, version, resource, subresource, scope, component.
+    fn resource_labels(&self) -> [&str; 7] {
+        [
+            &self.verb,
+            &self.group,
+            &self.version,
+            &self.resource,
+            &self.subresource,
+            self.scope,
+            COMPONENT,
+        ]
     }
 }
 

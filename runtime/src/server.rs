@@ -29,6 +29,9 @@ use crate::resource::ApiResource;
 use crate::rest::Rest;
 use crate::storage::{self, Storage, WatchCache};
 
+/// The version `/version` reports and the OpenAPI documents carry.
+pub const GIT_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
 /// Longest TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the core API (TokenReview, SubjectAccessReview, ConfigMap).
@@ -252,7 +255,7 @@ impl Server {
         let tls = tls_config(&serving)?;
         let guard = Arc::new(guard(&options, serving.local_ca.as_deref()).await?);
         let version = json!({
-            "major": "1", "minor": "33", "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),
+            "major": "1", "minor": "33", "gitVersion": GIT_VERSION,
             "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
         });
         let example = self

@@ -271,6 +271,21 @@ async fn the_aggregator_and_its_users_get_in_and_nobody_else_does() {
     assert_eq!(code, 200);
 }
 
+/// A server (memory storage) delegating authentication and authorization to `core`.
+fn delegating(dir: &Path, core: &CoreApiStandIn, extra: &[&str]) -> ServerProcess {
+    let kubeconfig = core.kubeconfig.to_str().unwrap();
+    let mut args = vec![
+        "--authentication-kubeconfig",
+        kubeconfig,
+        "--authorization-kubeconfig",
+        kubeconfig,
+        "--storage",
+        "memory",
+    ];
+    args.extend_from_slice(extra);
+    ServerProcess::start_in(dir, &args)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn trust_comes_from_the_configmap_and_follows_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,19 +309,7 @@ async fn trust_comes_from_the_configmap_and_follows_it() {
         core.set_configmap(&d.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
     };
     set(FRONT_PROXY);
-    let server = ServerProcess::start_in(
-        dir.path(),
-        &[
-            "--authentication-kubeconfig",
-            core.kubeconfig.to_str().unwrap(),
-            "--authorization-kubeconfig",
-            core.kubeconfig.to_str().unwrap(),
-            "--authentication-config-poll-interval",
-            "1",
-            "--storage",
-            "memory",
-        ],
-    );
+    let server = delegating(dir.path(), &core, &["--authentication-config-poll-interval", "1"]);
     let via_proxy = client(&server.url, Some(&proxy), None);
     let (code, _) = send(&via_proxy, "GET", WIDGETS, AGGREGATOR, Value::Null).await;
     assert_eq!(code, 200, "the front-proxy CA came from the ConfigMap");
@@ -332,17 +335,7 @@ fn kubectl_with_a_bearer_token_goes_through_token_review_and_access_review() {
     for verb in ["get", "list", "watch", "create", "patch"] {
         core.allow("alice", verb, "widgets");
     }
-    let server = ServerProcess::start_in(
-        dir.path(),
-        &[
-            "--authentication-kubeconfig",
-            core.kubeconfig.to_str().unwrap(),
-            "--authorization-kubeconfig",
-            core.kubeconfig.to_str().unwrap(),
-            "--storage",
-            "memory",
-        ],
-    );
+    let server = delegating(dir.path(), &core, &[]);
     // Discovery is a non-resource request: let both users read it.
     for user in ["alice", "bob"] {
         for path in [

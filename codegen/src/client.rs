@@ -1,0 +1,347 @@
+//! The typed client crate: Rust types rendered from each resource's structural schema (as
+//! kopium does for CRDs), `kube::Resource` impls, and status/scale helpers on `kube::Api`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use apiary_runtime::ResourceMeta;
+use askama::Template;
+use serde_json::Value;
+
+use crate::{File, GENERATED, Project};
+
+#[derive(Template)]
+#[template(path = "client_cargo.toml", escape = "none")]
+struct CargoToml<'a> {
+    header: String,
+    crate_name: &'a str,
+    version: &'a str,
+    group_versions: String,
+}
+
+#[derive(Template)]
+#[template(path = "client_lib.rs", escape = "none")]
+struct LibRs {
+    header: String,
+    group_versions: String,
+    types: String,
+}
+
+const KEYWORDS: &[&str] = &[
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
+    "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "static",
+    "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while",
+];
+
+fn pascal(s: &str) -> String {
+    let mut out = String::new();
+    let mut upper = true;
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            if upper {
+                out.extend(c.to_uppercase());
+            } else {
+                out.push(c);
+            }
+            upper = false;
+        } else {
+            upper = true;
+        }
+    }
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'V');
+    }
+    out
+}
+
+fn snake(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+    if KEYWORDS.contains(&out.as_str()) {
+        out.insert_str(0, "r#");
+    }
+    out
+}
+
+fn docs(out: &mut String, indent: &str, schema: &Value) {
+    if let Some(d) = schema.get("description").and_then(Value::as_str) {
+        for line in d.lines() {
+            let _ = writeln!(out, "{indent}/// {}", line.trim_end());
+        }
+    }
+}
+
+/// Renders types depth-first; each named type once.
+#[derive(Default)]
+struct Types {
+    out: String,
+    named: BTreeSet<String>,
+}
+
+impl Types {
+    /// The Rust type for `schema`, rendering named types it needs.
+    fn ty(&mut self, name: &str, schema: &Value) -> String {
+        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+            return match r.rsplit('.').next() {
+                Some("ObjectMeta") => "ObjectMeta".into(),
+                _ => "serde_json::Value".into(),
+            };
+        }
+        if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            && schema.get("properties").is_none()
+        {
+            return "serde_json::Value".into();
+        }
+        match schema.get("type").and_then(Value::as_str) {
+            Some("string") => match schema.get("enum").and_then(Value::as_array) {
+                Some(values) => {
+                    self.enumeration(name, schema, values);
+                    name.into()
+                }
+                None => "String".into(),
+            },
+            Some("integer") => match schema.get("format").and_then(Value::as_str) {
+                Some("int32") => "i32".into(),
+                _ => "i64".into(),
+            },
+            Some("number") => "f64".into(),
+            Some("boolean") => "bool".into(),
+            Some("array") => {
+                let items = schema.get("items").cloned().unwrap_or(Value::Null);
+                format!("Vec<{}>", self.ty(name, &items))
+            }
+            Some("object") if schema.get("properties").is_some() => {
+                self.structure(name, schema, None);
+                name.into()
+            }
+            Some("object") => match schema.get("additionalProperties") {
+                Some(inner) if inner.is_object() => {
+                    format!("std::collections::BTreeMap<String, {}>", self.ty(name, inner))
+                }
+                _ => "std::collections::BTreeMap<String, serde_json::Value>".into(),
+            },
+            _ => "serde_json::Value".into(),
+        }
+    }
+
+    fn enumeration(&mut self, name: &str, schema: &Value, values: &[Value]) {
+        if !self.named.insert(name.into()) {
+            return;
+        }
+        let mut out = String::new();
+        docs(&mut out, "", schema);
+        out.push_str("#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]\n");
+        let _ = writeln!(out, "pub enum {name} {{");
+        for (i, value) in values.iter().filter_map(Value::as_str).enumerate() {
+            let variant = pascal(value);
+            if i == 0 {
+                out.push_str("    #[default]\n");
+            }
+            if variant != value {
+                let _ = writeln!(out, "    #[serde(rename = {value:?})]");
+            }
+            let _ = writeln!(out, "    {variant},");
+        }
+        out.push_str("}\n\n");
+        self.out.push_str(&out);
+    }
+
+    fn structure(&mut self, name: &str, schema: &Value, resource: Option<&ResourceMeta>) {
+        if !self.named.insert(name.into()) {
+            return;
+        }
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut fields = String::new();
+        let empty = serde_json::Map::new();
+        let properties = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+        for (key, field) in properties {
+            if resource.is_some() && (key == "apiVersion" || key == "kind") {
+                continue; // set by the server; kube sends what it is given
+            }
+            let ty = self.ty(&format!("{name}{}", pascal(key)), field);
+            let rust = snake(key);
+            docs(&mut fields, "    ", field);
+            let optional = !required.contains(&key.as_str()) || field.get("nullable") == Some(&Value::Bool(true));
+            let rename = if rust.trim_start_matches("r#") != key.as_str() {
+                format!("rename = {key:?}, ")
+            } else {
+                String::new()
+            };
+            if key == "metadata" {
+                fields.push_str("    #[serde(default)]\n");
+                let _ = writeln!(fields, "    pub {rust}: {ty},");
+            } else if optional {
+                let _ = writeln!(
+                    fields,
+                    "    #[serde({rename}default, skip_serializing_if = \"Option::is_none\")]\n    pub {rust}: Option<{ty}>,"
+                );
+            } else {
+                if !rename.is_empty() {
+                    let _ = writeln!(fields, "    #[serde({})]", rename.trim_end_matches(", "));
+                }
+                let _ = writeln!(fields, "    pub {rust}: {ty},");
+            }
+        }
+        let mut out = String::new();
+        docs(&mut out, "", schema);
+        out.push_str("#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]\n");
+        let _ = write!(out, "pub struct {name} {{\n{fields}}}\n\n");
+        if let Some(meta) = resource {
+            out.push_str(&resource_impl(name, meta, properties));
+        }
+        self.out.push_str(&out);
+    }
+}
+
+fn resource_impl(name: &str, m: &ResourceMeta, properties: &serde_json::Map<String, Value>) -> String {
+    let scope = if m.namespaced() {
+        "k8s_openapi::NamespaceResourceScope"
+    } else {
+        "k8s_openapi::ClusterResourceScope"
+    };
+    let mut out = format!(
+        "impl kube::Resource for {name} {{
+    type DynamicType = ();
+    type Scope = {scope};
+    fn kind(_: &()) -> Cow<'_, str> {{
+        {kind:?}.into()
+    }}
+    fn group(_: &()) -> Cow<'_, str> {{
+        {group:?}.into()
+    }}
+    fn version(_: &()) -> Cow<'_, str> {{
+        {version:?}.into()
+    }}
+    fn api_version(_: &()) -> Cow<'_, str> {{
+        {api_version:?}.into()
+    }}
+    fn plural(_: &()) -> Cow<'_, str> {{
+        {plural:?}.into()
+    }}
+    fn meta(&self) -> &ObjectMeta {{
+        &self.metadata
+    }}
+    fn meta_mut(&mut self) -> &mut ObjectMeta {{
+        &mut self.metadata
+    }}
+}}
+
+",
+        kind = m.kind,
+        group = m.group,
+        version = m.version,
+        api_version = m.api_version(),
+        plural = m.plural,
+    );
+    let status_ty = properties.get("status").map(|_| format!("{name}Status"));
+    if !m.status && m.scale.is_none() {
+        return out;
+    }
+    let _ = writeln!(out, "/// Status and scale helpers for `kube::Api<{name}>`.");
+    let _ = writeln!(out, "#[allow(async_fn_in_trait)]\npub trait {name}ApiExt {{");
+    if let (true, Some(status)) = (m.status, &status_ty) {
+        let _ = writeln!(
+            out,
+            "    /// Replace the `/status` of `name` with `status` (a merge patch).\n    async fn set_status(&self, name: &str, status: &{status}) -> kube::Result<{name}>;"
+        );
+    }
+    if m.scale.is_some() {
+        let _ = writeln!(
+            out,
+            "    /// Set the desired replicas of `name` through `/scale`.\n    async fn scale_to(&self, name: &str, replicas: i32) -> kube::Result<k8s_openapi::api::autoscaling::v1::Scale>;"
+        );
+    }
+    let _ = writeln!(out, "}}\n\nimpl {name}ApiExt for kube::Api<{name}> {{");
+    if let (true, Some(status)) = (m.status, &status_ty) {
+        let _ = writeln!(
+            out,
+            "    async fn set_status(&self, name: &str, status: &{status}) -> kube::Result<{name}> {{
+        let patch = serde_json::json!({{\"status\": status}});
+        self.patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            .await
+    }}"
+        );
+    }
+    if m.scale.is_some() {
+        let _ = writeln!(
+            out,
+            "    async fn scale_to(&self, name: &str, replicas: i32) -> kube::Result<k8s_openapi::api::autoscaling::v1::Scale> {{
+        let patch = serde_json::json!({{\"spec\": {{\"replicas\": replicas}}}});
+        self.patch_scale(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            .await
+    }}"
+        );
+    }
+    out.push_str("}\n\n");
+    out
+}
+
+/// `Cargo.toml` and `src/lib.rs` of the client crate.
+pub fn render(project: &Project) -> Result<Vec<File>, String> {
+    let mut types = Types::default();
+    for r in &project.resources {
+        types.structure(r.meta.kind, &r.schema, Some(&r.meta));
+    }
+    let group_versions = project
+        .resources
+        .iter()
+        .map(|r| r.meta.api_version())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cargo = CargoToml {
+        header: format!("# {GENERATED}"),
+        crate_name: &project.client_crate,
+        version: env!("CARGO_PKG_VERSION"),
+        group_versions: group_versions.clone(),
+    }
+    .render()
+    .map_err(|e| e.to_string())?;
+    let lib = LibRs {
+        header: format!("// {GENERATED}"),
+        group_versions,
+        types: format!("\n{}", types.out.trim_end()),
+    }
+    .render()
+    .map_err(|e| e.to_string())?;
+    Ok(vec![
+        File {
+            path: PathBuf::from("Cargo.toml"),
+            bytes: format!("{cargo}\n").into_bytes(),
+        },
+        File {
+            path: PathBuf::from("src/lib.rs"),
+            bytes: format!("{lib}\n").into_bytes(),
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(snake("availableReplicas"), "available_replicas");
+        assert_eq!(snake("type"), "r#type");
+        assert_eq!(pascal("Running"), "Running");
+        assert_eq!(pascal("not-ready"), "NotReady");
+    }
+}

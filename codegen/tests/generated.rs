@@ -1,0 +1,237 @@
+//! The committed output for the Widget example (`examples/widget/deploy`, written by
+//! `cargo xtask generate`): valid for Kubernetes 1.27 and 1.33, typed, deterministic, with a
+//! serving certificate the aggregator accepts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use apiary_codegen::{Mode, Outcome, Parts, Project};
+use base64::Engine as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde_json::Value;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/widget/deploy")
+}
+
+/// The manifests (every YAML but the kustomization) and their documents.
+fn manifests() -> Vec<(PathBuf, Vec<Value>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    files
+        .into_iter()
+        .map(|p| {
+            let docs = serde_saphyr::from_multiple(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            (p, docs)
+        })
+        .collect()
+}
+
+#[test]
+fn manifests_pass_kubernetes_validate_for_1_27_and_1_33() {
+    for version in ["1.27.0", "1.33.0"] {
+        for (path, docs) in manifests() {
+            let out = Command::new("kubernetes-validate")
+                .args(["--strict", "-k", version])
+                .arg(&path)
+                .output()
+                .expect("kubernetes-validate runs (pip install kubernetes-validate)");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{} {version}: {text}", path.display());
+            assert_eq!(
+                text.matches("passed for resource").count(),
+                docs.len(),
+                "every document of {} is validated against {version}: {text}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(doc: &Value) -> T {
+    serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc}"))
+}
+
+#[test]
+fn manifests_parse_as_kubernetes_types() {
+    let ca = std::fs::read(deploy().join("certs/ca.crt")).unwrap();
+    let mut kinds = Vec::new();
+    for (_, docs) in manifests() {
+        for doc in docs {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            match kind.as_str() {
+                "Namespace" => drop(typed::<Namespace>(&doc)),
+                "ServiceAccount" => drop(typed::<ServiceAccount>(&doc)),
+                "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&doc)),
+                "RoleBinding" => {
+                    let binding: RoleBinding = typed(&doc);
+                    assert_eq!(binding.metadata.namespace.as_deref(), Some("kube-system"));
+                    assert_eq!(binding.role_ref.name, "extension-apiserver-authentication-reader");
+                }
+                "ClusterRole" => {
+                    let role: ClusterRole = typed(&doc);
+                    let labels = role.metadata.labels.unwrap();
+                    assert!(
+                        labels
+                            .keys()
+                            .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+                    );
+                }
+                "Deployment" => {
+                    let d: Deployment = typed(&doc);
+                    let spec = d.spec.unwrap();
+                    assert_eq!(spec.replicas, Some(2));
+                    let pod = spec.template.spec.unwrap();
+                    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+                    let c = &pod.containers[0];
+                    assert_eq!(
+                        c.liveness_probe
+                            .as_ref()
+                            .unwrap()
+                            .http_get
+                            .as_ref()
+                            .unwrap()
+                            .path
+                            .as_deref(),
+                        Some("/livez")
+                    );
+                    assert_eq!(
+                        c.readiness_probe
+                            .as_ref()
+                            .unwrap()
+                            .http_get
+                            .as_ref()
+                            .unwrap()
+                            .path
+                            .as_deref(),
+                        Some("/readyz")
+                    );
+                    assert_eq!(
+                        c.security_context.as_ref().unwrap().read_only_root_filesystem,
+                        Some(true)
+                    );
+                    assert!(c.resources.as_ref().unwrap().requests.is_some());
+                    assert!(
+                        c.args
+                            .as_ref()
+                            .unwrap()
+                            .iter()
+                            .any(|a| a.starts_with("--etcd-servers="))
+                    );
+                }
+                "Service" => drop(typed::<Service>(&doc)),
+                "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(&doc)),
+                "Secret" => {
+                    let s: Secret = typed(&doc);
+                    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+                    assert_eq!(s.data.unwrap()["ca.crt"].0, ca);
+                }
+                "APIService" => {
+                    let a: APIService = typed(&doc);
+                    let spec = a.spec.unwrap();
+                    assert_eq!(a.metadata.name.as_deref(), Some("v1.custom.example.com"));
+                    assert_eq!(spec.ca_bundle.unwrap().0, ca, "caBundle is the generated CA");
+                    assert_ne!(spec.insecure_skip_tls_verify, Some(true));
+                    assert!(spec.group_priority_minimum > 0 && spec.version_priority > 0);
+                }
+                other => panic!("unexpected kind {other}"),
+            }
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(kinds.len(), 10, "{kinds:?}");
+}
+
+#[test]
+fn the_serving_certificate_verifies_for_the_service_name() {
+    let read = |name: &str| std::fs::read(deploy().join("certs").join(name)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&read("ca.crt")).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .unwrap();
+    let leaf = CertificateDer::from_pem_slice(&read("tls.crt")).unwrap();
+    let verify = |name: &str| {
+        verifier.verify_server_cert(
+            &leaf,
+            &[],
+            &ServerName::try_from(name.to_string()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+    };
+    use rustls::client::danger::ServerCertVerifier as _;
+    assert!(verify("widget-server.widget-system.svc").is_ok());
+    assert!(verify("widget-server.widget-system.svc.cluster.local").is_ok());
+    assert!(verify("other.widget-system.svc").is_err());
+    // The Secret carries the same pair.
+    let secret = std::fs::read_to_string(deploy().join("tls-secret.yaml")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(read("tls.crt"));
+    assert!(secret.contains(&b64));
+}
+
+#[test]
+fn generation_is_deterministic_and_reuses_certificates() {
+    let out = tempfile::tempdir().unwrap();
+    let certs = out.path().join("deploy/certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for name in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        std::fs::copy(deploy().join("certs").join(name), certs.join(name)).unwrap();
+    }
+    let project = Project::new(
+        "widget-server",
+        "widget-system",
+        "registry.example.com/apiary/widget-server:0.1.0",
+    )
+    .resource::<widget_api::Widget>();
+    let mut written = Vec::new();
+    for _ in 0..2 {
+        apiary_codegen::generate(
+            &project,
+            &out.path().join("deploy"),
+            &out.path().join("client"),
+            Parts::all(),
+            Mode::Write,
+            &mut |path, outcome| written.push((path.to_path_buf(), outcome.clone())),
+        )
+        .unwrap();
+    }
+    let (first, second) = written.split_at(written.len() / 2);
+    assert!(second.iter().all(|(_, o)| *o == Outcome::Unchanged), "{second:?}");
+    for (path, _) in first {
+        let relative = path.strip_prefix(out.path()).unwrap();
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/widget")
+            .join(relative);
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            std::fs::read(&committed).unwrap(),
+            "{} is byte-identical to the committed one",
+            relative.display()
+        );
+    }
+    // Files say they are generated, and how to regenerate them.
+    let deployment = std::fs::read_to_string(out.path().join("deploy/deployment.yaml")).unwrap();
+    assert!(deployment.starts_with("# Generated by apiary-codegen") && deployment.contains("cargo xtask generate"));
+}

@@ -1,0 +1,135 @@
+//! The generated artifacts against a running server: the OpenAPI files are what it serves,
+//! and the generated client crate, built in a scratch project outside this workspace, creates,
+//! scales, patches status and watches Widgets.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{ServerProcess, WidgetServer as _};
+
+fn example(relative: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_files_are_what_the_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = server.client().await;
+    for (path, file) in [
+        ("/openapi/v2", "deploy/openapi/v2.json"),
+        (
+            "/openapi/v3/apis/custom.example.com/v1",
+            "deploy/openapi/v3/apis/custom.example.com/v1.json",
+        ),
+    ] {
+        let request = http::Request::builder()
+            .uri(path)
+            .header("Accept", "application/json")
+            .body(Vec::new())
+            .unwrap();
+        let served = client.request_text(request).await.unwrap();
+        let committed = std::fs::read_to_string(example(file)).unwrap();
+        assert!(
+            served == committed,
+            "{file} differs from {path}: run `cargo xtask generate`"
+        );
+    }
+}
+
+const MAIN: &str = r#"
+use futures::StreamExt;
+use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use widget_client::{Widget, WidgetApiExt, WidgetSpec, WidgetStatus};
+
+#[tokio::main]
+async fn main() {
+    let kubeconfig = kube::config::Kubeconfig::read_from(std::env::var("APIARY_KUBECONFIG").unwrap()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    config.cluster_url = std::env::var("APIARY_URL").unwrap().parse().unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let api: Api<Widget> = Api::namespaced(client, "default");
+    let mut widget = Widget {
+        spec: WidgetSpec { replicas: 1, image: "nginx:1.25".into(), color: None },
+        ..Default::default()
+    };
+    widget.metadata.name = Some("from-client".into());
+    let created = api.create(&PostParams::default(), &widget).await.unwrap();
+    let rv = created.metadata.resource_version.clone().unwrap();
+    assert_eq!(created.spec.color.as_deref(), Some("blue"), "the server's default");
+
+    let scale = api.scale_to("from-client", 3).await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(3));
+
+    let status = WidgetStatus { available_replicas: Some(7), ..Default::default() };
+    let patched = api.set_status("from-client", &status).await.unwrap();
+    assert_eq!(patched.status.unwrap().available_replicas, Some(7));
+
+    let mut events = api.watch(&WatchParams::default().timeout(10), &rv).await.unwrap().boxed();
+    let mut saw_scale = false;
+    while let Some(event) = events.next().await {
+        if let WatchEvent::Modified(w) = event.unwrap() {
+            if w.spec.replicas == 3 {
+                saw_scale = true;
+                break;
+            }
+        }
+    }
+    assert!(saw_scale, "the watch saw the scale");
+    println!("generated client: ok");
+}
+"#;
+
+#[test]
+fn the_generated_client_builds_on_its_own_and_drives_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    let server = ServerProcess::start(&server_dir);
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(scratch.join("src")).unwrap();
+    std::fs::write(
+        scratch.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "scratch"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+widget-client = {{ path = "{}" }}
+kube = {{ version = "5", default-features = false, features = ["client", "rustls-tls", "ring"] }}
+k8s-openapi = {{ version = "0.29", default-features = false, features = ["v1_33"] }}
+tokio = {{ version = "1", features = ["rt-multi-thread", "macros"] }}
+futures = "0.3"
+
+[workspace]
+"#,
+            example("client").canonicalize().unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(scratch.join("src/main.rs"), MAIN).unwrap();
+    // Pin the same versions as this workspace, so the build needs no network.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
+    std::fs::copy(workspace.join("Cargo.lock"), scratch.join("Cargo.lock")).unwrap();
+    let target = workspace.join("target/scratch-client");
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--offline"])
+        .current_dir(&scratch)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("K8S_OPENAPI_ENABLED_VERSION")
+        .env("APIARY_URL", &server.url)
+        .env("APIARY_KUBECONFIG", &server.kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("generated client: ok"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
