@@ -436,10 +436,36 @@ fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
     matches!(q.get(key).map(String::as_str), Some("true" | "1" | ""))
 }
 
-fn write_options(q: &HashMap<String, String>) -> ApiResult<WriteOptions> {
+fn write_options(q: &HashMap<String, String>, headers: &HeaderMap, target: Target) -> ApiResult<WriteOptions> {
+    let field_manager = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
+    if field_manager
+        .as_ref()
+        .is_some_and(|m| m.len() > 128 || m.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "fieldManager: Invalid value: must be at most 128 printable characters",
+        ));
+    }
+    // kube-apiserver's default manager: the User-Agent's first part (`kubectl-edit/v1.33 ...`).
+    let default_manager = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
     Ok(WriteOptions {
         dry_run: dry_run(q)?,
         field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
+        field_manager,
+        default_manager,
+        force: truthy(q, "force"),
+        subresource: match target {
+            Target::Status => "status",
+            Target::Scale => "scale",
+            _ => "",
+        },
     })
 }
 
@@ -601,7 +627,7 @@ async fn handle(
             })
         }
         (Target::Collection, "POST") => {
-            let options = write_options(q)?;
+            let options = write_options(q, headers, target)?;
             let object = decode_object(headers, &read_body(body).await?)?;
             Ok(written(store.create(ns, object, &options).await?, output))
         }
@@ -640,7 +666,7 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let options = write_options(q)?;
+            let options = write_options(q, headers, target)?;
             let object = decode_object(headers, &read_body(body).await?)?;
             Ok(written(store.update(ns, name, object, part, &options).await?, output))
         }
@@ -650,7 +676,7 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let options = write_options(q)?;
+            let options = write_options(q, headers, target)?;
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(store.patch(ns, name, &patch, part, &options).await?, output))
         }
@@ -667,7 +693,7 @@ async fn handle(
         }
         (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),
         (Target::Scale, "PUT") => {
-            let options = write_options(q)?;
+            let options = write_options(q, headers, target)?;
             let scale = decode_object(headers, &read_body(body).await?)?;
             Ok(written(
                 store
@@ -677,7 +703,7 @@ async fn handle(
             ))
         }
         (Target::Scale, "PATCH") => {
-            let options = write_options(q)?;
+            let options = write_options(q, headers, target)?;
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(
                 store

@@ -13,7 +13,7 @@ pub const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json"
 /// `application/apply-patch+yaml` (server-side apply).
 pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 /// The patch types this server accepts.
-pub const ACCEPTED: &[&str] = &[JSON_PATCH, MERGE_PATCH];
+pub const ACCEPTED: &[&str] = &[JSON_PATCH, MERGE_PATCH, APPLY_PATCH];
 
 /// A decoded patch.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub enum Patch {
     Json(json_patch::Patch),
     /// RFC 7396.
     Merge(Value),
+    /// Server-side apply: a partial object (YAML or JSON) stating the manager's intent.
+    Apply(Value),
 }
 
 impl Patch {
@@ -40,6 +42,16 @@ impl Patch {
                 }
                 Ok(Patch::Merge(value))
             }
+            APPLY_PATCH => {
+                let text =
+                    std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the apply patch is not UTF-8"))?;
+                let value: Value = serde_saphyr::from_str(text)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                if !value.is_object() {
+                    return Err(ApiError::bad_request("an apply patch must be an object"));
+                }
+                Ok(Patch::Apply(value))
+            }
             _ => Err(ApiError::unsupported_media_type(&media, ACCEPTED)),
         }
     }
@@ -56,6 +68,13 @@ impl Patch {
                 )
             })?,
             Patch::Merge(p) => json_patch::merge(&mut out, p),
+            // Only registries that track field ownership can apply.
+            Patch::Apply(_) => {
+                return Err(ApiError::unsupported_media_type(
+                    APPLY_PATCH,
+                    &[JSON_PATCH, MERGE_PATCH],
+                ));
+            }
         }
         Ok(out)
     }

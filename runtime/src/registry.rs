@@ -11,6 +11,7 @@ use base64::Engine as _;
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
+use crate::managed::{self, Writer};
 use crate::resource::{ApiResource, FieldError, ResourceMeta};
 use crate::selector::FieldSelector;
 use crate::status::{ApiError, ApiResult};
@@ -104,6 +105,25 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub field_validation: FieldValidation,
+    /// `fieldManager` (required for apply).
+    pub field_manager: Option<String>,
+    /// The manager when `fieldManager` is absent (kube-apiserver takes the User-Agent's first part).
+    pub default_manager: String,
+    /// `force` (apply only): take conflicting fields over.
+    pub force: bool,
+    /// The subresource written: "", "status" or "scale".
+    pub subresource: &'static str,
+}
+
+impl WriteOptions {
+    /// The field manager of this write.
+    pub fn manager(&self) -> &str {
+        match (&self.field_manager, self.default_manager.as_str()) {
+            (Some(m), _) => m,
+            (None, "") => "unknown",
+            (None, d) => d,
+        }
+    }
 }
 
 /// Which part of an object a write addresses.
@@ -237,6 +257,7 @@ pub struct Admission {
     meta: ResourceMeta,
     strategy: Arc<dyn Strategy>,
     validator: Validator,
+    schema: Value,
 }
 
 impl Admission {
@@ -252,17 +273,18 @@ impl Admission {
                 violations.join("; ")
             ));
         }
-        let validator = Validator::new(schema)?;
+        let validator = Validator::new(schema.clone())?;
         Ok(Admission {
             meta,
             strategy,
             validator,
+            schema,
         })
     }
 
     /// The structural schema.
     pub fn schema(&self) -> Value {
-        self.strategy.schema()
+        self.schema.clone()
     }
 
     /// Check a request body's type and namespace, and apply `fieldValidation`.
@@ -528,6 +550,28 @@ impl Store {
         self.decode(&kv)
     }
 
+    fn writer<'a>(&'a self, options: &'a WriteOptions) -> Writer<'a> {
+        Writer {
+            manager: options.manager(),
+            subresource: options.subresource,
+            api_version: self.meta.api_version(),
+            schema: &self.admission.schema,
+        }
+    }
+
+    /// Record `object`'s write in its managedFields, unless the request set them itself (valid
+    /// and different from `current`'s: a client migrating ownership, or an apply).
+    fn track(&self, current: Option<&Value>, object: &mut Value, options: &WriteOptions) {
+        let sent = object.pointer("/metadata/managedFields");
+        let had = current.and_then(|c| c.pointer("/metadata/managedFields"));
+        if sent.is_some() && sent != had && managed::decode(object).is_some_and(|e| !e.is_empty()) {
+            return;
+        }
+        let entries = current.and_then(managed::decode).unwrap_or_default();
+        let entries = managed::track_update(entries, current, object, &self.writer(options));
+        managed::set(object, &entries);
+    }
+
     /// Create an object (POST).
     pub async fn create(&self, namespace: Option<&str>, mut body: Value, options: &WriteOptions) -> ApiResult<Written> {
         let warnings = self.admission.admit_body(&mut body, namespace, options)?;
@@ -563,7 +607,8 @@ impl Store {
                     m.remove(k);
                 }
             }
-            let object = self.admission.prepare(object, &name)?;
+            let mut object = self.admission.prepare(object, &name)?;
+            self.track(None, &mut object, options);
             if options.dry_run {
                 return Ok(Written {
                     object,
@@ -636,9 +681,13 @@ impl Store {
                 object
             }
             Part::Status => {
-                // A status write changes status only (and nothing of the spec or metadata).
+                // A status write changes status only (and nothing of the spec or metadata but
+                // the ownership an apply to /status computed).
                 let mut object = current.clone();
                 copy_status(&body, &mut object);
+                if let Some(sent) = body.pointer("/metadata/managedFields") {
+                    metadata_mut(&mut object).insert("managedFields".into(), sent.clone());
+                }
                 object
             }
         };
@@ -681,6 +730,7 @@ impl Store {
                 warnings: Vec::new(),
             });
         }
+        self.track(Some(current), &mut object, options);
         let finalized = meta_str(&object, "deletionTimestamp").is_some()
             && object
                 .pointer("/metadata/finalizers")
@@ -729,6 +779,14 @@ impl Store {
         part: Part,
         options: &WriteOptions,
     ) -> ApiResult<Written> {
+        if let crate::patch::Patch::Apply(applied) = patch {
+            return self.apply(namespace, name, applied, part, options).await;
+        }
+        if options.force {
+            return Err(ApiError::bad_request(
+                "force: Forbidden: may not be specified for non-apply patch",
+            ));
+        }
         for _ in 0..PATCH_RETRIES {
             let current = self.get(namespace, name).await?;
             let mut patched = patch.apply(&current)?;
@@ -751,6 +809,130 @@ impl Store {
             }
         }
         Err(ApiError::conflict(&self.meta, name))
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): merge `applied` as its field
+    /// manager's intent, creating the object when absent.
+    pub async fn apply(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        applied: &Value,
+        part: Part,
+        options: &WriteOptions,
+    ) -> ApiResult<Written> {
+        if options.field_manager.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(
+                "fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        let mut applied = applied.clone();
+        for key in ["apiVersion", "kind"] {
+            if applied.get(key).and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request(format!("{key} must be set in an apply patch")));
+            }
+        }
+        let warnings = self.admission.admit_body(&mut applied, namespace, options)?;
+        set_url_name(&mut applied, name)?;
+        metadata_mut(&mut applied).remove("managedFields");
+        if let Value::Object(map) = &mut applied {
+            match part {
+                Part::Main if self.meta.status => {
+                    map.remove("status");
+                }
+                Part::Main => {}
+                // Apply to /status: status only.
+                Part::Status => map.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")),
+            }
+        }
+        let writer = self.writer(options);
+        for _ in 0..PATCH_RETRIES {
+            let current = match self.get(namespace, name).await {
+                Ok(c) => Some(c),
+                Err(e) if e.code == 404 && part == Part::Main => None,
+                Err(e) => return Err(e),
+            };
+            let entries = current.as_ref().and_then(managed::decode).unwrap_or_default();
+            let before = entries.clone();
+            let upgrade = current
+                .as_ref()
+                .is_some_and(|c| self.upgrades_client_side_apply(c, &applied, &entries, &writer));
+            let (mut merged, entries) =
+                managed::apply(current.as_ref(), &applied, entries, &writer, options.force || upgrade)
+                    .map_err(|conflicts| self.apply_conflict(name, &conflicts))?;
+            let Some(current) = current else {
+                managed::set(&mut merged, &entries);
+                let mut written = self.create(namespace, merged, options).await?;
+                written.warnings.extend(warnings);
+                return Ok(written);
+            };
+            // Nothing changed, not even ownership: no write (and no new resourceVersion).
+            let same_fields = |a: &[managed::Entry], b: &[managed::Entry]| {
+                a.len() == b.len()
+                    && a.iter().zip(b).all(|(x, y)| {
+                        (&x.manager, &x.operation, &x.subresource, &x.fields)
+                            == (&y.manager, &y.operation, &y.subresource, &y.fields)
+                    })
+            };
+            let mut unmanaged = merged.clone();
+            metadata_mut(&mut unmanaged).remove("managedFields");
+            let mut live = current.clone();
+            metadata_mut(&mut live).remove("managedFields");
+            if unmanaged == live && same_fields(&before, &entries) {
+                return Ok(Written {
+                    object: current,
+                    created: false,
+                    warnings,
+                });
+            }
+            managed::set(&mut merged, &entries);
+            let precondition = meta_str(&applied, "resourceVersion").is_some();
+            match self.replace(namespace, name, &current, merged, part, options).await {
+                Err(e) if e.reason == "Conflict" && !precondition => continue,
+                Err(e) => return Err(e),
+                Ok(mut written) => {
+                    written.warnings.extend(warnings);
+                    return Ok(written);
+                }
+            }
+        }
+        Err(ApiError::conflict(&self.meta, name))
+    }
+
+    /// Whether an apply's conflicts all lie in the fields of the object's client-side
+    /// `last-applied-configuration`: then it takes them over (as kube-apiserver does, so that
+    /// `kubectl apply --server-side` upgrades objects `kubectl apply` made without conflicts).
+    fn upgrades_client_side_apply(
+        &self,
+        current: &Value,
+        applied: &Value,
+        entries: &[managed::Entry],
+        writer: &Writer<'_>,
+    ) -> bool {
+        let Some(last) = current
+            .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+            .and_then(Value::as_str)
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        else {
+            return false;
+        };
+        let last_applied = crate::fieldset::paths(&last, writer.schema);
+        match managed::apply(Some(current), applied, entries.to_vec(), writer, false) {
+            Err(conflicts) => conflicts.iter().all(|c| last_applied.contains(&c.path)),
+            Ok(_) => false,
+        }
+    }
+
+    /// The 409 of an apply whose fields other managers own.
+    fn apply_conflict(&self, name: &str, conflicts: &[managed::Conflict]) -> ApiError {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| json!({"reason": "FieldManagerConflict", "message": c.who(), "field": crate::fieldset::display(&c.path)}))
+            .collect();
+        ApiError {
+            details: Some(json!({"name": name, "group": self.meta.group, "kind": self.meta.plural, "causes": causes})),
+            ..ApiError::new(409, "Conflict", managed::conflicts_message(conflicts))
+        }
     }
 
     /// Delete an object: at once, or by marking it when finalizers remain.
@@ -1110,15 +1292,16 @@ impl Store {
                 ScaleChange::Replace(body) => body.clone(),
                 ScaleChange::Patch(patch) => patch.apply(&scale)?,
             };
-            let precondition = match meta_str(&desired, "resourceVersion") {
-                Some(rv) if !rv.is_empty() => {
-                    if Some(rv) != meta_str(&current, "resourceVersion") {
-                        return Err(ApiError::conflict(&self.meta, name));
-                    }
-                    true
-                }
-                _ => false,
+            // A PUT's resourceVersion is a precondition; a patch's only if the patch set one
+            // (the Scale it applies to carries the current one).
+            let given = meta_str(&desired, "resourceVersion").filter(|rv| !rv.is_empty());
+            let precondition = match &change {
+                ScaleChange::Replace(_) => given.is_some(),
+                ScaleChange::Patch(_) => given != meta_str(&scale, "resourceVersion"),
             };
+            if precondition && given != meta_str(&current, "resourceVersion") {
+                return Err(ApiError::conflict(&self.meta, name));
+            }
             let replicas = match desired.pointer("/spec/replicas") {
                 Some(Value::Number(n)) if n.as_i64().is_some_and(|r| (0..=i32::MAX as i64).contains(&r)) => n.clone(),
                 Some(other) => {

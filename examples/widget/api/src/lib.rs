@@ -82,8 +82,10 @@ pub struct WidgetStatus {
     /// When the status was last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<Time>,
-    /// Standard conditions (`kubectl wait --for=condition=Ready`).
+    /// Standard conditions (`kubectl wait --for=condition=Ready`), one per type: a list-map,
+    /// so server-side apply merges them by `type` and managers can own different conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -163,6 +163,10 @@ fn widget_schema_is_structural() {
     );
     assert_eq!(status["properties"]["phase"]["type"], "string");
     assert_eq!(status["properties"]["lastUpdated"]["format"], "date-time");
+    // List semantics declared with schemars' `extend` reach the schema (and server-side apply).
+    let conditions = &status["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
     assert_eq!(s["required"], json!(["spec"]));
     // The v2 form refers to definitions and has no nullable.
     let v2 = schema::to_v2(&s);

@@ -57,7 +57,8 @@ pub struct WidgetStatus {
     /// Replicas that are up.
     #[serde(rename = "availableReplicas", default, skip_serializing_if = "Option::is_none")]
     pub available_replicas: Option<i32>,
-    /// Standard conditions (`kubectl wait --for=condition=Ready`).
+    /// Standard conditions (`kubectl wait --for=condition=Ready`), one per type: a list-map,
+    /// so server-side apply merges them by `type` and managers can own different conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<WidgetStatusConditions>>,
     /// When the status was last written.

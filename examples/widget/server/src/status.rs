@@ -79,10 +79,13 @@ async fn reconcile(store: &Store, object: &Value) {
     let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
     let mut updated = object.clone();
     updated["status"] = status;
+    let options = WriteOptions {
+        field_manager: Some("widget-server".into()),
+        subresource: "status",
+        ..Default::default()
+    };
     // A conflict means a newer version exists; its own watch event brings it here again.
-    if let Err(e) = store
-        .update(namespace, name, updated, Part::Status, &WriteOptions::default())
-        .await
+    if let Err(e) = store.update(namespace, name, updated, Part::Status, &options).await
         && e.code != 409
         && e.code != 404
     {

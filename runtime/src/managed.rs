@@ -1,0 +1,458 @@
+//! `metadata.managedFields`: who owns which fields. Every write records what its manager
+//! changed (operation Update); server-side apply (operation Apply) merges a manager's applied
+//! configuration, refuses to take fields other managers own with different values (unless
+//! forced), and removes fields the manager stopped applying that nobody else owns.
+
+use serde_json::{Map, Value, json};
+
+use crate::fieldset::{self, Element, FieldSet, Path};
+
+/// `operation` of an apply entry.
+pub const APPLY: &str = "Apply";
+/// `operation` of any other write's entry.
+pub const UPDATE: &str = "Update";
+
+/// One `managedFields` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The field manager.
+    pub manager: String,
+    /// `Apply` or `Update`.
+    pub operation: String,
+    /// The API version the manager wrote with.
+    pub api_version: String,
+    /// When the entry last changed (RFC 3339, seconds).
+    pub time: String,
+    /// "", "status" or "scale".
+    pub subresource: String,
+    /// The fields it owns.
+    pub fields: FieldSet,
+}
+
+/// Who writes, and how.
+#[derive(Clone, Debug)]
+pub struct Writer<'a> {
+    /// The field manager.
+    pub manager: &'a str,
+    /// "", "status" or "scale".
+    pub subresource: &'a str,
+    /// `group/version`.
+    pub api_version: String,
+    /// The resource's structural schema.
+    pub schema: &'a Value,
+}
+
+impl Writer<'_> {
+    fn owns(&self, entry: &Entry, operation: &str) -> bool {
+        entry.manager == self.manager && entry.operation == operation && entry.subresource == self.subresource
+    }
+
+    fn entry(&self, operation: &str, fields: FieldSet) -> Entry {
+        Entry {
+            manager: self.manager.into(),
+            operation: operation.into(),
+            api_version: self.api_version.clone(),
+            time: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            subresource: self.subresource.into(),
+            fields,
+        }
+    }
+}
+
+/// The entries of `object`; `None` when absent or malformed.
+pub fn decode(object: &Value) -> Option<Vec<Entry>> {
+    let list = object.pointer("/metadata/managedFields")?.as_array()?;
+    list.iter()
+        .map(|e| {
+            let text = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);
+            if e.get("fieldsType").and_then(Value::as_str) != Some("FieldsV1") {
+                return None;
+            }
+            Some(Entry {
+                manager: text("manager")?,
+                operation: text("operation").filter(|o| o == APPLY || o == UPDATE)?,
+                api_version: text("apiVersion").unwrap_or_default(),
+                time: text("time").unwrap_or_default(),
+                subresource: text("subresource").unwrap_or_default(),
+                fields: fieldset::from_fields_v1(e.get("fieldsV1")?)?,
+            })
+        })
+        .collect()
+}
+
+/// Entries as `metadata.managedFields`.
+pub fn encode(entries: &[Entry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|e| {
+                let mut v = json!({
+                    "manager": e.manager, "operation": e.operation, "apiVersion": e.api_version,
+                    "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": fieldset::to_fields_v1(&e.fields),
+                });
+                if !e.subresource.is_empty() {
+                    v["subresource"] = json!(e.subresource);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// Fields nobody owns: type and server-set metadata, and the part a subresource does not write.
+fn owned_part(set: FieldSet, subresource: &str) -> FieldSet {
+    const SERVER: &[&str] = &[
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+        "generateName",
+    ];
+    set.into_iter()
+        .filter(|p| match p.as_slice() {
+            [Element::Field(f), ..] if f == "apiVersion" || f == "kind" => false,
+            [Element::Field(m), Element::Field(f), ..] if m == "metadata" => !SERVER.contains(&f.as_str()),
+            [Element::Field(s), ..] if s == "status" => subresource == "status",
+            _ => subresource != "status",
+        })
+        .collect()
+}
+
+/// Record a non-apply write of `new` (over `old`, absent for a create) by `writer`: it owns
+/// what it changed, and nobody owns what it removed.
+pub fn track_update(entries: Vec<Entry>, old: Option<&Value>, new: &Value, writer: &Writer<'_>) -> Vec<Entry> {
+    let empty = json!({});
+    let old = old.unwrap_or(&empty);
+    let changed = owned_part(fieldset::changed(old, new, writer.schema), writer.subresource);
+    let now = fieldset::paths(new, writer.schema);
+    let removed: FieldSet = fieldset::paths(old, writer.schema).difference(&now).cloned().collect();
+    if changed.is_empty() && removed.is_empty() {
+        return entries;
+    }
+    // The writer's entry keeps its place (a new one goes last), so order is stable.
+    let mut out = Vec::new();
+    let mut mine = None;
+    for mut e in entries {
+        e.fields.retain(|p| !removed.contains(p));
+        if writer.owns(&e, UPDATE) {
+            mine = Some(out.len());
+            e.fields.extend(changed.iter().cloned());
+            out.push(e);
+            continue;
+        }
+        e.fields.retain(|p| !changed.contains(p));
+        out.push(e);
+    }
+    match mine {
+        Some(i) => {
+            let fields = std::mem::take(&mut out[i].fields);
+            out[i] = writer.entry(UPDATE, fields);
+        }
+        None if !changed.is_empty() => out.push(writer.entry(UPDATE, changed)),
+        None => {}
+    }
+    out.retain(|e| !e.fields.is_empty());
+    out
+}
+
+/// A field another manager owns with a different value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The owner.
+    pub manager: String,
+    /// The API version it wrote with.
+    pub api_version: String,
+    /// The field.
+    pub path: Path,
+}
+
+impl Conflict {
+    /// `conflict with "manager" using v1`.
+    pub fn who(&self) -> String {
+        format!("conflict with \"{}\" using {}", self.manager, self.api_version)
+    }
+}
+
+/// The message of a failed apply, as kube-apiserver words it.
+pub fn conflicts_message(conflicts: &[Conflict]) -> String {
+    let mut by_owner: Vec<(String, Vec<String>)> = Vec::new();
+    for c in conflicts {
+        let path = fieldset::display(&c.path);
+        let who = c.who();
+        match by_owner.iter_mut().find(|(w, _)| *w == who) {
+            Some((_, paths)) => paths.push(path),
+            None => by_owner.push((who, vec![path])),
+        }
+    }
+    let parts: Vec<String> = by_owner
+        .into_iter()
+        .map(|(who, paths)| match paths.as_slice() {
+            [one] => format!("{who}: {one}"),
+            many => format!(
+                "{}s{}:\n{}",
+                &who[..8],
+                &who[8..],
+                many.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")
+            ),
+        })
+        .collect();
+    let n = conflicts.len();
+    format!(
+        "Apply failed with {n} conflict{}: {}",
+        if n == 1 { "" } else { "s" },
+        parts.join("\n")
+    )
+}
+
+/// Server-side apply of `applied` by `writer` over `live` (absent: a create): the merged
+/// object and its entries, or the conflicts (ignored, and taken over, when `force`).
+pub fn apply(
+    live: Option<&Value>,
+    applied: &Value,
+    entries: Vec<Entry>,
+    writer: &Writer<'_>,
+    force: bool,
+) -> Result<(Value, Vec<Entry>), Vec<Conflict>> {
+    let schema = writer.schema;
+    let applied_set = owned_part(fieldset::paths(applied, schema), writer.subresource);
+    let empty = json!({});
+    let live_value = live.unwrap_or(&empty);
+    let mut conflicts = Vec::new();
+    for e in entries.iter().filter(|e| !writer.owns(e, APPLY)) {
+        for path in applied_set.intersection(&e.fields) {
+            let ours = fieldset::value_at(applied, schema, path);
+            // Containers (maps, list items) conflict through their members only.
+            if ours.is_some_and(Value::is_object) {
+                continue;
+            }
+            if ours != fieldset::value_at(live_value, schema, path) {
+                conflicts.push(Conflict {
+                    manager: e.manager.clone(),
+                    api_version: e.api_version.clone(),
+                    path: path.clone(),
+                });
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflicts);
+    }
+    let mut previous = FieldSet::new();
+    let mut position = None;
+    let mut out = Vec::new();
+    for mut e in entries {
+        if writer.owns(&e, APPLY) {
+            previous = std::mem::take(&mut e.fields);
+            position = Some(out.len());
+            out.push(e);
+            continue;
+        }
+        // Forced: the applier takes the conflicting fields over.
+        e.fields
+            .retain(|p| !conflicts.iter().any(|c| c.path == *p && c.manager == e.manager));
+        out.push(e);
+    }
+    let mut merged = fieldset::merge(live, applied, schema);
+    let owned_by_others: FieldSet = out.iter().flat_map(|e| e.fields.iter().cloned()).collect();
+    let dropped: FieldSet = previous
+        .difference(&applied_set)
+        .filter(|p| !owned_by_others.contains(*p))
+        .cloned()
+        .collect();
+    fieldset::remove(&mut merged, schema, &dropped);
+    // The applier's entry keeps its place (a new one goes last), so order is stable.
+    let mine = writer.entry(APPLY, applied_set);
+    match position {
+        Some(i) => out[i] = mine,
+        None => out.push(mine),
+    }
+    out.retain(|e| !e.fields.is_empty());
+    Ok((merged, out))
+}
+
+/// Put `entries` into `object`'s metadata (removing the key when there are none).
+pub fn set(object: &mut Value, entries: &[Entry]) {
+    if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+        if entries.is_empty() {
+            meta.remove("managedFields");
+        } else {
+            meta.insert("managedFields".into(), encode(entries));
+        }
+    } else if let Value::Object(map) = object {
+        let mut meta = Map::new();
+        if !entries.is_empty() {
+            meta.insert("managedFields".into(), encode(entries));
+        }
+        map.insert("metadata".into(), Value::Object(meta));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resource whose spec has a list-map of ports, an atomic list and a scalar; and status.
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {
+            "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
+            "spec": {"type": "object", "properties": {
+                "replicas": {"type": "integer"},
+                "args": {"type": "array", "items": {"type": "string"}},
+                "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                    "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
+            }},
+            "status": {"type": "object", "properties": {"ready": {"type": "integer"}}},
+        }})
+    }
+
+    fn writer<'a>(manager: &'a str, subresource: &'a str, schema: &'a Value) -> Writer<'a> {
+        Writer {
+            manager,
+            subresource,
+            api_version: "g/v1".into(),
+            schema,
+        }
+    }
+
+    fn owner(entries: &[Entry], manager: &str) -> Vec<String> {
+        entries
+            .iter()
+            .filter(|e| e.manager == manager)
+            .flat_map(|e| e.fields.iter().map(|p| fieldset::display(p)))
+            .collect()
+    }
+
+    #[test]
+    fn two_managers_share_a_list_map() {
+        let s = schema();
+        let a = json!({"spec": {"ports": [{"name": "http", "port": 80}]}});
+        let (live, entries) = apply(None, &a, vec![], &writer("alice", "", &s), false).unwrap();
+        let b = json!({"spec": {"ports": [{"name": "metrics", "port": 9090}]}});
+        let (live, entries) = apply(Some(&live), &b, entries, &writer("bob", "", &s), false).unwrap();
+        assert_eq!(
+            live["spec"]["ports"],
+            json!([{"name": "http", "port": 80}, {"name": "metrics", "port": 9090}])
+        );
+        assert!(owner(&entries, "alice").contains(&r#".spec.ports[name="http"].port"#.to_string()));
+        assert!(owner(&entries, "bob").contains(&r#".spec.ports[name="metrics"].port"#.to_string()));
+        // Alice stops applying her port: it goes; Bob's stays.
+        let (live, entries) = apply(
+            Some(&live),
+            &json!({"spec": {"replicas": 1}}),
+            entries,
+            &writer("alice", "", &s),
+            false,
+        )
+        .unwrap();
+        assert_eq!(live["spec"]["ports"], json!([{"name": "metrics", "port": 9090}]));
+        assert_eq!(owner(&entries, "alice"), [".spec.replicas"]);
+    }
+
+    #[test]
+    fn a_conflict_and_its_forced_resolution() {
+        let s = schema();
+        let (live, entries) = apply(
+            None,
+            &json!({"spec": {"replicas": 1}}),
+            vec![],
+            &writer("alice", "", &s),
+            false,
+        )
+        .unwrap();
+        // The same value is shared ownership, not a conflict.
+        let (live, entries) = apply(
+            Some(&live),
+            &json!({"spec": {"replicas": 1}}),
+            entries,
+            &writer("bob", "", &s),
+            false,
+        )
+        .unwrap();
+        assert_eq!(owner(&entries, "alice"), owner(&entries, "bob"));
+        let conflicts = apply(
+            Some(&live),
+            &json!({"spec": {"replicas": 5}}),
+            entries.clone(),
+            &writer("carol", "", &s),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+        assert_eq!(
+            conflicts_message(&conflicts[..1]),
+            "Apply failed with 1 conflict: conflict with \"alice\" using g/v1: .spec.replicas"
+        );
+        let (live, entries) = apply(
+            Some(&live),
+            &json!({"spec": {"replicas": 5}}),
+            entries,
+            &writer("carol", "", &s),
+            true,
+        )
+        .unwrap();
+        assert_eq!(live["spec"]["replicas"], 5);
+        assert!(owner(&entries, "alice").is_empty() && owner(&entries, "bob").is_empty());
+        assert_eq!(owner(&entries, "carol"), [".spec.replicas"]);
+    }
+
+    #[test]
+    fn a_removed_field_stays_while_another_manager_owns_it() {
+        let s = schema();
+        let (live, entries) = apply(
+            None,
+            &json!({"spec": {"replicas": 1, "args": ["a"]}}),
+            vec![],
+            &writer("alice", "", &s),
+            false,
+        )
+        .unwrap();
+        let (live, entries) = apply(
+            Some(&live),
+            &json!({"spec": {"args": ["a"]}}),
+            entries,
+            &writer("bob", "", &s),
+            false,
+        )
+        .unwrap();
+        // Atomic list: Bob owns args as a whole, the same value as Alice's.
+        let (live, _) = apply(
+            Some(&live),
+            &json!({"spec": {"replicas": 1}}),
+            entries,
+            &writer("alice", "", &s),
+            false,
+        )
+        .unwrap();
+        assert_eq!(live["spec"], json!({"replicas": 1, "args": ["a"]}));
+    }
+
+    #[test]
+    fn updates_take_what_they_change_and_status_is_split() {
+        let s = schema();
+        let old = json!({"spec": {"replicas": 1}});
+        let (live, entries) = apply(None, &old, vec![], &writer("alice", "", &s), false).unwrap();
+        let new = json!({"spec": {"replicas": 3}, "status": {"ready": 2}});
+        let entries = track_update(entries, Some(&live), &new, &writer("kubectl-edit", "", &s));
+        assert!(owner(&entries, "alice").is_empty());
+        assert_eq!(
+            owner(&entries, "kubectl-edit"),
+            [".spec.replicas"],
+            "status is not the main resource's"
+        );
+        let entries = track_update(entries, Some(&live), &new, &writer("controller", "status", &s));
+        let status: Vec<_> = entries.iter().filter(|e| e.subresource == "status").collect();
+        assert_eq!(status.len(), 1);
+        assert_eq!(owner(&entries, "controller"), [".status.ready"]);
+        // Round trip through managedFields JSON.
+        let mut object = new.clone();
+        set(&mut object, &entries);
+        assert_eq!(decode(&object).unwrap(), entries);
+        assert_eq!(object["metadata"]["managedFields"][1]["subresource"], "status");
+    }
+}
