@@ -78,6 +78,8 @@ pub struct RequestHeader {
     pub allowed_names: Vec<String>,
     /// Headers carrying the user name; the first present wins.
     pub username_headers: Vec<String>,
+    /// Headers carrying the user's UID; the first present wins.
+    pub uid_headers: Vec<String>,
     /// Headers carrying groups (repeated).
     pub group_headers: Vec<String>,
     /// Prefixes of headers carrying extras.
@@ -89,6 +91,7 @@ impl Default for RequestHeader {
         RequestHeader {
             allowed_names: Vec::new(),
             username_headers: vec!["X-Remote-User".into()],
+            uid_headers: vec!["X-Remote-Uid".into()],
             group_headers: vec!["X-Remote-Group".into()],
             extra_prefixes: vec!["X-Remote-Extra-".into()],
         }
@@ -101,6 +104,7 @@ impl RequestHeader {
         let lower = header.to_ascii_lowercase();
         self.username_headers
             .iter()
+            .chain(&self.uid_headers)
             .chain(&self.group_headers)
             .any(|h| h.eq_ignore_ascii_case(&lower))
             || self
@@ -146,6 +150,9 @@ impl Trust {
             }
             if let Some(v) = list("requestheader-username-headers") {
                 r.username_headers = v;
+            }
+            if let Some(v) = list("requestheader-uid-headers") {
+                r.uid_headers = v;
             }
             if let Some(v) = list("requestheader-group-headers") {
                 r.group_headers = v;
@@ -425,6 +432,13 @@ fn proxied_user(config: &RequestHeader, headers: &HeaderMap) -> Option<UserInfo>
         .find_map(|h| values(h).into_iter().find(|v| !v.is_empty()))?;
     let groups = config.group_headers.iter().flat_map(|h| values(h)).collect();
     let mut user = UserInfo::authenticated(name, groups);
+    if let Some(uid) = config
+        .uid_headers
+        .iter()
+        .find_map(|h| values(h).into_iter().find(|v| !v.is_empty()))
+    {
+        user.uid = uid;
+    }
     for (header, value) in headers {
         let lower = header.as_str().to_ascii_lowercase();
         for prefix in &config.extra_prefixes {
@@ -562,8 +576,9 @@ mod tests {
         headers.append("X-Remote-Group", "devs".parse().unwrap());
         headers.append("X-Remote-Group", "ops".parse().unwrap());
         headers.insert("X-Remote-Extra-Scopes%2Fv1", "read".parse().unwrap());
+        headers.insert("X-Remote-Uid", "uid-1".parse().unwrap());
         let user = proxied_user(&RequestHeader::default(), &headers).unwrap();
-        assert_eq!(user.name, "alice");
+        assert_eq!((user.name.as_str(), user.uid.as_str()), ("alice", "uid-1"));
         assert_eq!(user.groups, ["devs", "ops", AUTHENTICATED]);
         assert_eq!(user.extra["scopes/v1"], ["read"]);
         assert!(proxied_user(&RequestHeader::default(), &HeaderMap::new()).is_none());

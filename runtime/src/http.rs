@@ -576,13 +576,15 @@ async fn handle(
     let ns = namespace.as_deref();
     let name = params.get("name").map(String::as_str).unwrap_or("");
     let is_list = matches!(target, Target::Collection | Target::AllNamespaces);
-    let verb = target.verb(method.as_str(), truthy(q, "watch"));
-    let served = match target {
-        Target::Status | Target::Scale => true,
-        _ => verb.is_some_and(|v| meta.serves(v)),
-    };
+    let info = parts
+        .extensions
+        .get::<crate::request_info::RequestInfo>()
+        .cloned()
+        .unwrap_or_else(|| crate::request_info::request_info(method.as_str(), parts.uri.path(), truthy(q, "watch")));
+    let verb = info.verb.as_str();
+    let served = matches!(target, Target::Status | Target::Scale) || meta.serves(verb);
     if !served {
-        return Err(ApiError::method_not_allowed(&meta, verb.unwrap_or(method.as_str())));
+        return Err(ApiError::method_not_allowed(&meta, verb));
     }
     let output = negotiate(headers, *method == Method::GET)?;
     let single = |value: Value| -> ApiResult<Reply> {
@@ -712,7 +714,7 @@ async fn handle(
                 output,
             ))
         }
-        (_, method) => Err(ApiError::method_not_allowed(&meta, verb.unwrap_or(method))),
+        _ => Err(ApiError::method_not_allowed(&meta, verb)),
     }
 }
 

@@ -114,24 +114,6 @@ pub enum Target {
     Scale,
 }
 
-impl Target {
-    /// The Kubernetes verb of an HTTP method on this target (`None` for methods it never serves).
-    pub fn verb(self, method: &str, watch: bool) -> Option<&'static str> {
-        let collection = matches!(self, Target::Collection | Target::AllNamespaces);
-        Some(match method {
-            "GET" if collection && watch => "watch",
-            "GET" if collection => "list",
-            "GET" => "get",
-            "POST" if self == Target::Collection => "create",
-            "DELETE" if self == Target::Collection => "deletecollection",
-            "DELETE" if self == Target::Object => "delete",
-            "PUT" if !collection => "update",
-            "PATCH" if !collection => "patch",
-            _ => return None,
-        })
-    }
-}
-
 impl ResourceMeta {
     /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {

@@ -109,6 +109,9 @@ pub struct ServerOptions {
     /// Headers naming the user in proxied requests.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
     pub requestheader_username_headers: Vec<String>,
+    /// Headers naming the user's UID in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Uid")]
+    pub requestheader_uid_headers: Vec<String>,
     /// Headers naming the groups in proxied requests.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
     pub requestheader_group_headers: Vec<String>,
@@ -411,6 +414,7 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
         requestheader: RequestHeader {
             allowed_names: options.requestheader_allowed_names.clone(),
             username_headers: options.requestheader_username_headers.clone(),
+            uid_headers: options.requestheader_uid_headers.clone(),
             group_headers: options.requestheader_group_headers.clone(),
             extra_prefixes: options.requestheader_extra_headers_prefix.clone(),
         },
