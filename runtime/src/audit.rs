@@ -277,6 +277,18 @@ impl AuditLog {
     }
 }
 
+/// `authentication.k8s.io/v1 UserInfo` JSON.
+fn user_json(user: &UserInfo) -> Value {
+    let mut u = json!({"username": user.name, "groups": user.groups});
+    if !user.uid.is_empty() {
+        u["uid"] = json!(user.uid);
+    }
+    if !user.extra.is_empty() {
+        u["extra"] = json!(user.extra);
+    }
+    u
+}
+
 /// Where a request came from, for its audit events.
 pub struct Origin<'a> {
     /// The request's audit ID.
@@ -307,13 +319,6 @@ impl Record {
             source_ips,
             user_agent,
         } = origin;
-        let mut u = json!({"username": user.name, "groups": user.groups});
-        if !user.uid.is_empty() {
-            u["uid"] = json!(user.uid);
-        }
-        if !user.extra.is_empty() {
-            u["extra"] = json!(user.extra);
-        }
         let mut event = json!({
             "kind": "Event",
             "apiVersion": "audit.k8s.io/v1",
@@ -321,7 +326,7 @@ impl Record {
             "auditID": audit_id,
             "requestURI": uri,
             "verb": info.verb,
-            "user": u,
+            "user": user_json(user),
             "sourceIPs": source_ips,
             "requestReceivedTimestamp": timestamp(SystemTime::now()),
         });
@@ -342,6 +347,11 @@ impl Record {
             event["objectRef"] = object;
         }
         Record { event, level, omit }
+    }
+
+    /// Record the user the request acted as (`impersonatedUser`).
+    pub fn impersonated(&mut self, user: &UserInfo) {
+        self.event["impersonatedUser"] = user_json(user);
     }
 
     /// The event at `stage`, unless the policy omits that stage.

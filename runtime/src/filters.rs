@@ -97,6 +97,114 @@ pub async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: 
     }
 }
 
+/// The authenticated user who is impersonating the request's user.
+#[derive(Clone, Debug)]
+pub struct Impersonator(pub UserInfo);
+
+/// `Impersonate-User`/`-Group`/`-Uid`/`-Extra-*`: act as another user when allowed to
+/// `impersonate` each part (users, groups, uids, userextras), as kube-apiserver does.
+pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let name = values("Impersonate-User").into_iter().next();
+    let groups = values("Impersonate-Group");
+    let uid = values("Impersonate-Uid").into_iter().next();
+    let mut extra = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (header, value) in headers {
+        if let (Some(key), Ok(v)) = (header.as_str().strip_prefix("impersonate-extra-"), value.to_str()) {
+            extra.entry(key.to_string()).or_default().push(v.to_string());
+        }
+    }
+    if name.is_none() && groups.is_empty() && uid.is_none() && extra.is_empty() {
+        return next.run(request).await;
+    }
+    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+        return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+    };
+    let Some(name) = name else {
+        return error_response(&ApiError::bad_request(
+            "requested impersonation of groups, uid or extras without impersonating a user",
+        ));
+    };
+    // Each part is authorized as `impersonate` on its own resource.
+    let mut checks = vec![RequestInfo {
+        is_resource: true,
+        verb: "impersonate".into(),
+        resource: "users".into(),
+        name: name.clone(),
+        ..Default::default()
+    }];
+    checks.extend(groups.iter().map(|g| RequestInfo {
+        is_resource: true,
+        verb: "impersonate".into(),
+        resource: "groups".into(),
+        name: g.clone(),
+        ..Default::default()
+    }));
+    checks.extend(uid.iter().map(|u| RequestInfo {
+        is_resource: true,
+        verb: "impersonate".into(),
+        group: "authentication.k8s.io".into(),
+        resource: "uids".into(),
+        name: u.clone(),
+        ..Default::default()
+    }));
+    for (key, values) in &extra {
+        checks.extend(values.iter().map(|v| RequestInfo {
+            is_resource: true,
+            verb: "impersonate".into(),
+            group: "authentication.k8s.io".into(),
+            resource: "userextras".into(),
+            subresource: key.clone(),
+            name: v.clone(),
+            ..Default::default()
+        }));
+    }
+    for check in &checks {
+        match guard.authorizer.authorize(&user, check).await {
+            Decision::Allow => {}
+            Decision::Deny(reason) => {
+                return error_response(&ApiError::new(
+                    403,
+                    "Forbidden",
+                    check.forbidden_message(&user.name, &reason),
+                ));
+            }
+            Decision::Error(e) => return error_response(&ApiError::internal(e)),
+        }
+    }
+    let mut impersonated = if name == "system:anonymous" {
+        UserInfo {
+            name,
+            groups,
+            ..Default::default()
+        }
+    } else {
+        UserInfo::authenticated(name, groups)
+    };
+    impersonated.uid = uid.unwrap_or_default();
+    impersonated.extra = extra;
+    let names: Vec<_> = request
+        .headers()
+        .keys()
+        .filter(|k| k.as_str().starts_with("impersonate-"))
+        .cloned()
+        .collect();
+    for header in names {
+        request.headers_mut().remove(header);
+    }
+    request.extensions_mut().insert(impersonated);
+    request.extensions_mut().insert(Impersonator(user));
+    next.run(request).await
+}
+
 /// The request's audit ID: the client's `Audit-ID` header, or a new UUID.
 #[derive(Clone, Debug)]
 pub struct AuditId(pub String);
@@ -214,7 +322,11 @@ pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Nex
         source_ips,
         user_agent: agent.as_deref(),
     };
-    let mut record = Record::new(level, omit, origin, &user, &info);
+    let impersonator = request.extensions().get::<Impersonator>().map(|i| i.0.clone());
+    let mut record = Record::new(level, omit, origin, impersonator.as_ref().unwrap_or(&user), &info);
+    if impersonator.is_some() {
+        record.impersonated(&user);
+    }
     let request = if level >= Level::Request && matches!(info.verb.as_str(), "create" | "update" | "patch") {
         let (parts, body) = request.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, crate::http::MAX_BODY).await else {

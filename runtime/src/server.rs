@@ -319,6 +319,7 @@ impl Server {
             None => router,
         };
         let router = router
+            .layer(middleware::from_fn_with_state(guard.clone(), filters::impersonate))
             .layer(middleware::from_fn_with_state(guard, filters::authenticate))
             .layer(middleware::from_fn_with_state(metrics, filters::instrument));
         match serving.kubeconfig {

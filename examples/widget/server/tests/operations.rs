@@ -224,6 +224,16 @@ async fn the_audit_log_follows_the_policy() {
         r#"{"status":{"availableReplicas":2}}"#,
     ]);
 
+    // Impersonation (the admin may): bob is denied, and the event names both users.
+    let denied = k.run(&["--as=bob", "--as-group=devs", "delete", "widget", "a1"]);
+    assert!(
+        denied
+            .stderr
+            .contains("User \"bob\" cannot delete resource \"widgets\""),
+        "{}",
+        denied.stderr
+    );
+
     // Audit-ID is honoured and returned.
     let client = server.client().await;
     let request = http::Request::builder()
@@ -237,8 +247,18 @@ async fn the_audit_log_follows_the_policy() {
 
     let all = eventually("the delete's events", || {
         let all = events(&log);
-        (all.len() >= 6).then_some(all)
+        (all.len() >= 8).then_some(all)
     });
+    let as_bob = all
+        .iter()
+        .find(|e| e.get("impersonatedUser").is_some() && e["stage"] == "ResponseComplete")
+        .expect("the impersonated delete is audited");
+    assert_eq!(as_bob["user"]["username"], "apiary-admin");
+    assert_eq!(
+        as_bob["impersonatedUser"],
+        serde_json::json!({"username": "bob", "groups": ["devs", "system:authenticated"]})
+    );
+    assert_eq!(as_bob["responseStatus"]["code"], 403);
     // No reads at all.
     assert!(
         all.iter()
@@ -288,7 +308,7 @@ async fn the_audit_log_follows_the_policy() {
     // The delete, under the test's audit ID.
     let delete = all
         .iter()
-        .find(|e| e["verb"] == "delete" && e["stage"] == "ResponseComplete")
+        .find(|e| e["verb"] == "delete" && e["stage"] == "ResponseComplete" && e["responseStatus"]["code"] == 200)
         .unwrap();
     assert_eq!(delete["auditID"], "audit-id-from-the-test");
     assert_eq!(delete["objectRef"]["name"], "a1");

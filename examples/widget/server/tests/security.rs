@@ -245,6 +245,21 @@ async fn the_aggregator_and_its_users_get_in_and_nobody_else_does() {
     assert_eq!(code, 200, "{list}");
     let (code, _) = send(&client(url, None, Some("forged")), "GET", WIDGETS, &[], Value::Null).await;
     assert_eq!(code, 401);
+    // Impersonating someone needs the right to: alice has none.
+    let impersonating = [("Impersonate-User", "admin"), ("Impersonate-Group", "system:masters")];
+    let (code, status) = send(
+        &client(url, None, Some("alice-token")),
+        "POST",
+        WIDGETS,
+        &impersonating,
+        widget("impersonated"),
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        status["message"],
+        "users \"admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope: no rule of the stand-in allows it"
+    );
 
     // Outages fail closed: an unreviewable token is 401, an unreviewable request 500.
     core.set_down(true);
