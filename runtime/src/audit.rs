@@ -417,6 +417,33 @@ mod tests {
     }
 
     #[test]
+    fn rotation_drops_backups_older_than_max_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let stale = dir.path().join("audit-2020-01-01T00-00-00.000.log");
+        std::fs::write(&stale, "old\n").unwrap();
+        let week_ago = SystemTime::now() - Duration::from_secs(7 * 24 * 3600);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(week_ago)
+            .unwrap();
+        let rotation = Rotation {
+            max_bytes: 100,
+            max_backups: 0,
+            max_age: Duration::from_secs(24 * 3600),
+        };
+        let log = AuditLog::open(&path, Policy::default(), rotation).unwrap();
+        for i in 0..5 {
+            log.write(&json!({"n": i, "pad": "x".repeat(40)}));
+        }
+        assert!(!stale.exists(), "a backup older than --audit-log-maxage is deleted");
+        let backups = std::fs::read_dir(dir.path()).unwrap().count() - 1;
+        assert!(backups >= 1, "fresh backups stay");
+    }
+
+    #[test]
     fn rotation_keeps_max_backups() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
