@@ -383,6 +383,15 @@ pub(crate) fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// A write's result for [`Store::retrying`]: a conflict is retried unless the client's
+/// resourceVersion precondition caused it.
+fn settle(written: ApiResult<Written>, precondition: bool) -> ApiResult<Option<Written>> {
+    match written {
+        Err(e) if e.reason == "Conflict" && !precondition => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 /// Set `apiVersion` and `kind` on an encoded object.
 pub fn set_type_meta(value: &mut Value, meta: &ResourceMeta) {
     if let Value::Object(map) = value {
@@ -787,7 +796,7 @@ impl Store {
                 "force: Forbidden: may not be specified for non-apply patch",
             ));
         }
-        for _ in 0..PATCH_RETRIES {
+        self.retrying(name, || async move {
             let current = self.get(namespace, name).await?;
             let mut patched = patch.apply(&current)?;
             // A patch that sets resourceVersion makes it a precondition; otherwise the
@@ -799,16 +808,13 @@ impl Store {
                     "the name of an object cannot be changed by a patch",
                 ));
             }
-            match self.replace(namespace, name, &current, patched, part, options).await {
-                Err(e) if e.reason == "Conflict" && !precondition => continue,
-                Err(e) => return Err(e),
-                Ok(mut written) => {
-                    written.warnings.extend(warnings);
-                    return Ok(written);
-                }
-            }
-        }
-        Err(ApiError::conflict(&self.meta, name))
+            let written = self.replace(namespace, name, &current, patched, part, options).await;
+            Ok(settle(written, precondition)?.map(|mut w| {
+                w.warnings.extend(warnings);
+                w
+            }))
+        })
+        .await
     }
 
     /// Server-side apply (`application/apply-patch+yaml`): merge `applied` as its field
@@ -846,7 +852,8 @@ impl Store {
             }
         }
         let writer = self.writer(options);
-        for _ in 0..PATCH_RETRIES {
+        let (applied, warnings, writer) = (&applied, &warnings, &writer);
+        self.retrying(name, || async move {
             let current = match self.get(namespace, name).await {
                 Ok(c) => Some(c),
                 Err(e) if e.code == 404 && part == Part::Main => None,
@@ -856,15 +863,15 @@ impl Store {
             let before = entries.clone();
             let upgrade = current
                 .as_ref()
-                .is_some_and(|c| self.upgrades_client_side_apply(c, &applied, &entries, &writer));
+                .is_some_and(|c| self.upgrades_client_side_apply(c, applied, &entries, writer));
             let (mut merged, entries) =
-                managed::apply(current.as_ref(), &applied, entries, &writer, options.force || upgrade)
+                managed::apply(current.as_ref(), applied, entries, writer, options.force || upgrade)
                     .map_err(|conflicts| self.apply_conflict(name, &conflicts))?;
             let Some(current) = current else {
                 managed::set(&mut merged, &entries);
                 let mut written = self.create(namespace, merged, options).await?;
-                written.warnings.extend(warnings);
-                return Ok(written);
+                written.warnings.extend(warnings.iter().cloned());
+                return Ok(Some(written));
             };
             // Nothing changed, not even ownership: no write (and no new resourceVersion).
             let same_fields = |a: &[managed::Entry], b: &[managed::Entry]| {
@@ -879,24 +886,21 @@ impl Store {
             let mut live = current.clone();
             metadata_mut(&mut live).remove("managedFields");
             if unmanaged == live && same_fields(&before, &entries) {
-                return Ok(Written {
+                return Ok(Some(Written {
                     object: current,
                     created: false,
-                    warnings,
-                });
+                    warnings: warnings.clone(),
+                }));
             }
             managed::set(&mut merged, &entries);
-            let precondition = meta_str(&applied, "resourceVersion").is_some();
-            match self.replace(namespace, name, &current, merged, part, options).await {
-                Err(e) if e.reason == "Conflict" && !precondition => continue,
-                Err(e) => return Err(e),
-                Ok(mut written) => {
-                    written.warnings.extend(warnings);
-                    return Ok(written);
-                }
-            }
-        }
-        Err(ApiError::conflict(&self.meta, name))
+            let precondition = meta_str(applied, "resourceVersion").is_some();
+            let written = self.replace(namespace, name, &current, merged, part, options).await;
+            Ok(settle(written, precondition)?.map(|mut w| {
+                w.warnings.extend(warnings.iter().cloned());
+                w
+            }))
+        })
+        .await
     }
 
     /// Whether an apply's conflicts all lie in the fields of the object's client-side
@@ -921,6 +925,20 @@ impl Store {
             Err(conflicts) => conflicts.iter().all(|c| last_applied.contains(&c.path)),
             Ok(_) => false,
         }
+    }
+
+    /// Run `attempt` until it is done: `None` is a write that lost a race with a concurrent
+    /// one (its client gave no precondition), and it reads again, up to a bound.
+    async fn retrying<Fut>(&self, name: &str, mut attempt: impl FnMut() -> Fut) -> ApiResult<Written>
+    where
+        Fut: std::future::Future<Output = ApiResult<Option<Written>>>,
+    {
+        for _ in 0..PATCH_RETRIES {
+            if let Some(written) = attempt().await? {
+                return Ok(written);
+            }
+        }
+        Err(ApiError::conflict(&self.meta, name))
     }
 
     /// The 409 of an apply whose fields other managers own.
@@ -1285,17 +1303,18 @@ impl Store {
         options: &WriteOptions,
     ) -> ApiResult<Written> {
         let paths = self.meta.scale.ok_or_else(ApiError::path_not_found)?;
-        for _ in 0..PATCH_RETRIES {
+        let change = &change;
+        self.retrying(name, || async move {
             let current = self.get(namespace, name).await?;
             let scale = self.to_scale(&current)?;
-            let desired = match &change {
+            let desired = match change {
                 ScaleChange::Replace(body) => body.clone(),
                 ScaleChange::Patch(patch) => patch.apply(&scale)?,
             };
             // A PUT's resourceVersion is a precondition; a patch's only if the patch set one
             // (the Scale it applies to carries the current one).
             let given = meta_str(&desired, "resourceVersion").filter(|rv| !rv.is_empty());
-            let precondition = match &change {
+            let precondition = match change {
                 ScaleChange::Replace(_) => given.is_some(),
                 ScaleChange::Patch(_) => given != meta_str(&scale, "resourceVersion"),
             };
@@ -1318,18 +1337,15 @@ impl Store {
             let mut object = current.clone();
             crate::jsonpath::set(&mut object, paths.spec_replicas, Value::Number(replicas))
                 .map_err(ApiError::internal)?;
-            match self
-                .replace(namespace, name, &current, object, Part::Main, options)
-                .await
-            {
-                Err(e) if e.reason == "Conflict" && !precondition => continue,
-                Err(e) => return Err(e),
-                Ok(written) => {
-                    let object = self.to_scale(&written.object)?;
-                    return Ok(Written { object, ..written });
-                }
+            let written = self.replace(namespace, name, &current, object, Part::Main, options).await;
+            match settle(written, precondition)? {
+                Some(written) => Ok(Some(Written {
+                    object: self.to_scale(&written.object)?,
+                    ..written
+                })),
+                None => Ok(None),
             }
-        }
-        Err(ApiError::conflict(&self.meta, name))
+        })
+        .await
     }
 }
