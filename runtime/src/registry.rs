@@ -903,9 +903,10 @@ impl Store {
         .await
     }
 
-    /// Whether an apply's conflicts all lie in the fields of the object's client-side
-    /// `last-applied-configuration`: then it takes them over (as kube-apiserver does, so that
-    /// `kubectl apply --server-side` upgrades objects `kubectl apply` made without conflicts).
+    /// Whether an apply by kubectl's own manager ("kubectl") conflicts only on fields of the
+    /// object's client-side `last-applied-configuration`: then it takes them over (as
+    /// kube-apiserver does, so `kubectl apply --server-side` upgrades objects `kubectl apply`
+    /// made). Any other manager gets its conflicts.
     fn upgrades_client_side_apply(
         &self,
         current: &Value,
@@ -913,6 +914,9 @@ impl Store {
         entries: &[managed::Entry],
         writer: &Writer<'_>,
     ) -> bool {
+        if writer.manager != "kubectl" {
+            return false;
+        }
         let Some(last) = current
             .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
             .and_then(Value::as_str)

@@ -149,6 +149,16 @@ fn client_side_apply_after_server_side_apply_and_back() {
         entry(&w, "kubectl", "Apply").unwrap()["fieldsV1"]["f:spec"]["f:replicas"],
         json!({})
     );
+    // The upgrade is kubectl's alone: another manager still conflicts on those fields.
+    let other = k.run_with_stdin(
+        &["apply", "--server-side", "--field-manager=ops", "-f", "-"],
+        &manifest(9, ""),
+    );
+    assert!(
+        other.stderr.contains("Apply failed with 1 conflict"),
+        "{}",
+        other.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
