@@ -1187,9 +1187,9 @@ impl Store {
             Err(e) => return Err(ApiError::from_storage(&self.meta, "", e)),
         };
         let store = self.clone();
-        let changes = changes.map(move |event| {
-            let event = match event {
-                Ok(e) => e,
+        let changes = changes.map(move |change| {
+            let change = match change {
+                Ok(c) => c,
                 Err(StorageError::Expired { requested, compacted }) => {
                     return WatchEvent::Error(ApiError::expired(format!(
                         "too old resource version: {requested} ({compacted})"
@@ -1197,22 +1197,25 @@ impl Store {
                 }
                 Err(e) => return WatchEvent::Error(ApiError::from_storage(&store.meta, "", e)),
             };
+            let event = &change.event;
             let revision = event.kv.mod_revision;
             if !event.kv.key.starts_with(&prefix) {
                 return WatchEvent::Progress(revision);
             }
-            let new = match store.decode(&event.kv) {
-                Ok(o) => o,
-                Err(e) => return WatchEvent::Error(e),
+            // Decoded once for all watchers of the resource.
+            let decoded = change.decoded(|e| {
+                let new = store.decode(&e.kv).ok()?;
+                Some((new, e.prev.as_ref().and_then(|p| store.decode(p).ok())))
+            });
+            let Some((new, old)) = decoded else {
+                return WatchEvent::Error(ApiError::internal(format!(
+                    "stored object {} does not decode",
+                    event.kv.key
+                )));
             };
-            let old_matches = event
-                .prev
-                .as_ref()
-                .and_then(|p| store.decode(p).ok())
-                .is_some_and(|old| options.selects(&old));
-            let new_matches = options.selects(&new);
-            match watch_type(event.kind == EventKind::Delete, old_matches, new_matches) {
-                Some(kind) => WatchEvent::Object(kind, new),
+            let old_matches = old.as_ref().is_some_and(|old| options.selects(old));
+            match watch_type(event.kind == EventKind::Delete, old_matches, options.selects(new)) {
+                Some(kind) => WatchEvent::Object(kind, new.clone()),
                 None => WatchEvent::Progress(revision),
             }
         });

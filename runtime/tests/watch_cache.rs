@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use apiary_runtime::storage::cache::Change;
 use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
 use apiary_runtime::storage::{
     Engine, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError, WatchCache,
@@ -48,9 +49,9 @@ impl Storage for Counting {
     }
 }
 
-async fn next<S: Stream<Item = Result<Arc<apiary_runtime::storage::Event>, StorageError>> + Unpin>(
+async fn next<S: Stream<Item = Result<Arc<Change>, StorageError>> + Unpin>(
     s: &mut S,
-) -> Result<Arc<apiary_runtime::storage::Event>, StorageError> {
+) -> Result<Arc<Change>, StorageError> {
     tokio::time::timeout(Duration::from_secs(10), s.next())
         .await
         .expect("an event in time")
@@ -76,11 +77,28 @@ async fn many_watchers_share_one_backend_watch() {
         keys.push(key);
     }
     cache.create("/r/other/x", vec![]).await.unwrap();
+    // Every watcher gets the same shared change, decoded once for all of them.
+    let decodes = AtomicUsize::new(0);
+    let mut firsts = Vec::new();
     for w in &mut watchers {
-        for key in &keys {
-            assert_eq!(&next(w).await.unwrap().kv.key, key);
+        for (i, key) in keys.iter().enumerate() {
+            let change = next(w).await.unwrap();
+            assert_eq!(&change.event.kv.key, key);
+            change.decoded(|e| {
+                decodes.fetch_add(1, Ordering::SeqCst);
+                Some((serde_json::json!(e.kv.value), None))
+            });
+            if i == 0 {
+                firsts.push(change);
+            }
         }
     }
+    assert!(firsts.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+    assert_eq!(
+        decodes.load(Ordering::SeqCst),
+        keys.len(),
+        "one decode per change, not per watcher"
+    );
     assert_eq!(
         backend.watches.load(Ordering::SeqCst),
         1,
@@ -91,7 +109,7 @@ async fn many_watchers_share_one_backend_watch() {
     let third = cache.get(&keys[2]).await.unwrap().unwrap().mod_revision;
     let mut late = cache.changes("/r/widgets/", third).await.unwrap();
     for key in &keys[3..] {
-        assert_eq!(&next(&mut late).await.unwrap().kv.key, key);
+        assert_eq!(&next(&mut late).await.unwrap().event.kv.key, key);
     }
     assert_eq!(backend.watches.load(Ordering::SeqCst), 1);
 }
@@ -113,7 +131,7 @@ async fn window_outlives_the_backends_history() {
     let mut resumed = cache.changes("/r/", revisions[4]).await.unwrap();
     for rev in &revisions[5..] {
         let event = next(&mut resumed).await.unwrap();
-        assert_eq!(event.kv.mod_revision, *rev);
+        assert_eq!(event.event.kv.mod_revision, *rev);
     }
 }
 
@@ -127,7 +145,7 @@ async fn a_watcher_left_behind_by_the_window_gets_expired() {
     }
     // Let the feed take all ten in, evicting the first five.
     let mut fast = cache.changes("/r/", start + 9).await.unwrap();
-    assert_eq!(next(&mut fast).await.unwrap().kv.key, "/r/k9");
+    assert_eq!(next(&mut fast).await.unwrap().event.kv.key, "/r/k9");
     match next(&mut slow).await {
         Err(StorageError::Expired { requested, .. }) => assert_eq!(requested, start),
         other => panic!("expected Expired, got {other:?}"),
@@ -150,7 +168,7 @@ async fn the_feed_survives_an_etcd_outage_without_loss_or_duplicates() {
     let start = cache.current_revision().await.unwrap();
     let mut watcher = cache.changes("/r/", start).await.unwrap();
     cache.create("/r/before", vec![]).await.unwrap();
-    assert_eq!(next(&mut watcher).await.unwrap().kv.key, "/r/before");
+    assert_eq!(next(&mut watcher).await.unwrap().event.kv.key, "/r/before");
     etcd.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     etcd.restart();
@@ -165,7 +183,7 @@ async fn the_feed_survives_an_etcd_outage_without_loss_or_duplicates() {
     let after = after.expect("etcd is back");
     let event = next(&mut watcher).await.unwrap();
     assert_eq!(
-        (event.kv.key.as_str(), event.kv.mod_revision),
+        (event.event.kv.key.as_str(), event.event.kv.mod_revision),
         ("/r/after", after.mod_revision)
     );
     // Nothing else (no replay of "/r/before").

@@ -8,11 +8,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{Event, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
@@ -22,8 +23,35 @@ pub const WINDOW: usize = 10_000;
 /// Longest wait between attempts to re-establish a failed backend watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A stream of shared watch events; an `Err` ends it.
-pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<Arc<Event>, StorageError>> + Send>>;
+/// A change shared by every watcher of its prefix, with a slot for its decoded objects so
+/// the fan-out decodes each change once, not once per watcher.
+#[derive(Debug)]
+pub struct Change {
+    /// The storage event.
+    pub event: Event,
+    decoded: OnceLock<Option<Decoded>>,
+}
+
+/// A change's objects as the registry reads them: the new one and, if any, the previous one.
+pub type Decoded = (Value, Option<Value>);
+
+impl Change {
+    fn new(event: Event) -> Arc<Change> {
+        Arc::new(Change {
+            event,
+            decoded: OnceLock::new(),
+        })
+    }
+
+    /// The decoded objects, computed by `decode` for the first caller only (`None` when
+    /// decoding failed).
+    pub fn decoded(&self, decode: impl FnOnce(&Event) -> Option<Decoded>) -> Option<&Decoded> {
+        self.decoded.get_or_init(|| decode(&self.event)).as_ref()
+    }
+}
+
+/// A stream of shared changes; an `Err` ends it.
+pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<Arc<Change>, StorageError>> + Send>>;
 
 /// A backend with a shared watch cache in front of it.
 pub struct WatchCache {
@@ -44,7 +72,7 @@ struct Window {
     from: Revision,
     /// Every event up to this revision has been received (the backend watch resumes here).
     progress: Revision,
-    events: VecDeque<Arc<Event>>,
+    events: VecDeque<Arc<Change>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,7 +108,7 @@ impl WatchCache {
         if after < from {
             // Older than the window: the backend's own history decides (it may say Expired).
             let stream = self.inner.watch(prefix, after).await?;
-            return Ok(Box::pin(stream.map(|e| e.map(Arc::new))));
+            return Ok(Box::pin(stream.map(|e| e.map(Change::new))));
         }
         Ok(Box::pin(watcher(feed, after)))
     }
@@ -162,10 +190,10 @@ impl Feed {
             return; // a replay of what we hold, after a re-established watch
         }
         window.progress = revision;
-        window.events.push_back(Arc::new(event));
+        window.events.push_back(Change::new(event));
         while window.events.len() > capacity {
             if let Some(evicted) = window.events.pop_front() {
-                window.from = evicted.kv.mod_revision;
+                window.from = evicted.event.kv.mod_revision;
             }
         }
         drop(window);
@@ -183,9 +211,9 @@ impl Feed {
 }
 
 /// One watcher's view of a feed: everything after `position`, in order.
-fn watcher(feed: Arc<Feed>, position: Revision) -> impl Stream<Item = Result<Arc<Event>, StorageError>> + Send {
+fn watcher(feed: Arc<Feed>, position: Revision) -> impl Stream<Item = Result<Arc<Change>, StorageError>> + Send {
     let changed = feed.changed.subscribe();
-    let state = (feed, changed, position, VecDeque::<Arc<Event>>::new(), false);
+    let state = (feed, changed, position, VecDeque::<Arc<Change>>::new(), false);
     futures::stream::unfold(
         state,
         |(feed, mut changed, mut position, mut pending, done)| async move {
@@ -208,10 +236,10 @@ fn watcher(feed: Arc<Feed>, position: Revision) -> impl Stream<Item = Result<Arc
                         drop(window);
                         return Some((Err(error), (feed, changed, position, pending, true)));
                     }
-                    let start = window.events.partition_point(|e| e.kv.mod_revision <= position);
+                    let start = window.events.partition_point(|e| e.event.kv.mod_revision <= position);
                     pending.extend(window.events.range(start..).cloned());
                     if let Some(last) = pending.back() {
-                        position = last.kv.mod_revision;
+                        position = last.event.kv.mod_revision;
                     }
                 }
                 if pending.is_empty() && changed.changed().await.is_err() {
@@ -247,7 +275,7 @@ impl Storage for WatchCache {
     /// Watches through the cache; the stream ends after its first error, like every backend's.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
         let changes = self.changes(prefix, after).await?;
-        Ok(super::end_after_error(changes.map(|e| e.map(Arc::unwrap_or_clone))))
+        Ok(super::end_after_error(changes.map(|c| c.map(|c| c.event.clone()))))
     }
 
     async fn current_revision(&self) -> Result<Revision, StorageError> {
