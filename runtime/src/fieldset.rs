@@ -4,6 +4,7 @@
 //! the merge and removal that server-side apply is built on.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 
@@ -35,7 +36,7 @@ enum Shape {
 }
 
 /// The schema of `metadata` as far as ownership goes (ObjectMeta is referenced, not inlined).
-fn metadata_schema() -> Value {
+static METADATA: LazyLock<Value> = LazyLock::new(|| {
     json!({"type": "object", "properties": {
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -43,6 +44,19 @@ fn metadata_schema() -> Value {
         "ownerReferences": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["uid"],
             "items": {"type": "object", "properties": {}}},
     }})
+});
+/// The schema of a field the schema does not describe: atomic.
+static UNKNOWN: LazyLock<Value> = LazyLock::new(|| json!({}));
+/// The schema of anything inside a schemaless (preserve-unknown-fields) object.
+static SCHEMALESS: LazyLock<Value> = LazyLock::new(|| json!({"x-kubernetes-preserve-unknown-fields": true}));
+
+/// `schema`, or the metadata schema it refers to.
+fn resolve(schema: &Value) -> &Value {
+    if schema.get("$ref").is_some() {
+        &METADATA
+    } else {
+        schema
+    }
 }
 
 fn shape(schema: &Value) -> Shape {
@@ -70,29 +84,20 @@ fn shape(schema: &Value) -> Shape {
 }
 
 /// The schema of `field` inside a struct or map.
-fn child(schema: &Value, field: &str) -> Value {
-    if schema.get("$ref").is_some() {
-        return child(&metadata_schema(), field);
-    }
+fn child<'a>(schema: &'a Value, field: &str) -> &'a Value {
+    let schema = resolve(schema);
     if let Some(p) = schema.get("properties").and_then(|p| p.get(field)) {
-        return if p.get("$ref").is_some() {
-            metadata_schema()
-        } else {
-            p.clone()
-        };
+        return resolve(p);
     }
     match schema.get("additionalProperties") {
-        Some(a) if a.is_object() => a.clone(),
-        _ if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => {
-            json!({"x-kubernetes-preserve-unknown-fields": true})
-        }
-        // Unknown fields are kept atomic.
-        _ => json!({}),
+        Some(a) if a.is_object() => a,
+        _ if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => &SCHEMALESS,
+        _ => &UNKNOWN,
     }
 }
 
-fn items(schema: &Value) -> Value {
-    schema.get("items").cloned().unwrap_or_else(|| json!({}))
+fn items(schema: &Value) -> &Value {
+    schema.get("items").unwrap_or(&UNKNOWN)
 }
 
 /// The key of a list-map item: its key fields as canonical JSON.
@@ -114,14 +119,10 @@ pub fn paths(value: &Value, schema: &Value) -> FieldSet {
 }
 
 fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut FieldSet) {
-    let schema = if schema.get("$ref").is_some() {
-        metadata_schema()
-    } else {
-        schema.clone()
-    };
-    match (shape(&schema), value) {
+    let schema = resolve(schema);
+    match (shape(schema), value) {
         (Shape::Struct | Shape::Map, Value::Object(map)) => {
-            if shape(&schema) == Shape::Map && !path.is_empty() {
+            if shape(schema) == Shape::Map && !path.is_empty() {
                 out.insert(path.clone());
             }
             if map.is_empty() && !path.is_empty() {
@@ -129,19 +130,19 @@ fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut FieldSet) {
             }
             for (k, v) in map {
                 path.push(Element::Field(k.clone()));
-                walk(v, &child(&schema, k), path, out);
+                walk(v, child(schema, k), path, out);
                 path.pop();
             }
         }
         (Shape::ListMap(keys), Value::Array(list)) => {
-            let item_schema = items(&schema);
+            let item_schema = items(schema);
             for item in list {
                 path.push(Element::Key(key_of(item, &keys)));
                 out.insert(path.clone());
                 if let Value::Object(fields) = item {
                     for (k, v) in fields {
                         path.push(Element::Field(k.clone()));
-                        walk(v, &child(&item_schema, k), path, out);
+                        walk(v, child(item_schema, k), path, out);
                         path.pop();
                     }
                 }
@@ -168,19 +169,15 @@ pub fn value_at<'a>(value: &'a Value, schema: &Value, path: &[Element]) -> Optio
     let Some((first, rest)) = path.split_first() else {
         return Some(value);
     };
-    let schema = if schema.get("$ref").is_some() {
-        metadata_schema()
-    } else {
-        schema.clone()
-    };
+    let schema = resolve(schema);
     match (first, value) {
-        (Element::Field(f), Value::Object(map)) => value_at(map.get(f)?, &child(&schema, f), rest),
+        (Element::Field(f), Value::Object(map)) => value_at(map.get(f)?, child(schema, f), rest),
         (Element::Key(k), Value::Array(list)) => {
-            let Shape::ListMap(keys) = shape(&schema) else {
+            let Shape::ListMap(keys) = shape(schema) else {
                 return None;
             };
             let item = list.iter().find(|i| key_of(i, &keys) == *k)?;
-            value_at(item, &items(&schema), rest)
+            value_at(item, items(schema), rest)
         }
         (Element::Value(v), Value::Array(list)) => list.iter().find(|i| i.to_string() == *v),
         _ => None,
@@ -190,27 +187,23 @@ pub fn value_at<'a>(value: &'a Value, schema: &Value, path: &[Element]) -> Optio
 /// `applied` merged into `live`: structs and granular maps field by field, list-maps item by
 /// key, sets by union; everything else is replaced.
 pub fn merge(live: Option<&Value>, applied: &Value, schema: &Value) -> Value {
-    let schema = if schema.get("$ref").is_some() {
-        metadata_schema()
-    } else {
-        schema.clone()
-    };
-    match (shape(&schema), live, applied) {
+    let schema = resolve(schema);
+    match (shape(schema), live, applied) {
         (Shape::Struct | Shape::Map, Some(Value::Object(live)), Value::Object(applied)) => {
             let mut out = live.clone();
             for (k, v) in applied {
-                let merged = merge(live.get(k), v, &child(&schema, k));
+                let merged = merge(live.get(k), v, child(schema, k));
                 out.insert(k.clone(), merged);
             }
             Value::Object(out)
         }
         (Shape::ListMap(keys), Some(Value::Array(live)), Value::Array(applied)) => {
-            let item_schema = items(&schema);
+            let item_schema = items(schema);
             let mut out = live.clone();
             for item in applied {
                 let key = key_of(item, &keys);
                 match out.iter_mut().find(|i| key_of(i, &keys) == key) {
-                    Some(existing) => *existing = merge(Some(existing), item, &item_schema),
+                    Some(existing) => *existing = merge(Some(existing), item, item_schema),
                     None => out.push(item.clone()),
                 }
             }
@@ -237,25 +230,21 @@ fn remove_one(value: &mut Value, schema: &Value, path: &[Element]) -> bool {
     let Some((first, rest)) = path.split_first() else {
         return false;
     };
-    let schema = if schema.get("$ref").is_some() {
-        metadata_schema()
-    } else {
-        schema.clone()
-    };
+    let schema = resolve(schema);
     match (first, value) {
         (Element::Field(f), Value::Object(map)) => {
             if rest.is_empty() {
                 return map.remove(f).is_some();
             }
             let Some(inner) = map.get_mut(f) else { return false };
-            let removed = remove_one(inner, &child(&schema, f), rest);
+            let removed = remove_one(inner, child(schema, f), rest);
             if removed && is_empty(inner) {
                 map.remove(f);
             }
             removed
         }
         (Element::Key(k), Value::Array(list)) => {
-            let Shape::ListMap(keys) = shape(&schema) else {
+            let Shape::ListMap(keys) = shape(schema) else {
                 return false;
             };
             let Some(at) = list.iter().position(|i| key_of(i, &keys) == *k) else {
@@ -265,7 +254,7 @@ fn remove_one(value: &mut Value, schema: &Value, path: &[Element]) -> bool {
                 list.remove(at);
                 return true;
             }
-            remove_one(&mut list[at], &items(&schema), rest)
+            remove_one(&mut list[at], items(schema), rest)
         }
         (Element::Value(v), Value::Array(list)) => {
             let before = list.len();

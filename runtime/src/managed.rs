@@ -127,11 +127,16 @@ fn owned_part(set: FieldSet, subresource: &str) -> FieldSet {
 /// Record a non-apply write of `new` (over `old`, absent for a create) by `writer`: it owns
 /// what it changed, and nobody owns what it removed.
 pub fn track_update(entries: Vec<Entry>, old: Option<&Value>, new: &Value, writer: &Writer<'_>) -> Vec<Entry> {
-    let empty = json!({});
-    let old = old.unwrap_or(&empty);
-    let changed = owned_part(fieldset::changed(old, new, writer.schema), writer.subresource);
     let now = fieldset::paths(new, writer.schema);
-    let removed: FieldSet = fieldset::paths(old, writer.schema).difference(&now).cloned().collect();
+    let (changed, removed) = match old {
+        // A create sets everything it has.
+        None => (now, FieldSet::new()),
+        Some(old) => {
+            let removed = fieldset::paths(old, writer.schema).difference(&now).cloned().collect();
+            (fieldset::changed(old, new, writer.schema), removed)
+        }
+    };
+    let changed = owned_part(changed, writer.subresource);
     if changed.is_empty() && removed.is_empty() {
         return entries;
     }
