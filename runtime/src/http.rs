@@ -32,7 +32,7 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub const MAX_WATCH: Duration = Duration::from_secs(3600);
 /// Default watch length when `timeoutSeconds` is absent.
 const DEFAULT_WATCH: Duration = Duration::from_secs(1800);
-/// How often a watch that allows bookmarks gets one.
+/// How often a watch that allows bookmarks gets one, unless the server says.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
 const JSON: &str = "application/json";
@@ -42,13 +42,19 @@ const DISCOVERY_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGr
 const DISCOVERY_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 const PROTO_V2: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-/// Set when the server is shutting down: open watches end so connections can drain.
+/// What the server tells watches: when it shuts down (open watches end so connections can
+/// drain), and how often to send bookmarks.
 #[derive(Clone, Debug)]
-pub struct ShuttingDown(pub tokio::sync::watch::Receiver<bool>);
+pub struct Watching {
+    /// Becomes true at shutdown.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_every: Duration,
+}
 
-impl ShuttingDown {
-    async fn wait(mut self) {
-        let _ = self.0.wait_for(|down| *down).await;
+impl Watching {
+    async fn shutdown(mut self) {
+        let _ = self.shutdown.wait_for(|down| *down).await;
     }
 }
 
@@ -512,8 +518,8 @@ async fn serve(store: Arc<dyn Rest>, target: Target, params: HashMap<String, Str
     let (parts, body) = request.into_parts();
     let q = query_map(&parts.uri);
     let pretty = truthy(&q, "pretty");
-    let shutdown = parts.extensions.get::<ShuttingDown>().cloned();
-    let result = handle(&store, target, &params, &parts, &q, body, shutdown).await;
+    let watching = parts.extensions.get::<Watching>().cloned();
+    let result = handle(&store, target, &params, &parts, &q, body, watching).await;
     match result {
         Ok(Reply::Stream(response)) => response,
         Ok(Reply::Object {
@@ -568,7 +574,7 @@ async fn handle(
     parts: &axum::http::request::Parts,
     q: &HashMap<String, String>,
     body: Body,
-    shutdown: Option<ShuttingDown>,
+    watching: Option<Watching>,
 ) -> ApiResult<Reply> {
     let (method, headers) = (&parts.method, &parts.headers);
     let meta = *store.meta();
@@ -611,7 +617,7 @@ async fn handle(
             let options = list_options(store.as_ref(), q, namespace.clone())?;
             if truthy(q, "watch") {
                 let metrics = parts.extensions.get::<Arc<crate::metrics::Metrics>>().cloned();
-                return watch(store, options, q, output, shutdown, metrics).await;
+                return watch(store, options, q, output, watching, metrics).await;
             }
             let listed = store.list(&options).await?;
             let value = if output == Output::Table {
@@ -769,7 +775,7 @@ async fn watch(
     options: ListOptions,
     q: &HashMap<String, String>,
     output: Output,
-    shutdown: Option<ShuttingDown>,
+    watching: Option<Watching>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> ApiResult<Reply> {
     let meta = *store.meta();
@@ -783,19 +789,20 @@ async fn watch(
     let events = store.clone().watch(options, send_initial, bookmarks).await?;
     // The store's first event is the watch's starting revision.
     let mut last_rv = 0;
+    let every = watching.as_ref().map_or(BOOKMARK_EVERY, |w| w.bookmark_every);
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
-        tokio::time::Instant::now() + BOOKMARK_EVERY,
-        BOOKMARK_EVERY,
+        tokio::time::Instant::now() + every,
+        every,
     ))
     .filter(move |_| futures::future::ready(bookmarks))
     .map(|_| None);
     let merged = futures::stream::select(events.map(Some), ticks);
     let deadline = async move {
-        match shutdown {
-            Some(down) => {
+        match watching {
+            Some(w) => {
                 tokio::select! {
                     () = tokio::time::sleep(timeout) => {},
-                    () = down.wait() => {},
+                    () = w.shutdown() => {},
                 }
             }
             None => tokio::time::sleep(timeout).await,

@@ -23,7 +23,7 @@ use crate::filters::{self, Guard, InFlight, RemoteAddr};
 use crate::metrics::{InstrumentedStorage, Metrics};
 
 use crate::custom::{CustomStorage, CustomStore};
-use crate::http::{Api, ShuttingDown};
+use crate::http::{Api, Watching};
 use crate::registry::{Store, TypedStrategy};
 use crate::resource::ApiResource;
 use crate::rest::Rest;
@@ -92,6 +92,9 @@ pub struct ServerOptions {
     /// Client key for etcd.
     #[arg(long, requires = "etcd_certfile")]
     pub etcd_keyfile: Option<PathBuf>,
+    /// Seconds between the bookmarks of a watch that allows them.
+    #[arg(long, default_value_t = 60)]
+    pub watch_bookmark_interval: u64,
     /// Events the watch cache keeps per resource for watchers to resume from.
     #[arg(long, default_value_t = storage::cache::WINDOW)]
     pub watch_cache_size: usize,
@@ -347,6 +350,7 @@ impl Server {
             let acceptor = acceptor.clone();
             let router = router.clone();
             let watcher = connections.watcher();
+            let bookmark_every = Duration::from_secs(options.watch_bookmark_interval.max(1));
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
@@ -362,7 +366,10 @@ impl Server {
                 let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(peer.clone());
                     request.extensions_mut().insert(RemoteAddr(remote));
-                    request.extensions_mut().insert(ShuttingDown(shutdown.clone()));
+                    request.extensions_mut().insert(Watching {
+                        shutdown: shutdown.clone(),
+                        bookmark_every,
+                    });
                     router.clone().oneshot(request.map(axum::body::Body::new))
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
