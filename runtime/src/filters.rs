@@ -362,6 +362,15 @@ pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Nex
         let finished = WatchDone { log, record };
         return Response::from_parts(parts, on_drop(body, finished));
     }
+    // The body is read only when the event needs it: the object at RequestResponse, the
+    // Status of a failure otherwise; a Metadata event of a large list parses nothing.
+    if level < Level::RequestResponse && code < 400 {
+        record.respond(code, None);
+        if let Some(event) = record.at(Stage::ResponseComplete) {
+            log.write(&event);
+        }
+        return response;
+    }
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let object = serde_json::from_slice::<Value>(&bytes).ok();
