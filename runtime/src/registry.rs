@@ -383,6 +383,25 @@ pub(crate) fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Whether an apply by kubectl's own manager ("kubectl") conflicts only on fields of the
+/// object's client-side `last-applied-configuration`: then it takes them over (as
+/// kube-apiserver does, so `kubectl apply --server-side` upgrades objects `kubectl apply`
+/// made). Any other manager gets its conflicts.
+fn upgrades_client_side_apply(current: &Value, conflicts: &[managed::Conflict], writer: &Writer<'_>) -> bool {
+    if writer.manager != "kubectl" {
+        return false;
+    }
+    let Some(last) = current
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    else {
+        return false;
+    };
+    let last_applied = crate::fieldset::paths(&last, writer.schema);
+    conflicts.iter().all(|c| last_applied.contains(&c.path))
+}
+
 /// A write's result for [`Store::retrying`]: a conflict is retried unless the client's
 /// resourceVersion precondition caused it.
 fn settle(written: ApiResult<Written>, precondition: bool) -> ApiResult<Option<Written>> {
@@ -859,14 +878,20 @@ impl Store {
                 Err(e) if e.code == 404 && part == Part::Main => None,
                 Err(e) => return Err(e),
             };
-            let entries = current.as_ref().and_then(managed::decode).unwrap_or_default();
-            let before = entries.clone();
-            let upgrade = current
-                .as_ref()
-                .is_some_and(|c| self.upgrades_client_side_apply(c, applied, &entries, writer));
+            let before = current.as_ref().and_then(managed::decode).unwrap_or_default();
             let (mut merged, entries) =
-                managed::apply(current.as_ref(), applied, entries, writer, options.force || upgrade)
-                    .map_err(|conflicts| self.apply_conflict(name, &conflicts))?;
+                match managed::apply(current.as_ref(), applied, before.clone(), writer, options.force) {
+                    Ok(done) => done,
+                    Err(conflicts)
+                        if current
+                            .as_ref()
+                            .is_some_and(|c| upgrades_client_side_apply(c, &conflicts, writer)) =>
+                    {
+                        managed::apply(current.as_ref(), applied, before.clone(), writer, true)
+                            .expect("a forced apply has no conflicts")
+                    }
+                    Err(conflicts) => return Err(self.apply_conflict(name, &conflicts)),
+                };
             let Some(current) = current else {
                 managed::set(&mut merged, &entries);
                 let mut written = self.create(namespace, merged, options).await?;
@@ -901,34 +926,6 @@ impl Store {
             }))
         })
         .await
-    }
-
-    /// Whether an apply by kubectl's own manager ("kubectl") conflicts only on fields of the
-    /// object's client-side `last-applied-configuration`: then it takes them over (as
-    /// kube-apiserver does, so `kubectl apply --server-side` upgrades objects `kubectl apply`
-    /// made). Any other manager gets its conflicts.
-    fn upgrades_client_side_apply(
-        &self,
-        current: &Value,
-        applied: &Value,
-        entries: &[managed::Entry],
-        writer: &Writer<'_>,
-    ) -> bool {
-        if writer.manager != "kubectl" {
-            return false;
-        }
-        let Some(last) = current
-            .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
-            .and_then(Value::as_str)
-            .and_then(|text| serde_json::from_str::<Value>(text).ok())
-        else {
-            return false;
-        };
-        let last_applied = crate::fieldset::paths(&last, writer.schema);
-        match managed::apply(Some(current), applied, entries.to_vec(), writer, false) {
-            Err(conflicts) => conflicts.iter().all(|c| last_applied.contains(&c.path)),
-            Ok(_) => false,
-        }
     }
 
     /// Run `attempt` until it is done: `None` is a write that lost a race with a concurrent
