@@ -170,13 +170,7 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
     api.create(&PostParams::default(), &common::typed_widget("first", 1))
         .await
         .unwrap();
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = common::list_rv(&api).await;
 
     let mut stream = api
         .watch(&WatchParams::default().timeout(30), &rv)
@@ -304,13 +298,7 @@ async fn bookmarks_advance_past_changes_a_selective_watch_does_not_see() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_in(dir.path(), &["--storage", "memory", "--watch-bookmark-interval", "1"]);
     let api: Api<Widget> = Api::namespaced(server.client().await, "default");
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = common::list_rv(&api).await;
     let mut params = WatchParams::default().labels("app=nothing-matches").timeout(20);
     params.bookmarks = true;
     let mut watch = api.watch(&params, &rv).await.unwrap().boxed();

@@ -49,13 +49,7 @@ async fn two_replicas_are_one_api() {
     let api_b: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &b.url).await, "default");
 
     // Written on A, read and watched on B at once.
-    let rv = api_b
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = common::list_rv(&api_b).await;
     let mut watch_b = api_b
         .watch(&WatchParams::default().timeout(30), &rv)
         .await
@@ -127,13 +121,7 @@ async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
     std::fs::create_dir_all(&dir_b).unwrap();
     let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
     let api_a: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &a.url).await, "default");
-    let start = api_a
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let start = common::list_rv(&api_a).await;
 
     let writer = {
         let api_a = api_a.clone();

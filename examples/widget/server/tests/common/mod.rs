@@ -63,6 +63,16 @@ pub fn typed_widget(name: &str, replicas: i32) -> widget_api::Widget {
     w
 }
 
+/// The resourceVersion of a fresh list (where a watch that misses nothing starts).
+pub async fn list_rv(api: &kube::Api<widget_api::Widget>) -> String {
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
 /// The `(code, reason)` of a kube API error's Status (`(0, "")` for other errors).
 pub fn status_of(error: &kube::Error) -> (u16, &str) {
     match error {
