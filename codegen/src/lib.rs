@@ -4,10 +4,15 @@
 //!
 //! A project's own xtask is a few lines:
 //!
-//! ```ignore
-//! let project = apiary_codegen::Project::new("widget-server", "widget-system", "registry.example.com/widget-server:0.1.0")
+//! ```no_run
+//! use std::path::Path;
+//! use apiary_codegen::{Mode, Parts, Project};
+//!
+//! let project = Project::new("widget-server", "widget-system", "registry.example.com/widget-server:0.1.0")
 //!     .resource::<widget_api::Widget>();
-//! apiary_codegen::generate(&project, Path::new("deploy"), Path::new("client"), Parts::all(), Mode::Write)?;
+//! let report = &mut |path: &Path, outcome: &apiary_codegen::Outcome| println!("{outcome:?} {}", path.display());
+//! apiary_codegen::generate(&project, Path::new("deploy"), Path::new("client"), Parts::all(), Mode::Write, report)?;
+//! # Ok::<(), String>(())
 //! ```
 
 mod certs;
