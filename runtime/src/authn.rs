@@ -416,16 +416,19 @@ impl Authenticator {
     }
 }
 
+/// Every value of a (repeatable) header, as text.
+pub(crate) fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The user the front proxy names in the request headers, if it names one.
 fn proxied_user(config: &RequestHeader, headers: &HeaderMap) -> Option<UserInfo> {
-    let values = |name: &str| -> Vec<String> {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect()
-    };
+    let values = |name: &str| header_values(headers, name);
     let name = config
         .username_headers
         .iter()

@@ -105,14 +105,7 @@ pub struct Impersonator(pub UserInfo);
 /// `impersonate` each part (users, groups, uids, userextras), as kube-apiserver does.
 pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let values = |name: &str| -> Vec<String> {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect()
-    };
+    let values = |name: &str| crate::authn::header_values(headers, name);
     let name = values("Impersonate-User").into_iter().next();
     let groups = values("Impersonate-Group");
     let uid = values("Impersonate-Uid").into_iter().next();
@@ -134,38 +127,24 @@ pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, 
         ));
     };
     // Each part is authorized as `impersonate` on its own resource.
-    let mut checks = vec![RequestInfo {
+    let check = |group: &str, resource: &str, subresource: &str, name: &str| RequestInfo {
         is_resource: true,
         verb: "impersonate".into(),
-        resource: "users".into(),
-        name: name.clone(),
+        group: group.into(),
+        resource: resource.into(),
+        subresource: subresource.into(),
+        name: name.into(),
         ..Default::default()
-    }];
-    checks.extend(groups.iter().map(|g| RequestInfo {
-        is_resource: true,
-        verb: "impersonate".into(),
-        resource: "groups".into(),
-        name: g.clone(),
-        ..Default::default()
-    }));
-    checks.extend(uid.iter().map(|u| RequestInfo {
-        is_resource: true,
-        verb: "impersonate".into(),
-        group: "authentication.k8s.io".into(),
-        resource: "uids".into(),
-        name: u.clone(),
-        ..Default::default()
-    }));
+    };
+    let mut checks = vec![check("", "users", "", &name)];
+    checks.extend(groups.iter().map(|g| check("", "groups", "", g)));
+    checks.extend(uid.iter().map(|u| check("authentication.k8s.io", "uids", "", u)));
     for (key, values) in &extra {
-        checks.extend(values.iter().map(|v| RequestInfo {
-            is_resource: true,
-            verb: "impersonate".into(),
-            group: "authentication.k8s.io".into(),
-            resource: "userextras".into(),
-            subresource: key.clone(),
-            name: v.clone(),
-            ..Default::default()
-        }));
+        checks.extend(
+            values
+                .iter()
+                .map(|v| check("authentication.k8s.io", "userextras", key, v)),
+        );
     }
     for check in &checks {
         match guard.authorizer.authorize(&user, check).await {
