@@ -1,39 +1,34 @@
 //! Apiary's runtime: serve `#[derive(ApiResource)]` types as a Kubernetes aggregated API server.
 //!
-//! Layers, as in k8s.io/apiserver: HTTP handlers ([`http`]) decode requests and negotiate
-//! content; the registry ([`registry`]) applies a resource's strategy (defaults, validation,
-//! status/spec split) and object semantics; storage ([`storage`]) is a revisioned key-value
-//! store shaped like etcd.
+//! The layers, in the order a request meets them (as k8s.io/apiserver's `pkg/`):
+//!
+//! | module | layer |
+//! |---|---|
+//! | [`server`] | flags, TLS, the accept loop; assembles everything below |
+//! | [`filters`] | the handler chain: metrics and logs, audit, authentication, impersonation, authorization, in-flight limits, timeout |
+//! | [`endpoints`] | the router, request info, handlers, content negotiation, watch, discovery, OpenAPI, tables |
+//! | [`registry`] | object semantics with a resource's strategy and admission: the generic store, patch and apply, scale, custom storage |
+//! | [`schema`] | structural schemas and what is evaluated against objects: validation, JSON paths, selectors |
+//! | [`storage`] | a revisioned key-value store shaped like etcd (memory, embedded redb, etcd) behind the watch cache |
+//!
+//! Beside them: [`resource`] (the contract with the derive), [`status`] (errors as `Status`
+//! objects, shared by every layer) and [`certs`] (local certificates).
 
-pub mod audit;
-pub mod authn;
-pub mod authz;
 pub mod certs;
-pub mod custom;
-pub mod discovery;
-pub mod fieldset;
+pub mod endpoints;
 pub mod filters;
-pub mod http;
-pub mod jsonpath;
-pub mod managed;
-pub mod metrics;
-pub mod openapi;
-pub mod openapi_proto;
-pub mod patch;
 pub mod registry;
-pub mod request_info;
 pub mod resource;
-pub mod rest;
 pub mod schema;
-pub mod selector;
 pub mod server;
 pub mod status;
 pub mod storage;
-pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod ttl_cache;
-pub mod validation;
+
+// The paths these modules had before the layers were folders; kept so users' code builds.
+pub use endpoints::{discovery, openapi};
+pub use registry::{custom, rest};
 
 pub use apiary_macros::ApiResource;
 pub use resource::{ApiResource, FieldError, List, PrintColumn, ResourceMeta, Route, ScalePaths, Scope, Target};

@@ -109,14 +109,24 @@ impl ServerProcess {
             .args(args)
             .current_dir(dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the server starts");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
+            }
+        });
+        // The server's log goes through `eprintln!` from a thread this test spawned: libtest's
+        // output capture is inherited by such threads, so the log is shown for a failing test
+        // (and with `--nocapture`) and a green run stays quiet. A plain inherited stderr would
+        // print every line of every test.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
             }
         });
         let line = rx

@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::Digest;
 
-use crate::ttl_cache::TtlCache;
+use super::ttl_cache::TtlCache;
 
 /// The group every authenticated user has.
 pub const AUTHENTICATED: &str = "system:authenticated";

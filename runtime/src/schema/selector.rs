@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube_core::{Expression, Selector, SelectorExt};
 use serde_json::Value;
 
-use crate::jsonpath;
+use super::jsonpath;
 use crate::resource::ResourceMeta;
 use crate::status::ApiError;
 

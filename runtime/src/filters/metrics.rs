@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::request_info::RequestInfo;
+use crate::endpoints::request_info::RequestInfo;
 use crate::resource::ResourceMeta;
 use crate::storage::{EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
 

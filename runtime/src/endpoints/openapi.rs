@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::patch;
+use crate::registry::patch;
 use crate::resource::{ResourceMeta, Route, Target};
 use crate::schema::{self, Dialect, LIST_META, OBJECT_META};
 

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::fieldset::{self, Element, FieldSet, Path};
+use super::fieldset::{self, Element, FieldSet, Path};
 
 /// `operation` of an apply entry.
 pub const APPLY: &str = "Apply";
@@ -316,7 +316,7 @@ mod tests {
         }})
     }
 
-    fn writer<'a>(manager: &'a str, subresource: &'a str, schema: &'a Value) -> Writer<'a> {
+    pub(super) fn writer<'a>(manager: &'a str, subresource: &'a str, schema: &'a Value) -> Writer<'a> {
         Writer {
             manager,
             subresource,

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::authn::UserInfo;
-use crate::request_info::RequestInfo;
+use super::authn::UserInfo;
+use crate::endpoints::request_info::RequestInfo;
 
 /// How much of a request is recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -382,7 +382,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request_info::request_info;
+    use crate::endpoints::request_info::request_info;
 
     fn policy(yaml: &str) -> Policy {
         let dir = tempfile::tempdir().unwrap();

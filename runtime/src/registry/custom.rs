@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::patch::Patch;
-use crate::registry::{
-    Admission, ContinueToken, DeleteOptions, ListOptions, Listed, MAX_LIMIT, Part, TypedStrategy, WatchEvent,
-    WriteOptions, Written, decode_continue, encode_continue, meta_str, metadata_mut, name_required, now, random_suffix,
-    set_type_meta, set_url_name, watch_type,
+use super::list::watch_type;
+use super::object::{meta_str, metadata_mut, name_required, now, random_suffix, set_url_name};
+use super::options::{ContinueToken, decode_continue, encode_continue};
+use super::patch::Patch;
+use super::rest::{Rest, WatchStream};
+use super::{
+    Admission, DeleteOptions, ListOptions, Listed, MAX_LIMIT, Part, TypedStrategy, WatchEvent, WriteOptions, Written,
+    set_type_meta,
 };
 use crate::resource::{ApiResource, RESOURCE_VERBS, ResourceMeta};
-use crate::rest::{Rest, WatchStream};
 use crate::status::{ApiError, ApiResult};
 
 /// How often a watch on custom storage re-lists to find changes, unless the storage says.
@@ -287,7 +289,7 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
     }
 
     /// `body` (admitted, named) replaces the stored object, if its resourceVersion is current.
-    async fn replace(
+    pub(super) async fn replace(
         &self,
         namespace: Option<&str>,
         name: &str,

@@ -1,32 +1,32 @@
-//! The server: flags in the genericapiserver style, storage selection, TLS with client
-//! certificates, and the accept loop (HTTP/1.1 and HTTP/2).
+//! Assembling and running the server: resources and storage, the filter chain around the
+//! router, and the accept loop (HTTP/1.1 and HTTP/2) with graceful shutdown.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::middleware;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::audit::{AuditLog, Policy, Rotation};
-use crate::authn::{self, AnyClientCertificate, Authenticator, FlagsSet, PeerCertificates, RequestHeader, Trust};
-use crate::authz::{AuthorizationMode, Authorizer};
+use crate::filters::audit::{AuditLog, Policy, Rotation};
+use crate::filters::authn::{self, Authenticator, FlagsSet, PeerCertificates, RequestHeader, Trust};
+use crate::filters::authz::{AuthorizationMode, Authorizer};
+use crate::filters::metrics::{InstrumentedStorage, Metrics};
 use crate::filters::{self, Guard, InFlight, RemoteAddr};
-use crate::metrics::{InstrumentedStorage, Metrics};
 
-use crate::custom::{CustomStorage, CustomStore};
-use crate::http::{Api, Watching};
+use super::options::{ServerOptions, StorageKind};
+use super::tls::{serving_files, tls_config};
+use crate::endpoints::{Api, Watching};
+use crate::registry::custom::{CustomStorage, CustomStore};
+use crate::registry::rest::Rest;
 use crate::registry::{Store, TypedStrategy};
 use crate::resource::ApiResource;
-use crate::rest::Rest;
 use crate::storage::{self, Storage, WatchCache};
 
 /// The version `/version` reports and the OpenAPI documents carry.
@@ -38,150 +38,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of request headers.
 const MAX_HEADERS: usize = 64 * 1024;
-
-/// Which storage backend to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum StorageKind {
-    /// In memory; lost on exit.
-    Memory,
-    /// One redb file under `--data-dir`; survives restarts.
-    Embedded,
-    /// etcd at `--etcd-servers`: for clusters and more than one replica.
-    Etcd,
-}
-
-/// Command-line flags shared by every Apiary server.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ServerOptions {
-    /// Port to serve HTTPS on.
-    #[arg(long, default_value_t = 8443)]
-    pub secure_port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind_address: IpAddr,
-    /// Where generated certificates and the admin kubeconfig live (used unless --tls-cert-file is given).
-    #[arg(long, default_value = ".apiary/certs")]
-    pub cert_dir: PathBuf,
-    /// Serving certificate (PEM); with --tls-private-key-file, replaces the generated one.
-    #[arg(long, requires = "tls_private_key_file")]
-    pub tls_cert_file: Option<PathBuf>,
-    /// Serving key (PEM).
-    #[arg(long, requires = "tls_cert_file")]
-    pub tls_private_key_file: Option<PathBuf>,
-    /// CA that signs client certificates (CN = user, O = groups); default: the generated CA.
-    #[arg(long)]
-    pub client_ca_file: Option<PathBuf>,
-    /// Storage backend.
-    #[arg(long, value_enum, default_value_t = StorageKind::Embedded)]
-    pub storage: StorageKind,
-    /// Directory of the embedded store.
-    #[arg(long, default_value = ".apiary/data")]
-    pub data_dir: PathBuf,
-    /// Key prefix of every object in storage.
-    #[arg(long, default_value = "/registry")]
-    pub etcd_prefix: String,
-    /// etcd endpoints (comma-separated), with `--storage etcd`.
-    #[arg(long, value_delimiter = ',')]
-    pub etcd_servers: Vec<String>,
-    /// CA bundle for etcd's serving certificates.
-    #[arg(long)]
-    pub etcd_cafile: Option<PathBuf>,
-    /// Client certificate for etcd.
-    #[arg(long, requires = "etcd_keyfile")]
-    pub etcd_certfile: Option<PathBuf>,
-    /// Client key for etcd.
-    #[arg(long, requires = "etcd_certfile")]
-    pub etcd_keyfile: Option<PathBuf>,
-    /// Seconds between the bookmarks of a watch that allows them.
-    #[arg(long, default_value_t = 60)]
-    pub watch_bookmark_interval: u64,
-    /// Events the watch cache keeps per resource for watchers to resume from.
-    #[arg(long, default_value_t = storage::cache::WINDOW)]
-    pub watch_cache_size: usize,
-    /// Extra names for the generated serving certificate (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub tls_sans: Vec<String>,
-
-    /// CA that signs the front proxy's (the aggregator's) client certificate; default: from
-    /// the kube-system/extension-apiserver-authentication ConfigMap when the core API is reachable.
-    #[arg(long)]
-    pub requestheader_client_ca_file: Option<PathBuf>,
-    /// Common names the front-proxy certificate may have (comma-separated; empty: any).
-    #[arg(long, value_delimiter = ',')]
-    pub requestheader_allowed_names: Vec<String>,
-    /// Headers naming the user in proxied requests.
-    #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
-    pub requestheader_username_headers: Vec<String>,
-    /// Headers naming the user's UID in proxied requests.
-    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Uid")]
-    pub requestheader_uid_headers: Vec<String>,
-    /// Headers naming the groups in proxied requests.
-    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
-    pub requestheader_group_headers: Vec<String>,
-    /// Prefixes of headers carrying extra user attributes in proxied requests.
-    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
-    pub requestheader_extra_headers_prefix: Vec<String>,
-    /// kubeconfig for TokenReview and the authentication ConfigMap (default: in-cluster, if in a pod).
-    #[arg(long)]
-    pub authentication_kubeconfig: Option<PathBuf>,
-    /// How long token reviews are cached (seconds).
-    #[arg(long, default_value_t = 10)]
-    pub authentication_token_webhook_cache_ttl: u64,
-    /// How often the authentication ConfigMap is re-read (seconds).
-    #[arg(long, default_value_t = 10)]
-    pub authentication_config_poll_interval: u64,
-    /// Let requests without credentials in as system:anonymous (they still need authorization).
-    #[arg(long)]
-    pub anonymous_auth: bool,
-    /// Authorization: Delegated (SubjectAccessReview) or, for local development only, AlwaysAllow.
-    #[arg(long, value_enum, default_value_t = AuthorizationMode::Delegated)]
-    pub authorization_mode: AuthorizationMode,
-    /// kubeconfig for SubjectAccessReview (default: in-cluster, if in a pod).
-    #[arg(long)]
-    pub authorization_kubeconfig: Option<PathBuf>,
-    /// How long allowed decisions are cached (seconds).
-    #[arg(long, default_value_t = 10)]
-    pub authorization_webhook_cache_authorized_ttl: u64,
-    /// How long denied decisions are cached (seconds).
-    #[arg(long, default_value_t = 10)]
-    pub authorization_webhook_cache_unauthorized_ttl: u64,
-
-    /// Longest time a request (other than a watch) may take (seconds).
-    #[arg(long, default_value_t = 60)]
-    pub request_timeout: u64,
-    /// Most non-mutating requests in flight (watches excepted); more get 429.
-    #[arg(long, default_value_t = 400)]
-    pub max_requests_inflight: usize,
-    /// Most mutating requests in flight; more get 429.
-    #[arg(long, default_value_t = 200)]
-    pub max_mutating_requests_inflight: usize,
-    /// How long shutdown waits for in-flight requests to finish (seconds).
-    #[arg(long, default_value_t = 30)]
-    pub shutdown_timeout: u64,
-
-    /// Write audit events (one JSON line each) to this file; no audit log when unset.
-    #[arg(long)]
-    pub audit_log_path: Option<PathBuf>,
-    /// The audit.k8s.io/v1 Policy deciding what is audited (required with --audit-log-path).
-    #[arg(long, requires = "audit_log_path")]
-    pub audit_policy_file: Option<PathBuf>,
-    /// Rotate the audit log when it reaches this many megabytes (0: never).
-    #[arg(long, default_value_t = 100)]
-    pub audit_log_maxsize: u64,
-    /// Rotated audit logs to keep (0: all).
-    #[arg(long, default_value_t = 10)]
-    pub audit_log_maxbackup: usize,
-    /// Days to keep rotated audit logs (0: forever).
-    #[arg(long, default_value_t = 0)]
-    pub audit_log_maxage: u64,
-
-    /// Log format: text or json.
-    #[arg(long, value_enum, default_value_t = crate::LogFormat::Text)]
-    pub log_format: crate::LogFormat,
-    /// Log verbosity as kube-apiserver's -v (0-1 info, 2-4 debug, 5+ trace); RUST_LOG overrides it.
-    #[arg(short = 'v', long = "v", default_value_t = 0)]
-    pub verbosity: u8,
-}
 
 /// A server being assembled: resources and storage.
 pub struct Server {
@@ -491,133 +347,4 @@ async fn etcd_storage(options: &ServerOptions) -> Result<Arc<dyn Storage>, Strin
 #[cfg(not(feature = "etcd"))]
 async fn etcd_storage(_: &ServerOptions) -> Result<Arc<dyn Storage>, String> {
     Err("this server was built without etcd support: rebuild it with `--features etcd`".into())
-}
-
-/// Where the serving certificate is, and what local generation produced.
-struct Serving {
-    cert: PathBuf,
-    key: PathBuf,
-    /// The generated CA (the default client CA), when certificates were generated.
-    local_ca: Option<Vec<u8>>,
-    /// The admin kubeconfig, when certificates were generated.
-    kubeconfig: Option<PathBuf>,
-}
-
-/// The serving certificate files: given by flags, or generated (once) for local use.
-fn serving_files(options: &ServerOptions, local: SocketAddr) -> Result<Serving, String> {
-    if let (Some(cert), Some(key)) = (&options.tls_cert_file, &options.tls_private_key_file) {
-        return Ok(Serving {
-            cert: cert.clone(),
-            key: key.clone(),
-            local_ca: None,
-            kubeconfig: None,
-        });
-    }
-    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    sans.extend(options.tls_sans.iter().cloned());
-    if !local.ip().is_unspecified() && !sans.contains(&local.ip().to_string()) {
-        sans.push(local.ip().to_string());
-    }
-    let host = if local.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        local.ip().to_string()
-    };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let certs = crate::certs::ensure_local(&options.cert_dir, &sans, &format!("https://{host}:{}", local.port()))?;
-    Ok(Serving {
-        local_ca: Some(std::fs::read(&certs.ca_cert).map_err(|e| format!("{}: {e}", certs.ca_cert.display()))?),
-        cert: certs.serving_cert,
-        key: certs.serving_key,
-        kubeconfig: Some(certs.kubeconfig),
-    })
-}
-
-/// TLS 1.2 and 1.3, h2 and http/1.1, the serving certificate reloaded from disk when it
-/// changes, and client certificates requested (verified by authentication, not here).
-fn tls_config(serving: &Serving) -> Result<rustls::ServerConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let resolver = ReloadingCert::new(serving.cert.clone(), serving.key.clone(), provider.clone())?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(Arc::new(AnyClientCertificate::new(&provider)))
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// The serving certificate, re-read when its files change (checked at most once a second).
-#[derive(Debug)]
-struct ReloadingCert {
-    cert: PathBuf,
-    key: PathBuf,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    current: std::sync::RwLock<Loaded>,
-}
-
-/// The loaded key, the files' modification time it came from, and when that was last checked.
-type Loaded = (
-    Arc<rustls::sign::CertifiedKey>,
-    Option<std::time::SystemTime>,
-    std::time::Instant,
-);
-
-impl ReloadingCert {
-    fn new(cert: PathBuf, key: PathBuf, provider: Arc<rustls::crypto::CryptoProvider>) -> Result<Self, String> {
-        let loaded = load_certified(&cert, &key, &provider)?;
-        let stamp = modified(&cert, &key);
-        Ok(ReloadingCert {
-            cert,
-            key,
-            provider,
-            current: std::sync::RwLock::new((Arc::new(loaded), stamp, std::time::Instant::now())),
-        })
-    }
-
-    fn get(&self) -> Arc<rustls::sign::CertifiedKey> {
-        let (key, stamp, checked) = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if checked.elapsed() < Duration::from_secs(1) {
-            return key;
-        }
-        let now = modified(&self.cert, &self.key);
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        current.2 = std::time::Instant::now();
-        if now != stamp {
-            // A half-written pair fails to load: keep serving the old one and try again later.
-            match load_certified(&self.cert, &self.key, &self.provider) {
-                Ok(loaded) => {
-                    tracing::info!("serving certificate reloaded from {}", self.cert.display());
-                    *current = (Arc::new(loaded), now, std::time::Instant::now());
-                }
-                Err(e) => tracing::warn!("serving certificate not reloaded: {e}"),
-            }
-        }
-        current.0.clone()
-    }
-}
-
-impl rustls::server::ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.get())
-    }
-}
-
-/// The later of the two files' modification times.
-fn modified(cert: &Path, key: &Path) -> Option<std::time::SystemTime> {
-    let time = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    time(cert).max(time(key))
-}
-
-fn load_certified(
-    cert: &Path,
-    key: &Path,
-    provider: &rustls::crypto::CryptoProvider,
-) -> Result<rustls::sign::CertifiedKey, String> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("serving certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| format!("serving key: {e}"))?;
-    rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("serving certificate: {e}"))
 }

@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-use crate::jsonpath;
 use crate::resource::ResourceMeta;
+use crate::schema::jsonpath;
 
 /// What each row carries as `object` (`includeObject`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -8,9 +8,9 @@ use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 
-use crate::authn::UserInfo;
-use crate::request_info::RequestInfo;
-use crate::ttl_cache::TtlCache;
+use super::authn::UserInfo;
+use super::ttl_cache::TtlCache;
+use crate::endpoints::request_info::RequestInfo;
 
 /// Paths every request may reach (kubelet probes carry no credentials).
 pub const ALWAYS_ALLOWED_PATHS: &[&str] = &["/healthz", "/livez", "/readyz"];
@@ -157,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn masters_pass_and_no_reviewer_denies() {
         let authorizer = Authorizer::new(AuthorizationMode::Delegated, None, Duration::ZERO, Duration::ZERO);
-        let info = crate::request_info::request_info("GET", "/apis/g/v1/things", false);
+        let info = crate::endpoints::request_info::request_info("GET", "/apis/g/v1/things", false);
         let admin = UserInfo::authenticated("admin".into(), vec!["system:masters".into()]);
         assert_eq!(authorizer.authorize(&admin, &info).await, Decision::Allow);
         let bob = UserInfo::authenticated("bob".into(), vec![]);

@@ -1,6 +1,6 @@
 //! What the HTTP layer needs of a resource, as k8s.io/apiserver's `registry/rest`: one
 //! interface for the key-value [`Store`] and for resources served by user code
-//! ([`crate::custom`]). Handlers check [`ResourceMeta::serves`] before calling a verb.
+//! ([`super::custom`]). Handlers check [`ResourceMeta::serves`] before calling a verb.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,10 +9,8 @@ use async_trait::async_trait;
 use futures::Stream;
 use serde_json::Value;
 
-use crate::patch::Patch;
-use crate::registry::{
-    DeleteOptions, ListOptions, Listed, Part, ScaleChange, Store, WatchEvent, WriteOptions, Written,
-};
+use super::patch::Patch;
+use super::{DeleteOptions, ListOptions, Listed, Part, ScaleChange, Store, WatchEvent, WriteOptions, Written};
 use crate::resource::ResourceMeta;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::Storage as _;

@@ -1,0 +1,236 @@
+//! Resource handlers: one entry point per route that dispatches on the verb to the
+//! resource's [`Rest`] store and encodes the answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::negotiation::{Output, decode_object, encode, error_response, negotiate, read_body};
+use super::params::{decode_patch, delete_options, list_options, query_map, truthy, write_options};
+use super::table::{self, IncludeObject};
+use super::watch::{Watching, watch};
+use crate::registry::ScaleChange;
+use crate::registry::rest::Rest;
+use crate::registry::{Part, Written};
+use crate::resource::Target;
+use crate::status::{ApiError, ApiResult};
+
+pub(super) async fn serve(
+    store: Arc<dyn Rest>,
+    target: Target,
+    params: HashMap<String, String>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let q = query_map(&parts.uri);
+    let pretty = truthy(&q, "pretty");
+    let watching = parts.extensions.get::<Watching>().cloned();
+    let result = handle(&store, target, &params, &parts, &q, body, watching).await;
+    match result {
+        Ok(Reply::Stream(response)) => response,
+        Ok(Reply::Object {
+            code,
+            value,
+            output,
+            warnings,
+        }) => match encode(output, &value, pretty) {
+            Ok((bytes, media)) => {
+                let mut response = (code, bytes).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+                for w in warnings {
+                    let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+                    if let Ok(v) = HeaderValue::from_str(&text) {
+                        response.headers_mut().append(header::WARNING, v);
+                    }
+                }
+                response
+            }
+            Err(e) => error_response(&e),
+        },
+        Err(e) => error_response(&e),
+    }
+}
+
+pub(super) enum Reply {
+    Object {
+        code: StatusCode,
+        value: Value,
+        output: Output,
+        warnings: Vec<String>,
+    },
+    Stream(Response),
+}
+
+fn written(w: Written, output: Output) -> Reply {
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    Reply::Object {
+        code,
+        value: w.object,
+        output,
+        warnings: w.warnings,
+    }
+}
+
+async fn handle(
+    store: &Arc<dyn Rest>,
+    target: Target,
+    params: &HashMap<String, String>,
+    parts: &axum::http::request::Parts,
+    q: &HashMap<String, String>,
+    body: Body,
+    watching: Option<Watching>,
+) -> ApiResult<Reply> {
+    let (method, headers) = (&parts.method, &parts.headers);
+    let meta = *store.meta();
+    let namespace = params.get("namespace").cloned();
+    let ns = namespace.as_deref();
+    let name = params.get("name").map(String::as_str).unwrap_or("");
+    let is_list = matches!(target, Target::Collection | Target::AllNamespaces);
+    let info = parts
+        .extensions
+        .get::<super::request_info::RequestInfo>()
+        .cloned()
+        .unwrap_or_else(|| super::request_info::request_info(method.as_str(), parts.uri.path(), truthy(q, "watch")));
+    let verb = info.verb.as_str();
+    let served = matches!(target, Target::Status | Target::Scale) || meta.serves(verb);
+    if !served {
+        return Err(ApiError::method_not_allowed(&meta, verb));
+    }
+    let output = negotiate(headers, *method == Method::GET)?;
+    let single = |value: Value| -> ApiResult<Reply> {
+        let value = if output == Output::Table {
+            let include =
+                IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
+            let rv = value
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
+            table::table(&meta, &[value], json!({"resourceVersion": rv}), include, true)
+        } else {
+            value
+        };
+        Ok(Reply::Object {
+            code: StatusCode::OK,
+            value,
+            output,
+            warnings: Vec::new(),
+        })
+    };
+    match (target, method.as_str()) {
+        (_, "GET") if is_list => {
+            let options = list_options(store.as_ref(), q, namespace.clone())?;
+            if truthy(q, "watch") {
+                let metrics = parts.extensions.get::<Arc<crate::filters::metrics::Metrics>>().cloned();
+                return watch(store, options, q, output, watching, metrics).await;
+            }
+            let listed = store.list(&options).await?;
+            let value = if output == Output::Table {
+                let include =
+                    IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
+                table::table(&meta, &listed.items, listed.metadata, include, true)
+            } else {
+                json!({"apiVersion": meta.api_version(), "kind": format!("{}List", meta.kind), "metadata": listed.metadata, "items": listed.items})
+            };
+            Ok(Reply::Object {
+                code: StatusCode::OK,
+                value,
+                output,
+                warnings: Vec::new(),
+            })
+        }
+        (Target::Collection, "POST") => {
+            let options = write_options(q, headers, target)?;
+            let object = decode_object(headers, &read_body(body).await?)?;
+            Ok(written(store.create(ns, object, &options).await?, output))
+        }
+        (Target::Collection, "DELETE") => {
+            let delete = delete_options(q, &read_body(body).await?)?;
+            let listed = store.list(&list_options(store.as_ref(), q, namespace.clone())?).await?;
+            let mut deleted = Vec::new();
+            for item in listed.items {
+                let item_name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let item_ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                match store.delete(item_ns.as_deref(), &item_name, &delete).await {
+                    Ok(obj) => deleted.push(obj),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let value = json!({"apiVersion": meta.api_version(), "kind": format!("{}List", meta.kind), "metadata": {}, "items": deleted});
+            Ok(Reply::Object {
+                code: StatusCode::OK,
+                value,
+                output,
+                warnings: Vec::new(),
+            })
+        }
+        (Target::Object | Target::Status, "GET") => single(store.get(ns, name).await?),
+        (Target::Object | Target::Status, "PUT") => {
+            let part = if target == Target::Status {
+                Part::Status
+            } else {
+                Part::Main
+            };
+            let options = write_options(q, headers, target)?;
+            let object = decode_object(headers, &read_body(body).await?)?;
+            Ok(written(store.update(ns, name, object, part, &options).await?, output))
+        }
+        (Target::Object | Target::Status, "PATCH") => {
+            let part = if target == Target::Status {
+                Part::Status
+            } else {
+                Part::Main
+            };
+            let options = write_options(q, headers, target)?;
+            let patch = decode_patch(headers, &read_body(body).await?)?;
+            Ok(written(store.patch(ns, name, &patch, part, &options).await?, output))
+        }
+        (Target::Object, "DELETE") => {
+            let delete = delete_options(q, &read_body(body).await?)?;
+            // The deleted object, or (finalizers pending) the object marked for deletion.
+            let object = store.delete(ns, name, &delete).await?;
+            Ok(Reply::Object {
+                code: StatusCode::OK,
+                value: object,
+                output,
+                warnings: Vec::new(),
+            })
+        }
+        (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),
+        (Target::Scale, "PUT") => {
+            let options = write_options(q, headers, target)?;
+            let scale = decode_object(headers, &read_body(body).await?)?;
+            Ok(written(
+                store
+                    .update_scale(ns, name, ScaleChange::Replace(scale), &options)
+                    .await?,
+                output,
+            ))
+        }
+        (Target::Scale, "PATCH") => {
+            let options = write_options(q, headers, target)?;
+            let patch = decode_patch(headers, &read_body(body).await?)?;
+            Ok(written(
+                store
+                    .update_scale(ns, name, ScaleChange::Patch(patch), &options)
+                    .await?,
+                output,
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(&meta, verb)),
+    }
+}

@@ -1,0 +1,139 @@
+//! Content negotiation: the Accept header picks JSON, YAML or a Table; request bodies are read
+//! (bounded) and decoded by their Content-Type.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::status::{ApiError, ApiResult};
+
+/// Largest request body accepted (as kube-apiserver: 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub(super) const JSON: &str = "application/json";
+const YAML: &str = "application/yaml";
+pub(super) const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+pub(super) const DISCOVERY_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub(super) const DISCOVERY_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+pub(super) const PROTO_V2: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+// ---------------------------------------------------------------- negotiation
+
+/// One media range of an Accept header.
+#[derive(Debug)]
+pub(super) struct Media {
+    pub(super) essence: String,
+    params: Vec<(String, String)>,
+}
+
+impl Media {
+    pub(super) fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    pub(super) fn is_json(&self) -> bool {
+        matches!(self.essence.as_str(), JSON | "*/*" | "application/*") && self.param("as").is_none()
+    }
+}
+
+pub(super) fn parse_accept(accept: &str) -> Vec<Media> {
+    accept
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|part| {
+            let mut pieces = part.split(';');
+            let essence = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+            let params = pieces
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+                .collect();
+            Media { essence, params }
+        })
+        .collect()
+}
+
+/// What a response is encoded as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Output {
+    Json,
+    Yaml,
+    Table,
+}
+
+pub(super) fn negotiate(headers: &HeaderMap, allow_table: bool) -> ApiResult<Output> {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
+    let media = parse_accept(accept);
+    if media.is_empty() {
+        return Ok(Output::Json);
+    }
+    for m in &media {
+        match (m.essence.as_str(), m.param("as")) {
+            (JSON, Some("Table")) if allow_table && m.param("g") == Some("meta.k8s.io") => {
+                return Ok(Output::Table);
+            }
+            (JSON | "*/*" | "application/*", None) => return Ok(Output::Json),
+            (YAML, None) => return Ok(Output::Yaml),
+            _ => {}
+        }
+    }
+    Err(ApiError::not_acceptable(&[JSON, YAML, TABLE]))
+}
+
+pub(super) fn encode(output: Output, value: &Value, pretty: bool) -> ApiResult<(Vec<u8>, &'static str)> {
+    match output {
+        Output::Yaml => serde_saphyr::to_string(value)
+            .map(|s| (s.into_bytes(), YAML))
+            .map_err(ApiError::internal),
+        Output::Json | Output::Table => {
+            let bytes = if pretty {
+                serde_json::to_vec_pretty(value)
+            } else {
+                serde_json::to_vec(value)
+            };
+            let media = if output == Output::Table { TABLE } else { JSON };
+            bytes.map(|b| (b, media)).map_err(ApiError::internal)
+        }
+    }
+}
+
+pub(super) fn json_response(code: StatusCode, value: &Value) -> Response {
+    let mut response = (code, serde_json::to_vec(value).expect("JSON values serialize")).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+/// A `Status` error response.
+pub fn error_response(error: &ApiError) -> Response {
+    let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &error.to_status())
+}
+
+pub(super) async fn read_body(body: Body) -> ApiResult<Bytes> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(MAX_BODY)),
+        Err(e) => Err(ApiError::bad_request(format!("error reading the request body: {e}"))),
+    }
+}
+
+pub(super) fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or(JSON);
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        JSON | "" => serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))),
+        YAML | "application/x-yaml" | "text/yaml" => {
+            let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding the request body as YAML: {e}")))
+        }
+        other => Err(ApiError::unsupported_media_type(other, &[JSON, YAML])),
+    }
+}

@@ -1,0 +1,175 @@
+//! Query parameters and option bodies, parsed into the registry's options: write, list,
+//! delete and patch.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, header};
+use serde_json::Value;
+
+use crate::registry::patch::Patch;
+use crate::registry::rest::Rest;
+use crate::registry::{DeleteOptions, FieldValidation, ListOptions, WriteOptions};
+use crate::resource::Target;
+use crate::schema::selector::{FieldSelector, parse_labels};
+use crate::status::{ApiError, ApiResult};
+
+// ---------------------------------------------------------------- resource handlers
+
+pub(super) fn query_map(uri: &axum::http::Uri) -> HashMap<String, String> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    Some((decode_component(k)?, decode_component(v)?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decode_component(s: &str) -> Option<String> {
+    let s = s.replace('+', " ");
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub(super) fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
+    matches!(q.get(key).map(String::as_str), Some("true" | "1" | ""))
+}
+
+pub(super) fn write_options(
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    target: Target,
+) -> ApiResult<WriteOptions> {
+    let field_manager = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
+    if field_manager
+        .as_ref()
+        .is_some_and(|m| m.len() > 128 || m.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "fieldManager: Invalid value: must be at most 128 printable characters",
+        ));
+    }
+    // kube-apiserver's default manager: the User-Agent's first part (`kubectl-edit/v1.33 ...`).
+    let default_manager = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    Ok(WriteOptions {
+        dry_run: dry_run(q)?,
+        field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
+        field_manager,
+        default_manager,
+        force: truthy(q, "force"),
+        subresource: match target {
+            Target::Status => "status",
+            Target::Scale => "scale",
+            _ => "",
+        },
+    })
+}
+
+fn dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+pub(super) fn list_options(
+    store: &dyn Rest,
+    q: &HashMap<String, String>,
+    namespace: Option<String>,
+) -> ApiResult<ListOptions> {
+    let labels = q
+        .get("labelSelector")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_labels(s))
+        .transpose()?;
+    let fields = q
+        .get("fieldSelector")
+        .map(|s| FieldSelector::parse(s, store.meta()))
+        .transpose()?
+        .unwrap_or_default();
+    let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?
+            .max(0) as usize,
+        None => 0,
+    };
+    Ok(ListOptions {
+        namespace,
+        labels,
+        fields,
+        limit,
+        continue_token: q.get("continue").cloned(),
+        resource_version: q.get("resourceVersion").cloned(),
+        resource_version_match: q.get("resourceVersionMatch").cloned(),
+    })
+}
+
+pub(super) fn decode_patch(headers: &HeaderMap, body: &[u8]) -> ApiResult<Patch> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
+    Patch::decode(content_type, body)
+}
+
+pub(super) fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteOptions> {
+    let mut options = DeleteOptions {
+        dry_run: dry_run(q)?,
+        ..Default::default()
+    };
+    let mut policy = q.get("propagationPolicy").cloned();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        if let Some(p) = value.get("propagationPolicy").and_then(Value::as_str) {
+            policy = Some(p.to_string());
+        }
+        if value
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|v| v == "All"))
+        {
+            options.dry_run = true;
+        }
+        options.uid = value
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        options.resource_version = value
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    match policy.as_deref() {
+        None | Some("" | "Orphan" | "Background" | "Foreground") => Ok(options),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+        ))),
+    }
+}

@@ -1,0 +1,151 @@
+//! Watch responses: a chunked stream of `WatchEvent`s with bookmarks, initial events and a
+//! bounded length; every open watch ends when the server shuts down.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::handlers::Reply;
+use super::negotiation::{JSON, Output, TABLE};
+use super::params::truthy;
+use super::table::{self, IncludeObject};
+use crate::registry::rest::Rest;
+use crate::registry::{ListOptions, WatchEvent};
+use crate::resource::ResourceMeta;
+use crate::status::{ApiError, ApiResult};
+
+/// Longest watch, whatever `timeoutSeconds` asks.
+pub const MAX_WATCH: Duration = Duration::from_secs(3600);
+/// Default watch length when `timeoutSeconds` is absent.
+const DEFAULT_WATCH: Duration = Duration::from_secs(1800);
+/// How often a watch that allows bookmarks gets one, unless the server says.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// What the server tells watches: when it shuts down (open watches end so connections can
+/// drain), and how often to send bookmarks.
+#[derive(Clone, Debug)]
+pub struct Watching {
+    /// Becomes true at shutdown.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_every: Duration,
+}
+
+impl Watching {
+    async fn shutdown(mut self) {
+        let _ = self.shutdown.wait_for(|down| *down).await;
+    }
+}
+
+pub(super) async fn watch(
+    store: &Arc<dyn Rest>,
+    options: ListOptions,
+    q: &HashMap<String, String>,
+    output: Output,
+    watching: Option<Watching>,
+    metrics: Option<Arc<crate::filters::metrics::Metrics>>,
+) -> ApiResult<Reply> {
+    let meta = *store.meta();
+    let bookmarks = truthy(q, "allowWatchBookmarks");
+    let send_initial = q.get("sendInitialEvents").map(|v| v == "true");
+    let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
+        Some(t) => Duration::from_secs(t).min(MAX_WATCH),
+        None => DEFAULT_WATCH,
+    };
+    let include = IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
+    let events = store.clone().watch(options, send_initial, bookmarks).await?;
+    // The store's first event is the watch's starting revision.
+    let mut last_rv = 0;
+    let every = watching.as_ref().map_or(BOOKMARK_EVERY, |w| w.bookmark_every);
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
+        tokio::time::Instant::now() + every,
+        every,
+    ))
+    .filter(move |_| futures::future::ready(bookmarks))
+    .map(|_| None);
+    let merged = futures::stream::select(events.map(Some), ticks);
+    let deadline = async move {
+        match watching {
+            Some(w) => {
+                tokio::select! {
+                    () = tokio::time::sleep(timeout) => {},
+                    () = w.shutdown() => {},
+                }
+            }
+            None => tokio::time::sleep(timeout).await,
+        }
+    };
+    let mut first_table = true;
+    // Registered while the response body lives.
+    let registered = metrics.as_ref().map(|m| m.watcher(&meta));
+    let lines = merged.take_until(deadline).filter_map(move |event| {
+        let _ = &registered;
+        if let (Some(m), Some(WatchEvent::Object(..))) = (&metrics, &event) {
+            m.watch_event(&meta);
+        }
+        let line = match event {
+            Some(WatchEvent::Progress(rv)) => {
+                last_rv = last_rv.max(rv);
+                return futures::future::ready(None);
+            }
+            Some(WatchEvent::Object(kind, object)) => {
+                if let Some(rv) = object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.parse().ok())
+                {
+                    last_rv = last_rv.max(rv);
+                }
+                let object = if output == Output::Table {
+                    let t = table::table(
+                        &meta,
+                        std::slice::from_ref(&object),
+                        json!({"resourceVersion": last_rv.to_string()}),
+                        include,
+                        first_table,
+                    );
+                    first_table = false;
+                    t
+                } else {
+                    object
+                };
+                json!({"type": kind, "object": object})
+            }
+            Some(WatchEvent::Bookmark(rv, end)) => {
+                last_rv = last_rv.max(rv);
+                bookmark(&meta, rv, end)
+            }
+            None => bookmark(&meta, last_rv, false),
+            Some(WatchEvent::Error(e)) => json!({"type": "ERROR", "object": e.to_status()}),
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("events serialize");
+        bytes.push(b'\n');
+        futures::future::ready(Some((line["type"] == "ERROR", Bytes::from(bytes))))
+    });
+    // An ERROR event is the last one.
+    let lines = crate::take_through(lines, |(error, _)| *error).map(|(_, bytes)| Ok::<_, Infallible>(bytes));
+    let mut response = Response::new(Body::from_stream(lines));
+    let media = if output == Output::Table { TABLE } else { JSON };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    Ok(Reply::Stream(response))
+}
+
+fn bookmark(meta: &ResourceMeta, rv: u64, initial_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"type": "BOOKMARK", "object": {"apiVersion": meta.api_version(), "kind": meta.kind, "metadata": metadata}})
+}

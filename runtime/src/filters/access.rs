@@ -1,0 +1,178 @@
+//! Who is asking and may they: the authentication, impersonation and authorization filters
+//! over [`Guard`], which holds the authenticator and the authorizer.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde_json::json;
+
+use super::authn::{Authenticator, PeerCertificates, Unauthenticated, UserInfo};
+use super::authz::{Authorizer, Decision, always_allowed};
+use crate::endpoints::error_response;
+use crate::endpoints::request_info::{RequestInfo, request_info};
+use crate::status::ApiError;
+
+/// Whether the query asks for a watch.
+pub(super) fn is_watch(request: &Request) -> bool {
+    request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|p| matches!(p, "watch=true" | "watch=1" | "watch"))
+}
+
+/// The request's attributes, as the outermost filter found them.
+pub(super) fn info_of(request: &Request) -> RequestInfo {
+    request
+        .extensions()
+        .get::<RequestInfo>()
+        .cloned()
+        .unwrap_or_else(|| request_info(request.method().as_str(), request.uri().path(), is_watch(request)))
+}
+
+/// Authentication and authorization state.
+pub struct Guard {
+    /// Who is asking.
+    pub authenticator: Arc<Authenticator>,
+    /// May they.
+    pub authorizer: Authorizer,
+}
+
+/// Authenticate (401); the user goes into the request's extensions (and the response's, for
+/// the request log). Health checks pass without credentials.
+pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<PeerCertificates>().cloned();
+    let info = info_of(&request);
+    match guard
+        .authenticator
+        .authenticate(peer.as_ref(), request.headers_mut())
+        .await
+    {
+        Ok(user) => {
+            request.extensions_mut().insert(user.clone());
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(user);
+            response
+        }
+        Err(_) if always_allowed(&info.path) => next.run(request).await,
+        Err(why) => {
+            if let Unauthenticated::Token(reason) = why {
+                tracing::info!(path = info.path, "unauthorized: {reason}");
+            }
+            error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"))
+        }
+    }
+}
+
+/// Authorize the authenticated user (403, or 500 when the review fails).
+pub async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let info = info_of(&request);
+    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+        // Only the always-allowed health checks get here unauthenticated.
+        return next.run(request).await;
+    };
+    match guard.authorizer.authorize(&user, &info).await {
+        Decision::Allow => next.run(request).await,
+        Decision::Deny(reason) => {
+            let mut error = ApiError::new(403, "Forbidden", info.forbidden_message(&user.name, &reason));
+            if info.is_resource {
+                error.details = Some(json!({"name": info.name, "group": info.group, "kind": info.resource}));
+            }
+            error_response(&error)
+        }
+        Decision::Error(e) => {
+            tracing::error!(path = info.path, user = user.name, "authorization failed: {e}");
+            error_response(&ApiError::internal(e))
+        }
+    }
+}
+
+/// The authenticated user who is impersonating the request's user.
+#[derive(Clone, Debug)]
+pub struct Impersonator(pub UserInfo);
+
+/// `Impersonate-User`/`-Group`/`-Uid`/`-Extra-*`: act as another user when allowed to
+/// `impersonate` each part (users, groups, uids, userextras), as kube-apiserver does.
+pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let values = |name: &str| super::authn::header_values(headers, name);
+    let name = values("Impersonate-User").into_iter().next();
+    let groups = values("Impersonate-Group");
+    let uid = values("Impersonate-Uid").into_iter().next();
+    let mut extra = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (header, value) in headers {
+        if let (Some(key), Ok(v)) = (header.as_str().strip_prefix("impersonate-extra-"), value.to_str()) {
+            extra.entry(key.to_string()).or_default().push(v.to_string());
+        }
+    }
+    if name.is_none() && groups.is_empty() && uid.is_none() && extra.is_empty() {
+        return next.run(request).await;
+    }
+    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+        return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+    };
+    let Some(name) = name else {
+        return error_response(&ApiError::bad_request(
+            "requested impersonation of groups, uid or extras without impersonating a user",
+        ));
+    };
+    // Each part is authorized as `impersonate` on its own resource.
+    let check = |group: &str, resource: &str, subresource: &str, name: &str| RequestInfo {
+        is_resource: true,
+        verb: "impersonate".into(),
+        group: group.into(),
+        resource: resource.into(),
+        subresource: subresource.into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let mut checks = vec![check("", "users", "", &name)];
+    checks.extend(groups.iter().map(|g| check("", "groups", "", g)));
+    checks.extend(uid.iter().map(|u| check("authentication.k8s.io", "uids", "", u)));
+    for (key, values) in &extra {
+        checks.extend(
+            values
+                .iter()
+                .map(|v| check("authentication.k8s.io", "userextras", key, v)),
+        );
+    }
+    for check in &checks {
+        match guard.authorizer.authorize(&user, check).await {
+            Decision::Allow => {}
+            Decision::Deny(reason) => {
+                return error_response(&ApiError::new(
+                    403,
+                    "Forbidden",
+                    check.forbidden_message(&user.name, &reason),
+                ));
+            }
+            Decision::Error(e) => return error_response(&ApiError::internal(e)),
+        }
+    }
+    let mut impersonated = if name == "system:anonymous" {
+        UserInfo {
+            name,
+            groups,
+            ..Default::default()
+        }
+    } else {
+        UserInfo::authenticated(name, groups)
+    };
+    impersonated.uid = uid.unwrap_or_default();
+    impersonated.extra = extra;
+    let names: Vec<_> = request
+        .headers()
+        .keys()
+        .filter(|k| k.as_str().starts_with("impersonate-"))
+        .cloned()
+        .collect();
+    for header in names {
+        request.headers_mut().remove(header);
+    }
+    request.extensions_mut().insert(impersonated);
+    request.extensions_mut().insert(Impersonator(user));
+    next.run(request).await
+}

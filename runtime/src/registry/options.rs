@@ -1,0 +1,201 @@
+//! What a registry call takes and gives: write, list and delete options (with delete
+//! preconditions), written objects, list pages and their continue tokens, watch events.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::object::meta_str;
+use crate::resource::ResourceMeta;
+use crate::schema::selector::FieldSelector;
+use crate::status::{ApiError, ApiResult};
+use crate::storage::Revision;
+
+/// How unknown fields in a request body are treated (`fieldValidation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in a `Warning` header (the default).
+    #[default]
+    Warn,
+    /// Reject the request with 400.
+    Strict,
+}
+
+impl FieldValidation {
+    /// Parse the query parameter.
+    pub fn parse(value: Option<&str>) -> ApiResult<Self> {
+        match value {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Options shared by writes.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: run everything, persist nothing.
+    pub dry_run: bool,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+    /// `fieldManager` (required for apply).
+    pub field_manager: Option<String>,
+    /// The manager when `fieldManager` is absent (kube-apiserver takes the User-Agent's first part).
+    pub default_manager: String,
+    /// `force` (apply only): take conflicting fields over.
+    pub force: bool,
+    /// The subresource written: "", "status" or "scale".
+    pub subresource: &'static str,
+}
+
+impl WriteOptions {
+    /// The field manager of this write.
+    pub fn manager(&self) -> &str {
+        match (&self.field_manager, self.default_manager.as_str()) {
+            (Some(m), _) => m,
+            (None, "") => "unknown",
+            (None, d) => d,
+        }
+    }
+}
+
+/// Which part of an object a write addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The main resource: status changes are ignored.
+    Main,
+    /// `/status`: only status changes are kept.
+    Status,
+}
+
+/// A write's result: the object, whether it was created, and warnings for the client.
+#[derive(Debug)]
+pub struct Written {
+    /// The object as stored (or as it would be, for a dry run).
+    pub object: Value,
+    /// 201 rather than 200.
+    pub created: bool,
+    /// `Warning` header texts.
+    pub warnings: Vec<String>,
+}
+
+/// List parameters.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// Only this namespace (None: all, or a cluster-scoped resource).
+    pub namespace: Option<String>,
+    /// `labelSelector`.
+    pub labels: Option<kube_core::Selector>,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0 = no limit).
+    pub limit: usize,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`.
+    pub resource_version_match: Option<String>,
+}
+
+impl ListOptions {
+    /// Whether `object` matches the label and field selectors.
+    pub fn selects(&self, object: &Value) -> bool {
+        self.labels
+            .as_ref()
+            .is_none_or(|l| crate::schema::selector::labels_match(l, object))
+            && self.fields.matches(object)
+    }
+}
+
+/// A list answer.
+#[derive(Debug)]
+pub struct Listed {
+    /// Matching objects.
+    pub items: Vec<Value>,
+    /// The list's `metadata`.
+    pub metadata: Value,
+    /// The revision read at.
+    pub revision: Revision,
+}
+
+/// Delete parameters (query and `DeleteOptions` body).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    /// 409 Conflict unless `object` meets the uid and resourceVersion preconditions.
+    pub fn check_preconditions(&self, meta: &ResourceMeta, name: &str, object: &Value) -> ApiResult<()> {
+        if let Some(uid) = &self.uid
+            && meta_str(object, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta.group_resource(),
+                    meta_str(object, "uid").unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(rv) = &self.resource_version
+            && meta_str(object, "resourceVersion") != Some(rv.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta.group_resource(),
+                    meta_str(object, "resourceVersion").unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A watch event for the HTTP layer.
+#[derive(Clone, Debug)]
+pub enum WatchEvent {
+    /// ADDED, MODIFIED or DELETED with the object.
+    Object(&'static str, Value),
+    /// A BOOKMARK at a revision; `initial_events_end` marks the end of sendInitialEvents.
+    Bookmark(Revision, bool),
+    /// Nothing to send: every change up to this revision was considered (later bookmarks may use it).
+    Progress(Revision),
+    /// An ERROR with a Status (e.g. 410 Expired); the stream ends after it.
+    Error(ApiError),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ContinueToken {
+    pub(crate) rv: Revision,
+    pub(crate) start: String,
+}
+
+pub(crate) fn encode_continue(token: &ContinueToken) -> String {
+    let json = serde_json::to_vec(token).expect("a token serializes");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+pub(crate) fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::bad_request("continue key is not valid"))
+}

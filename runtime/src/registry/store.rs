@@ -1,0 +1,357 @@
+//! The generic store ([`Store`]): create, get, update and delete on the key-value storage,
+//! with uid, timestamps, generation, finalizers, managedFields and optimistic concurrency.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::managed::{self, Writer};
+use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
+use super::options::{DeleteOptions, Part, WriteOptions, Written};
+use super::strategy::{Admission, Strategy};
+use crate::resource::ResourceMeta;
+use crate::status::{ApiError, ApiResult};
+use crate::storage::{KeyValue, Revision, Storage, StorageError, WatchCache};
+
+/// One resource's registry.
+pub struct Store {
+    pub(super) meta: ResourceMeta,
+    pub(super) admission: Admission,
+    pub(super) storage: Arc<WatchCache>,
+    pub(super) prefix: String,
+}
+
+impl Store {
+    /// A store for the resource described by `strategy`, keyed under `prefix` in `storage`
+    /// (whose watch cache serves this resource's watchers).
+    pub fn new(strategy: Arc<dyn Strategy>, storage: Arc<WatchCache>, prefix: &str) -> Result<Self, String> {
+        let admission = Admission::new(strategy)?;
+        let meta = admission.meta;
+        let prefix = format!("{}/{}/{}/", prefix.trim_end_matches('/'), meta.group, meta.plural);
+        Ok(Store {
+            meta,
+            admission,
+            storage,
+            prefix,
+        })
+    }
+
+    /// The resource's metadata.
+    pub fn meta(&self) -> &ResourceMeta {
+        &self.meta
+    }
+
+    /// The storage behind this store.
+    pub fn storage(&self) -> &Arc<WatchCache> {
+        &self.storage
+    }
+
+    fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace {
+            Some(ns) if self.meta.namespaced() => format!("{}{ns}/{name}", self.prefix),
+            _ => format!("{}{name}", self.prefix),
+        }
+    }
+
+    pub(super) fn list_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.meta.namespaced() => format!("{}{ns}/", self.prefix),
+            _ => self.prefix.clone(),
+        }
+    }
+
+    pub(super) fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
+        let mut object: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        Ok(object)
+    }
+
+    fn encode(object: &Value) -> ApiResult<Vec<u8>> {
+        let mut object = object.clone();
+        metadata_mut(&mut object).remove("resourceVersion");
+        serde_json::to_vec(&object).map_err(ApiError::internal)
+    }
+
+    fn storage_error(&self, name: &str) -> impl Fn(StorageError) -> ApiError + '_ {
+        let name = name.to_string();
+        move |e| ApiError::from_storage(&self.meta, &name, e)
+    }
+
+    /// Read one object.
+    pub async fn get(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        let kv = self
+            .storage
+            .get(&self.key(namespace, name))
+            .await
+            .map_err(self.storage_error(name))?;
+        let kv = kv.ok_or_else(|| ApiError::not_found(&self.meta, name))?;
+        self.decode(&kv)
+    }
+
+    pub(super) fn writer<'a>(&'a self, options: &'a WriteOptions) -> Writer<'a> {
+        Writer {
+            manager: options.manager(),
+            subresource: options.subresource,
+            api_version: self.meta.api_version(),
+            schema: &self.admission.schema,
+        }
+    }
+
+    /// Record `object`'s write in its managedFields, unless the request set them itself (valid
+    /// and different from `current`'s: a client migrating ownership, or an apply).
+    fn track(&self, current: Option<&Value>, object: &mut Value, options: &WriteOptions) {
+        let sent = object.pointer("/metadata/managedFields");
+        let had = current.and_then(|c| c.pointer("/metadata/managedFields"));
+        if sent.is_some() && sent != had && managed::decode(object).is_some_and(|e| !e.is_empty()) {
+            return;
+        }
+        let entries = current.and_then(managed::decode).unwrap_or_default();
+        let entries = managed::track_update(entries, current, object, &self.writer(options));
+        managed::set(object, &entries);
+    }
+
+    /// Create an object (POST).
+    pub async fn create(&self, namespace: Option<&str>, mut body: Value, options: &WriteOptions) -> ApiResult<Written> {
+        let warnings = self.admission.admit_body(&mut body, namespace, options)?;
+        let generate = meta_str(&body, "generateName").unwrap_or_default().to_string();
+        let given = meta_str(&body, "name").unwrap_or_default().to_string();
+        if given.is_empty() && generate.is_empty() {
+            return Err(name_required(&self.meta));
+        }
+        if self.meta.status
+            && let Value::Object(map) = &mut body
+        {
+            map.remove("status");
+        }
+        for attempt in 0..3 {
+            let name = if given.is_empty() {
+                format!("{generate}{}", random_suffix())
+            } else {
+                given.clone()
+            };
+            let mut object = body.clone();
+            {
+                let m = metadata_mut(&mut object);
+                m.insert("name".into(), json!(name));
+                m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+                m.insert("creationTimestamp".into(), json!(now()));
+                m.insert("generation".into(), json!(1));
+                for k in [
+                    "resourceVersion",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "selfLink",
+                ] {
+                    m.remove(k);
+                }
+            }
+            let mut object = self.admission.prepare(object, &name)?;
+            self.track(None, &mut object, options);
+            if options.dry_run {
+                return Ok(Written {
+                    object,
+                    created: true,
+                    warnings,
+                });
+            }
+            match self
+                .storage
+                .create(&self.key(namespace, &name), Self::encode(&object)?)
+                .await
+            {
+                Ok(kv) => {
+                    let mut object = object;
+                    metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                    return Ok(Written {
+                        object,
+                        created: true,
+                        warnings,
+                    });
+                }
+                // A generated name collided: draw another.
+                Err(StorageError::AlreadyExists) if given.is_empty() && attempt < 2 => continue,
+                Err(e) => return Err(ApiError::from_storage(&self.meta, &name, e)),
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    /// Replace an object (PUT), or its status.
+    pub async fn update(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        mut body: Value,
+        part: Part,
+        options: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let warnings = self.admission.admit_body(&mut body, namespace, options)?;
+        set_url_name(&mut body, name)?;
+        let current = self.get(namespace, name).await?;
+        let mut written = self.replace(namespace, name, &current, body, part, options).await?;
+        written.warnings.extend(warnings);
+        Ok(written)
+    }
+
+    /// The common tail of update and patch: `body` replaces `current`.
+    pub(super) async fn replace(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        current: &Value,
+        body: Value,
+        part: Part,
+        options: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let current_rv = meta_str(current, "resourceVersion").unwrap_or_default().to_string();
+        match meta_str(&body, "resourceVersion") {
+            Some(rv) if !rv.is_empty() && rv != current_rv => {
+                return Err(ApiError::conflict(&self.meta, name));
+            }
+            _ => {}
+        }
+        let mut object = match part {
+            Part::Main => {
+                let mut object = body;
+                if self.meta.status {
+                    copy_status(current, &mut object);
+                }
+                object
+            }
+            Part::Status => {
+                // A status write changes status only (and nothing of the spec or metadata but
+                // the ownership an apply to /status computed).
+                let mut object = current.clone();
+                copy_status(&body, &mut object);
+                if let Some(sent) = body.pointer("/metadata/managedFields") {
+                    metadata_mut(&mut object).insert("managedFields".into(), sent.clone());
+                }
+                object
+            }
+        };
+        {
+            let old = current
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let m = metadata_mut(&mut object);
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old.get(k) {
+                    Some(v) => m.insert(k.into(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+            m.insert("resourceVersion".into(), json!(current_rv));
+        }
+        let mut object = self.admission.prepare(object, name)?;
+        if spec_part(&object) != spec_part(current) {
+            let generation = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
+            metadata_mut(&mut object).insert("generation".into(), json!(generation));
+        }
+        if object == *current {
+            return Ok(Written {
+                object,
+                created: false,
+                warnings: Vec::new(),
+            });
+        }
+        self.track(Some(current), &mut object, options);
+        let finalized = meta_str(&object, "deletionTimestamp").is_some()
+            && object
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        if options.dry_run {
+            return Ok(Written {
+                object,
+                created: false,
+                warnings: Vec::new(),
+            });
+        }
+        let expected: Revision = current_rv.parse().map_err(ApiError::internal)?;
+        let key = self.key(namespace, name);
+        if finalized {
+            // The last finalizer is gone from an object being deleted: delete it now.
+            self.storage
+                .delete(&key, expected)
+                .await
+                .map_err(self.storage_error(name))?;
+            return Ok(Written {
+                object,
+                created: false,
+                warnings: Vec::new(),
+            });
+        }
+        let kv = self
+            .storage
+            .update(&key, Self::encode(&object)?, expected)
+            .await
+            .map_err(self.storage_error(name))?;
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        Ok(Written {
+            object,
+            created: false,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Delete an object: at once, or by marking it when finalizers remain.
+    pub async fn delete(&self, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> ApiResult<Value> {
+        let current = self.get(namespace, name).await?;
+        options.check_preconditions(&self.meta, name, &current)?;
+        let expected: Revision = meta_str(&current, "resourceVersion")
+            .unwrap_or_default()
+            .parse()
+            .map_err(ApiError::internal)?;
+        let key = self.key(namespace, name);
+        let has_finalizers = current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if meta_str(&current, "deletionTimestamp").is_some() {
+                return Ok(current);
+            }
+            let mut object = current.clone();
+            let generation = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
+            let m = metadata_mut(&mut object);
+            m.insert("deletionTimestamp".into(), json!(now()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            m.insert("generation".into(), json!(generation));
+            if options.dry_run {
+                return Ok(object);
+            }
+            let kv = self
+                .storage
+                .update(&key, Self::encode(&object)?, expected)
+                .await
+                .map_err(self.storage_error(name))?;
+            metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+            return Ok(object);
+        }
+        if !options.dry_run {
+            self.storage
+                .delete(&key, expected)
+                .await
+                .map_err(self.storage_error(name))?;
+        }
+        Ok(current)
+    }
+}

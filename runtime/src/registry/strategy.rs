@@ -1,0 +1,192 @@
+//! A resource's strategy and what every write goes through because of it: the typed hooks
+//! (defaults, validation) behind [`Strategy`], and [`Admission`]: type and namespace checks,
+//! `fieldValidation`, structural-schema validation and the hooks, for the key-value store and
+//! custom storage alike.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::object::{check_name, meta_str, metadata_mut, set_type_meta};
+use super::options::{FieldValidation, WriteOptions};
+use crate::resource::{ApiResource, FieldError, ResourceMeta};
+use crate::schema::validation::Validator;
+use crate::status::{ApiError, ApiResult};
+
+/// The type-erased strategy hooks of one `ApiResource` type.
+pub trait Strategy: Send + Sync + 'static {
+    /// Static metadata.
+    fn meta(&self) -> &ResourceMeta;
+    /// The structural schema.
+    fn schema(&self) -> Value;
+    /// Decode into the Rust type (pruning unknown fields), default, validate, encode back.
+    fn prepare(&self, object: Value) -> Result<Value, Prepared>;
+}
+
+/// Why [`Strategy::prepare`] refused an object.
+pub enum Prepared {
+    /// The JSON does not decode into the type: 400.
+    Decode(String),
+    /// The `validate` hook's errors: 422.
+    Invalid(Vec<FieldError>),
+}
+
+/// The strategy of `T`, from its derived `ApiResource` impl.
+pub struct TypedStrategy<T>(PhantomData<fn() -> T>);
+
+impl<T> Default for TypedStrategy<T> {
+    fn default() -> Self {
+        TypedStrategy(PhantomData)
+    }
+}
+
+impl<T: ApiResource> Strategy for TypedStrategy<T> {
+    fn meta(&self) -> &ResourceMeta {
+        &T::META
+    }
+
+    fn schema(&self) -> Value {
+        T::openapi_schema()
+    }
+
+    fn prepare(&self, object: Value) -> Result<Value, Prepared> {
+        let mut typed: T = serde_json::from_value(object).map_err(|e| Prepared::Decode(e.to_string()))?;
+        typed.apply_defaults();
+        let errors = typed.validate();
+        if !errors.is_empty() {
+            return Err(Prepared::Invalid(errors));
+        }
+        let mut value = serde_json::to_value(&typed).map_err(|e| Prepared::Decode(e.to_string()))?;
+        set_type_meta(&mut value, &T::META);
+        Ok(value)
+    }
+}
+
+/// What every write goes through, whatever stores it: type and namespace checks,
+/// `fieldValidation`, schema validation and the strategy's defaults and validation.
+pub struct Admission {
+    pub(super) meta: ResourceMeta,
+    strategy: Arc<dyn Strategy>,
+    validator: Validator,
+    pub(super) schema: Value,
+}
+
+impl Admission {
+    /// Admission for `strategy`'s resource; fails when its schema is not structural.
+    pub fn new(strategy: Arc<dyn Strategy>) -> Result<Self, String> {
+        let meta = *strategy.meta();
+        let schema = strategy.schema();
+        let violations = crate::schema::violations(&schema);
+        if !violations.is_empty() {
+            return Err(format!(
+                "{} has a non-structural schema: {}",
+                meta.kind,
+                violations.join("; ")
+            ));
+        }
+        let validator = Validator::new(schema.clone())?;
+        Ok(Admission {
+            meta,
+            strategy,
+            validator,
+            schema,
+        })
+    }
+
+    /// The structural schema.
+    pub fn schema(&self) -> Value {
+        self.schema.clone()
+    }
+
+    /// Check a request body's type and namespace, and apply `fieldValidation`.
+    pub fn admit_body(
+        &self,
+        body: &mut Value,
+        namespace: Option<&str>,
+        options: &WriteOptions,
+    ) -> ApiResult<Vec<String>> {
+        let Value::Object(map) = body else {
+            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+        };
+        let api_version = self.meta.api_version();
+        if let Some(v) = map.get("apiVersion").filter(|v| !v.is_null())
+            && v.as_str() != Some(api_version.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({}) does not match the expected API version ({api_version})",
+                v.as_str().unwrap_or("?")
+            )));
+        }
+        if let Some(k) = map.get("kind").filter(|v| !v.is_null())
+            && k.as_str() != Some(self.meta.kind)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({}) does not match the expected kind ({})",
+                k.as_str().unwrap_or("?"),
+                self.meta.kind
+            )));
+        }
+        set_type_meta(body, &self.meta);
+        if let (Some(ns), true) = (namespace, self.meta.namespaced()) {
+            match meta_str(body, "namespace") {
+                Some(given) if !given.is_empty() && given != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => {
+                    metadata_mut(body).insert("namespace".into(), json!(ns));
+                }
+            }
+        } else {
+            metadata_mut(body).remove("namespace");
+        }
+        if options.field_validation == FieldValidation::Ignore {
+            return Ok(Vec::new());
+        }
+        let unknown = self.validator.unknown_fields(body);
+        match options.field_validation {
+            FieldValidation::Ignore => Ok(Vec::new()),
+            FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
+            FieldValidation::Strict if unknown.is_empty() => Ok(Vec::new()),
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Schema, type and hook validation, all errors in one 422.
+    pub fn prepare(&self, object: Value, name: &str) -> ApiResult<Value> {
+        let mut errors = self.validator.validate(&object);
+        if let Some(e) = check_name(name) {
+            errors.insert(0, e);
+        }
+        if !errors.is_empty() {
+            // Still run the hook when the object decodes, so one 422 lists everything.
+            if let Err(Prepared::Invalid(more)) = self.strategy.prepare(object) {
+                let more: Vec<_> = more
+                    .into_iter()
+                    .filter(|m| !errors.iter().any(|e| e.field == m.field))
+                    .collect();
+                errors.extend(more);
+            }
+            return Err(ApiError::invalid(&self.meta, name, &errors));
+        }
+        let metadata = object.get("metadata").cloned();
+        let mut prepared = self.strategy.prepare(object).map_err(|e| match e {
+            Prepared::Decode(m) => ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind)),
+            Prepared::Invalid(errors) => ApiError::invalid(&self.meta, name, &errors),
+        })?;
+        // The typed round trip may drop metadata fields the Rust type does not model.
+        if let Some(metadata) = metadata {
+            prepared["metadata"] = metadata;
+        }
+        Ok(prepared)
+    }
+}

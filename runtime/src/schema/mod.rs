@@ -1,0 +1,11 @@
+//! Schemas and what is evaluated against objects: the structural OpenAPI schema from
+//! schemars ([`structural`]), its enforcement ([`validation`]), the JSON paths of printer
+//! columns, scale and selectable fields ([`jsonpath`]), and label and field selectors
+//! ([`selector`]).
+
+pub mod jsonpath;
+pub mod selector;
+pub mod structural;
+pub mod validation;
+
+pub use structural::*;

@@ -1,0 +1,10 @@
+//! The server, as k8s.io/apiserver's `server/`: [`options`] (the flags), [`run`] (resources,
+//! storage, the filter chain around the router, the accept loop and graceful shutdown) and
+//! [`tls`] (serving certificates, reloaded when their files change).
+
+pub mod options;
+pub mod run;
+pub mod tls;
+
+pub use options::{ServerOptions, StorageKind};
+pub use run::{GIT_VERSION, Server};

@@ -1,0 +1,153 @@
+//! The server's flags, in the genericapiserver style (`--secure-port`, `--storage`, the
+//! delegated authentication and authorization flags, limits, audit and logging).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::filters::authz::AuthorizationMode;
+
+use crate::storage::{self};
+
+/// Which storage backend to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageKind {
+    /// In memory; lost on exit.
+    Memory,
+    /// One redb file under `--data-dir`; survives restarts.
+    Embedded,
+    /// etcd at `--etcd-servers`: for clusters and more than one replica.
+    Etcd,
+}
+
+/// Command-line flags shared by every Apiary server.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServerOptions {
+    /// Port to serve HTTPS on.
+    #[arg(long, default_value_t = 8443)]
+    pub secure_port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    /// Where generated certificates and the admin kubeconfig live (used unless --tls-cert-file is given).
+    #[arg(long, default_value = ".apiary/certs")]
+    pub cert_dir: PathBuf,
+    /// Serving certificate (PEM); with --tls-private-key-file, replaces the generated one.
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA that signs client certificates (CN = user, O = groups); default: the generated CA.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Storage backend.
+    #[arg(long, value_enum, default_value_t = StorageKind::Embedded)]
+    pub storage: StorageKind,
+    /// Directory of the embedded store.
+    #[arg(long, default_value = ".apiary/data")]
+    pub data_dir: PathBuf,
+    /// Key prefix of every object in storage.
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// etcd endpoints (comma-separated), with `--storage etcd`.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    /// CA bundle for etcd's serving certificates.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Seconds between the bookmarks of a watch that allows them.
+    #[arg(long, default_value_t = 60)]
+    pub watch_bookmark_interval: u64,
+    /// Events the watch cache keeps per resource for watchers to resume from.
+    #[arg(long, default_value_t = storage::cache::WINDOW)]
+    pub watch_cache_size: usize,
+    /// Extra names for the generated serving certificate (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+
+    /// CA that signs the front proxy's (the aggregator's) client certificate; default: from
+    /// the kube-system/extension-apiserver-authentication ConfigMap when the core API is reachable.
+    #[arg(long)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names the front-proxy certificate may have (comma-separated; empty: any).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Headers naming the user in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers naming the user's UID in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Uid")]
+    pub requestheader_uid_headers: Vec<String>,
+    /// Headers naming the groups in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of headers carrying extra user attributes in proxied requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// kubeconfig for TokenReview and the authentication ConfigMap (default: in-cluster, if in a pod).
+    #[arg(long)]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// How long token reviews are cached (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authentication_token_webhook_cache_ttl: u64,
+    /// How often the authentication ConfigMap is re-read (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authentication_config_poll_interval: u64,
+    /// Let requests without credentials in as system:anonymous (they still need authorization).
+    #[arg(long)]
+    pub anonymous_auth: bool,
+    /// Authorization: Delegated (SubjectAccessReview) or, for local development only, AlwaysAllow.
+    #[arg(long, value_enum, default_value_t = AuthorizationMode::Delegated)]
+    pub authorization_mode: AuthorizationMode,
+    /// kubeconfig for SubjectAccessReview (default: in-cluster, if in a pod).
+    #[arg(long)]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// How long allowed decisions are cached (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authorization_webhook_cache_authorized_ttl: u64,
+    /// How long denied decisions are cached (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub authorization_webhook_cache_unauthorized_ttl: u64,
+
+    /// Longest time a request (other than a watch) may take (seconds).
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Most non-mutating requests in flight (watches excepted); more get 429.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Most mutating requests in flight; more get 429.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// How long shutdown waits for in-flight requests to finish (seconds).
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout: u64,
+
+    /// Write audit events (one JSON line each) to this file; no audit log when unset.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// The audit.k8s.io/v1 Policy deciding what is audited (required with --audit-log-path).
+    #[arg(long, requires = "audit_log_path")]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes (0: never).
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs to keep (0: all).
+    #[arg(long, default_value_t = 10)]
+    pub audit_log_maxbackup: usize,
+    /// Days to keep rotated audit logs (0: forever).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
+
+    /// Log format: text or json.
+    #[arg(long, value_enum, default_value_t = crate::LogFormat::Text)]
+    pub log_format: crate::LogFormat,
+    /// Log verbosity as kube-apiserver's -v (0-1 info, 2-4 debug, 5+ trace); RUST_LOG overrides it.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
