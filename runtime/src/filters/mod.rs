@@ -1,6 +1,6 @@
 //! The handler chain's filters, as k8s.io/apiserver's `server/filters/`: each an axum
 //! middleware over shared state, wrapped around the router outermost first as
-//! [`instrument`] (audit ID, metrics, log line), [`audit`], [`authenticate`], [`impersonate`],
+//! [`instrument`] (audit ID, metrics, log line), [`audit`](fn@audit), [`authenticate`], [`impersonate`],
 //! [`authorize`], [`max_in_flight`], [`timeout`].
 //!
 //! - [`access`]: the authentication, impersonation and authorization filters; the decisions

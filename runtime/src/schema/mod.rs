@@ -1,5 +1,5 @@
 //! Schemas and what is evaluated against objects: the structural OpenAPI schema from
-//! schemars ([`structural`]), its enforcement ([`validation`]), the JSON paths of printer
+//! schemars ([`structural`](mod@structural)), its enforcement ([`validation`]), the JSON paths of printer
 //! columns, scale and selectable fields ([`jsonpath`]), and label and field selectors
 //! ([`selector`]).
 
