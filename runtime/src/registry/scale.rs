@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::object::meta_str;
 use super::options::{Part, WriteOptions, Written};
 use super::store::Store;
-use super::update::settle;
+use super::store::settle;
 use crate::status::{ApiError, ApiResult};
 
 /// A write to the scale subresource.

@@ -9,6 +9,9 @@ use super::managed::{self, Writer};
 use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
 use super::strategy::{Admission, Strategy};
+
+/// Optimistic-concurrency retries of a write against concurrent writers.
+const WRITE_RETRIES: usize = 5;
 use crate::resource::ResourceMeta;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::{KeyValue, Revision, Storage, StorageError, WatchCache};
@@ -308,50 +311,85 @@ impl Store {
         })
     }
 
-    /// Delete an object: at once, or by marking it when finalizers remain.
+    /// Delete an object: at once, or by marking it when finalizers remain. A write that loses
+    /// a race with another writer (the status loop, a controller) reads again and retries, as
+    /// kube-apiserver does; only the client's own uid/resourceVersion preconditions give 409.
     pub async fn delete(&self, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> ApiResult<Value> {
-        let current = self.get(namespace, name).await?;
-        options.check_preconditions(&self.meta, name, &current)?;
-        let expected: Revision = meta_str(&current, "resourceVersion")
-            .unwrap_or_default()
-            .parse()
-            .map_err(ApiError::internal)?;
-        let key = self.key(namespace, name);
-        let has_finalizers = current
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if has_finalizers {
-            if meta_str(&current, "deletionTimestamp").is_some() {
-                return Ok(current);
+        self.retrying(name, || async move {
+            let current = self.get(namespace, name).await?;
+            options.check_preconditions(&self.meta, name, &current)?;
+            let expected: Revision = meta_str(&current, "resourceVersion")
+                .unwrap_or_default()
+                .parse()
+                .map_err(ApiError::internal)?;
+            let key = self.key(namespace, name);
+            let has_finalizers = current
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            if has_finalizers {
+                if meta_str(&current, "deletionTimestamp").is_some() {
+                    return Ok(Some(current));
+                }
+                let mut object = current.clone();
+                let generation = current
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    + 1;
+                let m = metadata_mut(&mut object);
+                m.insert("deletionTimestamp".into(), json!(now()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                m.insert("generation".into(), json!(generation));
+                if options.dry_run {
+                    return Ok(Some(object));
+                }
+                let written = self
+                    .storage
+                    .update(&key, Self::encode(&object)?, expected)
+                    .await
+                    .map_err(self.storage_error(name));
+                let Some(kv) = settle(written, false)? else {
+                    return Ok(None);
+                };
+                metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                return Ok(Some(object));
             }
-            let mut object = current.clone();
-            let generation = current
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                + 1;
-            let m = metadata_mut(&mut object);
-            m.insert("deletionTimestamp".into(), json!(now()));
-            m.insert("deletionGracePeriodSeconds".into(), json!(0));
-            m.insert("generation".into(), json!(generation));
-            if options.dry_run {
-                return Ok(object);
+            if !options.dry_run {
+                let deleted = self
+                    .storage
+                    .delete(&key, expected)
+                    .await
+                    .map_err(self.storage_error(name));
+                if settle(deleted, false)?.is_none() {
+                    return Ok(None);
+                }
             }
-            let kv = self
-                .storage
-                .update(&key, Self::encode(&object)?, expected)
-                .await
-                .map_err(self.storage_error(name))?;
-            metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-            return Ok(object);
+            Ok(Some(current))
+        })
+        .await
+    }
+
+    /// Run `attempt` until it is done: `None` is a write that lost a race with a concurrent
+    /// one (its client gave no precondition), and it reads again, up to a bound.
+    pub(super) async fn retrying<T, Fut>(&self, name: &str, mut attempt: impl FnMut() -> Fut) -> ApiResult<T>
+    where
+        Fut: std::future::Future<Output = ApiResult<Option<T>>>,
+    {
+        for _ in 0..WRITE_RETRIES {
+            if let Some(written) = attempt().await? {
+                return Ok(written);
+            }
         }
-        if !options.dry_run {
-            self.storage
-                .delete(&key, expected)
-                .await
-                .map_err(self.storage_error(name))?;
-        }
-        Ok(current)
+        Err(ApiError::conflict(&self.meta, name))
+    }
+}
+
+/// A write's result for [`Store::retrying`]: a conflict is retried unless the client's
+/// resourceVersion precondition caused it.
+pub(super) fn settle<T>(written: ApiResult<T>, precondition: bool) -> ApiResult<Option<T>> {
+    match written {
+        Err(e) if e.reason == "Conflict" && !precondition => Ok(None),
+        other => other.map(Some),
     }
 }

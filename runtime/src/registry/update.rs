@@ -6,11 +6,8 @@ use serde_json::{Value, json};
 use super::managed::{self, Writer};
 use super::object::{meta_str, metadata_mut, set_url_name};
 use super::options::{Part, WriteOptions, Written};
-use super::store::Store;
+use super::store::{Store, settle};
 use crate::status::{ApiError, ApiResult};
-
-/// Optimistic-concurrency retries of a patch against concurrent writers.
-const PATCH_RETRIES: usize = 5;
 
 impl Store {
     /// Patch an object or its status with a JSON patch or merge patch.
@@ -143,20 +140,6 @@ impl Store {
         .await
     }
 
-    /// Run `attempt` until it is done: `None` is a write that lost a race with a concurrent
-    /// one (its client gave no precondition), and it reads again, up to a bound.
-    pub(super) async fn retrying<Fut>(&self, name: &str, mut attempt: impl FnMut() -> Fut) -> ApiResult<Written>
-    where
-        Fut: std::future::Future<Output = ApiResult<Option<Written>>>,
-    {
-        for _ in 0..PATCH_RETRIES {
-            if let Some(written) = attempt().await? {
-                return Ok(written);
-            }
-        }
-        Err(ApiError::conflict(&self.meta, name))
-    }
-
     /// The 409 of an apply whose fields other managers own.
     fn apply_conflict(&self, name: &str, conflicts: &[managed::Conflict]) -> ApiError {
         let causes: Vec<Value> = conflicts
@@ -187,13 +170,4 @@ fn upgrades_client_side_apply(current: &Value, conflicts: &[managed::Conflict], 
     };
     let last_applied = super::fieldset::paths(&last, writer.schema);
     conflicts.iter().all(|c| last_applied.contains(&c.path))
-}
-
-/// A write's result for [`Store::retrying`]: a conflict is retried unless the client's
-/// resourceVersion precondition caused it.
-pub(super) fn settle(written: ApiResult<Written>, precondition: bool) -> ApiResult<Option<Written>> {
-    match written {
-        Err(e) if e.reason == "Conflict" && !precondition => Ok(None),
-        other => other.map(Some),
-    }
 }

@@ -5,52 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ServerProcess, WidgetServer as _};
+use common::{ServerProcess, WidgetServer as _, connect, exchange};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WIDGETS: &str = "/apis/custom.example.com/v1/namespaces/default/widgets";
-
-/// A TLS connection to the server as its admin (the generated client certificate).
-async fn connect(server: &ServerProcess) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let certs = server.dir.join(".apiary/certs");
-    let read = |name: &str| std::fs::read(certs.join(name)).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain = CertificateDer::pem_slice_iter(&read("admin.crt"))
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(&read("admin.key")).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    let addr = server.url.trim_start_matches("https://");
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
-/// Send `head` (request line and headers, without the blank line) and `body`; read to EOF.
-async fn exchange(server: &ServerProcess, head: &str, body: &str) -> String {
-    let mut tls = connect(server).await;
-    let request = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n{body}");
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response).await;
-    String::from_utf8_lossy(&response).into_owned()
-}
 
 fn post(name: &str) -> (String, String) {
     let body = format!(

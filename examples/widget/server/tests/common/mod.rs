@@ -2,6 +2,11 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[allow(unused_imports)]
 pub use apiary_runtime::testing::{KUBECTL_DIR, Kubectl, Run, ServerProcess, VERSIONS, eventually};
@@ -79,4 +84,112 @@ pub fn status_of(error: &kube::Error) -> (u16, &str) {
         kube::Error::Api(s) => (s.code, s.reason.as_str()),
         _ => (0, ""),
     }
+}
+
+/// A TLS connection to the server as its admin (the generated client certificate).
+pub async fn connect(server: &ServerProcess) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let certs = server.dir.join(".apiary/certs");
+    let read = |name: &str| std::fs::read(certs.join(name)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_slice_iter(&read("admin.crt"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&read("admin.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let addr = server.url.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Send `head` (request line and headers, without the blank line) and `body`; read to EOF.
+pub async fn exchange(server: &ServerProcess, head: &str, body: &str) -> String {
+    let mut tls = connect(server).await;
+    let request = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n{body}");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A response read off the wire: status code, headers (lower-case names) and the body
+/// (de-chunked).
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The status code.
+    pub code: u16,
+    /// Header lines as `(name, value)`, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl RawResponse {
+    /// Parse what [`exchange`] read.
+    pub fn parse(raw: &str) -> RawResponse {
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+        let mut lines = head.split("\r\n");
+        let code = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+        let body = if chunked { dechunk(body) } else { body.to_string() };
+        RawResponse { code, headers, body }
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One request over a fresh admin TLS connection (`Connection: close`), parsed.
+pub async fn raw(server: &ServerProcess, method: &str, path: &str, content_type: &str, body: &str) -> RawResponse {
+    let head = if body.is_empty() && content_type.is_empty() {
+        format!("{method} {path} HTTP/1.1")
+    } else {
+        format!(
+            "{method} {path} HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}",
+            body.len()
+        )
+    };
+    RawResponse::parse(&exchange(server, &head, body).await)
 }
