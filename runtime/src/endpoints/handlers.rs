@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::negotiation::{Output, decode_object, encode, error_response, negotiate, read_body};
 use super::params::{decode_patch, delete_options, list_options, query_map, truthy, write_options};
+use super::request_info::{RequestInfo, request_info};
 use super::table::{self, IncludeObject};
 use super::watch::{Watching, watch};
 use crate::registry::ScaleChange;
@@ -20,17 +21,12 @@ use crate::registry::{Part, Written};
 use crate::resource::Target;
 use crate::status::{ApiError, ApiResult};
 
-pub(super) async fn serve(
-    store: Arc<dyn Rest>,
-    target: Target,
-    params: HashMap<String, String>,
-    request: Request,
-) -> Response {
+pub(super) async fn serve(store: Arc<dyn Rest>, target: Target, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let q = query_map(&parts.uri);
     let pretty = truthy(&q, "pretty");
     let watching = parts.extensions.get::<Watching>().cloned();
-    let result = handle(&store, target, &params, &parts, &q, body, watching).await;
+    let result = handle(&store, target, &parts, &q, body, watching).await;
     match result {
         Ok(Reply::Stream(response)) => response,
         Ok(Reply::Object {
@@ -81,7 +77,6 @@ fn written(w: Written, output: Output) -> Reply {
 async fn handle(
     store: &Arc<dyn Rest>,
     target: Target,
-    params: &HashMap<String, String>,
     parts: &axum::http::request::Parts,
     q: &HashMap<String, String>,
     body: Body,
@@ -89,15 +84,27 @@ async fn handle(
 ) -> ApiResult<Reply> {
     let (method, headers) = (&parts.method, &parts.headers);
     let meta = *store.meta();
-    let namespace = params.get("namespace").cloned();
-    let ns = namespace.as_deref();
-    let name = params.get("name").map(String::as_str).unwrap_or("");
-    let is_list = matches!(target, Target::Collection | Target::AllNamespaces);
+    // The one parse of the path that authorization and audit saw (the outermost filter
+    // put it in the extensions): namespace and name come from it, never from the router.
     let info = parts
         .extensions
-        .get::<super::request_info::RequestInfo>()
+        .get::<RequestInfo>()
         .cloned()
-        .unwrap_or_else(|| super::request_info::request_info(method.as_str(), parts.uri.path(), truthy(q, "watch")));
+        .unwrap_or_else(|| request_info(method.as_str(), parts.uri.path(), truthy(q, "watch")));
+    info.check_path_segments()?;
+    let namespace = match target {
+        Target::AllNamespaces => None,
+        _ if meta.namespaced() => Some(info.namespace.clone()).filter(|ns| !ns.is_empty()),
+        _ => None,
+    };
+    let ns = namespace.as_deref();
+    let name = info.name.as_str();
+    let needs_namespace = meta.namespaced() && target != Target::AllNamespaces;
+    let needs_name = !matches!(target, Target::Collection | Target::AllNamespaces);
+    if (needs_namespace && ns.is_none()) || (needs_name && name.is_empty()) {
+        return Err(ApiError::path_not_found());
+    }
+    let is_list = matches!(target, Target::Collection | Target::AllNamespaces);
     let verb = info.verb.as_str();
     let served = matches!(target, Target::Status | Target::Scale) || meta.serves(verb);
     if !served {
@@ -126,7 +133,7 @@ async fn handle(
     match (target, method.as_str()) {
         (_, "GET") if is_list => {
             let options = list_options(store.as_ref(), q, namespace.clone())?;
-            if truthy(q, "watch") {
+            if info.verb == "watch" {
                 let metrics = parts.extensions.get::<Arc<crate::filters::metrics::Metrics>>().cloned();
                 return watch(store, options, q, output, watching, metrics).await;
             }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, header};
 use serde_json::Value;
 
+use super::request_info::percent_decode;
 use crate::registry::patch::Patch;
 use crate::registry::rest::Rest;
 use crate::registry::{DeleteOptions, FieldValidation, ListOptions, WriteOptions};
@@ -21,29 +22,11 @@ pub(super) fn query_map(uri: &axum::http::Uri) -> HashMap<String, String> {
             q.split('&')
                 .filter_map(|pair| {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    Some((decode_component(k)?, decode_component(v)?))
+                    Some((percent_decode(k, true)?, percent_decode(v, true)?))
                 })
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn decode_component(s: &str) -> Option<String> {
-    let s = s.replace('+', " ");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 pub(super) fn truthy(q: &HashMap<String, String>, key: &str) -> bool {

@@ -33,7 +33,16 @@ pub fn request_info(method: &str, path: &str, watch: bool) -> RequestInfo {
         path: path.to_string(),
         ..Default::default()
     };
-    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+    // Empty segments are kept (`namespaces//widgets` has an empty namespace, not none), and
+    // each segment is percent-decoded once, here, for authorization, audit, handler and
+    // storage key alike; a segment that does not decode stays as sent (and is refused by
+    // `check_path_segments` for its '%').
+    let decoded: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|p| percent_decode(p, false).unwrap_or_else(|| p.to_string()))
+        .collect();
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let (group, version, rest) = match parts.as_slice() {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -82,7 +91,61 @@ pub fn request_info(method: &str, path: &str, watch: bool) -> RequestInfo {
     }
 }
 
+/// Percent-decode a path segment or (with `plus_as_space`) a query component; `None` when an
+/// escape is malformed or the bytes are not UTF-8.
+pub fn percent_decode(s: &str, plus_as_space: bool) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_as_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Why `segment` cannot be a name or namespace in a path (k8s.io/apimachinery's
+/// `IsValidPathSegmentName`): it may not be `.` or `..`, nor contain `/` or `%`.
+pub fn path_segment_errors(segment: &str) -> Vec<String> {
+    if segment == "." || segment == ".." {
+        return vec![format!("may not be '{segment}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|bad| segment.contains(*bad))
+        .map(|bad| format!("may not contain '{bad}'"))
+        .collect()
+}
+
 impl RequestInfo {
+    /// 400 when the namespace or name in the path could not name a stored object (as
+    /// kube-apiserver: `invalid resource name "a/b": [may not contain '/']`).
+    pub fn check_path_segments(&self) -> Result<(), crate::status::ApiError> {
+        for (what, value) in [("namespace", &self.namespace), ("resource name", &self.name)] {
+            let errors = path_segment_errors(value);
+            if !errors.is_empty() {
+                return Err(crate::status::ApiError::bad_request(format!(
+                    "invalid {what} {value:?}: [{}]",
+                    errors.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The 403 message kube-apiserver gives when this request is denied to `user`.
     pub fn forbidden_message(&self, user: &str, reason: &str) -> String {
         let mut message = if self.is_resource {
@@ -186,5 +249,37 @@ mod tests {
             i.forbidden_message("bob", ""),
             "forbidden: User \"bob\" cannot get path \"/metrics\""
         );
+    }
+
+    #[test]
+    fn segments_are_decoded_once_and_checked() {
+        let i = request_info("DELETE", "/apis/g.io/v1/namespaces/a/widgets/b%2Fz", false);
+        assert_eq!((i.namespace.as_str(), i.name.as_str()), ("a", "b/z"));
+        assert_eq!(
+            i.check_path_segments().unwrap_err().message,
+            "invalid resource name \"b/z\": [may not contain '/']"
+        );
+        // An empty namespace stays empty: the request is not about the `namespaces` resource.
+        let i = request_info("POST", "/apis/g.io/v1/namespaces//widgets", false);
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.namespace.as_str(),
+                i.resource.as_str(),
+                i.name.as_str()
+            ),
+            ("create", "", "widgets", "")
+        );
+        for bad in ["%2e%2e", ".", "%c0%ae", "a%2", "x%25y"] {
+            let i = request_info("GET", &format!("/apis/g.io/v1/namespaces/ns/widgets/{bad}"), false);
+            assert_eq!(i.check_path_segments().unwrap_err().code, 400, "{bad}");
+        }
+        assert!(
+            request_info("GET", "/apis/g.io/v1/namespaces/ns/widgets/a.b-c", false)
+                .check_path_segments()
+                .is_ok()
+        );
+        assert_eq!(percent_decode("a+b%20c", true).as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
     }
 }

@@ -142,9 +142,9 @@ impl Api {
                 let target = route.target;
                 router = router.route(
                     &route.path,
-                    any(move |Path(params): Path<HashMap<String, String>>, request: Request| {
+                    any(move |request: Request| {
                         let store = store.clone();
-                        async move { serve(store, target, params, request).await }
+                        async move { serve(store, target, request).await }
                     }),
                 );
             }

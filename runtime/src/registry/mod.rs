@@ -6,7 +6,8 @@
 //!   `fieldValidation`, defaults and validation) that every write goes through.
 //! - [`store`]: the generic [`Store`] on the key-value storage: create, get, update, delete;
 //!   [`update`]: patch and server-side apply; [`list`]: lists and watches; [`scale`]: `/scale`.
-//! - [`object`]: object semantics shared by every store (names, metadata, status/spec split).
+//! - [`object`]: object semantics shared by every store (names, metadata, status/spec split);
+//!   [`object_meta`]: `metadata` validation as apimachinery's `ValidateObjectMeta`.
 //! - [`options`]: what registry calls take and return.
 //! - [`patch`], [`managed`] and [`fieldset`]: JSON and merge patches, `managedFields` and
 //!   the field sets server-side apply works on.
@@ -17,6 +18,7 @@ pub mod fieldset;
 pub mod list;
 pub mod managed;
 pub mod object;
+pub mod object_meta;
 pub mod options;
 pub mod patch;
 pub mod rest;

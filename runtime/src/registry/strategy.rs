@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::object::{check_name, meta_str, metadata_mut, set_type_meta};
+use super::object::{meta_str, metadata_mut, set_type_meta};
+use super::object_meta;
 use super::options::{FieldValidation, WriteOptions};
 use crate::resource::{ApiResource, FieldError, ResourceMeta};
 use crate::schema::validation::Validator;
@@ -127,6 +128,7 @@ impl Admission {
                 self.meta.kind
             )));
         }
+        object_meta::check_types(&self.meta, body)?;
         set_type_meta(body, &self.meta);
         if let (Some(ns), true) = (namespace, self.meta.namespaced()) {
             match meta_str(body, "namespace") {
@@ -163,10 +165,8 @@ impl Admission {
 
     /// Schema, type and hook validation, all errors in one 422.
     pub fn prepare(&self, object: Value, name: &str) -> ApiResult<Value> {
-        let mut errors = self.validator.validate(&object);
-        if let Some(e) = check_name(name) {
-            errors.insert(0, e);
-        }
+        let mut errors = object_meta::validate(&self.meta, &object);
+        errors.extend(self.validator.validate(&object));
         if !errors.is_empty() {
             // Still run the hook when the object decodes, so one 422 lists everything.
             if let Err(Prepared::Invalid(more)) = self.strategy.prepare(object) {

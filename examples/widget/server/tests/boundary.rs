@@ -91,3 +91,114 @@ async fn json_patches_cannot_amplify() {
     assert_eq!(response.json()["reason"], "RequestEntityTooLarge");
     assert!(api.get("amp").await.unwrap().metadata.annotations.is_none());
 }
+
+/// One parse of the path feeds authorization, audit, handler and storage key: an encoded
+/// `/` cannot reach another namespace's key, an empty namespace is no namespace, and names
+/// and namespaces are validated as upstream does.
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_are_parsed_once_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let base = "/apis/custom.example.com/v1";
+    let encoded = raw(&server, "GET", &format!("{base}/namespaces/a/widgets/b%2Fz"), "", "").await;
+    assert_eq!(encoded.code, 400, "{encoded:?}");
+    assert_eq!(
+        encoded.json()["message"],
+        "invalid resource name \"b/z\": [may not contain '/']"
+    );
+    for path in [
+        format!("{base}/namespaces/a%2Fb/widgets"),
+        format!("{base}/namespaces/a/widgets/%2e%2e"),
+        format!("{base}/namespaces/a/widgets/%c0%ae"),
+    ] {
+        let response = raw(&server, "GET", &path, "", "").await;
+        assert_eq!(
+            (response.code, response.json()["kind"].as_str()),
+            (400, Some("Status")),
+            "{path}: {response:?}"
+        );
+    }
+
+    let body = |ns: &str| {
+        format!(
+            r#"{{"apiVersion":"custom.example.com/v1","kind":"Widget","metadata":{{"name":"w","namespace":"{ns}"}},"spec":{{"replicas":1,"image":"nginx"}}}}"#
+        )
+    };
+    let empty = raw(
+        &server,
+        "POST",
+        &format!("{base}/namespaces//widgets"),
+        "application/json",
+        &body(""),
+    )
+    .await;
+    assert_eq!(empty.code, 404, "{empty:?}");
+    for ns in ["UPPER".to_string(), "n".repeat(300)] {
+        let response = raw(
+            &server,
+            "POST",
+            &format!("{base}/namespaces/{ns}/widgets"),
+            "application/json",
+            &body(&ns),
+        )
+        .await;
+        assert_eq!(response.code, 422, "{response:?}");
+        assert_eq!(response.json()["details"]["causes"][0]["field"], "metadata.namespace");
+    }
+    let all = raw(&server, "GET", &format!("{base}/widgets"), "", "").await;
+    assert_eq!(all.json()["items"], serde_json::json!([]), "nothing was stored");
+}
+
+/// `metadata` is validated as apimachinery's `ValidateObjectMeta` (422 with its causes) and
+/// must decode as `ObjectMeta` (400).
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let post = |metadata: serde_json::Value| {
+        let body = serde_json::json!({"apiVersion": "custom.example.com/v1", "kind": "Widget", "metadata": metadata, "spec": {"replicas": 1, "image": "nginx"}});
+        let server = &server;
+        async move { raw(server, "POST", WIDGETS, "application/json", &body.to_string()).await }
+    };
+    use serde_json::json;
+    let invalid = [
+        (json!({"name": "l1", "labels": {"a b": "x"}}), "metadata.labels"),
+        (
+            json!({"name": "l2", "labels": {"k": "v".repeat(64)}}),
+            "metadata.labels",
+        ),
+        (
+            json!({"name": "a1", "annotations": {"big": "x".repeat(300 * 1024)}}),
+            "metadata.annotations",
+        ),
+        (
+            json!({"name": "a2", "annotations": {"a b": "x"}}),
+            "metadata.annotations",
+        ),
+        (json!({"name": "f1", "finalizers": ["a/b/c"]}), "metadata.finalizers[0]"),
+        (
+            json!({"name": "o1", "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "p"}]}),
+            "metadata.ownerReferences[0].uid",
+        ),
+    ];
+    for (metadata, field) in invalid {
+        let response = post(metadata.clone()).await;
+        assert_eq!(response.code, 422, "{metadata}: {response:?}");
+        assert_eq!(response.json()["details"]["causes"][0]["field"], field, "{metadata}");
+    }
+    for metadata in [
+        json!({"name": "t1", "generation": "x"}),
+        json!({"name": "t2", "creationTimestamp": 5}),
+        json!({"name": "t3", "uid": 5}),
+        json!([]),
+    ] {
+        let response = post(metadata.clone()).await;
+        assert_eq!(
+            (response.code, response.json()["reason"].as_str()),
+            (400, Some("BadRequest")),
+            "{metadata}: {response:?}"
+        );
+    }
+    let ok = post(json!({"name": "fine", "labels": {"example.com/tier": "gold"}, "annotations": {"note": "any text at all"}, "finalizers": ["example.com/hold"]})).await;
+    assert_eq!(ok.code, 201, "{ok:?}");
+}
