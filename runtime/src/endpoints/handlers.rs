@@ -10,8 +10,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::negotiation::{Output, decode_object, encode, error_response, negotiate, read_body};
-use super::params::{decode_patch, delete_options, list_options, query_map, truthy, write_options};
+use super::negotiation::{MAX_BODY, Output, decode_object, encode, error_response, negotiate, read_body};
+use super::params::{check_query, decode_patch, delete_options, flag, list_options, query_map, write_options};
 use super::request_info::{RequestInfo, request_info};
 use super::table::{self, IncludeObject};
 use super::watch::{Watching, watch};
@@ -23,8 +23,17 @@ use crate::status::{ApiError, ApiResult};
 
 pub(super) async fn serve(store: Arc<dyn Rest>, target: Target, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let q = query_map(&parts.uri);
-    let pretty = truthy(&q, "pretty");
+    // A declared body over the limit is refused before a byte of it is read.
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > MAX_BODY as u64)
+    {
+        return error_response(&ApiError::too_large(MAX_BODY));
+    }
+    let q = query_map(parts.uri.query());
+    let pretty = flag(&q, "pretty");
     let watching = parts.extensions.get::<Watching>().cloned();
     let result = handle(&store, target, &parts, &q, body, watching).await;
     match result {
@@ -90,8 +99,9 @@ async fn handle(
         .extensions
         .get::<RequestInfo>()
         .cloned()
-        .unwrap_or_else(|| request_info(method.as_str(), parts.uri.path(), truthy(q, "watch")));
+        .unwrap_or_else(|| request_info(method.as_str(), parts.uri.path(), flag(q, "watch")));
     info.check_path_segments()?;
+    check_query(q)?;
     let namespace = match target {
         Target::AllNamespaces => None,
         _ if meta.namespaced() => Some(info.namespace.clone()).filter(|ns| !ns.is_empty()),

@@ -14,23 +14,54 @@ use crate::resource::Target;
 use crate::schema::selector::{FieldSelector, parse_labels};
 use crate::status::{ApiError, ApiResult};
 
-// ---------------------------------------------------------------- resource handlers
+/// Query parameters that must be integers (as kube-apiserver's conversion of them into
+/// `int64`): anything else is a 400, never silently ignored.
+const INTEGER_PARAMS: &[&str] = &["limit", "timeoutSeconds", "gracePeriodSeconds"];
 
-pub(super) fn query_map(uri: &axum::http::Uri) -> HashMap<String, String> {
-    uri.query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    Some((percent_decode(k, true)?, percent_decode(v, true)?))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The query's parameters, each percent-decoded once; a repeated parameter keeps its first
+/// value (as Go's `url.Values.Get`), the same for every layer that reads the query. Pairs
+/// that do not decode are dropped.
+pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if let (Some(k), Some(v)) = (percent_decode(k, true), percent_decode(v, true)) {
+            map.entry(k).or_insert(v);
+        }
+    }
+    map
 }
 
-pub(super) fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
-    matches!(q.get(key).map(String::as_str), Some("true" | "1" | ""))
+/// A boolean parameter as kube-apiserver reads it: absent is false; present, it is true
+/// unless it is `0` or `false` in any case (`?watch`, `?watch=1`, `?watch=yes` all watch).
+pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
+    q.get(key).is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// 400 for a parameter that does not parse as its type: integers, `resourceVersion` (a
+/// decimal revision) and `resourceVersionMatch`.
+pub fn check_query(q: &HashMap<String, String>) -> ApiResult<()> {
+    for key in INTEGER_PARAMS {
+        // An empty value counts as absent: some clients send `limit=`.
+        if let Some(v) = q.get(*key).filter(|v| !v.is_empty())
+            && v.parse::<i64>().is_err()
+        {
+            return Err(ApiError::bad_request(format!(
+                "invalid {key} {v:?}: must be a whole number that fits in 64 bits"
+            )));
+        }
+    }
+    if let Some(rv) = q.get("resourceVersion").filter(|rv| !rv.is_empty())
+        && rv.parse::<u64>().is_err()
+    {
+        return Err(ApiError::bad_request(format!("invalid resource version: {rv:?}")));
+    }
+    match q.get("resourceVersionMatch").map(String::as_str) {
+        None | Some("" | "NotOlderThan" | "Exact") => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
 }
 
 pub(super) fn write_options(
@@ -61,7 +92,7 @@ pub(super) fn write_options(
         field_validation: FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?,
         field_manager,
         default_manager,
-        force: truthy(q, "force"),
+        force: flag(q, "force"),
         subresource: match target {
             Target::Status => "status",
             Target::Scale => "scale",

@@ -250,3 +250,12 @@ fn doc_response(headers: &HeaderMap, doc: &Doc, content_type: &str) -> Response 
         .insert(header::VARY, HeaderValue::from_static("Accept"));
     response
 }
+
+/// 405 as a `Status`, for a method a non-resource route does not serve.
+pub async fn method_not_allowed() -> Response {
+    error_response(&ApiError::new(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+    ))
+}

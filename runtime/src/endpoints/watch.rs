@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::handlers::Reply;
 use super::negotiation::{JSON, Output, TABLE};
-use super::params::truthy;
+use super::params::flag;
 use super::table::{self, IncludeObject};
 use crate::registry::rest::Rest;
 use crate::registry::{ListOptions, WatchEvent};
@@ -53,11 +53,12 @@ pub(super) async fn watch(
     metrics: Option<Arc<crate::filters::metrics::Metrics>>,
 ) -> ApiResult<Reply> {
     let meta = *store.meta();
-    let bookmarks = truthy(q, "allowWatchBookmarks");
-    let send_initial = q.get("sendInitialEvents").map(|v| v == "true");
-    let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
-        Some(t) => Duration::from_secs(t).min(MAX_WATCH),
-        None => DEFAULT_WATCH,
+    let bookmarks = flag(q, "allowWatchBookmarks");
+    let send_initial = q.get("sendInitialEvents").map(|_| flag(q, "sendInitialEvents"));
+    // `check_query` made sure it is a number; zero or less means the default, as upstream.
+    let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<i64>().ok()) {
+        Some(t) if t > 0 => Duration::from_secs(t as u64).min(MAX_WATCH),
+        _ => DEFAULT_WATCH,
     };
     let include = IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
     let events = store.clone().watch(options, send_initial, bookmarks).await?;

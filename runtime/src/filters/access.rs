@@ -14,14 +14,10 @@ use crate::endpoints::error_response;
 use crate::endpoints::request_info::{RequestInfo, request_info};
 use crate::status::ApiError;
 
-/// Whether the query asks for a watch.
+/// Whether the query asks for a watch, read as the handler reads it.
 pub(super) fn is_watch(request: &Request) -> bool {
-    request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .any(|p| matches!(p, "watch=true" | "watch=1" | "watch"))
+    let q = crate::endpoints::params::query_map(request.uri().query());
+    crate::endpoints::params::flag(&q, "watch")
 }
 
 /// The request's attributes, as the outermost filter found them.

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tokio::sync::Semaphore;
 
-use super::access::is_watch;
+use super::access::info_of;
 use super::authz::always_allowed;
 use super::metrics::Metrics;
 use crate::endpoints::error_response;
@@ -28,7 +29,7 @@ pub struct InFlight {
 /// 429 with `Retry-After` when the request's class is at its limit.
 pub async fn max_in_flight(State(limits): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
     let metrics = request.extensions().get::<Arc<Metrics>>().cloned();
-    if is_watch(&request) || always_allowed(request.uri().path()) {
+    if info_of(&request).verb == "watch" || always_allowed(request.uri().path()) {
         return next.run(request).await;
     }
     let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
@@ -50,7 +51,7 @@ pub async fn max_in_flight(State(limits): State<Arc<InFlight>>, request: Request
 
 /// 504 Timeout when a request (other than a watch) takes longer than `limit`.
 pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    if is_watch(&request) {
+    if info_of(&request).verb == "watch" {
         return next.run(request).await;
     }
     match tokio::time::timeout(limit, next.run(request)).await {
@@ -62,5 +63,93 @@ pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next
                 "the server was unable to return a response in the time allotted ({limit:?}), but may still be processing the request"
             ),
         )),
+    }
+}
+
+/// Most bytes of an unread request body drained after an early answer so the connection
+/// can be reused (and a client still sending it reads the answer instead of a broken pipe);
+/// a larger or longer body closes the connection instead.
+pub const EARLY_ANSWER_DRAIN_BYTES: u64 = 2 * crate::endpoints::MAX_BODY as u64;
+/// Longest time spent draining such a body.
+pub const EARLY_ANSWER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Slot = Arc<std::sync::Mutex<Option<Body>>>;
+
+/// The request body as the outermost filter holds it: inner layers read it through a proxy,
+/// and whatever they left unread is dealt with by [`HeldBody::settle`].
+pub struct HeldBody {
+    slot: Slot,
+    declared: Option<u64>,
+    http1: bool,
+}
+
+/// A body that reads from the held one.
+struct Proxy(Slot);
+
+impl axum::body::HttpBody for Proxy {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+/// Keep `request`'s body in a slot; the request gets a proxy reading from it.
+pub fn hold_body(request: Request) -> (Request, HeldBody) {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let slot: Slot = Arc::new(std::sync::Mutex::new(Some(body)));
+    let held = HeldBody {
+        slot: slot.clone(),
+        declared,
+        http1: parts.version <= axum::http::Version::HTTP_11,
+    };
+    (Request::from_parts(parts, Body::new(Proxy(slot))), held)
+}
+
+impl HeldBody {
+    /// After the answer: a body read to its end needs nothing; a small unread one is drained
+    /// in the background (bounded in bytes and time); a large one closes the connection.
+    pub fn settle(self, response: &mut Response) {
+        let Some(body) = self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        if axum::body::HttpBody::is_end_stream(&body) {
+            return;
+        }
+        if self.declared.is_some_and(|len| len > EARLY_ANSWER_DRAIN_BYTES) {
+            if self.http1 {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return;
+        }
+        tokio::spawn(async move {
+            let limited = http_body_util::Limited::new(body, EARLY_ANSWER_DRAIN_BYTES as usize);
+            let _ = tokio::time::timeout(
+                EARLY_ANSWER_DRAIN_TIMEOUT,
+                http_body_util::BodyExt::collect(http_body_util::BodyExt::map_frame(limited, |f| {
+                    f.map_data(|_| axum::body::Bytes::new())
+                })),
+            )
+            .await;
+        });
     }
 }

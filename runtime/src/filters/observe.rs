@@ -47,13 +47,15 @@ fn is_apply(request: &Request) -> bool {
 
 /// Outermost: the audit ID (honoured from the client, always returned), metrics, and one
 /// log line per request (method, path, user, code, latency; never bodies).
-pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
+pub async fn instrument(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let info = info_of(&request);
     let labels = metrics.labels(
         &info,
         is_apply(&request),
-        request.uri().query().is_some_and(|q| q.contains("dryRun=All")),
+        crate::endpoints::params::query_map(request.uri().query())
+            .get("dryRun")
+            .is_some_and(|d| d == "All"),
     );
     let audit_id = request
         .headers()
@@ -62,6 +64,9 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    // Inner layers may answer without reading the body (401, 403, 413, 429): the slot keeps it
+    // so it can be drained or the connection closed once the answer is known.
+    let (mut request, body) = super::limits::hold_body(request);
     request.extensions_mut().insert(AuditId(audit_id.clone()));
     request.extensions_mut().insert(metrics.clone());
     request.extensions_mut().insert(info.clone());
@@ -72,6 +77,7 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
     if let Ok(v) = HeaderValue::from_str(&audit_id) {
         response.headers_mut().insert("Audit-ID", v);
     }
+    body.settle(&mut response);
     let user = response
         .extensions()
         .get::<UserInfo>()

@@ -121,18 +121,7 @@ impl Store {
         };
         match rv_match.unwrap_or("") {
             "" | "NotOlderThan" => {
-                let current = self
-                    .storage
-                    .current_revision()
-                    .await
-                    .map_err(|e| ApiError::from_storage(&self.meta, "", e))?;
-                if rv > current {
-                    return Err(ApiError::new(
-                        504,
-                        "Timeout",
-                        format!("Too large resource version: {rv}, current: {current}"),
-                    ));
-                }
+                self.check_not_future(rv).await?;
                 Ok(None)
             }
             "Exact" => {
@@ -141,12 +130,31 @@ impl Store {
                         "resourceVersionMatch=Exact is forbidden for resourceVersion \"0\"",
                     ));
                 }
+                self.check_not_future(rv).await?;
                 Ok(Some(rv))
             }
             other => Err(ApiError::bad_request(format!(
                 "unsupported resourceVersionMatch {other:?}"
             ))),
         }
+    }
+
+    /// 504 "Too large resource version" for a revision the store has not reached, as
+    /// kube-apiserver answers (after waiting for it, which a single store need not do).
+    async fn check_not_future(&self, rv: Revision) -> ApiResult<()> {
+        let current = self
+            .storage
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::from_storage(&self.meta, "", e))?;
+        if rv > current {
+            return Err(ApiError::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {rv}, current: {current}"),
+            ));
+        }
+        Ok(())
     }
 
     /// Watch objects: initial ADDED events (unless resuming from a resourceVersion), then changes.

@@ -202,3 +202,97 @@ async fn metadata_is_validated() {
     let ok = post(json!({"name": "fine", "labels": {"example.com/tier": "gold"}, "annotations": {"note": "any text at all"}, "finalizers": ["example.com/hold"]})).await;
     assert_eq!(ok.code, 201, "{ok:?}");
 }
+
+/// Every query parameter upstream checks is checked here (400), instead of being ignored:
+/// a watch with a malformed `timeoutSeconds` used to stream for 30 minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn query_parameters_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let bounded = |path: String| {
+        let server = &server;
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(10), raw(server, "GET", &path, "", ""))
+                .await
+                .unwrap_or_else(|_| panic!("{path} did not answer at once"))
+        }
+    };
+    for query in [
+        "watch=true&timeoutSeconds=abc",
+        "watch=true&timeoutSeconds=1.5",
+        "watch=true&timeoutSeconds=1e2",
+        "watch=true&timeoutSeconds=99999999999999999999",
+        "limit=abc",
+        "limit=1.5",
+        "resourceVersion=abc",
+        "resourceVersion=-1",
+        "resourceVersionMatch=Bogus&resourceVersion=1",
+        "watch=1&resourceVersion=x",
+    ] {
+        let response = bounded(format!("{WIDGETS}?{query}")).await;
+        assert_eq!(
+            (response.code, response.json()["reason"].as_str()),
+            (400, Some("BadRequest")),
+            "{query}: {response:?}"
+        );
+    }
+    for query in ["gracePeriodSeconds=soon", "propagationPolicy=Bogus", "dryRun=Some"] {
+        let response = raw(&server, "DELETE", &format!("{WIDGETS}/x?{query}"), "", "").await;
+        assert_eq!(response.code, 400, "{query}: {response:?}");
+    }
+    // A revision the store has not reached: 504, as kube-apiserver, for either match.
+    for query in [
+        "resourceVersion=18446744073709551615&resourceVersionMatch=Exact",
+        "resourceVersion=18446744073709551615",
+    ] {
+        let response = bounded(format!("{WIDGETS}?{query}")).await;
+        assert_eq!(response.code, 504, "{query}: {response:?}");
+        assert!(
+            response.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Too large resource version")
+        );
+    }
+    // A watch with a valid short timeout ends by itself.
+    let ended = bounded(format!("{WIDGETS}?watch=true&timeoutSeconds=1")).await;
+    assert_eq!(ended.code, 200);
+}
+
+/// Answers are `Status` objects with the right code, at once: a declared body over 3 MiB is
+/// 413 before it is sent (and the connection is closed), wrong methods on plain routes 405.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_statuses_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    // A small excess is drained after the answer (the connection stays usable); a large one
+    // closes the connection. Either way the answer comes before any of the body.
+    for (length, close) in [(4u64 << 20, None), (1u64 << 30, Some("close"))] {
+        let head = format!("POST {WIDGETS} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {length}");
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            common::first_response(&server, &head),
+        )
+        .await
+        .expect("413 comes before the body");
+        assert_eq!(
+            (response.code, response.json()["reason"].as_str()),
+            (413, Some("RequestEntityTooLarge")),
+            "{response:?}"
+        );
+        assert_eq!(response.header("connection"), close, "{length}: {response:?}");
+    }
+    for (method, path) in [
+        ("POST", "/openapi/v2"),
+        ("DELETE", "/version"),
+        ("PUT", "/metrics"),
+        ("POST", "/apis"),
+    ] {
+        let response = raw(&server, method, path, "", "").await;
+        assert_eq!(
+            (response.code, response.json()["kind"].as_str()),
+            (405, Some("Status")),
+            "{method} {path}: {response:?}"
+        );
+    }
+}

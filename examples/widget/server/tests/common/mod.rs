@@ -122,6 +122,35 @@ pub async fn exchange(server: &ServerProcess, head: &str, body: &str) -> String 
     String::from_utf8_lossy(&response).into_owned()
 }
 
+/// Send `head` (no body) and read one response, without waiting for the connection to end:
+/// for answers that come before a body the client has not sent.
+pub async fn first_response(server: &ServerProcess, head: &str) -> RawResponse {
+    let mut tls = connect(server).await;
+    tls.write_all(format!("{head}\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tls.read(&mut chunk).await.unwrap_or(0);
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let parsed = RawResponse::parse(&format!("{head}\r\n\r\n"));
+            let len: usize = parsed
+                .header("content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            if body.len() >= len || n == 0 {
+                return RawResponse::parse(&text);
+            }
+        }
+        if n == 0 {
+            return RawResponse::parse(&text);
+        }
+    }
+}
+
 /// A response read off the wire: status code, headers (lower-case names) and the body
 /// (de-chunked).
 #[derive(Debug)]
