@@ -153,3 +153,35 @@ impl HeldBody {
         });
     }
 }
+
+/// `body` with `guard` kept alive until the body is finished or abandoned (size hint and
+/// trailers unchanged): in-flight and long-running counts follow the response's real end.
+pub fn with_guard(body: Body, guard: impl Send + Sync + Unpin + 'static) -> Body {
+    Body::new(Guarded { body, _guard: guard })
+}
+
+struct Guarded<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Send + Sync + Unpin + 'static> axum::body::HttpBody for Guarded<G> {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        // `Body` is Unpin, and the guard is never moved out.
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use serde_json::Value;
 
 use super::access::{Impersonator, info_of};
@@ -26,14 +26,6 @@ pub struct AuditId(pub String);
 /// The peer's address, per connection.
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteAddr(pub std::net::SocketAddr);
-
-/// A body that runs `guard`'s drop when the body is finished or abandoned.
-fn on_drop(body: Body, guard: impl Send + Sync + 'static) -> Body {
-    Body::from_stream(body.into_data_stream().map(move |chunk| {
-        let _ = &guard;
-        chunk
-    }))
-}
 
 /// Whether the request is a server-side apply patch.
 fn is_apply(request: &Request) -> bool {
@@ -91,7 +83,7 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, request: Request, n
     if info.verb == "watch" && code == 200 {
         let running = metrics.longrunning(&labels);
         let (parts, body) = response.into_parts();
-        response = Response::from_parts(parts, on_drop(body, running));
+        response = Response::from_parts(parts, super::limits::with_guard(body, running));
     }
     response
 }
@@ -180,7 +172,7 @@ pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Nex
         }
         let (parts, body) = response.into_parts();
         let finished = WatchDone { log, record };
-        return Response::from_parts(parts, on_drop(body, finished));
+        return Response::from_parts(parts, super::limits::with_guard(body, finished));
     }
     // The body is read only when the event needs it: the object at RequestResponse, the
     // Status of a failure otherwise; a Metadata event of a large list parses nothing.

@@ -1,7 +1,9 @@
 //! The server, as k8s.io/apiserver's `server/`: [`options`] (the flags), [`run`] (resources,
-//! storage, the filter chain around the router, the accept loop and graceful shutdown) and
+//! storage, the filter chain around the router, the accept loop and graceful shutdown),
+//! [`connections`] (the connection limit, idle and header timeouts, the open-file limit) and
 //! [`tls`] (serving certificates, reloaded when their files change).
 
+pub mod connections;
 pub mod options;
 pub mod run;
 pub mod tls;

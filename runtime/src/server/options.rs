@@ -127,6 +127,16 @@ pub struct ServerOptions {
     /// How long shutdown waits for in-flight requests to finish (seconds).
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Most open client connections; at the limit the one idle longest is closed to make room,
+    /// and with none idle the new one is refused. Lowered to fit the open-file limit.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Close a connection with no request in flight after this long (seconds).
+    #[arg(long, default_value_t = 90)]
+    pub idle_connection_timeout: u64,
+    /// Close an HTTP/1 connection whose request headers take longer than this (seconds).
+    #[arg(long, default_value_t = 32)]
+    pub header_read_timeout: u64,
 
     /// Write audit events (one JSON line each) to this file; no audit log when unset.
     #[arg(long)]

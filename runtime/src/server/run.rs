@@ -20,6 +20,7 @@ use crate::filters::authz::{AuthorizationMode, Authorizer};
 use crate::filters::metrics::{InstrumentedStorage, Metrics};
 use crate::filters::{self, Guard, InFlight, RemoteAddr};
 
+use super::connections::{Connections, fitting_limit, raise_open_file_limit};
 use super::options::{ServerOptions, StorageKind};
 use super::tls::{serving_files, tls_config};
 use crate::endpoints::{Api, Watching};
@@ -38,6 +39,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of request headers.
 const MAX_HEADERS: usize = 64 * 1024;
+/// Most concurrent HTTP/2 streams per connection: the aggregator multiplexes many requests,
+/// watches among them, over one connection (k8s.io/apiserver sets 1000 for extension servers).
+const MAX_STREAMS: u32 = 1000;
 
 /// A server being assembled: resources and storage.
 pub struct Server {
@@ -191,7 +195,16 @@ impl Server {
             None => println!("Serving on https://{local}"),
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        let open_files = raise_open_file_limit();
+        let max_connections = fitting_limit(options.max_connections, open_files);
+        if max_connections < options.max_connections {
+            tracing::warn!("--max-connections lowered to {max_connections} to fit the open-file limit of {open_files}");
+        }
+        let connections = Connections::new(
+            max_connections,
+            Duration::from_secs(options.idle_connection_timeout.max(1)),
+        );
+        let header_read_timeout = Duration::from_secs(options.header_read_timeout.max(1));
         let mut stop = std::pin::pin!(shutdown_signal());
         loop {
             let (tcp, remote) = tokio::select! {
@@ -205,14 +218,23 @@ impl Server {
                 },
                 () = &mut stop => break,
             };
+            let Some(admitted) = connections.admit().await else {
+                tracing::debug!(%remote, "connection refused: every connection is busy (--max-connections)");
+                continue;
+            };
             let acceptor = acceptor.clone();
             let router = router.clone();
-            let watcher = connections.watcher();
             let bookmark_every = Duration::from_secs(options.watch_bookmark_interval.max(1));
-            let shutdown = shutdown.clone();
+            let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-                    return;
+                let admitted = Arc::new(admitted);
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let tls = tokio::select! {
+                    done = handshake => match done {
+                        Ok(Ok(tls)) => tls,
+                        _ => return,
+                    },
+                    () = admitted.should_close() => return,
                 };
                 let peer = PeerCertificates(Arc::new(
                     tls.get_ref()
@@ -221,29 +243,56 @@ impl Server {
                         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                         .unwrap_or_default(),
                 ));
+                // The protocol is what TLS negotiated (ALPN), so no bytes are awaited to guess it.
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                let slot = admitted.clone();
+                let watching = Watching {
+                    shutdown: shutdown.clone(),
+                    bookmark_every,
+                };
                 let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    let busy = slot.busy();
                     request.extensions_mut().insert(peer.clone());
                     request.extensions_mut().insert(RemoteAddr(remote));
-                    request.extensions_mut().insert(Watching {
-                        shutdown: shutdown.clone(),
-                        bookmark_every,
-                    });
-                    router.clone().oneshot(request.map(axum::body::Body::new))
+                    request.extensions_mut().insert(watching.clone());
+                    let response = router.clone().oneshot(request.map(axum::body::Body::new));
+                    async move {
+                        let response = response.await?;
+                        Ok::<_, std::convert::Infallible>(response.map(|body| filters::limits::with_guard(body, busy)))
+                    }
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http1().max_buf_size(MAX_HEADERS);
-                builder.http2().max_header_list_size(MAX_HEADERS as u32);
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
+                    .max_buf_size(MAX_HEADERS);
+                builder
+                    .http2()
+                    .max_header_list_size(MAX_HEADERS as u32)
+                    .max_concurrent_streams(MAX_STREAMS);
+                let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
                 let connection = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(connection.into_owned()).await {
-                    tracing::debug!("connection ended: {e}");
+                let mut connection = std::pin::pin!(connection);
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!("connection ended: {e}");
+                        }
+                        return;
+                    }
+                    () = admitted.should_close() => {}
+                    _ = shutdown.wait_for(|down| *down) => {}
                 }
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
             });
         }
         tracing::info!("shutting down: no new connections; ending watches and draining requests");
         drop(listener);
         let _ = shutdown_tx.send(true);
         let drain = Duration::from_secs(options.shutdown_timeout);
-        if tokio::time::timeout(drain, connections.shutdown()).await.is_err() {
+        if !connections.drained(drain).await {
             tracing::warn!("shutdown: connections still open after {drain:?}; closing them");
         }
         Ok(())

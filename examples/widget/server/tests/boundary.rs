@@ -296,3 +296,110 @@ async fn errors_are_statuses_at_once() {
         );
     }
 }
+
+/// Whether the server closed `tls` within `within` (EOF or a reset), reading what it sends.
+async fn closed_within(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    within: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Idle connections, slowloris clients and connection floods are bounded by the server's own
+/// limits (`--idle-connection-timeout`, `--header-read-timeout`, `--max-connections`), and
+/// normal requests still get through.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_clients_are_bounded() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let idle = ServerProcess::start_in(
+        dir.path(),
+        &[
+            "--storage",
+            "memory",
+            "--idle-connection-timeout",
+            "2",
+            "--header-read-timeout",
+            "60",
+        ],
+    );
+    let mut quiet = Vec::new();
+    for _ in 0..5 {
+        quiet.push(common::connect(&idle).await);
+    }
+    for tls in &mut quiet {
+        assert!(
+            closed_within(tls, Duration::from_secs(8)).await,
+            "an idle connection is closed"
+        );
+    }
+    drop(idle);
+
+    let dir = tempfile::tempdir().unwrap();
+    let slow = ServerProcess::start_in(
+        dir.path(),
+        &[
+            "--storage",
+            "memory",
+            "--idle-connection-timeout",
+            "60",
+            "--header-read-timeout",
+            "2",
+        ],
+    );
+    let mut loris = common::connect(&slow).await;
+    loris.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let dripping = async {
+        for byte in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle() {
+            if loris.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let stopped = tokio::time::timeout(Duration::from_secs(15), dripping).await;
+    assert!(stopped.is_ok(), "a slowloris client is cut off");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop(slow);
+
+    let dir = tempfile::tempdir().unwrap();
+    let capped = ServerProcess::start_in(dir.path(), &["--storage", "memory", "--max-connections", "10"]);
+    let mut flood = Vec::new();
+    for _ in 0..30 {
+        if let Ok(Ok(tls)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::spawn({
+                let url = capped.url.clone();
+                let dir = capped.dir.clone();
+                async move { common::connect_to(&url, &dir).await }
+            }),
+        )
+        .await
+        {
+            flood.push(tls);
+        }
+    }
+    let response = raw(&capped, "GET", WIDGETS, "", "").await;
+    assert_eq!(response.code, 200, "a normal request gets a connection: {response:?}");
+    let mut open = 0;
+    for tls in &mut flood {
+        if !closed_within(tls, Duration::from_millis(300)).await {
+            open += 1;
+        }
+    }
+    assert!(
+        open <= 10,
+        "{open} of 30 idle connections are still open with --max-connections 10"
+    );
+}

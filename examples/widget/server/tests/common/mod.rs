@@ -88,7 +88,12 @@ pub fn status_of(error: &kube::Error) -> (u16, &str) {
 
 /// A TLS connection to the server as its admin (the generated client certificate).
 pub async fn connect(server: &ServerProcess) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let certs = server.dir.join(".apiary/certs");
+    connect_to(&server.url, &server.dir).await
+}
+
+/// A TLS connection as the admin to the server at `url` whose certificates are under `dir`.
+pub async fn connect_to(url: &str, dir: &Path) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let certs = dir.join(".apiary/certs");
     let read = |name: &str| std::fs::read(certs.join(name)).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
@@ -104,7 +109,7 @@ pub async fn connect(server: &ServerProcess) -> tokio_rustls::client::TlsStream<
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .unwrap();
-    let addr = server.url.trim_start_matches("https://");
+    let addr = url.trim_start_matches("https://");
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
