@@ -163,8 +163,9 @@ async fn handle(
             })
         }
         (Target::Collection, "POST") => {
-            let options = write_options(q, headers, target)?;
-            let object = decode_object(headers, &read_body(body).await?)?;
+            let mut options = write_options(q, headers, target)?;
+            let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
+            options.duplicate_fields = duplicates;
             Ok(written(store.create(ns, object, &options).await?, output))
         }
         (Target::Collection, "DELETE") => {
@@ -202,8 +203,9 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let options = write_options(q, headers, target)?;
-            let object = decode_object(headers, &read_body(body).await?)?;
+            let mut options = write_options(q, headers, target)?;
+            let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
+            options.duplicate_fields = duplicates;
             Ok(written(store.update(ns, name, object, part, &options).await?, output))
         }
         (Target::Object | Target::Status, "PATCH") => {
@@ -230,7 +232,7 @@ async fn handle(
         (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),
         (Target::Scale, "PUT") => {
             let options = write_options(q, headers, target)?;
-            let scale = decode_object(headers, &read_body(body).await?)?;
+            let (scale, _) = decode_object(headers, &read_body(body).await?)?;
             Ok(written(
                 store
                     .update_scale(ns, name, ScaleChange::Replace(scale), &options)

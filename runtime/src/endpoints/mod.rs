@@ -6,13 +6,15 @@
 //! - [`request_info`]: what a request asks for, in authorization terms (verb, resource, name).
 //! - [`handlers`]: one entry point per resource route, dispatching on the verb to [`Rest`](crate::registry::rest::Rest).
 //! - [`params`]: query parameters and option bodies parsed into the registry's options.
-//! - [`negotiation`]: Accept and Content-Type: JSON, YAML, Table; bounded body reads.
+//! - [`negotiation`]: Accept and Content-Type: JSON, YAML, Table; bounded body reads;
+//!   [`json_body`]: JSON bodies decoded with their duplicate fields found.
 //! - [`watch`]: chunked watch streams with bookmarks and initial events.
 //! - [`discovery`], [`openapi`] and [`openapi_proto`]: the documents clients read first.
 //! - [`table`]: `meta.k8s.io/v1 Table` for `kubectl get`.
 
 pub mod discovery;
 pub mod handlers;
+pub mod json_body;
 pub mod negotiation;
 pub mod openapi;
 pub mod openapi_proto;

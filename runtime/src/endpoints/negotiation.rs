@@ -120,18 +120,21 @@ pub(super) async fn read_body(body: Body) -> ApiResult<Bytes> {
     }
 }
 
-pub(super) fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<Value> {
+/// A request body as an object, with the paths of its duplicate fields (JSON only: the YAML
+/// decoder refuses duplicate keys outright).
+pub(super) fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<(Value, Vec<String>)> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
         .unwrap_or(JSON);
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match media.as_str() {
-        JSON | "" => serde_json::from_slice(bytes)
+        JSON | "" => super::json_body::decode(bytes)
             .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))),
         YAML | "application/x-yaml" | "text/yaml" => {
             let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
             serde_saphyr::from_str(text)
+                .map(|value| (value, Vec::new()))
                 .map_err(|e| ApiError::bad_request(format!("error decoding the request body as YAML: {e}")))
         }
         other => Err(ApiError::unsupported_media_type(other, &[JSON, YAML])),

@@ -98,6 +98,7 @@ pub(super) fn write_options(
             Target::Scale => "scale",
             _ => "",
         },
+        duplicate_fields: Vec::new(),
     })
 }
 

@@ -137,6 +137,67 @@ pub fn check_types(meta: &ResourceMeta, object: &Value) -> ApiResult<()> {
         })
 }
 
+const OBJECT_META_FIELDS: &[&str] = &[
+    "annotations",
+    "creationTimestamp",
+    "deletionGracePeriodSeconds",
+    "deletionTimestamp",
+    "finalizers",
+    "generateName",
+    "generation",
+    "labels",
+    "managedFields",
+    "name",
+    "namespace",
+    "ownerReferences",
+    "resourceVersion",
+    "selfLink",
+    "uid",
+];
+const OWNER_REFERENCE_FIELDS: &[&str] = &["apiVersion", "blockOwnerDeletion", "controller", "kind", "name", "uid"];
+const MANAGED_FIELDS_ENTRY_FIELDS: &[&str] = &[
+    "apiVersion",
+    "fieldsType",
+    "fieldsV1",
+    "manager",
+    "operation",
+    "subresource",
+    "time",
+];
+
+/// Drop the fields under `metadata` that `ObjectMeta` does not have (`metadata.nameX`), as
+/// kube-apiserver's typed decoding does, and return their paths for `fieldValidation`; the
+/// rest of the object is checked against its schema.
+pub fn prune_unknown_fields(object: &mut Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(Value::Object(m)) = object.get_mut("metadata") else {
+        return out;
+    };
+    let mut prune = |map: &mut serde_json::Map<String, Value>, known: &[&str], at: &str| {
+        map.retain(|k, _| {
+            let keep = known.contains(&k.as_str());
+            if !keep {
+                out.push(format!("{at}.{k}"));
+            }
+            keep
+        });
+    };
+    prune(m, OBJECT_META_FIELDS, "metadata");
+    for (list, known) in [
+        ("ownerReferences", OWNER_REFERENCE_FIELDS),
+        ("managedFields", MANAGED_FIELDS_ENTRY_FIELDS),
+    ] {
+        if let Some(Value::Array(items)) = m.get_mut(list) {
+            for (i, item) in items.iter_mut().enumerate() {
+                if let Value::Object(item) = item {
+                    prune(item, known, &format!("metadata.{list}[{i}]"));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Every `ValidateObjectMeta` error of `object`'s metadata, in apimachinery's order.
 pub fn validate(meta: &ResourceMeta, object: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
@@ -291,6 +352,19 @@ mod tests {
         assert_eq!(
             fields(json!({"metadata": {"name": "a"}})),
             ["metadata.namespace: Required value"]
+        );
+    }
+
+    #[test]
+    fn unknown_metadata_fields() {
+        let mut object = json!({"metadata": {"name": "a", "nameX": 1, "ownerReferences": [{"uid": "u", "extra": 1}], "managedFields": [{"manager": "m", "fieldsV1": {"f:x": {}}}]}});
+        assert_eq!(
+            prune_unknown_fields(&mut object),
+            ["metadata.nameX", "metadata.ownerReferences[0].extra"]
+        );
+        assert_eq!(
+            object,
+            json!({"metadata": {"name": "a", "ownerReferences": [{"uid": "u"}], "managedFields": [{"manager": "m", "fieldsV1": {"f:x": {}}}]}})
         );
     }
 

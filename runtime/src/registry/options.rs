@@ -51,6 +51,8 @@ pub struct WriteOptions {
     pub force: bool,
     /// The subresource written: "", "status" or "scale".
     pub subresource: &'static str,
+    /// Fields the request body gave more than once (reported by `fieldValidation`).
+    pub duplicate_fields: Vec<String>,
 }
 
 impl WriteOptions {

@@ -144,21 +144,28 @@ impl Admission {
         } else {
             metadata_mut(body).remove("namespace");
         }
+        let mut unknown = object_meta::prune_unknown_fields(body);
         if options.field_validation == FieldValidation::Ignore {
             return Ok(Vec::new());
         }
-        let unknown = self.validator.unknown_fields(body);
+        unknown.extend(self.validator.unknown_fields(body));
+        let problems: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .chain(
+                options
+                    .duplicate_fields
+                    .iter()
+                    .map(|f| format!("duplicate field \"{f}\"")),
+            )
+            .collect();
         match options.field_validation {
             FieldValidation::Ignore => Ok(Vec::new()),
-            FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
-            FieldValidation::Strict if unknown.is_empty() => Ok(Vec::new()),
+            FieldValidation::Warn => Ok(problems),
+            FieldValidation::Strict if problems.is_empty() => Ok(Vec::new()),
             FieldValidation::Strict => Err(ApiError::bad_request(format!(
                 "strict decoding error: {}",
-                unknown
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                problems.join(", ")
             ))),
         }
     }

@@ -403,3 +403,52 @@ async fn slow_and_idle_clients_are_bounded() {
         "{open} of 30 idle connections are still open with --max-connections 10"
     );
 }
+
+/// `fieldValidation=Strict` refuses unknown fields under `metadata` and duplicate fields;
+/// `Warn` reports them as warnings, as kube-apiserver's strict decoder does.
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_field_validation_covers_metadata_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let unknown = r#"{"apiVersion":"custom.example.com/v1","kind":"Widget","metadata":{"name":"u","nameX":"y"},"spec":{"replicas":1,"image":"nginx"}}"#;
+    let duplicate = r#"{"apiVersion":"custom.example.com/v1","kind":"Widget","metadata":{"name":"d"},"spec":{"replicas":1,"image":"a"},"spec":{"replicas":2,"image":"b"}}"#;
+    for (body, problem) in [
+        (unknown, "unknown field \"metadata.nameX\""),
+        (duplicate, "duplicate field \"spec\""),
+    ] {
+        let strict = raw(
+            &server,
+            "POST",
+            &format!("{WIDGETS}?fieldValidation=Strict"),
+            "application/json",
+            body,
+        )
+        .await;
+        assert_eq!(strict.code, 400, "{strict:?}");
+        assert!(
+            strict.json()["message"].as_str().unwrap().contains(problem),
+            "{strict:?}"
+        );
+        let warn = raw(
+            &server,
+            "POST",
+            &format!("{WIDGETS}?fieldValidation=Warn"),
+            "application/json",
+            body,
+        )
+        .await;
+        assert_eq!(warn.code, 201, "{warn:?}");
+        assert!(
+            warn.header("warning")
+                .unwrap_or_default()
+                .contains(&problem.replace('"', "\\\"")),
+            "{warn:?}"
+        );
+    }
+    // The last duplicate wins, as in kube-apiserver's lenient decoding.
+    let stored = raw(&server, "GET", &format!("{WIDGETS}/d"), "", "").await;
+    assert_eq!(stored.json()["spec"]["image"], "b");
+    // Unknown metadata fields are dropped, never stored.
+    let pruned = raw(&server, "GET", &format!("{WIDGETS}/u"), "", "").await;
+    assert!(pruned.json()["metadata"].get("nameX").is_none(), "{pruned:?}");
+}
