@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::negotiation::{MAX_BODY, Output, decode_object, encode, error_response, negotiate, read_body};
-use super::params::{check_query, decode_patch, delete_options, flag, list_options, query_map, write_options};
+use super::params::{
+    IGNORE_STORE_READ_ERROR, UNSAFE_DELETE_VERB, check_query, decode_patch, delete_options, flag, list_options,
+    query_map, write_options,
+};
 use super::request_info::{RequestInfo, request_info};
 use super::table::{self, IncludeObject};
 use super::watch::{Watching, watch};
@@ -170,6 +173,11 @@ async fn handle(
         }
         (Target::Collection, "DELETE") => {
             let delete = delete_options(q, &read_body(body).await?)?;
+            if delete.ignore_store_read_error {
+                return Err(ApiError::bad_request(format!(
+                    "{IGNORE_STORE_READ_ERROR}: Invalid value: true: not allowed for deletecollection"
+                )));
+            }
             let listed = store.list(&list_options(store.as_ref(), q, namespace.clone())?).await?;
             let mut deleted = Vec::new();
             for item in listed.items {
@@ -220,6 +228,19 @@ async fn handle(
         }
         (Target::Object, "DELETE") => {
             let delete = delete_options(q, &read_body(body).await?)?;
+            if delete.ignore_store_read_error {
+                let more = parts.extensions.get::<crate::filters::AuthorizeMore>();
+                match more {
+                    Some(more) => more.verb(UNSAFE_DELETE_VERB).await?,
+                    None => {
+                        return Err(ApiError::new(
+                            403,
+                            "Forbidden",
+                            format!("{IGNORE_STORE_READ_ERROR} needs an authorized user"),
+                        ));
+                    }
+                }
+            }
             // The deleted object, or (finalizers pending) the object marked for deletion.
             let object = store.delete(ns, name, &delete).await?;
             Ok(Reply::Object {

@@ -17,6 +17,10 @@ use crate::status::{ApiError, ApiResult};
 /// Query parameters that must be integers (as kube-apiserver's conversion of them into
 /// `int64`): anything else is a 400, never silently ignored.
 const INTEGER_PARAMS: &[&str] = &["limit", "timeoutSeconds", "gracePeriodSeconds"];
+/// The delete option that removes a damaged object without reading it.
+pub const IGNORE_STORE_READ_ERROR: &str = "ignoreStoreReadErrorWithClusterBreakingPotential";
+/// The extra verb that option needs, as kube-apiserver.
+pub const UNSAFE_DELETE_VERB: &str = "unsafe-delete-ignore-read-errors";
 
 /// The query's parameters, each percent-decoded once; a repeated parameter keeps its first
 /// value (as Go's `url.Values.Get`), the same for every layer that reads the query. Pairs
@@ -156,6 +160,7 @@ pub(super) fn decode_patch(headers: &HeaderMap, body: &[u8]) -> ApiResult<Patch>
 pub(super) fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteOptions> {
     let mut options = DeleteOptions {
         dry_run: dry_run(q)?,
+        ignore_store_read_error: flag(q, IGNORE_STORE_READ_ERROR),
         ..Default::default()
     };
     let mut policy = q.get("propagationPolicy").cloned();
@@ -180,6 +185,14 @@ pub(super) fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiRes
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
+        options.ignore_store_read_error |= value.get(IGNORE_STORE_READ_ERROR) == Some(&Value::Bool(true));
+    }
+    if options.ignore_store_read_error
+        && (options.dry_run || options.uid.is_some() || options.resource_version.is_some())
+    {
+        return Err(ApiError::bad_request(format!(
+            "{IGNORE_STORE_READ_ERROR}: Invalid value: true: may not be combined with dryRun or preconditions"
+        )));
     }
     match policy.as_deref() {
         None | Some("" | "Orphan" | "Background" | "Foreground") => Ok(options),

@@ -64,25 +64,53 @@ pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request,
 }
 
 /// Authorize the authenticated user (403, or 500 when the review fails).
-pub async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+pub async fn authorize(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let info = info_of(&request);
     let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
         // Only the always-allowed health checks get here unauthenticated.
         return next.run(request).await;
     };
-    match guard.authorizer.authorize(&user, &info).await {
-        Decision::Allow => next.run(request).await,
+    if let Err(e) = check(&guard, &user, &info).await {
+        return error_response(&e);
+    }
+    request.extensions_mut().insert(AuthorizeMore { guard, user, info });
+    next.run(request).await
+}
+
+async fn check(guard: &Guard, user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
+    match guard.authorizer.authorize(user, info).await {
+        Decision::Allow => Ok(()),
         Decision::Deny(reason) => {
             let mut error = ApiError::new(403, "Forbidden", info.forbidden_message(&user.name, &reason));
             if info.is_resource {
                 error.details = Some(json!({"name": info.name, "group": info.group, "kind": info.resource}));
             }
-            error_response(&error)
+            Err(error)
         }
         Decision::Error(e) => {
             tracing::error!(path = info.path, user = user.name, "authorization failed: {e}");
-            error_response(&ApiError::internal(e))
+            Err(ApiError::internal(e))
         }
+    }
+}
+
+/// For handlers whose request turns out to need another verb on the same resource (a delete
+/// that ignores read errors): the authorized request, to authorize that verb too.
+#[derive(Clone)]
+pub struct AuthorizeMore {
+    guard: Arc<Guard>,
+    user: UserInfo,
+    info: RequestInfo,
+}
+
+impl AuthorizeMore {
+    /// 403 (or 500) unless the user may also `verb` what the request names.
+    pub async fn verb(&self, verb: &str) -> Result<(), ApiError> {
+        let info = RequestInfo {
+            verb: verb.to_string(),
+            ..self.info.clone()
+        };
+        check(&self.guard, &self.user, &info).await
     }
 }
 

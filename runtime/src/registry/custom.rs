@@ -544,6 +544,11 @@ impl<T: ApiResource, S: CustomStorage<T>> Rest for CustomStore<T, S> {
     }
 
     async fn delete(&self, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> ApiResult<Value> {
+        if options.ignore_store_read_error {
+            return Err(ApiError::bad_request(
+                "ignoreStoreReadErrorWithClusterBreakingPotential: custom storage reads its own data",
+            ));
+        }
         let mut log = self.log.lock().await;
         let (current, _) = self.observe_one(&mut log, namespace, name).await?;
         options.check_preconditions(&self.meta, name, &current)?;

@@ -58,6 +58,7 @@ impl Store {
         let mut items = Vec::new();
         let mut more = false;
         let mut last_key = None;
+        let mut unreadable = Vec::new();
         let (read_at, remaining) = loop {
             let page = self
                 .storage
@@ -76,9 +77,12 @@ impl Store {
                     break;
                 }
                 last_key = Some(kv.key.clone());
-                let object = self.decode(kv)?;
-                if options.selects(&object) {
-                    items.push(object);
+                // A damaged object fails the list, naming every damaged key on the page, so
+                // each can be deleted; the others stay readable one by one.
+                match self.decode(kv) {
+                    Ok(object) if options.selects(&object) => items.push(object),
+                    Ok(_) => {}
+                    Err(_) => unreadable.push(kv.key.clone()),
                 }
             }
             if limit == 0 || page.remaining == 0 || more || items.len() == limit {
@@ -87,6 +91,10 @@ impl Store {
             }
             start_after = last_key.clone();
         };
+        if !unreadable.is_empty() {
+            let keys: Vec<&str> = unreadable.iter().map(String::as_str).collect();
+            return Err(super::store::corrupt(&keys, "damaged in storage"));
+        }
         let mut metadata = json!({ "resourceVersion": read_at.to_string() });
         if more && let Some(key) = last_key {
             metadata["continue"] = json!(encode_continue(&ContinueToken {

@@ -135,6 +135,8 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
     pub resource_version: Option<String>,
+    /// `ignoreStoreReadErrorWithClusterBreakingPotential`: remove the stored bytes unread.
+    pub ignore_store_read_error: bool,
 }
 
 impl DeleteOptions {

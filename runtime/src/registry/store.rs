@@ -64,7 +64,11 @@ impl Store {
     }
 
     pub(super) fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
-        let mut object: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+        let mut object = match serde_json::from_slice::<Value>(&kv.value) {
+            Ok(object @ Value::Object(_)) => object,
+            Ok(_) => return Err(corrupt(&[&kv.key], "not a JSON object")),
+            Err(e) => return Err(corrupt(&[&kv.key], e)),
+        };
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(object)
     }
@@ -315,6 +319,9 @@ impl Store {
     /// a race with another writer (the status loop, a controller) reads again and retries, as
     /// kube-apiserver does; only the client's own uid/resourceVersion preconditions give 409.
     pub async fn delete(&self, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> ApiResult<Value> {
+        if options.ignore_store_read_error {
+            return self.delete_unreadable(namespace, name).await;
+        }
         self.retrying(name, || async move {
             let current = self.get(namespace, name).await?;
             options.check_preconditions(&self.meta, name, &current)?;
@@ -370,6 +377,37 @@ impl Store {
         .await
     }
 
+    /// Remove whatever is stored for the object without reading it (no decode, no
+    /// finalizers, no preconditions): the way out for an object whose stored bytes are
+    /// damaged (`ignoreStoreReadErrorWithClusterBreakingPotential`, as kube-apiserver).
+    async fn delete_unreadable(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        let key = self.key(namespace, name);
+        for _ in 0..WRITE_RETRIES {
+            let kv = self
+                .storage
+                .get(&key)
+                .await
+                .map_err(self.storage_error(name))?
+                .ok_or_else(|| ApiError::not_found(&self.meta, name))?;
+            let deleted = self
+                .storage
+                .delete(&key, kv.mod_revision)
+                .await
+                .map_err(self.storage_error(name));
+            if settle(deleted, false)?.is_some() {
+                tracing::warn!(
+                    key,
+                    "deleted an object without reading it (ignoreStoreReadErrorWithClusterBreakingPotential)"
+                );
+                return Ok(json!({
+                    "apiVersion": "v1", "kind": "Status", "status": "Success",
+                    "details": {"name": name, "group": self.meta.group, "kind": self.meta.plural},
+                }));
+            }
+        }
+        Err(ApiError::conflict(&self.meta, name))
+    }
+
     /// Run `attempt` until it is done: `None` is a write that lost a race with a concurrent
     /// one (its client gave no precondition), and it reads again, up to a bound.
     pub(super) async fn retrying<T, Fut>(&self, name: &str, mut attempt: impl FnMut() -> Fut) -> ApiResult<T>
@@ -392,4 +430,19 @@ pub(super) fn settle<T>(written: ApiResult<T>, precondition: bool) -> ApiResult<
         Err(e) if e.reason == "Conflict" && !precondition => Ok(None),
         other => other.map(Some),
     }
+}
+
+/// 500 naming the stored keys that cannot be decoded and the way out.
+pub(super) fn corrupt(keys: &[&str], why: impl std::fmt::Display) -> ApiError {
+    let shown: Vec<String> = keys.iter().take(10).map(|k| format!("{k:?}")).collect();
+    let more = keys.len().saturating_sub(shown.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    ApiError::internal(format!(
+        "stored object(s) cannot be decoded ({why}): {}{more}; delete each with ?ignoreStoreReadErrorWithClusterBreakingPotential=true (needs the \"unsafe-delete-ignore-read-errors\" verb)",
+        shown.join(", ")
+    ))
 }

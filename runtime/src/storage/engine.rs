@@ -76,19 +76,57 @@ impl Engine {
         Engine { inner: Arc::new(inner) }
     }
 
-    /// Open (or create) a redb file and load it.
+    /// Open (or create) a redb file and load it. A damaged file is an error that names the
+    /// file and the way out, never a panic; an empty (0-byte) file is not a store, so it is
+    /// refused rather than silently started empty.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(internal)?;
         }
-        let db = redb::Database::create(path).map_err(internal)?;
-        let mut state = State::default();
-        {
-            let txn = db.begin_write().map_err(internal)?;
-            txn.open_table(KV).map_err(internal)?;
-            txn.open_table(META).map_err(internal)?;
-            txn.commit().map_err(internal)?;
+        let damaged = |why: String| {
+            StorageError::Internal(format!(
+                "the data file {} is damaged ({why}); restore it from a backup, or move it away to start with an empty store",
+                path.display()
+            ))
+        };
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(damaged("it is empty: 0 bytes".into()));
         }
+        // redb asserts on some kinds of damage (truncated or zeroed pages); a panic here is a
+        // damaged file, reported as such (the default hook would print a backtrace first).
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let loaded = std::panic::catch_unwind(|| load(path));
+        std::panic::set_hook(hook);
+        let (db, state) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => return Err(damaged(e.to_string())),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_else(|| "the storage library failed on it".into());
+                return Err(damaged(why));
+            }
+        };
+        Ok(Self::with_state(state, Some(db), HISTORY))
+    }
+}
+
+/// Open a redb file and read every record into a [`State`]. A record whose header is cut
+/// short is kept as it is (at the store's revision), so the object shows as damaged, named
+/// by its key, and can be deleted; the other records load normally.
+fn load(path: &Path) -> Result<(redb::Database, State), StorageError> {
+    let db = redb::Database::create(path).map_err(internal)?;
+    let mut state = State::default();
+    {
+        let txn = db.begin_write().map_err(internal)?;
+        txn.open_table(KV).map_err(internal)?;
+        txn.open_table(META).map_err(internal)?;
+        txn.commit().map_err(internal)?;
+    }
+    {
         let txn = db.begin_read().map_err(internal)?;
         let meta = txn.open_table(META).map_err(internal)?;
         state.revision = meta.get("revision").map_err(internal)?.map(|v| v.value()).unwrap_or(0);
@@ -97,8 +135,14 @@ impl Engine {
         let kv = txn.open_table(KV).map_err(internal)?;
         for entry in kv.iter().map_err(internal)? {
             let (key, value) = entry.map_err(internal)?;
-            let (create_revision, mod_revision, value) = decode_record(value.value())?;
             let key = key.value().to_string();
+            let (create_revision, mod_revision, value) = decode_record(value.value()).unwrap_or_else(|_| {
+                tracing::error!(
+                    key,
+                    "damaged record in the data file: served as unreadable until deleted"
+                );
+                (state.revision, state.revision, value.value().to_vec())
+            });
             state.data.insert(
                 key.clone(),
                 KeyValue {
@@ -109,8 +153,8 @@ impl Engine {
                 },
             );
         }
-        Ok(Self::with_state(state, Some(db), HISTORY))
     }
+    Ok((db, state))
 }
 
 impl Inner {

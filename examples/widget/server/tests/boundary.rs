@@ -452,3 +452,81 @@ async fn strict_field_validation_covers_metadata_and_duplicates() {
     let pruned = raw(&server, "GET", &format!("{WIDGETS}/u"), "", "").await;
     assert!(pruned.json()["metadata"].get("nameX").is_none(), "{pruned:?}");
 }
+
+/// One damaged object in the data file: the list names its key (500) instead of failing
+/// anonymously, the other objects stay readable, and it can be deleted without being read
+/// (`ignoreStoreReadErrorWithClusterBreakingPotential`, as kube-apiserver).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_object_is_named_and_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_in(dir.path(), &[]);
+    let api: Api<widget_api::Widget> = Api::namespaced(server.client().await, "default");
+    let mut victim = typed_widget("victim", 1);
+    victim.spec.image = "victim-image-marker".into();
+    api.create(&PostParams::default(), &victim).await.unwrap();
+    api.create(&PostParams::default(), &typed_widget("bystander", 1))
+        .await
+        .unwrap();
+    assert!(server.terminate(std::time::Duration::from_secs(10)).is_some());
+
+    let file = dir.path().join(".apiary/data/apiary.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let marker = b"victim-image-marker";
+    // Copy-on-write leaves older copies of the record in free pages: damage every copy.
+    let copies: Vec<usize> = bytes
+        .windows(marker.len())
+        .enumerate()
+        .filter(|(_, w)| *w == marker)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!copies.is_empty(), "the record is in the file");
+    for at in copies {
+        bytes[at] = 0x01;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    let server = ServerProcess::start_in(dir.path(), &[]);
+    let list = raw(&server, "GET", WIDGETS, "", "").await;
+    assert_eq!(list.code, 500, "{list:?}");
+    let message = list.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("widgets/default/victim"), "{message}");
+    assert!(
+        message.contains("ignoreStoreReadErrorWithClusterBreakingPotential"),
+        "{message}"
+    );
+    assert_eq!(
+        raw(&server, "GET", &format!("{WIDGETS}/bystander"), "", "").await.code,
+        200
+    );
+    assert_eq!(
+        raw(&server, "GET", &format!("{WIDGETS}/victim"), "", "").await.code,
+        500
+    );
+    let refused = raw(
+        &server,
+        "DELETE",
+        &format!("{WIDGETS}/victim?ignoreStoreReadErrorWithClusterBreakingPotential=true&dryRun=All"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(refused.code, 400, "{refused:?}");
+    let deleted = raw(
+        &server,
+        "DELETE",
+        &format!("{WIDGETS}/victim?ignoreStoreReadErrorWithClusterBreakingPotential=true"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(deleted.code, 200, "{deleted:?}");
+    let list = raw(&server, "GET", WIDGETS, "", "").await;
+    assert_eq!(list.code, 200, "{list:?}");
+    let names: Vec<_> = list.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(names, [serde_json::json!("bystander")]);
+}
