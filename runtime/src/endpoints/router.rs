@@ -150,6 +150,7 @@ impl Api {
             }
         }
         router
+            .method_not_allowed_fallback(method_not_allowed)
             .fallback(|| async { error_response(&ApiError::path_not_found()) })
             .with_state(self.clone())
     }

@@ -171,7 +171,7 @@ impl Server {
                     )
                 }),
             )
-            // After every route: a wrong method on any of them is a `Status`, not an empty 405.
+            // The router's own routes have this already; again for `/metrics`.
             .method_not_allowed_fallback(crate::endpoints::router::method_not_allowed)
             .layer(middleware::from_fn_with_state(
                 Duration::from_secs(options.request_timeout.max(1)),
