@@ -74,6 +74,24 @@ pub struct ResourceMeta {
     pub verbs: &'static [&'static str],
 }
 
+/// A namespaced kind `K` (`ks.g/v1`, selectable by `.spec.color`) for unit tests.
+#[cfg(test)]
+pub(crate) const TEST_META: ResourceMeta = ResourceMeta {
+    group: "g",
+    version: "v1",
+    kind: "K",
+    plural: "ks",
+    singular: "k",
+    scope: Scope::Namespaced,
+    short_names: &[],
+    categories: &[],
+    status: false,
+    scale: None,
+    columns: &[],
+    selectable_fields: &[".spec.color"],
+    verbs: RESOURCE_VERBS,
+};
+
 /// The HTTP verbs Kubernetes knows, as used in discovery and authorization.
 pub const RESOURCE_VERBS: &[&str] = &[
     "create",

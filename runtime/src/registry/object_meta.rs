@@ -298,21 +298,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const META: ResourceMeta = ResourceMeta {
-        group: "g",
-        version: "v1",
-        kind: "K",
-        plural: "ks",
-        singular: "k",
-        scope: crate::Scope::Namespaced,
-        short_names: &[],
-        categories: &[],
-        status: false,
-        scale: None,
-        columns: &[],
-        selectable_fields: &[],
-        verbs: crate::resource::RESOURCE_VERBS,
-    };
+    const META: ResourceMeta = crate::resource::TEST_META;
 
     fn fields(object: Value) -> Vec<String> {
         validate(&META, &object).into_iter().map(|e| e.to_string()).collect()

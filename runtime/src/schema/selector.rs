@@ -213,21 +213,7 @@ mod tests {
 
     #[test]
     fn field_selectors_check_supported_fields() {
-        const META: ResourceMeta = ResourceMeta {
-            group: "g",
-            version: "v1",
-            kind: "K",
-            plural: "ks",
-            singular: "k",
-            scope: crate::Scope::Namespaced,
-            short_names: &[],
-            categories: &[],
-            status: false,
-            scale: None,
-            columns: &[],
-            selectable_fields: &[".spec.color"],
-            verbs: crate::resource::RESOURCE_VERBS,
-        };
+        const META: ResourceMeta = crate::resource::TEST_META;
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}, "spec": {"color": "red"}});
         let sel = FieldSelector::parse("metadata.name=a,spec.color!=blue", &META).unwrap();
         assert!(sel.matches(&obj));
