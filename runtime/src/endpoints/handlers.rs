@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::negotiation::{MAX_BODY, Output, decode_object, encode, error_response, negotiate, read_body};
+use super::negotiation::{Answer, MAX_BODY, Output, decode_object, encode, error_response, negotiate, read_body};
 use super::params::{
     IGNORE_STORE_READ_ERROR, UNSAFE_DELETE_VERB, check_query, decode_patch, delete_options, flag, list_options,
     query_map, write_options,
@@ -123,7 +123,12 @@ async fn handle(
     if !served {
         return Err(ApiError::method_not_allowed(&meta, verb));
     }
-    let output = negotiate(headers, *method == Method::GET)?;
+    let answer = match (is_list && *method == Method::GET, info.verb == "watch") {
+        (true, true) => Answer::Watch,
+        (true, false) => Answer::List,
+        _ => Answer::Object,
+    };
+    let output = negotiate(headers, *method == Method::GET, answer)?;
     let single = |value: Value| -> ApiResult<Reply> {
         let value = if output == Output::Table {
             let include =

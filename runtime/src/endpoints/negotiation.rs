@@ -5,7 +5,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::status::{ApiError, ApiResult};
 
@@ -59,18 +59,103 @@ pub(super) enum Output {
     Json,
     Yaml,
     Table,
+    /// `meta.k8s.io` `PartialObjectMetadata` (one object, or each watch event) or
+    /// `PartialObjectMetadataList` (a list): what client-go's metadata client asks for (the
+    /// garbage collector, the namespace controller, quota).
+    Metadata {
+        list: bool,
+        version: MetaVersion,
+        yaml: bool,
+    },
 }
 
-pub(super) fn negotiate(headers: &HeaderMap, allow_table: bool) -> ApiResult<Output> {
+/// The `meta.k8s.io` version of `PartialObjectMetadata` asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum MetaVersion {
+    V1,
+    V1beta1,
+}
+
+impl MetaVersion {
+    fn api_version(self) -> &'static str {
+        match self {
+            MetaVersion::V1 => "meta.k8s.io/v1",
+            MetaVersion::V1beta1 => "meta.k8s.io/v1beta1",
+        }
+    }
+}
+
+impl Output {
+    /// The response's Content-Type.
+    pub(super) fn media_type(self) -> &'static str {
+        match self {
+            Output::Json => JSON,
+            Output::Yaml => YAML,
+            Output::Table => TABLE,
+            Output::Metadata { list, version, yaml } => match (yaml, list, version) {
+                (false, false, MetaVersion::V1) => "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                (false, true, MetaVersion::V1) => "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                (false, false, MetaVersion::V1beta1) => {
+                    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1"
+                }
+                (false, true, MetaVersion::V1beta1) => {
+                    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1beta1"
+                }
+                (true, false, MetaVersion::V1) => "application/yaml;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+                (true, true, MetaVersion::V1) => "application/yaml;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                (true, false, MetaVersion::V1beta1) => {
+                    "application/yaml;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1"
+                }
+                (true, true, MetaVersion::V1beta1) => {
+                    "application/yaml;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1beta1"
+                }
+            },
+        }
+    }
+}
+
+/// What kind of answer a request gets, for [`negotiate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// One object (get, and every write).
+    Object,
+    /// A list.
+    List,
+    /// A watch: events of one object each.
+    Watch,
+}
+
+/// The output the Accept header asks for, first acceptable range first: a `Table` for reads;
+/// `PartialObjectMetadata` for an object, `PartialObjectMetadataList` for a list, either for a
+/// watch (client-go asks for the list form, the kube crate for the object form). A range this
+/// server cannot produce (protobuf) is passed over for the next one, as client-go's metadata
+/// client expects.
+pub(super) fn negotiate(headers: &HeaderMap, allow_table: bool, answer: Answer) -> ApiResult<Output> {
+    let list = answer != Answer::Object;
     let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     let media = parse_accept(accept);
     if media.is_empty() {
         return Ok(Output::Json);
     }
     for m in &media {
+        let meta_group = m.param("g") == Some("meta.k8s.io");
         match (m.essence.as_str(), m.param("as")) {
-            (JSON, Some("Table")) if allow_table && m.param("g") == Some("meta.k8s.io") => {
+            (JSON, Some("Table")) if allow_table && meta_group => {
                 return Ok(Output::Table);
+            }
+            (JSON | YAML, Some(kind @ ("PartialObjectMetadata" | "PartialObjectMetadataList"))) if meta_group => {
+                let version = match m.param("v") {
+                    Some("v1") => MetaVersion::V1,
+                    Some("v1beta1") => MetaVersion::V1beta1,
+                    _ => continue,
+                };
+                if answer == Answer::Watch || (kind == "PartialObjectMetadataList") == list {
+                    return Ok(Output::Metadata {
+                        list,
+                        version,
+                        yaml: m.essence == YAML,
+                    });
+                }
             }
             (JSON | "*/*" | "application/*", None) => return Ok(Output::Json),
             (YAML, None) => return Ok(Output::Yaml),
@@ -80,21 +165,53 @@ pub(super) fn negotiate(headers: &HeaderMap, allow_table: bool) -> ApiResult<Out
     Err(ApiError::not_acceptable(&[JSON, YAML, TABLE]))
 }
 
+/// `object` as a `PartialObjectMetadata`: its type's metadata only.
+pub(super) fn partial_object_metadata(object: &Value, version: MetaVersion) -> Value {
+    json!({
+        "apiVersion": version.api_version(),
+        "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 pub(super) fn encode(output: Output, value: &Value, pretty: bool) -> ApiResult<(Vec<u8>, &'static str)> {
-    match output {
-        Output::Yaml => serde_saphyr::to_string(value)
-            .map(|s| (s.into_bytes(), YAML))
-            .map_err(ApiError::internal),
-        Output::Json | Output::Table => {
-            let bytes = if pretty {
-                serde_json::to_vec_pretty(value)
-            } else {
-                serde_json::to_vec(value)
-            };
-            let media = if output == Output::Table { TABLE } else { JSON };
-            bytes.map(|b| (b, media)).map_err(ApiError::internal)
+    let converted;
+    let value = match output {
+        Output::Metadata {
+            list: true, version, ..
+        } => {
+            let items: Vec<Value> = value
+                .get("items")
+                .and_then(Value::as_array)
+                .map(|items| items.iter().map(|i| partial_object_metadata(i, version)).collect())
+                .unwrap_or_default();
+            converted = json!({
+                "apiVersion": version.api_version(),
+                "kind": "PartialObjectMetadataList",
+                "metadata": value.get("metadata").cloned().unwrap_or_else(|| json!({})),
+                "items": items,
+            });
+            &converted
         }
-    }
+        Output::Metadata {
+            list: false, version, ..
+        } => {
+            converted = partial_object_metadata(value, version);
+            &converted
+        }
+        _ => value,
+    };
+    let yaml = matches!(output, Output::Yaml | Output::Metadata { yaml: true, .. });
+    let bytes = if yaml {
+        serde_saphyr::to_string(value)
+            .map(String::into_bytes)
+            .map_err(ApiError::internal)?
+    } else if pretty {
+        serde_json::to_vec_pretty(value).map_err(ApiError::internal)?
+    } else {
+        serde_json::to_vec(value).map_err(ApiError::internal)?
+    };
+    Ok((bytes, output.media_type()))
 }
 
 pub(super) fn json_response(code: StatusCode, value: &Value) -> Response {

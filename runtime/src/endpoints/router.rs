@@ -101,12 +101,13 @@ impl Api {
 
     /// The router: discovery, OpenAPI, health, and every resource's route table.
     pub fn router(self: &Arc<Self>) -> Router {
+        let version = get(|State(api): State<Arc<Api>>| async move { json_response(StatusCode::OK, &api.version) });
+        // kube-apiserver answers these with a trailing slash too (kr8s asks for `/version/`).
         let mut router = Router::new()
             .route("/apis", get(apis))
-            .route(
-                "/version",
-                get(|State(api): State<Arc<Api>>| async move { json_response(StatusCode::OK, &api.version) }),
-            )
+            .route("/apis/", get(apis))
+            .route("/version", version.clone())
+            .route("/version/", version)
             .route("/healthz", get(|| async { "ok" }))
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(readyz))

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::handlers::Reply;
-use super::negotiation::{JSON, Output, TABLE};
+use super::negotiation::{JSON, Output, TABLE, partial_object_metadata};
 use super::params::flag;
 use super::table::{self, IncludeObject};
 use crate::registry::rest::Rest;
@@ -104,7 +104,9 @@ pub(super) async fn watch(
                 {
                     last_rv = last_rv.max(rv);
                 }
-                let object = if output == Output::Table {
+                let object = if let Output::Metadata { version, .. } = output {
+                    partial_object_metadata(&object, version)
+                } else if output == Output::Table {
                     let t = table::table(
                         &meta,
                         std::slice::from_ref(&object),
@@ -121,9 +123,9 @@ pub(super) async fn watch(
             }
             Some(WatchEvent::Bookmark(rv, end)) => {
                 last_rv = last_rv.max(rv);
-                bookmark(&meta, rv, end)
+                bookmark(&meta, rv, end, output)
             }
-            None => bookmark(&meta, last_rv, false),
+            None => bookmark(&meta, last_rv, false, output),
             Some(WatchEvent::Error(e)) => json!({"type": "ERROR", "object": e.to_status()}),
         };
         let mut bytes = serde_json::to_vec(&line).expect("events serialize");
@@ -133,7 +135,17 @@ pub(super) async fn watch(
     // An ERROR event is the last one.
     let lines = crate::take_through(lines, |(error, _)| *error).map(|(_, bytes)| Ok::<_, Infallible>(bytes));
     let mut response = Response::new(Body::from_stream(lines));
-    let media = if output == Output::Table { TABLE } else { JSON };
+    // Watch events are JSON lines whatever the list would have been encoded as.
+    let media = match output {
+        Output::Table => TABLE,
+        Output::Metadata { version, .. } => Output::Metadata {
+            list: true,
+            version,
+            yaml: false,
+        }
+        .media_type(),
+        _ => JSON,
+    };
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
@@ -143,10 +155,15 @@ pub(super) async fn watch(
     Ok(Reply::Stream(response))
 }
 
-fn bookmark(meta: &ResourceMeta, rv: u64, initial_end: bool) -> Value {
+fn bookmark(meta: &ResourceMeta, rv: u64, initial_end: bool, output: Output) -> Value {
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if initial_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    json!({"type": "BOOKMARK", "object": {"apiVersion": meta.api_version(), "kind": meta.kind, "metadata": metadata}})
+    let object = json!({"apiVersion": meta.api_version(), "kind": meta.kind, "metadata": metadata});
+    let object = match output {
+        Output::Metadata { version, .. } => partial_object_metadata(&object, version),
+        _ => object,
+    };
+    json!({"type": "BOOKMARK", "object": object})
 }
