@@ -102,7 +102,7 @@ async fn handle(
         .extensions
         .get::<RequestInfo>()
         .cloned()
-        .unwrap_or_else(|| request_info(method.as_str(), parts.uri.path(), flag(q, "watch")));
+        .unwrap_or_else(|| request_info(method.as_str(), parts.uri.path(), parts.uri.query()));
     info.check_path_segments()?;
     check_query(q)?;
     let namespace = match target {

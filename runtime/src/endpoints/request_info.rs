@@ -24,10 +24,16 @@ pub struct RequestInfo {
     pub subresource: String,
     /// Object name.
     pub name: String,
+    /// `labelSelector` of a list, watch or deletecollection (authorized with its requirements).
+    pub label_selector: String,
+    /// `fieldSelector` of a list, watch or deletecollection.
+    pub field_selector: String,
 }
 
-/// Classify a request from its method, path and whether `watch` is set in the query.
-pub fn request_info(method: &str, path: &str, watch: bool) -> RequestInfo {
+/// Classify a request from its method, path and query (read as the handlers read it).
+pub fn request_info(method: &str, path: &str, query: Option<&str>) -> RequestInfo {
+    let q = super::params::query_map(query);
+    let watch = super::params::flag(&q, "watch");
     let non_resource = || RequestInfo {
         verb: method.to_ascii_lowercase(),
         path: path.to_string(),
@@ -78,8 +84,12 @@ pub fn request_info(method: &str, path: &str, watch: bool) -> RequestInfo {
             };
         }
     };
+    let selects = matches!(verb, "list" | "watch" | "deletecollection");
+    let selector = |key: &str| q.get(key).filter(|_| selects).cloned().unwrap_or_default();
     RequestInfo {
         is_resource: true,
+        label_selector: selector("labelSelector"),
+        field_selector: selector("fieldSelector"),
         verb: verb.into(),
         path: path.to_string(),
         group: group.into(),
@@ -190,22 +200,25 @@ mod tests {
 
     #[test]
     fn resource_requests() {
-        let i = request_info("GET", "/apis/g.io/v1/namespaces/ns/widgets", false);
+        let i = request_info("GET", "/apis/g.io/v1/namespaces/ns/widgets", None);
         assert_eq!(
             (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str()),
             ("list", "ns", "widgets")
         );
-        assert_eq!(request_info("GET", "/apis/g.io/v1/widgets", true).verb, "watch");
-        let i = request_info("PUT", "/apis/g.io/v1/namespaces/ns/widgets/w/status", false);
+        assert_eq!(
+            request_info("GET", "/apis/g.io/v1/widgets", Some("watch=true")).verb,
+            "watch"
+        );
+        let i = request_info("PUT", "/apis/g.io/v1/namespaces/ns/widgets/w/status", None);
         assert_eq!(
             (i.verb.as_str(), i.name.as_str(), i.subresource.as_str()),
             ("update", "w", "status")
         );
         assert_eq!(
-            request_info("DELETE", "/apis/g.io/v1/namespaces/ns/widgets", false).verb,
+            request_info("DELETE", "/apis/g.io/v1/namespaces/ns/widgets", None).verb,
             "deletecollection"
         );
-        let i = request_info("DELETE", "/apis/g.io/v1/policies/p", false);
+        let i = request_info("DELETE", "/apis/g.io/v1/policies/p", None);
         assert_eq!(
             (i.verb.as_str(), i.namespace.as_str(), i.name.as_str()),
             ("delete", "", "p")
@@ -222,7 +235,7 @@ mod tests {
             "/healthz",
             "/version",
         ] {
-            let i = request_info("GET", path, false);
+            let i = request_info("GET", path, None);
             assert!(!i.is_resource, "{path}");
             assert_eq!(i.verb, "get");
         }
@@ -230,21 +243,17 @@ mod tests {
 
     #[test]
     fn forbidden_messages_match_kube_apiserver() {
-        let i = request_info(
-            "GET",
-            "/apis/custom.example.com/v1/namespaces/default/widgets/w1",
-            false,
-        );
+        let i = request_info("GET", "/apis/custom.example.com/v1/namespaces/default/widgets/w1", None);
         assert_eq!(
             i.forbidden_message("bob", ""),
             "widgets.custom.example.com \"w1\" is forbidden: User \"bob\" cannot get resource \"widgets\" in API group \"custom.example.com\" in the namespace \"default\""
         );
-        let i = request_info("GET", "/apis/custom.example.com/v1/widgets", false);
+        let i = request_info("GET", "/apis/custom.example.com/v1/widgets", None);
         assert_eq!(
             i.forbidden_message("bob", "no RBAC policy matched"),
             "widgets.custom.example.com is forbidden: User \"bob\" cannot list resource \"widgets\" in API group \"custom.example.com\" at the cluster scope: no RBAC policy matched"
         );
-        let i = request_info("GET", "/metrics", false);
+        let i = request_info("GET", "/metrics", None);
         assert_eq!(
             i.forbidden_message("bob", ""),
             "forbidden: User \"bob\" cannot get path \"/metrics\""
@@ -252,15 +261,37 @@ mod tests {
     }
 
     #[test]
+    fn selectors_of_lists_are_kept_for_authorization() {
+        let i = request_info(
+            "GET",
+            "/apis/g.io/v1/widgets",
+            Some("watch=1&labelSelector=app%3Ddemo&fieldSelector=spec.color%3Dred"),
+        );
+        assert_eq!(
+            (i.verb.as_str(), i.label_selector.as_str(), i.field_selector.as_str()),
+            ("watch", "app=demo", "spec.color=red")
+        );
+        let get = request_info(
+            "GET",
+            "/apis/g.io/v1/widgets/w?labelSelector=a",
+            Some("labelSelector=a"),
+        );
+        assert_eq!(
+            get.label_selector, "",
+            "only lists, watches and deletecollection carry selectors"
+        );
+    }
+
+    #[test]
     fn segments_are_decoded_once_and_checked() {
-        let i = request_info("DELETE", "/apis/g.io/v1/namespaces/a/widgets/b%2Fz", false);
+        let i = request_info("DELETE", "/apis/g.io/v1/namespaces/a/widgets/b%2Fz", None);
         assert_eq!((i.namespace.as_str(), i.name.as_str()), ("a", "b/z"));
         assert_eq!(
             i.check_path_segments().unwrap_err().message,
             "invalid resource name \"b/z\": [may not contain '/']"
         );
         // An empty namespace stays empty: the request is not about the `namespaces` resource.
-        let i = request_info("POST", "/apis/g.io/v1/namespaces//widgets", false);
+        let i = request_info("POST", "/apis/g.io/v1/namespaces//widgets", None);
         assert_eq!(
             (
                 i.verb.as_str(),
@@ -271,11 +302,11 @@ mod tests {
             ("create", "", "widgets", "")
         );
         for bad in ["%2e%2e", ".", "%c0%ae", "a%2", "x%25y"] {
-            let i = request_info("GET", &format!("/apis/g.io/v1/namespaces/ns/widgets/{bad}"), false);
+            let i = request_info("GET", &format!("/apis/g.io/v1/namespaces/ns/widgets/{bad}"), None);
             assert_eq!(i.check_path_segments().unwrap_err().code, 400, "{bad}");
         }
         assert!(
-            request_info("GET", "/apis/g.io/v1/namespaces/ns/widgets/a.b-c", false)
+            request_info("GET", "/apis/g.io/v1/namespaces/ns/widgets/a.b-c", None)
                 .check_path_segments()
                 .is_ok()
         );

@@ -14,19 +14,13 @@ use crate::endpoints::error_response;
 use crate::endpoints::request_info::{RequestInfo, request_info};
 use crate::status::ApiError;
 
-/// Whether the query asks for a watch, read as the handler reads it.
-pub(super) fn is_watch(request: &Request) -> bool {
-    let q = crate::endpoints::params::query_map(request.uri().query());
-    crate::endpoints::params::flag(&q, "watch")
-}
-
 /// The request's attributes, as the outermost filter found them.
 pub(super) fn info_of(request: &Request) -> RequestInfo {
     request
         .extensions()
         .get::<RequestInfo>()
         .cloned()
-        .unwrap_or_else(|| request_info(request.method().as_str(), request.uri().path(), is_watch(request)))
+        .unwrap_or_else(|| request_info(request.method().as_str(), request.uri().path(), request.uri().query()))
 }
 
 /// Authentication and authorization state.

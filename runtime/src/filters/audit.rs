@@ -397,7 +397,7 @@ mod tests {
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  verbs: [get, list, watch]\n- level: RequestResponse\n  resources:\n  - group: custom.example.com\n    resources: [widgets, '*/scale']\n- level: None\n  nonResourceURLs: ['/healthz*']\n- level: Metadata\n",
         );
         let alice = UserInfo::authenticated("alice".into(), vec![]);
-        let decide = |m: &str, path: &str| p.decide(&alice, &request_info(m, path, false));
+        let decide = |m: &str, path: &str| p.decide(&alice, &request_info(m, path, None));
         assert_eq!(
             decide("GET", "/apis/custom.example.com/v1/namespaces/d/widgets/w").0,
             Level::None

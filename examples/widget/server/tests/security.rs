@@ -189,6 +189,35 @@ async fn the_aggregator_and_its_users_get_in_and_nobody_else_does() {
         json!({"namespace": "default", "verb": "create", "group": "custom.example.com", "version": "v1", "resource": "widgets"})
     );
 
+    // A list's selectors reach the review as requirements (AuthorizeWithSelectors), so the
+    // cluster's authorizer can decide on them.
+    let selected =
+        format!("{WIDGETS}?labelSelector=app%3Ddemo,tier%20notin%20(a,b),!legacy&fieldSelector=spec.color%3Dred");
+    let _ = send(&via_proxy, "GET", &selected, &alice, Value::Null).await;
+    let review = core.access_reviews().pop().unwrap();
+    assert_eq!(review["resourceAttributes"]["verb"], "list");
+    assert_eq!(
+        review["resourceAttributes"]["fieldSelector"],
+        json!({"requirements": [{"key": "spec.color", "operator": "In", "values": ["red"]}]})
+    );
+    assert_eq!(
+        review["resourceAttributes"]["labelSelector"],
+        json!({"requirements": [
+            {"key": "app", "operator": "In", "values": ["demo"]},
+            {"key": "tier", "operator": "NotIn", "values": ["a", "b"]},
+            {"key": "legacy", "operator": "DoesNotExist"},
+        ]})
+    );
+
+    // Deleting a damaged object unread needs a second verb, reviewed as kube-apiserver does.
+    core.allow("alice", "delete", "widgets");
+    let unsafe_delete = format!("{WIDGETS}/from-alice?ignoreStoreReadErrorWithClusterBreakingPotential=true");
+    let (code, status) = send(&via_proxy, "DELETE", &unsafe_delete, &alice, Value::Null).await;
+    assert_eq!(code, 403, "{status}");
+    let review = core.access_reviews().pop().unwrap();
+    assert_eq!(review["resourceAttributes"]["verb"], "unsafe-delete-ignore-read-errors");
+    assert_eq!(review["resourceAttributes"]["name"], "from-alice");
+
     // Denied by SubjectAccessReview: 403 with kube-apiserver's message, nothing written.
     let bob = [("X-Remote-User", "bob")];
     let (code, status) = send(&via_proxy, "POST", WIDGETS, &bob, widget("from-bob")).await;
