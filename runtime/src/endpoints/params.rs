@@ -169,6 +169,8 @@ pub(super) fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiRes
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         if let Some(p) = value.get("propagationPolicy").and_then(Value::as_str) {
             policy = Some(p.to_string());
+        } else if let Some(orphan) = value.get("orphanDependents").and_then(Value::as_bool) {
+            policy = Some(if orphan { "Orphan" } else { "Background" }.to_string());
         }
         if value
             .get("dryRun")
@@ -195,7 +197,11 @@ pub(super) fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiRes
         )));
     }
     match policy.as_deref() {
-        None | Some("" | "Orphan" | "Background" | "Foreground") => Ok(options),
+        None | Some("") => Ok(options),
+        Some(p @ ("Orphan" | "Background" | "Foreground")) => Ok(DeleteOptions {
+            propagation: Some(p.to_string()),
+            ..options
+        }),
         Some(other) => Err(ApiError::bad_request(format!(
             "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
         ))),

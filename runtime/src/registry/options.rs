@@ -137,6 +137,9 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
     /// `ignoreStoreReadErrorWithClusterBreakingPotential`: remove the stored bytes unread.
     pub ignore_store_read_error: bool,
+    /// `propagationPolicy` (or the older `orphanDependents`): `Orphan`, `Background` or
+    /// `Foreground`; the garbage collector's finalizers follow it.
+    pub propagation: Option<String>,
 }
 
 impl DeleteOptions {

@@ -330,15 +330,18 @@ impl Store {
                 .parse()
                 .map_err(ApiError::internal)?;
             let key = self.key(namespace, name);
-            let has_finalizers = current
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
-            if has_finalizers {
-                if meta_str(&current, "deletionTimestamp").is_some() {
+            let (finalizers, changed) = deletion_finalizers(&current, options.propagation.as_deref());
+            if !finalizers.is_empty() {
+                let deleting = meta_str(&current, "deletionTimestamp").is_some();
+                if deleting && !changed {
                     return Ok(Some(current));
                 }
                 let mut object = current.clone();
+                metadata_mut(&mut object).insert("finalizers".into(), json!(finalizers));
+                if deleting {
+                    // Already being deleted: only the garbage collector's finalizers change.
+                    return self.write_deletion(&key, name, object, expected, options).await;
+                }
                 let generation = current
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
@@ -348,19 +351,7 @@ impl Store {
                 m.insert("deletionTimestamp".into(), json!(now()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
                 m.insert("generation".into(), json!(generation));
-                if options.dry_run {
-                    return Ok(Some(object));
-                }
-                let written = self
-                    .storage
-                    .update(&key, Self::encode(&object)?, expected)
-                    .await
-                    .map_err(self.storage_error(name));
-                let Some(kv) = settle(written, false)? else {
-                    return Ok(None);
-                };
-                metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                return Ok(Some(object));
+                return self.write_deletion(&key, name, object, expected, options).await;
             }
             if !options.dry_run {
                 let deleted = self
@@ -375,6 +366,30 @@ impl Store {
             Ok(Some(current))
         })
         .await
+    }
+
+    /// Store an object marked for deletion (or with its deletion finalizers changed).
+    async fn write_deletion(
+        &self,
+        key: &str,
+        name: &str,
+        mut object: Value,
+        expected: Revision,
+        options: &DeleteOptions,
+    ) -> ApiResult<Option<Value>> {
+        if options.dry_run {
+            return Ok(Some(object));
+        }
+        let written = self
+            .storage
+            .update(key, Self::encode(&object)?, expected)
+            .await
+            .map_err(self.storage_error(name));
+        let Some(kv) = settle(written, false)? else {
+            return Ok(None);
+        };
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        Ok(Some(object))
     }
 
     /// Remove whatever is stored for the object without reading it (no decode, no
@@ -445,4 +460,34 @@ pub(super) fn corrupt(keys: &[&str], why: impl std::fmt::Display) -> ApiError {
         "stored object(s) cannot be decoded ({why}): {}{more}; delete each with ?ignoreStoreReadErrorWithClusterBreakingPotential=true (needs the \"unsafe-delete-ignore-read-errors\" verb)",
         shown.join(", ")
     ))
+}
+
+/// The garbage collector's finalizers, as kube-apiserver sets them on delete.
+const ORPHAN: &str = "orphan";
+const FOREGROUND: &str = "foregroundDeletion";
+
+/// The finalizers `object` keeps when deleted with `propagation` (`Orphan` adds `orphan`,
+/// `Foreground` adds `foregroundDeletion`, `Background` neither; none given keeps what the
+/// object has), and whether they differ from its current ones.
+fn deletion_finalizers(object: &Value, propagation: Option<&str>) -> (Vec<String>, bool) {
+    let current: Vec<String> = object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let Some(policy) = propagation else {
+        return (current, false);
+    };
+    let mut finalizers: Vec<String> = current
+        .iter()
+        .filter(|f| *f != ORPHAN && *f != FOREGROUND)
+        .cloned()
+        .collect();
+    match policy {
+        "Orphan" => finalizers.push(ORPHAN.into()),
+        "Foreground" => finalizers.push(FOREGROUND.into()),
+        _ => {}
+    }
+    let changed = finalizers != current;
+    (finalizers, changed)
 }

@@ -132,3 +132,206 @@ async fn kube_metadata_api() {
         }
     }
 }
+
+/// The owner's uid, for an ownerReference.
+fn owned_by(mut widget: widget_api::Widget, owner: &widget_api::Widget) -> widget_api::Widget {
+    widget.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "custom.example.com/v1".into(),
+        kind: "Widget".into(),
+        name: owner.metadata.name.clone().unwrap(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        block_owner_deletion: Some(true),
+        controller: None,
+    }]);
+    widget
+}
+
+/// What kube-controller-manager's garbage collector does with an owner being deleted, through
+/// the metadata API only: for `foregroundDeletion`, delete the dependents and then drop the
+/// finalizer; for `orphan`, remove the dependents' ownerReferences and then drop the finalizer.
+async fn collect_garbage(api: &Api<widget_api::Widget>, owner: &kube::core::PartialObjectMeta<widget_api::Widget>) {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let uid = owner.metadata.uid.clone().unwrap();
+    let finalizers = owner.metadata.finalizers.clone().unwrap_or_default();
+    let dependents: Vec<String> = api
+        .list_metadata(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|o| o.metadata.owner_references.iter().flatten().any(|r| r.uid == uid))
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    let which = if finalizers.iter().any(|f| f == "foregroundDeletion") {
+        "foregroundDeletion"
+    } else if finalizers.iter().any(|f| f == "orphan") {
+        "orphan"
+    } else {
+        return;
+    };
+    for name in &dependents {
+        if which == "foregroundDeletion" {
+            api.delete(name, &DeleteParams::background()).await.unwrap();
+        } else {
+            let drop_owners = serde_json::json!({"metadata": {"ownerReferences": null}});
+            api.patch_metadata(name, &PatchParams::default(), &Patch::Merge(&drop_owners))
+                .await
+                .unwrap();
+        }
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != which).collect();
+    let keep = serde_json::json!({"metadata": {"finalizers": rest}});
+    let name = owner.metadata.name.clone().unwrap();
+    api.patch_metadata(&name, &PatchParams::default(), &Patch::Merge(&keep))
+        .await
+        .unwrap();
+}
+
+/// Foreground and orphan deletion as kube-apiserver records them (the `foregroundDeletion` and
+/// `orphan` finalizers with a deletionTimestamp), and a garbage collector that sees them with
+/// kube's metadata-only watcher and finishes the job.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_collection_with_the_metadata_watcher() {
+    use kube::api::{DeleteParams, PropagationPolicy};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let api: Api<widget_api::Widget> = Api::namespaced(server.client().await, "default");
+    let pp = PostParams::default();
+    let owner = api.create(&pp, &typed_widget("owner", 1)).await.unwrap();
+    api.create(&pp, &owned_by(typed_widget("dep", 1), &owner))
+        .await
+        .unwrap();
+    let parent = api.create(&pp, &typed_widget("parent", 1)).await.unwrap();
+    api.create(&pp, &owned_by(typed_widget("orphan", 1), &parent))
+        .await
+        .unwrap();
+
+    let collector = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            // kube's metadata-only watcher: `Api<PartialObjectMeta<K>>` asks for PartialObjectMetadata.
+            let metadata_only: Api<kube::core::PartialObjectMeta<widget_api::Widget>> =
+                Api::namespaced(api.clone().into_client(), "default");
+            let events = watcher(metadata_only, watcher::Config::default()).applied_objects();
+            let mut events = std::pin::pin!(events);
+            while let Some(object) = events.try_next().await.unwrap() {
+                if object.metadata.deletion_timestamp.is_some() {
+                    collect_garbage(&api, &object).await;
+                }
+            }
+        })
+    };
+
+    let foreground = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..Default::default()
+    };
+    let marked = api
+        .delete("owner", &foreground)
+        .await
+        .unwrap()
+        .left()
+        .expect("kept until its dependents are gone");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(
+        marked
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "foregroundDeletion")
+    );
+    let orphaning = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    let marked = api.delete("parent", &orphaning).await.unwrap().left().unwrap();
+    assert!(marked.metadata.finalizers.iter().flatten().any(|f| f == "orphan"));
+
+    let names = || async {
+        let mut names: Vec<String> = api
+            .list_metadata(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while names().await != ["orphan"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still there: {:?}",
+            names().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let orphan = api.get_metadata("orphan").await.unwrap();
+    assert!(
+        orphan.metadata.owner_references.unwrap_or_default().is_empty(),
+        "orphaned, not deleted"
+    );
+    collector.abort();
+}
+
+/// The namespace controller's part: find every namespaced resource that serves
+/// deletecollection in discovery, delete the namespace's objects, and wait for the ones with
+/// finalizers to drain (here: a finalizer removed by its owner through the metadata API).
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_deletion_drains_widgets() {
+    use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+    use kube::discovery::{Discovery, Scope, verbs};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let client = server.client().await;
+    let widgets: Api<widget_api::Widget> = Api::namespaced(client.clone(), "doomed");
+    for name in ["a", "b"] {
+        widgets
+            .create(&PostParams::default(), &typed_widget(name, 1))
+            .await
+            .unwrap();
+    }
+    let mut held = typed_widget("held", 1);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    widgets.create(&PostParams::default(), &held).await.unwrap();
+
+    let discovery = Discovery::new(client.clone())
+        .filter(&["custom.example.com"])
+        .run()
+        .await
+        .unwrap();
+    let mut deleted = 0;
+    for group in discovery.groups() {
+        for (resource, caps) in group.recommended_resources() {
+            if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::DELETE_COLLECTION) {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "doomed", &resource);
+            api.delete_collection(&DeleteParams::background(), &ListParams::default())
+                .await
+                .unwrap();
+            deleted += 1;
+        }
+    }
+    assert_eq!(deleted, 1, "widgets are found in discovery");
+    let left = widgets.list_metadata(&ListParams::default()).await.unwrap().items;
+    assert_eq!(left.len(), 1, "only the object with a finalizer waits");
+    assert!(left[0].metadata.deletion_timestamp.is_some());
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    widgets
+        .patch_metadata("held", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    assert!(
+        widgets
+            .list_metadata(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
