@@ -101,38 +101,48 @@ async fn slash_variants_of_non_resource_paths() {
     );
 }
 
-/// The kube crate's metadata API, a real client that only decodes `PartialObjectMetadata`.
+/// The kube crate's metadata API, a real client that only decodes `PartialObjectMetadata`, on
+/// every storage backend (memory, embedded, a real etcd).
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_metadata_api() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path());
-    let api: Api<widget_api::Widget> = Api::namespaced(server.client().await, "default");
-    api.create(&PostParams::default(), &typed_widget("k1", 1))
-        .await
-        .unwrap();
-    let got = api.get_metadata("k1").await.unwrap();
-    assert_eq!(got.metadata.name.as_deref(), Some("k1"));
-    let listed = api.list_metadata(&ListParams::default()).await.unwrap();
-    assert_eq!(listed.items.len(), 1);
-    let rv = listed.metadata.resource_version.unwrap();
+    let etcd = apiary_runtime::testing::EtcdProcess::start(dir.path());
+    let endpoint = etcd.endpoint();
+    let backends: [&[&str]; 3] = [
+        &["--storage", "memory"],
+        &["--storage", "embedded"],
+        &["--storage", "etcd", "--etcd-servers", &endpoint],
+    ];
+    for args in backends {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start_in(dir.path(), args);
+        let api: Api<widget_api::Widget> = Api::namespaced(server.client().await, "default");
+        api.create(&PostParams::default(), &typed_widget("k1", 1))
+            .await
+            .unwrap();
+        let got = api.get_metadata("k1").await.unwrap();
+        assert_eq!(got.metadata.name.as_deref(), Some("k1"), "{args:?}");
+        let listed = api.list_metadata(&ListParams::default()).await.unwrap();
+        assert_eq!(listed.items.len(), 1, "{args:?}");
+        let rv = listed.metadata.resource_version.unwrap();
 
-    let mut events = api
-        .watch_metadata(&WatchParams::default().timeout(5), &rv)
-        .await
-        .unwrap()
-        .boxed();
-    api.create(&PostParams::default(), &typed_widget("k2", 1))
-        .await
-        .unwrap();
-    loop {
-        match events.try_next().await.unwrap().expect("an event before the timeout") {
-            WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("k2") => break,
-            WatchEvent::Error(e) => panic!("{e:?}"),
-            _ => {}
+        let mut events = api
+            .watch_metadata(&WatchParams::default().timeout(5), &rv)
+            .await
+            .unwrap()
+            .boxed();
+        api.create(&PostParams::default(), &typed_widget("k2", 1))
+            .await
+            .unwrap();
+        loop {
+            match events.try_next().await.unwrap().expect("an event before the timeout") {
+                WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("k2") => break,
+                WatchEvent::Error(e) => panic!("{args:?}: {e:?}"),
+                _ => {}
+            }
         }
     }
 }
-
 /// The owner's uid, for an ownerReference.
 fn owned_by(mut widget: widget_api::Widget, owner: &widget_api::Widget) -> widget_api::Widget {
     widget.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
@@ -334,4 +344,34 @@ async fn namespace_deletion_drains_widgets() {
             .items
             .is_empty()
     );
+}
+
+/// The aggregator multiplexes many watches over one HTTP/2 connection: 300 at once must all be
+/// served (hyper's default of 200 streams would leave 100 waiting forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_watches_on_one_http2_connection() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let tls = common::connect_alpn(&server.url, &server.dir, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let url = format!("{}{WIDGETS}?watch=1&timeoutSeconds=60", server.url);
+    let opened = futures::future::join_all((0..300).map(|_| {
+        let mut sender = sender.clone();
+        let request = http::Request::get(&url).body(Empty::<bytes::Bytes>::new()).unwrap();
+        async move { sender.send_request(request).await }
+    }));
+    let responses = tokio::time::timeout(std::time::Duration::from_secs(20), opened)
+        .await
+        .expect("every watch is answered while the others stay open");
+    let ok = responses
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.status() == 200))
+        .count();
+    assert_eq!(ok, 300);
 }

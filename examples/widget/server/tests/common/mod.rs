@@ -91,8 +91,8 @@ pub async fn connect(server: &ServerProcess) -> tokio_rustls::client::TlsStream<
     connect_to(&server.url, &server.dir).await
 }
 
-/// A TLS connection as the admin to the server at `url` whose certificates are under `dir`.
-pub async fn connect_to(url: &str, dir: &Path) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+/// The admin's TLS client configuration for the server whose certificates are under `dir`.
+pub fn admin_tls(dir: &Path) -> rustls::ClientConfig {
     let certs = dir.join(".apiary/certs");
     let read = |name: &str| std::fs::read(certs.join(name)).unwrap();
     let mut roots = rustls::RootCertStore::empty();
@@ -103,18 +103,34 @@ pub async fn connect_to(url: &str, dir: &Path) -> tokio_rustls::client::TlsStrea
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(&read("admin.key")).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .unwrap();
+        .unwrap()
+}
+
+/// A TLS connection as the admin to the server at `url` whose certificates are under `dir`,
+/// offering `alpn` protocols (none: HTTP/1.1).
+pub async fn connect_alpn(
+    url: &str,
+    dir: &Path,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut config = admin_tls(dir);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let addr = url.trim_start_matches("https://");
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .unwrap()
+}
+
+/// A TLS connection as the admin to the server at `url` whose certificates are under `dir`.
+pub async fn connect_to(url: &str, dir: &Path) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    connect_alpn(url, dir, &[]).await
 }
 
 /// Send `head` (request line and headers, without the blank line) and `body`; read to EOF.
