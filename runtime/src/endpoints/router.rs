@@ -109,8 +109,11 @@ impl Api {
             .route("/version", version.clone())
             .route("/version/", version)
             .route("/healthz", get(|| async { "ok" }))
+            .route("/healthz/", get(|| async { "ok" }))
             .route("/livez", get(|| async { "ok" }))
+            .route("/livez/", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route("/readyz/", get(readyz))
             .route("/openapi/v2", get(openapi_v2))
             .route(
                 "/openapi/v3",

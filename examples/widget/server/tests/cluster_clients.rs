@@ -91,7 +91,15 @@ async fn client_go_metadata_requests() {
 async fn slash_variants_of_non_resource_paths() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());
-    for path in ["/version/", "/version", "/apis/", "/apis"] {
+    for path in [
+        "/version/",
+        "/version",
+        "/apis/",
+        "/apis",
+        "/healthz/",
+        "/livez/",
+        "/readyz/",
+    ] {
         let response = get(&server, path, "application/json").await;
         assert_eq!(response.code, 200, "{path}: {response:?}");
     }
