@@ -204,7 +204,8 @@ fn generation_is_deterministic_and_reuses_certificates() {
         "widget-system",
         "registry.example.com/apiary/widget-server:0.1.0",
     )
-    .resource::<widget_api::Widget>();
+    .resource::<widget_api::Widget>()
+    .resource::<widget_api::WidgetPolicy>();
     let mut written = Vec::new();
     for _ in 0..2 {
         apiary_codegen::generate(

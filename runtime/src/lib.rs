@@ -7,13 +7,15 @@
 //! | [`server`] | flags, TLS, the accept loop; assembles everything below |
 //! | [`filters`] | the handler chain: metrics and logs, audit, authentication, impersonation, authorization, in-flight limits, timeout |
 //! | [`endpoints`] | the router, request info, handlers, content negotiation, watch, discovery, OpenAPI, tables |
-//! | [`registry`] | object semantics with a resource's strategy and admission: the generic store, patch and apply, scale, custom storage |
+//! | [`admission`] | the steps every write goes through besides its strategy: mutating, then (the strategy), then validating |
+//! | [`registry`] | object semantics with a resource's strategy: the generic store, patch and apply, scale, custom storage |
 //! | [`schema`] | structural schemas and what is evaluated against objects: validation, JSON paths, selectors |
 //! | [`storage`] | a revisioned key-value store shaped like etcd (memory, embedded redb, etcd) behind the watch cache |
 //!
 //! Beside them: [`resource`] (the contract with the derive), [`status`] (errors as `Status`
 //! objects, shared by every layer) and [`certs`] (local certificates).
 
+pub mod admission;
 pub mod certs;
 pub mod endpoints;
 pub mod filters;

@@ -111,6 +111,8 @@ async fn handle(
         _ => None,
     };
     let ns = namespace.as_deref();
+    // Who writes, for admission (the impersonated user when impersonating).
+    let user = parts.extensions.get::<crate::filters::authn::UserInfo>().cloned();
     let name = info.name.as_str();
     let needs_namespace = meta.namespaced() && target != Target::AllNamespaces;
     let needs_name = !matches!(target, Target::Collection | Target::AllNamespaces);
@@ -171,13 +173,13 @@ async fn handle(
             })
         }
         (Target::Collection, "POST") => {
-            let mut options = write_options(q, headers, target)?;
+            let mut options = write_options(q, headers, target)?.by(user.clone());
             let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
             options.duplicate_fields = duplicates;
             Ok(written(store.create(ns, object, &options).await?, output))
         }
         (Target::Collection, "DELETE") => {
-            let delete = delete_options(q, &read_body(body).await?)?;
+            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone());
             if delete.ignore_store_read_error {
                 return Err(ApiError::bad_request(format!(
                     "{IGNORE_STORE_READ_ERROR}: Invalid value: true: not allowed for deletecollection"
@@ -216,7 +218,7 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let mut options = write_options(q, headers, target)?;
+            let mut options = write_options(q, headers, target)?.by(user.clone());
             let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
             options.duplicate_fields = duplicates;
             Ok(written(store.update(ns, name, object, part, &options).await?, output))
@@ -227,12 +229,12 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let options = write_options(q, headers, target)?;
+            let options = write_options(q, headers, target)?.by(user.clone());
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(store.patch(ns, name, &patch, part, &options).await?, output))
         }
         (Target::Object, "DELETE") => {
-            let delete = delete_options(q, &read_body(body).await?)?;
+            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone());
             if delete.ignore_store_read_error {
                 let more = parts.extensions.get::<crate::filters::AuthorizeMore>();
                 match more {
@@ -257,7 +259,7 @@ async fn handle(
         }
         (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),
         (Target::Scale, "PUT") => {
-            let options = write_options(q, headers, target)?;
+            let options = write_options(q, headers, target)?.by(user.clone());
             let (scale, _) = decode_object(headers, &read_body(body).await?)?;
             Ok(written(
                 store
@@ -267,7 +269,7 @@ async fn handle(
             ))
         }
         (Target::Scale, "PATCH") => {
-            let options = write_options(q, headers, target)?;
+            let options = write_options(q, headers, target)?.by(user.clone());
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(
                 store

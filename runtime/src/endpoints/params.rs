@@ -103,6 +103,7 @@ pub(super) fn write_options(
             _ => "",
         },
         duplicate_fields: Vec::new(),
+        user: None,
     })
 }
 

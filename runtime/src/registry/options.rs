@@ -53,9 +53,16 @@ pub struct WriteOptions {
     pub subresource: &'static str,
     /// Fields the request body gave more than once (reported by `fieldValidation`).
     pub duplicate_fields: Vec<String>,
+    /// Who writes, for admission; `None` for the server's own writes.
+    pub user: Option<crate::filters::authn::UserInfo>,
 }
 
 impl WriteOptions {
+    /// These options, for a write by `user`.
+    pub fn by(self, user: Option<crate::filters::authn::UserInfo>) -> Self {
+        WriteOptions { user, ..self }
+    }
+
     /// The field manager of this write.
     pub fn manager(&self) -> &str {
         match (&self.field_manager, self.default_manager.as_str()) {
@@ -140,9 +147,16 @@ pub struct DeleteOptions {
     /// `propagationPolicy` (or the older `orphanDependents`): `Orphan`, `Background` or
     /// `Foreground`; the garbage collector's finalizers follow it.
     pub propagation: Option<String>,
+    /// Who deletes, for admission; `None` for the server's own deletes.
+    pub user: Option<crate::filters::authn::UserInfo>,
 }
 
 impl DeleteOptions {
+    /// These options, for a delete by `user`.
+    pub fn by(self, user: Option<crate::filters::authn::UserInfo>) -> Self {
+        DeleteOptions { user, ..self }
+    }
+
     /// 409 Conflict unless `object` meets the uid and resourceVersion preconditions.
     pub fn check_preconditions(&self, meta: &ResourceMeta, name: &str, object: &Value) -> ApiResult<()> {
         if let Some(uid) = &self.uid

@@ -9,6 +9,7 @@ use super::managed::{self, Writer};
 use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
 use super::strategy::{Admission, Strategy};
+use crate::admission::{Attributes, Chain, Operation};
 
 /// Optimistic-concurrency retries of a write against concurrent writers.
 const WRITE_RETRIES: usize = 5;
@@ -20,6 +21,8 @@ use crate::storage::{KeyValue, Revision, Storage, StorageError, WatchCache};
 pub struct Store {
     pub(super) meta: ResourceMeta,
     pub(super) admission: Admission,
+    /// The server's admission steps, around the strategy's validation.
+    pub(super) chain: Chain,
     pub(super) storage: Arc<WatchCache>,
     pub(super) prefix: String,
 }
@@ -34,9 +37,15 @@ impl Store {
         Ok(Store {
             meta,
             admission,
+            chain: Chain::default(),
             storage,
             prefix,
         })
+    }
+
+    /// The same store, running `chain`'s admission steps (the server's, shared by its stores).
+    pub fn with_admission(self, chain: Chain) -> Self {
+        Store { chain, ..self }
     }
 
     /// The resource's metadata.
@@ -152,7 +161,14 @@ impl Store {
                     m.remove(k);
                 }
             }
+            let attributes = Attributes::new(Operation::Create, &self.meta, namespace, &name).by(
+                options.user.as_ref(),
+                options.subresource,
+                options.dry_run,
+            );
+            self.chain.mutate(&attributes, &mut object).await?;
             let mut object = self.admission.prepare(object, &name)?;
+            self.chain.validate(&attributes, &object).await?;
             self.track(None, &mut object, options);
             if options.dry_run {
                 return Ok(Written {
@@ -259,7 +275,17 @@ impl Store {
             }
             m.insert("resourceVersion".into(), json!(current_rv));
         }
+        let attributes = Attributes {
+            old_object: Some(current),
+            ..Attributes::new(Operation::Update, &self.meta, namespace, name).by(
+                options.user.as_ref(),
+                options.subresource,
+                options.dry_run,
+            )
+        };
+        self.chain.mutate(&attributes, &mut object).await?;
         let mut object = self.admission.prepare(object, name)?;
+        self.chain.validate(&attributes, &object).await?;
         if spec_part(&object) != spec_part(current) {
             let generation = current
                 .pointer("/metadata/generation")
@@ -325,6 +351,15 @@ impl Store {
         self.retrying(name, || async move {
             let current = self.get(namespace, name).await?;
             options.check_preconditions(&self.meta, name, &current)?;
+            let attributes = Attributes {
+                old_object: Some(&current),
+                ..Attributes::new(Operation::Delete, &self.meta, namespace, name).by(
+                    options.user.as_ref(),
+                    "",
+                    options.dry_run,
+                )
+            };
+            self.chain.validate(&attributes, &current).await?;
             let expected: Revision = meta_str(&current, "resourceVersion")
                 .unwrap_or_default()
                 .parse()

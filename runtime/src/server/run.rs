@@ -23,6 +23,7 @@ use crate::filters::{self, Guard, InFlight, RemoteAddr};
 use super::connections::{Connections, fitting_limit, raise_open_file_limit};
 use super::options::{ServerOptions, StorageKind};
 use super::tls::{serving_files, tls_config};
+use crate::admission::{Chain, Plugin, TypedAdmission, TypedPlugin};
 use crate::endpoints::{Api, Watching};
 use crate::registry::custom::{CustomStorage, CustomStore};
 use crate::registry::rest::Rest;
@@ -52,6 +53,8 @@ pub struct Server {
     resources: Vec<Arc<dyn Rest>>,
     /// The key-value stores among them, for in-process controllers.
     stores: Vec<Arc<Store>>,
+    /// The admission steps every store runs.
+    admission: Chain,
 }
 
 impl Server {
@@ -78,6 +81,7 @@ impl Server {
             options,
             resources: Vec::new(),
             stores: Vec::new(),
+            admission: Chain::default(),
         })
     }
 
@@ -87,12 +91,27 @@ impl Server {
             Arc::new(TypedStrategy::<T>::default()),
             self.storage.clone(),
             &self.options.etcd_prefix,
-        )?;
+        )?
+        .with_admission(self.admission.clone());
         let store = Arc::new(store);
         self.metrics.serve(store.meta());
         self.resources.push(store.clone());
         self.stores.push(store);
         Ok(self)
+    }
+
+    /// Run `plugin` on every write to every resource of this server, after the steps added
+    /// before it (mutating steps all run before the strategy's validation, validating ones
+    /// after it).
+    pub fn admission(self, plugin: impl Plugin) -> Self {
+        self.admission.push(Arc::new(plugin));
+        self
+    }
+
+    /// Run a typed admission step on every write to `T` (a server's own policy, as
+    /// sample-apiserver's BanFlunder).
+    pub fn admit<T: ApiResource>(self, admission: impl TypedAdmission<T>) -> Self {
+        self.admission(TypedPlugin::<T, _>::new(admission))
     }
 
     /// Serve `T` from user code instead of the key-value store.
@@ -295,6 +314,9 @@ impl Server {
         if !connections.drained(drain).await {
             tracing::warn!("shutdown: connections still open after {drain:?}; closing them");
         }
+        // Admission steps may hold stores (and so storage) that hold the chain: release them
+        // so the data file is closed cleanly when the stores go.
+        self.admission.clear();
         Ok(())
     }
 }

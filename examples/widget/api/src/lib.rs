@@ -131,3 +131,45 @@ pub fn validate_widget(widget: &Widget) -> Vec<FieldError> {
     }
     errors
 }
+
+/// A cluster-wide policy on Widgets: images no Widget may run (sample-apiserver's Fischer
+/// for BanFlunder). Enforced by `widget-server`'s admission step.
+#[derive(ApiResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[api(
+    group = "custom.example.com",
+    version = "v1",
+    kind = "WidgetPolicy",
+    cluster,
+    short_names("wdp"),
+    printcolumn(name = "Denied", type = "string", json_path = ".spec.deniedImages")
+)]
+pub struct WidgetPolicy {
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The policy.
+    pub spec: WidgetPolicySpec,
+}
+
+/// What a WidgetPolicy denies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetPolicySpec {
+    /// Images, or image prefixes ending in `*` (`registry.example.com/untrusted/*`), that no
+    /// Widget may run.
+    #[serde(default)]
+    pub denied_images: Vec<String>,
+}
+
+impl WidgetPolicySpec {
+    /// The first entry that denies `image`.
+    pub fn denies(&self, image: &str) -> Option<&str> {
+        self.denied_images
+            .iter()
+            .find(|d| match d.strip_suffix('*') {
+                Some(prefix) => image.starts_with(prefix),
+                None => image == d.as_str(),
+            })
+            .map(String::as_str)
+    }
+}

@@ -128,3 +128,48 @@ impl WidgetApiExt for kube::Api<Widget> {
             .await
     }
 }
+
+/// The policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WidgetPolicySpec {
+    /// Images, or image prefixes ending in `*` (`registry.example.com/untrusted/*`), that no
+    /// Widget may run.
+    #[serde(rename = "deniedImages", default, skip_serializing_if = "Option::is_none")]
+    pub denied_images: Option<Vec<String>>,
+}
+
+/// A cluster-wide policy on Widgets: images no Widget may run (sample-apiserver's Fischer
+/// for BanFlunder). Enforced by `widget-server`'s admission step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WidgetPolicy {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The policy.
+    pub spec: WidgetPolicySpec,
+}
+
+impl kube::Resource for WidgetPolicy {
+    type DynamicType = ();
+    type Scope = k8s_openapi::ClusterResourceScope;
+    fn kind(_: &()) -> Cow<'_, str> {
+        "WidgetPolicy".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "custom.example.com".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn api_version(_: &()) -> Cow<'_, str> {
+        "custom.example.com/v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "widgetpolicies".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}

@@ -1,14 +1,16 @@
 //! `widget-server`: the Widget aggregated API server (`custom.example.com/v1`).
 //!
-//! Serves Widgets with the runtime and runs the example's status logic: every Widget's
-//! status is filled in here (phase, availableReplicas, lastUpdated, a Ready condition),
-//! never by clients.
+//! Serves Widgets and WidgetPolicies with the runtime, refuses Widgets whose image a
+//! WidgetPolicy denies (an admission step), and runs the example's status logic: every
+//! Widget's status is filled in here (phase, availableReplicas, lastUpdated, a Ready
+//! condition), never by clients.
 
+mod policy;
 mod status;
 
 use apiary_runtime::server::{Server, ServerOptions};
 use clap::Parser;
-use widget_api::Widget;
+use widget_api::{Widget, WidgetPolicy};
 
 /// The Widget API server.
 #[derive(Parser)]
@@ -22,7 +24,12 @@ struct Cli {
 async fn main() {
     let cli = Cli::parse();
     let result = async {
-        let server = Server::new(cli.server).await?.resource::<Widget>()?;
+        let server = Server::new(cli.server)
+            .await?
+            .resource::<Widget>()?
+            .resource::<WidgetPolicy>()?;
+        let policies = server.store::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
+        let server = server.admit::<Widget>(policy::DeniedImages { policies });
         let store = server.store::<Widget>().ok_or("Widget is served")?;
         tokio::spawn(status::run(store));
         server.run().await

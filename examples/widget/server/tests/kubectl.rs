@@ -116,7 +116,7 @@ pub fn flows_against(k: &Kubectl) {
         .iter()
         .filter_map(|r| r["name"].as_str())
         .collect();
-    assert_eq!(names, ["widgets", "widgets/status", "widgets/scale"]);
+    assert_eq!(names, ["widgets", "widgets/status", "widgets/scale", "widgetpolicies"]);
     let raw: Value =
         serde_json::from_str(&k.ok(&["get", "--raw", "/apis/custom.example.com/v1/namespaces/default/widgets"]))
             .unwrap();

@@ -1,0 +1,51 @@
+//! The WidgetPolicy admission step (sample-apiserver's BanFlunder, in Rust): a Widget whose
+//! image a cluster-scoped WidgetPolicy denies is refused with 403, naming the policy.
+
+use std::sync::Arc;
+
+use apiary_runtime::admission::{Attributes, Operation, TypedAdmission, async_trait};
+use apiary_runtime::registry::{ListOptions, Store};
+use apiary_runtime::status::{ApiError, ApiResult};
+use widget_api::{Widget, WidgetPolicy};
+
+/// Refuses Widgets running an image some WidgetPolicy denies.
+pub struct DeniedImages {
+    /// The WidgetPolicy store of this same server.
+    pub policies: Arc<Store>,
+}
+
+#[async_trait]
+impl TypedAdmission<Widget> for DeniedImages {
+    fn name(&self) -> &str {
+        "WidgetPolicy"
+    }
+
+    async fn validate(&self, attributes: &Attributes<'_>, widget: &Widget, old: Option<&Widget>) -> ApiResult<()> {
+        // Deletes and status writes do not change the image; an unchanged image is not
+        // re-judged, so a new policy does not block labelling or finalizing old Widgets.
+        let unchanged = old.is_some_and(|o| o.spec.image == widget.spec.image);
+        if attributes.operation == Operation::Delete || attributes.subresource == "status" || unchanged {
+            return Ok(());
+        }
+        for item in self.policies.list(&ListOptions::default()).await?.items {
+            let policy: WidgetPolicy = serde_json::from_value(item).map_err(ApiError::internal)?;
+            if let Some(entry) = policy.spec.denies(&widget.spec.image) {
+                let name = policy.metadata.name.unwrap_or_default();
+                return Err(ApiError {
+                    details: Some(serde_json::json!({
+                        "name": attributes.name, "group": attributes.meta.group, "kind": attributes.meta.plural,
+                    })),
+                    ..ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "{}.{} \"{}\" is forbidden: image \"{}\" is denied by WidgetPolicy \"{name}\" (deniedImages: \"{entry}\")",
+                            attributes.meta.plural, attributes.meta.group, attributes.name, widget.spec.image
+                        ),
+                    )
+                });
+            }
+        }
+        Ok(())
+    }
+}

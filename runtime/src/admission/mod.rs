@@ -1,0 +1,163 @@
+//! Admission, as k8s.io/apiserver's `admission/`: what runs on every write besides the
+//! resource's own strategy, in upstream's order: every mutating step, then the strategy's
+//! defaults and validation (in the registry), then every validating step.
+//!
+//! - [`Plugin`]: one admission step over JSON objects, with the request's [`Attributes`];
+//!   [`Chain`]: the ordered steps the registry runs.
+//! - [`typed`]: a [`Plugin`] written against the Rust type (`TypedPlugin<T>`), for servers'
+//!   own rules (sample-apiserver's BanFlunder is the model).
+//!
+//! Still to come here (issue 14): NamespaceLifecycle and the cluster's admission webhooks.
+
+pub mod typed;
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use crate::filters::authn::UserInfo;
+use crate::resource::ResourceMeta;
+use crate::status::ApiResult;
+
+/// The attribute that admission steps are written with (they are async trait methods).
+pub use async_trait::async_trait;
+pub use typed::{TypedAdmission, TypedPlugin};
+
+/// The admission operation, as AdmissionReview names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// POST (and an apply that creates).
+    Create,
+    /// PUT, PATCH, apply, and writes to `status` and `scale`.
+    Update,
+    /// DELETE (each object of a deletecollection too).
+    Delete,
+}
+
+impl Operation {
+    /// `CREATE`, `UPDATE` or `DELETE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+        }
+    }
+}
+
+/// What an admission step knows of the request (k8s.io/apiserver's `admission.Attributes`).
+#[derive(Clone, Copy, Debug)]
+pub struct Attributes<'a> {
+    /// The operation.
+    pub operation: Operation,
+    /// The resource written.
+    pub meta: &'a ResourceMeta,
+    /// `""`, `"status"` or `"scale"`.
+    pub subresource: &'a str,
+    /// The object's namespace (`None` for cluster-scoped resources).
+    pub namespace: Option<&'a str>,
+    /// The object's name.
+    pub name: &'a str,
+    /// Who asks; `None` for the server's own writes (its controllers).
+    pub user: Option<&'a UserInfo>,
+    /// `dryRun=All`: nothing will be persisted, and a step must cause no side effects.
+    pub dry_run: bool,
+    /// The stored object, for updates and deletes.
+    pub old_object: Option<&'a Value>,
+}
+
+impl<'a> Attributes<'a> {
+    /// A request without user, subresource, dry run or old object (set them after).
+    pub fn new(operation: Operation, meta: &'a ResourceMeta, namespace: Option<&'a str>, name: &'a str) -> Self {
+        Attributes {
+            operation,
+            meta,
+            subresource: "",
+            namespace,
+            name,
+            user: None,
+            dry_run: false,
+            old_object: None,
+        }
+    }
+
+    /// The same, made by `user` on `subresource`, with `dry_run`.
+    pub fn by(self, user: Option<&'a UserInfo>, subresource: &'a str, dry_run: bool) -> Self {
+        Attributes {
+            user,
+            subresource,
+            dry_run,
+            ..self
+        }
+    }
+}
+
+/// One admission step. Both methods default to doing nothing, so a step implements what it
+/// needs; an error (403 Forbidden for a policy denial, as upstream) ends the request.
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    /// The step's name, for logs and errors.
+    fn name(&self) -> &str;
+
+    /// Change `object` before the strategy's validation runs (not called for deletes).
+    async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+        let _ = (attributes, object);
+        Ok(())
+    }
+
+    /// Accept or refuse `object` after the strategy's validation; for a delete, `object` is
+    /// the stored object.
+    async fn validate(&self, attributes: &Attributes<'_>, object: &Value) -> ApiResult<()> {
+        let _ = (attributes, object);
+        Ok(())
+    }
+}
+
+/// The admission steps of a server, shared by all its stores; steps may be added while the
+/// server is assembled.
+#[derive(Clone, Default)]
+pub struct Chain {
+    plugins: Arc<RwLock<Vec<Arc<dyn Plugin>>>>,
+}
+
+impl Chain {
+    /// Append a step; steps run in the order they were added.
+    pub fn push(&self, plugin: Arc<dyn Plugin>) {
+        self.plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(plugin);
+    }
+
+    /// Drop every step. Steps often hold stores whose chain holds them (a cycle), so the
+    /// server clears its chain when it stops, letting storage close cleanly.
+    pub fn clear(&self) {
+        self.plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    fn steps(&self) -> Vec<Arc<dyn Plugin>> {
+        self.plugins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every mutating step, in order.
+    pub async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+        for plugin in self.steps() {
+            plugin.mutate(attributes, object).await?;
+        }
+        Ok(())
+    }
+
+    /// Every validating step, in order.
+    pub async fn validate(&self, attributes: &Attributes<'_>, object: &Value) -> ApiResult<()> {
+        for plugin in self.steps() {
+            plugin.validate(attributes, object).await?;
+        }
+        Ok(())
+    }
+}
