@@ -370,6 +370,13 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
             Err(e) => tracing::warn!("authentication: {e}; using the flags only until it can be read"),
         }
     }
+    if authn_client.is_none() && !set.client_ca && !set.requestheader_ca && !options.anonymous_auth {
+        tracing::warn!(
+            "no authentication method can succeed: no --client-ca-file, no --requestheader-client-ca-file and no core API \
+             (--authentication-kubeconfig or in-cluster) for tokens and the extension-apiserver-authentication ConfigMap; \
+             every request but the health checks will get 401"
+        );
+    }
     let tokens = authn_client
         .clone()
         .map(|c| authn::TokenReviewer::new(c, Duration::from_secs(options.authentication_token_webhook_cache_ttl)));

@@ -428,3 +428,37 @@ fn kubectl_with_a_bearer_token_goes_through_token_review_and_access_review() {
     );
     assert!(core.token_reviews() > 0);
 }
+
+/// A server given serving certificates but nothing to authenticate anyone with says so at
+/// start, instead of answering 401 to everything in silence.
+#[test]
+fn a_server_that_can_authenticate_nobody_says_so_at_start() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let certs =
+        apiary_runtime::certs::ensure_local(&dir.path().join("serving"), &["127.0.0.1".into()], "https://127.0.0.1")
+            .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_widget-server"))
+        .args(["--secure-port", "0", "--storage", "memory", "--tls-cert-file"])
+        .arg(&certs.serving_cert)
+        .arg("--tls-private-key-file")
+        .arg(&certs.serving_key)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let warned = (0..)
+        .map_while(|_| rx.recv_timeout(std::time::Duration::from_secs(20)).ok())
+        .any(|line| line.contains("no authentication method can succeed"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "the start-up warning is logged");
+}
