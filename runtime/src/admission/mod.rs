@@ -7,8 +7,11 @@
 //! - [`typed`]: a [`Plugin`] written against the Rust type (`TypedPlugin<T>`), for servers'
 //!   own rules (sample-apiserver's BanFlunder is the model).
 //!
-//! Still to come here (issue 14): NamespaceLifecycle and the cluster's admission webhooks.
+//! - [`namespace`]: NamespaceLifecycle, from the core API's namespaces.
+//!
+//! Still to come here (issue 14): the cluster's admission webhooks.
 
+pub mod namespace;
 pub mod typed;
 
 use std::sync::{Arc, RwLock};
@@ -127,6 +130,14 @@ impl Chain {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(plugin);
+    }
+
+    /// Put a step before all others (the cluster's own plugins run first, as upstream).
+    pub fn push_front(&self, plugin: Arc<dyn Plugin>) {
+        self.plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(0, plugin);
     }
 
     /// Drop every step. Steps often hold stores whose chain holds them (a cycle), so the

@@ -127,6 +127,10 @@ pub struct ServerOptions {
     /// How long shutdown waits for in-flight requests to finish (seconds).
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Admission plugins of the cluster's to leave off (`NamespaceLifecycle`); they are on
+    /// when the server has a core API, and off in local mode.
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
     /// Most open client connections; at the limit the one idle longest is closed to make room,
     /// and with none idle the new one is refused. Lowered to fit the open-file limit.
     #[arg(long, default_value_t = 10_000)]

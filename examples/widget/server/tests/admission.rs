@@ -154,3 +154,82 @@ fn widget_policies_deny_images_through_kubectl() {
         k.ok(&["label", "widget", &format!("good-{i}"), "checked=yes"]);
     }
 }
+
+/// NamespaceLifecycle against the core API (the stand-in, since kube-apiserver cannot run
+/// here; it serves namespaces with list and watch): creates need a namespace that exists and
+/// is not terminating; a namespace changing while the server runs takes effect.
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_lifecycle_follows_the_core_api() {
+    use apiary_runtime::testing::CoreApiStandIn;
+    use kube::api::{Api, PostParams};
+    let dir = tempfile::tempdir().unwrap();
+    let core = CoreApiStandIn::start(&dir.path().join("core"));
+    let kubeconfig = core.kubeconfig.to_str().unwrap().to_string();
+    let server = ServerProcess::start_in(
+        dir.path(),
+        &[
+            "--storage",
+            "memory",
+            "--authentication-kubeconfig",
+            &kubeconfig,
+            "--authorization-kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    for version in VERSIONS {
+        let missing = server
+            .kubectl(version)
+            .run_with_stdin(&["create", "-n", "missing", "-f", "-"], &widget("w", 1, ""));
+        assert_ne!(missing.code, 0);
+        assert!(
+            missing.stderr.contains(
+                "Error from server (NotFound): error when creating \"STDIN\": namespaces \"missing\" not found"
+            ),
+            "{version}: {}",
+            missing.stderr
+        );
+    }
+    let client = server.client().await;
+    let team: Api<widget_api::Widget> = Api::namespaced(client.clone(), "team");
+    let pp = PostParams::default();
+    core.set_namespace("team", "Active");
+    team.create(&pp, &common::typed_widget("first", 1))
+        .await
+        .expect("a namespace created while running is seen");
+
+    core.set_namespace("team", "Terminating");
+    let refused = common::eventually("the namespace is seen terminating", || {
+        let created = futures::executor::block_on(team.create(&pp, &common::typed_widget("late", 1)));
+        match created {
+            Err(kube::Error::Api(s)) if s.code == 403 => Some(s),
+            Ok(_) => {
+                let _ = futures::executor::block_on(team.delete("late", &Default::default()));
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    assert_eq!(refused.reason, "Forbidden");
+    assert_eq!(
+        refused.message,
+        "widgets.custom.example.com \"late\" is forbidden: unable to create new content in namespace team because it is being terminated"
+    );
+    let cause = &refused.details.unwrap().causes[0];
+    assert_eq!(
+        (cause.reason.as_str(), cause.field.as_str()),
+        ("NamespaceTerminating", "metadata.namespace")
+    );
+    // Updates and deletes still pass in a terminating namespace.
+    let mut first = team.get("first").await.unwrap();
+    first.spec.replicas = 2;
+    team.replace("first", &pp, &first).await.unwrap();
+    team.delete("first", &Default::default()).await.unwrap();
+
+    core.delete_namespace("team");
+    common::eventually("the deleted namespace is gone", || {
+        match futures::executor::block_on(team.create(&pp, &common::typed_widget("after", 1))) {
+            Err(kube::Error::Api(s)) if s.code == 404 => Some(()),
+            _ => None,
+        }
+    });
+}

@@ -1,0 +1,107 @@
+//! NamespaceLifecycle, as k8s.io/apiserver's: a namespaced object may be created only in a
+//! namespace the core API has, and not in one being terminated. Backed by a namespace watch
+//! on the core API (list, then watch, resumed with backoff after errors and 410s) with a live
+//! GET when the cache does not know the namespace. Updates, deletes and cluster-scoped objects
+//! pass.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+
+use super::{Attributes, Operation, Plugin, async_trait};
+use crate::status::{ApiError, ApiResult};
+
+/// How long a create waits for the first namespace list before it is refused.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// The NamespaceLifecycle admission step.
+pub struct NamespaceLifecycle {
+    cache: Store<Namespace>,
+    api: kube::Api<Namespace>,
+}
+
+impl NamespaceLifecycle {
+    /// Watch the core API's namespaces through `client` (in a task of its own).
+    pub fn start(client: kube::Client) -> Self {
+        let api = kube::Api::<Namespace>::all(client);
+        let (cache, writer) = reflector::store();
+        let feed = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+            .default_backoff()
+            .for_each(|event| {
+                if let Err(e) = event {
+                    tracing::warn!("NamespaceLifecycle: namespace watch: {e}");
+                }
+                futures::future::ready(())
+            });
+        tokio::spawn(feed);
+        NamespaceLifecycle { cache, api }
+    }
+
+    /// The namespace from the cache, or from a live GET when the cache does not know it (yet).
+    async fn lookup(&self, name: &str) -> ApiResult<Option<Namespace>> {
+        if tokio::time::timeout(SYNC_WAIT, self.cache.wait_until_ready())
+            .await
+            .is_err()
+        {
+            return Err(ApiError::new(403, "Forbidden", "not yet ready to handle request"));
+        }
+        if let Some(cached) = self.cache.get(&ObjectRef::new(name)) {
+            return Ok(Some((*cached).clone()));
+        }
+        self.api
+            .get_opt(name)
+            .await
+            .map_err(|e| ApiError::internal(format!("looking up namespace {name:?}: {e}")))
+    }
+}
+
+#[async_trait]
+impl Plugin for NamespaceLifecycle {
+    fn name(&self) -> &str {
+        "NamespaceLifecycle"
+    }
+
+    async fn mutate(&self, attributes: &Attributes<'_>, _object: &mut Value) -> ApiResult<()> {
+        let Some(namespace) = attributes
+            .namespace
+            .filter(|_| attributes.operation == Operation::Create)
+        else {
+            return Ok(());
+        };
+        let found = self.lookup(namespace).await?;
+        let Some(found) = found else {
+            return Err(ApiError {
+                details: Some(json!({"name": namespace, "kind": "namespaces"})),
+                ..ApiError::new(404, "NotFound", format!("namespaces \"{namespace}\" not found"))
+            });
+        };
+        let terminating = found.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
+        if terminating {
+            let meta = attributes.meta;
+            return Err(ApiError {
+                details: Some(json!({
+                    "name": attributes.name, "group": meta.group, "kind": meta.plural,
+                    "causes": [{
+                        "reason": "NamespaceTerminating",
+                        "message": format!("namespace {namespace} is being terminated"),
+                        "field": "metadata.namespace",
+                    }],
+                })),
+                ..ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                        meta.group_resource(),
+                        attributes.name
+                    ),
+                )
+            });
+        }
+        Ok(())
+    }
+}
