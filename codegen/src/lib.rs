@@ -15,7 +15,7 @@
 //! # Ok::<(), String>(())
 //! ```
 
-mod certs;
+pub mod certs;
 mod client;
 mod manifests;
 
@@ -170,15 +170,37 @@ pub fn generate(
             clean = false;
             Outcome::Stale(diff(current.as_deref().unwrap_or_default(), &file.bytes))
         } else {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            }
-            std::fs::write(&path, &file.bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            write(&path, &file.bytes)?;
             Outcome::Written
         };
         report(&path, &outcome);
     }
     Ok(clean)
+}
+
+/// Write one output file; private keys (`*.key`) get mode 0600.
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    if path.extension().is_some_and(|e| e == "key") {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Issue a new serving certificate under `deploy/certs` (and a new CA with `new_ca`); run
+/// [`generate`] after it so the Secret and the APIService's caBundle carry them.
+pub fn rotate_certs(project: &Project, deploy: &Path, new_ca: bool) -> Result<(), String> {
+    let certs = certs::rotate(&deploy.join("certs"), project, new_ca)?;
+    for file in certs.files() {
+        write(&deploy.join(&file.path), &file.bytes)?;
+    }
+    Ok(())
 }
 
 /// The first lines that differ, for `--check`.

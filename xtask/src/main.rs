@@ -23,6 +23,12 @@ struct Generate {
     /// Write nothing; exit 1 and show what differs when the committed output is stale.
     #[arg(long)]
     check: bool,
+    /// Issue a new serving certificate first (the CA is kept).
+    #[arg(long, conflicts_with = "check")]
+    rotate: bool,
+    /// Issue a new CA and serving certificate first (every caBundle changes).
+    #[arg(long, conflicts_with = "check")]
+    rotate_ca: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +65,12 @@ fn main() {
         }
     };
     let mode = if args.check { Mode::Check } else { Mode::Write };
+    if (args.rotate || args.rotate_ca)
+        && let Err(e) = apiary_codegen::rotate_certs(&widget_project(), &out.join("deploy"), args.rotate_ca)
+    {
+        eprintln!("xtask generate: {e}");
+        std::process::exit(1);
+    }
     let shown = |p: &Path| p.strip_prefix(&root).unwrap_or(p).display().to_string();
     let result = apiary_codegen::generate(
         &widget_project(),

@@ -137,6 +137,7 @@ impl Server {
             .map_err(|e| format!("listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let serving = serving_files(&options, local)?;
+        serving.warn_if_expiring();
         let tls = tls_config(&serving)?;
         let guard = Arc::new(guard(&options, serving.local_ca.as_deref()).await?);
         cluster_admission(&self.admission, &options).await?;

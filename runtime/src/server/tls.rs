@@ -14,6 +14,28 @@ use crate::filters::authn::AnyClientCertificate;
 use super::options::ServerOptions;
 
 /// Where the serving certificate is, and what local generation produced.
+/// A serving certificate with fewer days left than this is warned about at start.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+impl Serving {
+    /// Log a warning when the serving certificate expires within [`EXPIRY_WARNING_DAYS`] (or
+    /// has expired): clients will refuse it, and nothing else says so in advance.
+    pub(super) fn warn_if_expiring(&self) {
+        let Ok(pem) = std::fs::read(&self.cert) else { return };
+        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else {
+            return;
+        };
+        let Ok(cert) = pem.parse_x509() else { return };
+        let left = cert.validity().not_after.timestamp() - jiff::Timestamp::now().as_second();
+        let days = left.div_euclid(86_400);
+        if left < 0 {
+            tracing::warn!(cert = %self.cert.display(), "the serving certificate has expired: renew it");
+        } else if days < EXPIRY_WARNING_DAYS {
+            tracing::warn!(cert = %self.cert.display(), "the serving certificate expires in {days} days: renew it");
+        }
+    }
+}
+
 pub(super) struct Serving {
     cert: PathBuf,
     key: PathBuf,

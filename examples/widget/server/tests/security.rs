@@ -429,21 +429,14 @@ fn kubectl_with_a_bearer_token_goes_through_token_review_and_access_review() {
     assert!(core.token_reviews() > 0);
 }
 
-/// A server given serving certificates but nothing to authenticate anyone with says so at
-/// start, instead of answering 401 to everything in silence.
-#[test]
-fn a_server_that_can_authenticate_nobody_says_so_at_start() {
+/// Whether widget-server, started in `dir` with `args` (and memory storage), logs a line
+/// containing `needle` at start (within 20 s of silence).
+fn logs_at_start(dir: &std::path::Path, args: &[&std::ffi::OsStr], needle: &str) -> bool {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let certs =
-        apiary_runtime::certs::ensure_local(&dir.path().join("serving"), &["127.0.0.1".into()], "https://127.0.0.1")
-            .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_widget-server"))
-        .args(["--secure-port", "0", "--storage", "memory", "--tls-cert-file"])
-        .arg(&certs.serving_cert)
-        .arg("--tls-private-key-file")
-        .arg(&certs.serving_key)
-        .current_dir(dir.path())
+        .args(["--secure-port", "0", "--storage", "memory"])
+        .args(args)
+        .current_dir(dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -455,10 +448,56 @@ fn a_server_that_can_authenticate_nobody_says_so_at_start() {
             let _ = tx.send(line);
         }
     });
-    let warned = (0..)
+    let mut seen = Vec::new();
+    let found = (0..)
         .map_while(|_| rx.recv_timeout(std::time::Duration::from_secs(20)).ok())
-        .any(|line| line.contains("no authentication method can succeed"));
+        .any(|line| {
+            let hit = line.contains(needle);
+            seen.push(line);
+            hit
+        });
     let _ = child.kill();
     let _ = child.wait();
-    assert!(warned, "the start-up warning is logged");
+    if !found {
+        eprintln!("[server] {}", seen.join("\n[server] "));
+    }
+    found
+}
+
+/// A server given serving certificates but nothing to authenticate anyone with says so at
+/// start, instead of answering 401 to everything in silence.
+#[test]
+fn a_server_that_can_authenticate_nobody_says_so_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs =
+        apiary_runtime::certs::ensure_local(&dir.path().join("serving"), &["127.0.0.1".into()], "https://127.0.0.1")
+            .unwrap();
+    let args = [
+        "--tls-cert-file".as_ref(),
+        certs.serving_cert.as_os_str(),
+        "--tls-private-key-file".as_ref(),
+        certs.serving_key.as_os_str(),
+    ];
+    assert!(logs_at_start(dir.path(), &args, "no authentication method can succeed"));
+}
+
+/// A serving certificate that expires within 30 days is warned about at start.
+#[test]
+fn an_expiring_serving_certificate_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("short-lived-ca");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.not_after = (std::time::SystemTime::now() + std::time::Duration::from_secs(10 * 86_400)).into();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let (crt, pem_key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&pem_key, key.serialize_pem()).unwrap();
+    let args = [
+        "--tls-cert-file".as_ref(),
+        crt.as_os_str(),
+        "--tls-private-key-file".as_ref(),
+        pem_key.as_os_str(),
+    ];
+    assert!(logs_at_start(dir.path(), &args, "the serving certificate expires in "));
 }
