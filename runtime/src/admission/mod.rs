@@ -108,6 +108,11 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the step can decide now (its caches have synced); `/readyz` fails until then.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Accept or refuse `object` after the strategy's validation; for a delete, `object` is
     /// the stored object.
     async fn validate(&self, attributes: &Attributes<'_>, object: &Value) -> ApiResult<()> {
@@ -154,6 +159,14 @@ impl Chain {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The first step that is not ready, and why.
+    pub async fn ready(&self) -> Result<(), (String, String)> {
+        for plugin in self.steps() {
+            plugin.ready().await.map_err(|e| (plugin.name().to_string(), e))?;
+        }
+        Ok(())
     }
 
     /// Every mutating step, in order.

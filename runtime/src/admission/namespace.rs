@@ -65,6 +65,13 @@ impl Plugin for NamespaceLifecycle {
         "NamespaceLifecycle"
     }
 
+    async fn ready(&self) -> Result<(), String> {
+        tokio::time::timeout(Duration::ZERO, self.cache.wait_until_ready())
+            .await
+            .map(drop)
+            .map_err(|_| "the namespace watch has not listed the core API's namespaces yet".to_string())
+    }
+
     async fn mutate(&self, attributes: &Attributes<'_>, _object: &mut Value) -> ApiResult<()> {
         let Some(namespace) = attributes
             .namespace

@@ -19,6 +19,7 @@ use super::negotiation::{
     DISCOVERY_V2, DISCOVERY_V2BETA1, JSON, PROTO_V2, error_response, json_response, parse_accept,
 };
 use super::openapi::{self, Documented};
+use crate::admission::Chain;
 use crate::registry::rest::Rest;
 use crate::resource::ResourceMeta;
 use crate::status::{ApiError, ApiResult};
@@ -54,11 +55,18 @@ pub struct Api {
     openapi_v3_index: Doc,
     openapi_v3: HashMap<String, Doc>,
     version: Value,
+    /// The admission steps, whose readiness `/readyz` reports.
+    admission: Chain,
 }
 
 impl Api {
     /// Build the shared state from the stores.
     pub fn new(stores: Vec<Arc<dyn Rest>>, version: Value) -> Arc<Api> {
+        Self::with_admission(stores, version, Chain::default())
+    }
+
+    /// The same, with the admission steps whose readiness `/readyz` includes.
+    pub fn with_admission(stores: Vec<Arc<dyn Rest>>, version: Value, admission: Chain) -> Arc<Api> {
         let metas: Vec<ResourceMeta> = stores.iter().map(|s| *s.meta()).collect();
         let documented: Vec<Documented> = stores
             .iter()
@@ -96,6 +104,7 @@ impl Api {
             openapi_v3,
             metas,
             version,
+            admission,
         })
     }
 
@@ -176,6 +185,13 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
             )
                 .into_response();
         }
+    }
+    if let Err((step, e)) = api.admission.ready().await {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("[-]admission {step} failed: {e}\nreadyz check failed\n"),
+        )
+            .into_response();
     }
     "ok".into_response()
 }

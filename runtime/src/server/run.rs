@@ -167,7 +167,7 @@ impl Server {
         };
         let metrics = self.metrics.clone();
         let resources = self.resources.clone();
-        let api = Api::new(self.resources, version);
+        let api = Api::with_admission(self.resources, version, self.admission.clone());
         let in_flight = Arc::new(InFlight {
             reads: Semaphore::new(options.max_requests_inflight.max(1)),
             writes: Semaphore::new(options.max_mutating_requests_inflight.max(1)),

@@ -233,3 +233,38 @@ async fn namespace_lifecycle_follows_the_core_api() {
         }
     });
 }
+
+/// `/readyz` fails until NamespaceLifecycle has listed the core API's namespaces (an outage
+/// of the core API at start), then passes.
+#[test]
+fn readyz_waits_for_the_namespace_watch() {
+    use apiary_runtime::testing::CoreApiStandIn;
+    let dir = tempfile::tempdir().unwrap();
+    let core = CoreApiStandIn::start(&dir.path().join("core"));
+    core.set_down(true);
+    let kubeconfig = core.kubeconfig.to_str().unwrap().to_string();
+    let server = ServerProcess::start_in(
+        dir.path(),
+        &[
+            "--storage",
+            "memory",
+            "--authentication-kubeconfig",
+            &kubeconfig,
+            "--authorization-kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    let k = server.kubectl("1.33");
+    let down = k.run(&["get", "--raw", "/readyz"]);
+    assert_ne!(down.code, 0, "not ready while the namespaces cannot be listed");
+    assert!(
+        format!("{}{}", down.stdout, down.stderr).contains("admission NamespaceLifecycle failed"),
+        "{}{}",
+        down.stdout,
+        down.stderr
+    );
+    core.set_down(false);
+    common::eventually("/readyz passes once the namespaces are listed", || {
+        (k.run(&["get", "--raw", "/readyz"]).code == 0).then_some(())
+    });
+}
