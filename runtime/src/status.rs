@@ -104,6 +104,19 @@ impl ApiError {
         }
     }
 
+    /// 403 Forbidden for an admission denial, as kube-apiserver words it:
+    /// `widgets.g "name" is forbidden: <reason>`.
+    pub fn forbidden(meta: &ResourceMeta, name: &str, reason: impl std::fmt::Display) -> Self {
+        ApiError {
+            details: Some(json!({"name": name, "group": meta.group, "kind": meta.plural})),
+            ..Self::new(
+                403,
+                "Forbidden",
+                format!("{} \"{name}\" is forbidden: {reason}", meta.group_resource()),
+            )
+        }
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(meta: &ResourceMeta, verb: &str) -> Self {
         Self::new(

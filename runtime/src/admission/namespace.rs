@@ -88,26 +88,19 @@ impl Plugin for NamespaceLifecycle {
         };
         let terminating = found.status.and_then(|s| s.phase).as_deref() == Some("Terminating");
         if terminating {
-            let meta = attributes.meta;
-            return Err(ApiError {
-                details: Some(json!({
-                    "name": attributes.name, "group": meta.group, "kind": meta.plural,
-                    "causes": [{
-                        "reason": "NamespaceTerminating",
-                        "message": format!("namespace {namespace} is being terminated"),
-                        "field": "metadata.namespace",
-                    }],
-                })),
-                ..ApiError::new(
-                    403,
-                    "Forbidden",
-                    format!(
-                        "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
-                        meta.group_resource(),
-                        attributes.name
-                    ),
-                )
-            });
+            let mut denied = ApiError::forbidden(
+                attributes.meta,
+                attributes.name,
+                format!("unable to create new content in namespace {namespace} because it is being terminated"),
+            );
+            if let Some(details) = denied.details.as_mut() {
+                details["causes"] = json!([{
+                    "reason": "NamespaceTerminating",
+                    "message": format!("namespace {namespace} is being terminated"),
+                    "field": "metadata.namespace",
+                }]);
+            }
+            return Err(denied);
         }
         Ok(())
     }

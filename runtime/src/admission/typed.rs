@@ -13,6 +13,10 @@ use crate::status::{ApiError, ApiResult};
 /// An admission step for resource `T`, typed. Both methods default to accepting unchanged.
 #[async_trait]
 pub trait TypedAdmission<T: ApiResource>: Send + Sync + 'static {
+    /// Whether [`mutate`](Self::mutate) may change objects; `false` spares every write the
+    /// typed decode and re-encode a mutating step needs.
+    const MUTATES: bool = true;
+
     /// The step's name, for logs and errors.
     fn name(&self) -> &str;
 
@@ -63,7 +67,7 @@ impl<T: ApiResource, A: TypedAdmission<T>> Plugin for TypedPlugin<T, A> {
     }
 
     async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
-        if !ours::<T>(attributes) {
+        if !A::MUTATES || !ours::<T>(attributes) {
             return Ok(());
         }
         // An object that does not decode yet is left to the strategy, whose validation

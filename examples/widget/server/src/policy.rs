@@ -16,6 +16,9 @@ pub struct DeniedImages {
 
 #[async_trait]
 impl TypedAdmission<Widget> for DeniedImages {
+    // Validation only: no decode and re-encode of every Widget before the strategy.
+    const MUTATES: bool = false;
+
     fn name(&self) -> &str {
         "WidgetPolicy"
     }
@@ -31,19 +34,14 @@ impl TypedAdmission<Widget> for DeniedImages {
             let policy: WidgetPolicy = serde_json::from_value(item).map_err(ApiError::internal)?;
             if let Some(entry) = policy.spec.denies(&widget.spec.image) {
                 let name = policy.metadata.name.unwrap_or_default();
-                return Err(ApiError {
-                    details: Some(serde_json::json!({
-                        "name": attributes.name, "group": attributes.meta.group, "kind": attributes.meta.plural,
-                    })),
-                    ..ApiError::new(
-                        403,
-                        "Forbidden",
-                        format!(
-                            "{}.{} \"{}\" is forbidden: image \"{}\" is denied by WidgetPolicy \"{name}\" (deniedImages: \"{entry}\")",
-                            attributes.meta.plural, attributes.meta.group, attributes.name, widget.spec.image
-                        ),
-                    )
-                });
+                return Err(ApiError::forbidden(
+                    attributes.meta,
+                    attributes.name,
+                    format!(
+                        "image \"{}\" is denied by WidgetPolicy \"{name}\" (deniedImages: \"{entry}\")",
+                        widget.spec.image
+                    ),
+                ));
             }
         }
         Ok(())
