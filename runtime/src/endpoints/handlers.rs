@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 
 use super::negotiation::{Answer, MAX_BODY, Output, decode_object, encode, error_response, negotiate, read_body};
 use super::params::{
-    IGNORE_STORE_READ_ERROR, UNSAFE_DELETE_VERB, check_query, decode_patch, delete_options, flag, list_options,
-    query_map, write_options,
+    IGNORE_STORE_READ_ERROR, Query, UNSAFE_DELETE_VERB, check_query, decode_patch, delete_options, flag, list_options,
+    write_options,
 };
-use super::request_info::{RequestInfo, request_info};
+use super::request_info::{RequestInfo, request_info_of};
 use super::table::{self, IncludeObject};
 use super::watch::{Watching, watch};
 use crate::registry::ScaleChange;
@@ -35,10 +35,11 @@ pub(super) async fn serve(store: Arc<dyn Rest>, target: Target, request: Request
     {
         return error_response(&ApiError::too_large(MAX_BODY));
     }
-    let q = query_map(parts.uri.query());
-    let pretty = flag(&q, "pretty");
+    let query = Query::of(&parts.extensions, &parts.uri);
+    let q = query.0.as_ref();
+    let pretty = flag(q, "pretty");
     let watching = parts.extensions.get::<Watching>().cloned();
-    let result = handle(&store, target, &parts, &q, body, watching).await;
+    let result = handle(&store, target, &parts, q, body, watching).await;
     match result {
         Ok(Reply::Stream(response)) => response,
         Ok(Reply::Object {
@@ -102,7 +103,7 @@ async fn handle(
         .extensions
         .get::<RequestInfo>()
         .cloned()
-        .unwrap_or_else(|| request_info(method.as_str(), parts.uri.path(), parts.uri.query()));
+        .unwrap_or_else(|| request_info_of(method.as_str(), parts.uri.path(), q));
     info.check_path_segments()?;
     check_query(q)?;
     let namespace = match target {

@@ -36,6 +36,21 @@ pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
     map
 }
 
+/// The request's query, parsed once by the outermost filter and shared through the request's
+/// extensions with the request info and the handler.
+#[derive(Clone, Debug, Default)]
+pub struct Query(pub std::sync::Arc<HashMap<String, String>>);
+
+impl Query {
+    /// The parsed query of `parts`: the shared one when a filter parsed it, else parsed now.
+    pub fn of(extensions: &axum::http::Extensions, uri: &axum::http::Uri) -> Query {
+        extensions
+            .get::<Query>()
+            .cloned()
+            .unwrap_or_else(|| Query(std::sync::Arc::new(query_map(uri.query()))))
+    }
+}
+
 /// A boolean parameter as kube-apiserver reads it: absent is false; present, it is true
 /// unless it is `0` or `false` in any case (`?watch`, `?watch=1`, `?watch=yes` all watch).
 pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {

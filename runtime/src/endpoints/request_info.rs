@@ -32,8 +32,12 @@ pub struct RequestInfo {
 
 /// Classify a request from its method, path and query (read as the handlers read it).
 pub fn request_info(method: &str, path: &str, query: Option<&str>) -> RequestInfo {
-    let q = super::params::query_map(query);
-    let watch = super::params::flag(&q, "watch");
+    request_info_of(method, path, &super::params::query_map(query))
+}
+
+/// [`request_info`] with the query already parsed.
+pub fn request_info_of(method: &str, path: &str, q: &std::collections::HashMap<String, String>) -> RequestInfo {
+    let watch = super::params::flag(q, "watch");
     let non_resource = || RequestInfo {
         verb: method.to_ascii_lowercase(),
         path: path.to_string(),

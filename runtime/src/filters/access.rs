@@ -11,16 +11,16 @@ use serde_json::json;
 use super::authn::{Authenticator, PeerCertificates, Unauthenticated, UserInfo};
 use super::authz::{Authorizer, Decision, always_allowed};
 use crate::endpoints::error_response;
-use crate::endpoints::request_info::{RequestInfo, request_info};
+use crate::endpoints::params::Query;
+use crate::endpoints::request_info::{RequestInfo, request_info_of};
 use crate::status::ApiError;
 
 /// The request's attributes, as the outermost filter found them.
 pub(super) fn info_of(request: &Request) -> RequestInfo {
-    request
-        .extensions()
-        .get::<RequestInfo>()
-        .cloned()
-        .unwrap_or_else(|| request_info(request.method().as_str(), request.uri().path(), request.uri().query()))
+    request.extensions().get::<RequestInfo>().cloned().unwrap_or_else(|| {
+        let query = Query::of(request.extensions(), request.uri());
+        request_info_of(request.method().as_str(), request.uri().path(), &query.0)
+    })
 }
 
 /// Authentication and authorization state.

@@ -17,6 +17,7 @@ use super::audit::{AuditLog, Level, Origin, Record, Stage};
 use super::authn::UserInfo;
 use super::metrics::Metrics;
 use crate::endpoints::error_response;
+use crate::endpoints::params::Query;
 use crate::status::ApiError;
 
 /// The request's audit ID: the client's `Audit-ID` header, or a new UUID.
@@ -39,15 +40,16 @@ fn is_apply(request: &Request) -> bool {
 
 /// Outermost: the audit ID (honoured from the client, always returned), metrics, and one
 /// log line per request (method, path, user, code, latency; never bodies).
-pub async fn instrument(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    // The one parse of the query, shared with the request info and the handler.
+    let query = Query::of(request.extensions(), request.uri());
+    request.extensions_mut().insert(query.clone());
     let info = info_of(&request);
     let labels = metrics.labels(
         &info,
         is_apply(&request),
-        crate::endpoints::params::query_map(request.uri().query())
-            .get("dryRun")
-            .is_some_and(|d| d == "All"),
+        query.0.get("dryRun").is_some_and(|d| d == "All"),
     );
     let audit_id = request
         .headers()
