@@ -7,12 +7,18 @@
 //! - [`typed`]: a [`Plugin`] written against the Rust type (`TypedPlugin<T>`), for servers'
 //!   own rules (sample-apiserver's BanFlunder is the model).
 //!
+//! - [`scope`]: what one request's steps share (deadline, warnings, audit annotations).
 //! - [`namespace`]: NamespaceLifecycle, from the core API's namespaces.
-//!
-//! Still to come here (issue 14): the cluster's admission webhooks.
+//! - [`webhook`]: the cluster's Mutating- and ValidatingAdmissionWebhooks.
+//! - [`cluster`]: which of the cluster's plugins run, from the flags.
+//! - [`metrics`]: upstream's admission metrics.
 
+pub mod cluster;
+pub mod metrics;
 pub mod namespace;
+pub mod scope;
 pub mod typed;
+pub mod webhook;
 
 use std::sync::{Arc, RwLock};
 
@@ -24,6 +30,7 @@ use crate::status::ApiResult;
 
 /// The attribute that admission steps are written with (they are async trait methods).
 pub use async_trait::async_trait;
+pub use scope::RequestScope;
 pub use typed::{TypedAdmission, TypedPlugin};
 
 /// The admission operation, as AdmissionReview names it.
@@ -67,6 +74,11 @@ pub struct Attributes<'a> {
     pub dry_run: bool,
     /// The stored object, for updates and deletes.
     pub old_object: Option<&'a Value>,
+    /// The request's options as webhooks receive them (`CreateOptions`, `UpdateOptions` or
+    /// `DeleteOptions`, `meta.k8s.io/v1`).
+    pub options: Option<&'a Value>,
+    /// The request's deadline, and where steps leave warnings and audit annotations.
+    pub scope: Option<&'a RequestScope>,
 }
 
 impl<'a> Attributes<'a> {
@@ -81,6 +93,24 @@ impl<'a> Attributes<'a> {
             user: None,
             dry_run: false,
             old_object: None,
+            options: None,
+            scope: None,
+        }
+    }
+
+    /// The same, with the request's `options` and `scope`.
+    pub fn within(self, scope: &'a RequestScope, options: &'a Value) -> Self {
+        Attributes {
+            scope: Some(scope),
+            options: Some(options),
+            ..self
+        }
+    }
+
+    /// Leave a warning for the client (when the request has a scope).
+    pub fn warn(&self, text: &str) {
+        if let Some(scope) = self.scope {
+            scope.warn(text);
         }
     }
 
@@ -126,6 +156,7 @@ pub trait Plugin: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Chain {
     plugins: Arc<RwLock<Vec<Arc<dyn Plugin>>>>,
+    metrics: Arc<RwLock<Option<Arc<metrics::AdmissionMetrics>>>>,
 }
 
 impl Chain {
@@ -137,12 +168,39 @@ impl Chain {
             .push(plugin);
     }
 
-    /// Put a step before all others (the cluster's own plugins run first, as upstream).
-    pub fn push_front(&self, plugin: Arc<dyn Plugin>) {
+    /// Put steps before all others, in their order (the cluster's own plugins run first, as
+    /// upstream).
+    pub fn push_front(&self, plugins: Vec<Arc<dyn Plugin>>) {
         self.plugins
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(0, plugin);
+            .splice(0..0, plugins);
+    }
+
+    /// The steps' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.steps().iter().map(|p| p.name().to_string()).collect()
+    }
+
+    /// Keep only the steps whose name passes `keep`.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|p| keep(p.name()));
+    }
+
+    /// Record each phase's duration in `metrics`.
+    pub fn observe(&self, metrics: Arc<metrics::AdmissionMetrics>) {
+        *self.metrics.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(metrics);
+    }
+
+    fn timer(&self) -> Option<metrics::StepTimer> {
+        self.metrics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .map(metrics::StepTimer::start)
     }
 
     /// Drop every step. Steps often hold stores whose chain holds them (a cycle), so the
@@ -171,17 +229,33 @@ impl Chain {
 
     /// Every mutating step, in order.
     pub async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+        let timer = self.timer();
+        let mut result = Ok(());
         for plugin in self.steps() {
-            plugin.mutate(attributes, object).await?;
+            result = plugin.mutate(attributes, object).await;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        if let Some(timer) = timer {
+            timer.done("admit", attributes.operation, result.is_err());
+        }
+        result
     }
 
     /// Every validating step, in order.
     pub async fn validate(&self, attributes: &Attributes<'_>, object: &Value) -> ApiResult<()> {
+        let timer = self.timer();
+        let mut result = Ok(());
         for plugin in self.steps() {
-            plugin.validate(attributes, object).await?;
+            result = plugin.validate(attributes, object).await;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        if let Some(timer) = timer {
+            timer.done("validate", attributes.operation, result.is_err());
+        }
+        result
     }
 }

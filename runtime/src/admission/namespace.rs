@@ -4,6 +4,7 @@
 //! GET when the cache does not know the namespace. Updates, deletes and cluster-scoped objects
 //! pass.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,15 +19,17 @@ use crate::status::{ApiError, ApiResult};
 /// How long a create waits for the first namespace list before it is refused.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
 
-/// The NamespaceLifecycle admission step.
-pub struct NamespaceLifecycle {
+/// The core API's namespaces, as the admission steps see them: a watched cache, and a live
+/// GET for names the cache does not know. Shared by NamespaceLifecycle and the webhooks'
+/// `namespaceSelector`.
+pub struct Namespaces {
     cache: Store<Namespace>,
     api: kube::Api<Namespace>,
 }
 
-impl NamespaceLifecycle {
+impl Namespaces {
     /// Watch the core API's namespaces through `client` (in a task of its own).
-    pub fn start(client: kube::Client) -> Self {
+    pub fn start(client: kube::Client) -> Arc<Self> {
         let api = kube::Api::<Namespace>::all(client);
         let (cache, writer) = reflector::store();
         let feed = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
@@ -38,11 +41,19 @@ impl NamespaceLifecycle {
                 futures::future::ready(())
             });
         tokio::spawn(feed);
-        NamespaceLifecycle { cache, api }
+        Arc::new(Namespaces { cache, api })
+    }
+
+    /// Whether the first list has arrived.
+    pub async fn ready(&self) -> Result<(), String> {
+        tokio::time::timeout(Duration::ZERO, self.cache.wait_until_ready())
+            .await
+            .map(drop)
+            .map_err(|_| "the namespace watch has not listed the core API's namespaces yet".to_string())
     }
 
     /// The namespace from the cache, or from a live GET when the cache does not know it (yet).
-    async fn lookup(&self, name: &str) -> ApiResult<Option<Namespace>> {
+    pub async fn lookup(&self, name: &str) -> ApiResult<Option<Namespace>> {
         if tokio::time::timeout(SYNC_WAIT, self.cache.wait_until_ready())
             .await
             .is_err()
@@ -59,6 +70,18 @@ impl NamespaceLifecycle {
     }
 }
 
+/// The NamespaceLifecycle admission step.
+pub struct NamespaceLifecycle {
+    namespaces: Arc<Namespaces>,
+}
+
+impl NamespaceLifecycle {
+    /// The step, deciding from `namespaces`.
+    pub fn new(namespaces: Arc<Namespaces>) -> Self {
+        NamespaceLifecycle { namespaces }
+    }
+}
+
 #[async_trait]
 impl Plugin for NamespaceLifecycle {
     fn name(&self) -> &str {
@@ -66,10 +89,7 @@ impl Plugin for NamespaceLifecycle {
     }
 
     async fn ready(&self) -> Result<(), String> {
-        tokio::time::timeout(Duration::ZERO, self.cache.wait_until_ready())
-            .await
-            .map(drop)
-            .map_err(|_| "the namespace watch has not listed the core API's namespaces yet".to_string())
+        self.namespaces.ready().await
     }
 
     async fn mutate(&self, attributes: &Attributes<'_>, _object: &mut Value) -> ApiResult<()> {
@@ -79,7 +99,7 @@ impl Plugin for NamespaceLifecycle {
         else {
             return Ok(());
         };
-        let found = self.lookup(namespace).await?;
+        let found = self.namespaces.lookup(namespace).await?;
         let Some(found) = found else {
             return Err(ApiError {
                 details: Some(json!({"name": namespace, "kind": "namespaces"})),

@@ -18,6 +18,9 @@ use super::params::{
 use super::request_info::{RequestInfo, request_info_of};
 use super::table::{self, IncludeObject};
 use super::watch::{Watching, watch};
+use crate::admission::RequestScope;
+use crate::filters::audit::AuditAnnotations;
+use crate::filters::limits::Deadline;
 use crate::registry::ScaleChange;
 use crate::registry::rest::Rest;
 use crate::registry::{Part, Written};
@@ -39,9 +42,10 @@ pub(super) async fn serve(store: Arc<dyn Rest>, target: Target, request: Request
     let q = query.0.as_ref();
     let pretty = flag(q, "pretty");
     let watching = parts.extensions.get::<Watching>().cloned();
-    let result = handle(&store, target, &parts, q, body, watching).await;
-    match result {
-        Ok(Reply::Stream(response)) => response,
+    let scope = RequestScope::until(parts.extensions.get::<Deadline>().map(|d| d.0));
+    let result = handle(&store, target, &parts, q, body, watching, &scope).await;
+    let mut response = match result {
+        Ok(Reply::Stream(response)) => return response,
         Ok(Reply::Object {
             code,
             value,
@@ -53,17 +57,29 @@ pub(super) async fn serve(store: Arc<dyn Rest>, target: Target, request: Request
                 response
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-                for w in warnings {
-                    let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
-                    if let Ok(v) = HeaderValue::from_str(&text) {
-                        response.headers_mut().append(header::WARNING, v);
-                    }
-                }
+                add_warnings(&mut response, warnings);
                 response
             }
             Err(e) => error_response(&e),
         },
         Err(e) => error_response(&e),
+    };
+    // Admission's warnings go out with refusals too, as upstream's.
+    add_warnings(&mut response, scope.warnings());
+    let annotations = scope.annotations();
+    if !annotations.is_empty() {
+        response.extensions_mut().insert(AuditAnnotations(annotations));
+    }
+    response
+}
+
+/// `Warning: 299 - "..."` headers.
+fn add_warnings(response: &mut Response, warnings: Vec<String>) {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, v);
+        }
     }
 }
 
@@ -94,6 +110,7 @@ async fn handle(
     q: &HashMap<String, String>,
     body: Body,
     watching: Option<Watching>,
+    scope: &Arc<RequestScope>,
 ) -> ApiResult<Reply> {
     let (method, headers) = (&parts.method, &parts.headers);
     let meta = *store.meta();
@@ -174,13 +191,13 @@ async fn handle(
             })
         }
         (Target::Collection, "POST") => {
-            let mut options = write_options(q, headers, target)?.by(user.clone());
+            let mut options = write_options(q, headers, target)?.by(user.clone(), scope);
             let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
             options.duplicate_fields = duplicates;
             Ok(written(store.create(ns, object, &options).await?, output))
         }
         (Target::Collection, "DELETE") => {
-            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone());
+            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone(), scope);
             if delete.ignore_store_read_error {
                 return Err(ApiError::bad_request(format!(
                     "{IGNORE_STORE_READ_ERROR}: Invalid value: true: not allowed for deletecollection"
@@ -219,7 +236,7 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let mut options = write_options(q, headers, target)?.by(user.clone());
+            let mut options = write_options(q, headers, target)?.by(user.clone(), scope);
             let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
             options.duplicate_fields = duplicates;
             Ok(written(store.update(ns, name, object, part, &options).await?, output))
@@ -230,12 +247,12 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let options = write_options(q, headers, target)?.by(user.clone());
+            let options = write_options(q, headers, target)?.by(user.clone(), scope);
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(store.patch(ns, name, &patch, part, &options).await?, output))
         }
         (Target::Object, "DELETE") => {
-            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone());
+            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone(), scope);
             if delete.ignore_store_read_error {
                 let more = parts.extensions.get::<crate::filters::AuthorizeMore>();
                 match more {
@@ -260,7 +277,7 @@ async fn handle(
         }
         (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),
         (Target::Scale, "PUT") => {
-            let options = write_options(q, headers, target)?.by(user.clone());
+            let options = write_options(q, headers, target)?.by(user.clone(), scope);
             let (scale, _) = decode_object(headers, &read_body(body).await?)?;
             Ok(written(
                 store
@@ -270,7 +287,7 @@ async fn handle(
             ))
         }
         (Target::Scale, "PATCH") => {
-            let options = write_options(q, headers, target)?.by(user.clone());
+            let options = write_options(q, headers, target)?.by(user.clone(), scope);
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(
                 store

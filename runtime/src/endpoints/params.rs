@@ -118,7 +118,7 @@ pub(super) fn write_options(
             _ => "",
         },
         duplicate_fields: Vec::new(),
-        user: None,
+        ..Default::default()
     })
 }
 

@@ -301,6 +301,11 @@ pub struct Origin<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// Audit annotations a handler adds to its response (admission webhooks' `auditAnnotations`),
+/// for the ResponseComplete event.
+#[derive(Clone, Debug, Default)]
+pub struct AuditAnnotations(pub Vec<(String, String)>);
+
 /// One request's audit record, written stage by stage.
 pub struct Record {
     /// The event so far (without stage and stage time).
@@ -363,6 +368,13 @@ impl Record {
         event["stage"] = json!(stage);
         event["stageTimestamp"] = json!(timestamp(SystemTime::now()));
         Some(event)
+    }
+
+    /// Record audit annotations (`annotations`).
+    pub fn annotate(&mut self, annotations: &AuditAnnotations) {
+        for (key, value) in &annotations.0 {
+            self.event["annotations"][key] = json!(value);
+        }
     }
 
     /// Record the response's status (code, and the Status fields of a failure).

@@ -520,22 +520,30 @@ impl ClientCertVerifier for AnyClientCertificate {
 /// A client for the core API: from a kubeconfig file, else in-cluster when running in a pod,
 /// else none. Calls are bounded by `timeout`.
 pub async fn core_client(kubeconfig: Option<&PathBuf>, timeout: Duration) -> Result<Option<kube::Client>, String> {
-    let mut config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
-            kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?
-        }
-        None => return Ok(None),
+    let Some(mut config) = core_config(kubeconfig).await? else {
+        return Ok(None);
     };
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
     kube::Client::try_from(config).map(Some).map_err(|e| e.to_string())
+}
+
+/// The core API's client configuration: from `kubeconfig`, else in-cluster, else none.
+pub async fn core_config(kubeconfig: Option<&PathBuf>) -> Result<Option<kube::Config>, String> {
+    match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => kube::Config::incluster()
+            .map(Some)
+            .map_err(|e| format!("in-cluster config: {e}")),
+        None => Ok(None),
+    }
 }
 
 /// Read the authentication ConfigMap's data.

@@ -49,11 +49,18 @@ pub async fn max_in_flight(State(limits): State<Arc<InFlight>>, request: Request
     next.run(request).await
 }
 
+/// When a request times out (in its extensions, for the steps that must finish before).
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub std::time::Instant);
+
 /// 504 Timeout when a request (other than a watch) takes longer than `limit`.
-pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+pub async fn timeout(State(limit): State<Duration>, mut request: Request, next: Next) -> Response {
     if info_of(&request).verb == "watch" {
         return next.run(request).await;
     }
+    request
+        .extensions_mut()
+        .insert(Deadline(std::time::Instant::now() + limit));
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => error_response(&ApiError::new(

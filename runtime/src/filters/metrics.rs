@@ -51,7 +51,8 @@ pub struct RequestLabels {
     scope: &'static str,
 }
 
-fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+/// Register `metric` in `registry` (metric names are fixed, so registering cannot fail).
+pub(crate) fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
     registry
         .register(Box::new(metric.clone()))
         .expect("metric names are unique");
@@ -150,6 +151,11 @@ impl Metrics {
             served: Default::default(),
             registry,
         })
+    }
+
+    /// The registry, for metrics of other layers (admission).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Label requests for `meta` by resource (others are labelled by path, or "other").

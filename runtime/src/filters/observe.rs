@@ -13,7 +13,7 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use super::access::{Impersonator, info_of};
-use super::audit::{AuditLog, Level, Origin, Record, Stage};
+use super::audit::{AuditAnnotations, AuditLog, Level, Origin, Record, Stage};
 use super::authn::UserInfo;
 use super::metrics::Metrics;
 use crate::endpoints::error_response;
@@ -167,6 +167,9 @@ pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Nex
         }
     };
     let code = response.status().as_u16();
+    if let Some(annotations) = response.extensions().get::<AuditAnnotations>() {
+        record.annotate(annotations);
+    }
     if info.verb == "watch" && code == 200 {
         record.respond(code, None);
         if let Some(event) = record.at(Stage::ResponseStarted) {

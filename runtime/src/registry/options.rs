@@ -1,10 +1,13 @@
 //! What a registry call takes and gives: write, list and delete options (with delete
 //! preconditions), written objects, list pages and their continue tokens, watch events.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::object::meta_str;
+use crate::admission::RequestScope;
 use crate::resource::ResourceMeta;
 use crate::schema::selector::FieldSelector;
 use crate::status::{ApiError, ApiResult};
@@ -55,12 +58,36 @@ pub struct WriteOptions {
     pub duplicate_fields: Vec<String>,
     /// Who writes, for admission; `None` for the server's own writes.
     pub user: Option<crate::filters::authn::UserInfo>,
+    /// The request's admission scope (deadline, warnings, audit annotations).
+    pub scope: Arc<RequestScope>,
 }
 
 impl WriteOptions {
-    /// These options, for a write by `user`.
-    pub fn by(self, user: Option<crate::filters::authn::UserInfo>) -> Self {
-        WriteOptions { user, ..self }
+    /// These options, for a write by `user` within `scope`.
+    pub fn by(self, user: Option<crate::filters::authn::UserInfo>, scope: &Arc<RequestScope>) -> Self {
+        WriteOptions {
+            user,
+            scope: scope.clone(),
+            ..self
+        }
+    }
+
+    /// The options as admission webhooks receive them (`CreateOptions` or `UpdateOptions`).
+    pub fn review(&self, create: bool) -> Value {
+        let kind = if create { "CreateOptions" } else { "UpdateOptions" };
+        let mut options = json!({"kind": kind, "apiVersion": "meta.k8s.io/v1"});
+        if self.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        if let Some(manager) = &self.field_manager {
+            options["fieldManager"] = json!(manager);
+        }
+        match self.field_validation {
+            FieldValidation::Ignore => options["fieldValidation"] = json!("Ignore"),
+            FieldValidation::Strict => options["fieldValidation"] = json!("Strict"),
+            FieldValidation::Warn => {}
+        }
+        options
     }
 
     /// The field manager of this write.
@@ -149,12 +176,36 @@ pub struct DeleteOptions {
     pub propagation: Option<String>,
     /// Who deletes, for admission; `None` for the server's own deletes.
     pub user: Option<crate::filters::authn::UserInfo>,
+    /// The request's admission scope (deadline, warnings, audit annotations).
+    pub scope: Arc<RequestScope>,
 }
 
 impl DeleteOptions {
-    /// These options, for a delete by `user`.
-    pub fn by(self, user: Option<crate::filters::authn::UserInfo>) -> Self {
-        DeleteOptions { user, ..self }
+    /// These options, for a delete by `user` within `scope`.
+    pub fn by(self, user: Option<crate::filters::authn::UserInfo>, scope: &Arc<RequestScope>) -> Self {
+        DeleteOptions {
+            user,
+            scope: scope.clone(),
+            ..self
+        }
+    }
+
+    /// The options as admission webhooks receive them (`DeleteOptions`).
+    pub fn review(&self) -> Value {
+        let mut options = json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"});
+        if self.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        if let Some(policy) = &self.propagation {
+            options["propagationPolicy"] = json!(policy);
+        }
+        if let Some(uid) = &self.uid {
+            options["preconditions"]["uid"] = json!(uid);
+        }
+        if let Some(rv) = &self.resource_version {
+            options["preconditions"]["resourceVersion"] = json!(rv);
+        }
+        options
     }
 
     /// 409 Conflict unless `object` meets the uid and resourceVersion preconditions.

@@ -7,6 +7,7 @@ use super::object::meta_str;
 use super::options::{Part, WriteOptions, Written};
 use super::store::Store;
 use super::store::settle;
+use crate::resource::ResourceMeta;
 use crate::status::{ApiError, ApiResult};
 
 /// A write to the scale subresource.
@@ -26,36 +27,7 @@ impl Store {
 
     /// The `autoscaling/v1 Scale` view of an object.
     pub fn to_scale(&self, object: &Value) -> ApiResult<Value> {
-        let paths = self.meta.scale.ok_or_else(ApiError::path_not_found)?;
-        let replicas = |path: &str| {
-            crate::schema::jsonpath::get(object, path)
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-        };
-        let mut status = json!({"replicas": replicas(paths.status_replicas)});
-        if let Some(selector) = paths
-            .label_selector
-            .and_then(|p| crate::schema::jsonpath::get(object, p))
-            .and_then(Value::as_str)
-        {
-            status["selector"] = json!(selector);
-        }
-        let metadata = object.get("metadata").cloned().unwrap_or_default();
-        let keep = ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"];
-        let metadata: Map<String, Value> = metadata
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| keep.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Ok(json!({
-            "kind": "Scale",
-            "apiVersion": "autoscaling/v1",
-            "metadata": metadata,
-            "spec": {"replicas": replicas(paths.spec_replicas)},
-            "status": status,
-        }))
+        scale_of(&self.meta, object)
     }
 
     /// GET `/scale`.
@@ -119,4 +91,38 @@ impl Store {
         })
         .await
     }
+}
+
+/// The `autoscaling/v1 Scale` view of an object of `meta` (404 when it has no scale).
+pub fn scale_of(meta: &ResourceMeta, object: &Value) -> ApiResult<Value> {
+    let paths = meta.scale.ok_or_else(ApiError::path_not_found)?;
+    let replicas = |path: &str| {
+        crate::schema::jsonpath::get(object, path)
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    let mut status = json!({"replicas": replicas(paths.status_replicas)});
+    if let Some(selector) = paths
+        .label_selector
+        .and_then(|p| crate::schema::jsonpath::get(object, p))
+        .and_then(Value::as_str)
+    {
+        status["selector"] = json!(selector);
+    }
+    let metadata = object.get("metadata").cloned().unwrap_or_default();
+    let keep = ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"];
+    let metadata: Map<String, Value> = metadata
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": metadata,
+        "spec": {"replicas": replicas(paths.spec_replicas)},
+        "status": status,
+    }))
 }

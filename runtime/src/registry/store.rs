@@ -139,6 +139,7 @@ impl Store {
         {
             map.remove("status");
         }
+        let review = options.review(true);
         for attempt in 0..3 {
             let name = if given.is_empty() {
                 format!("{generate}{}", random_suffix())
@@ -161,11 +162,9 @@ impl Store {
                     m.remove(k);
                 }
             }
-            let attributes = Attributes::new(Operation::Create, &self.meta, namespace, &name).by(
-                options.user.as_ref(),
-                options.subresource,
-                options.dry_run,
-            );
+            let attributes = Attributes::new(Operation::Create, &self.meta, namespace, &name)
+                .by(options.user.as_ref(), options.subresource, options.dry_run)
+                .within(&options.scope, &review);
             self.chain.mutate(&attributes, &mut object).await?;
             let mut object = self.admission.prepare(object, &name)?;
             self.chain.validate(&attributes, &object).await?;
@@ -275,13 +274,12 @@ impl Store {
             }
             m.insert("resourceVersion".into(), json!(current_rv));
         }
+        let review = options.review(false);
         let attributes = Attributes {
             old_object: Some(current),
-            ..Attributes::new(Operation::Update, &self.meta, namespace, name).by(
-                options.user.as_ref(),
-                options.subresource,
-                options.dry_run,
-            )
+            ..Attributes::new(Operation::Update, &self.meta, namespace, name)
+                .by(options.user.as_ref(), options.subresource, options.dry_run)
+                .within(&options.scope, &review)
         };
         self.chain.mutate(&attributes, &mut object).await?;
         let mut object = self.admission.prepare(object, name)?;
@@ -351,13 +349,12 @@ impl Store {
         self.retrying(name, || async move {
             let current = self.get(namespace, name).await?;
             options.check_preconditions(&self.meta, name, &current)?;
+            let review = options.review();
             let attributes = Attributes {
                 old_object: Some(&current),
-                ..Attributes::new(Operation::Delete, &self.meta, namespace, name).by(
-                    options.user.as_ref(),
-                    "",
-                    options.dry_run,
-                )
+                ..Attributes::new(Operation::Delete, &self.meta, namespace, name)
+                    .by(options.user.as_ref(), "", options.dry_run)
+                    .within(&options.scope, &review)
             };
             self.chain.validate(&attributes, &current).await?;
             let expected: Revision = meta_str(&current, "resourceVersion")

@@ -127,10 +127,23 @@ pub struct ServerOptions {
     /// How long shutdown waits for in-flight requests to finish (seconds).
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
-    /// Admission plugins of the cluster's to leave off (`NamespaceLifecycle`); they are on
-    /// when the server has a core API, and off in local mode.
+    /// Admission plugins to turn on besides the default ones (`NamespaceLifecycle`,
+    /// `MutatingAdmissionWebhook`, `ValidatingAdmissionWebhook` and the server's own, all on
+    /// by default; the cluster's need a core API and are off in local mode).
+    #[arg(long, value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to leave off: the cluster's, or the server's own by name.
     #[arg(long, value_delimiter = ',')]
     pub disable_admission_plugins: Vec<String>,
+    /// An `apiserver.config.k8s.io/v1 AdmissionConfiguration` whose WebhookAdmission
+    /// configuration names a kubeconfig with the credentials to present to webhooks.
+    #[arg(long)]
+    pub admission_control_config_file: Option<PathBuf>,
+    /// `HOST=IP`: reach the admission webhook host HOST (`<service>.<namespace>.svc`, or a
+    /// URL's host) at IP instead of through DNS, e.g. for a server run outside the cluster.
+    /// Repeatable. The webhook's certificate is still checked for HOST.
+    #[arg(long)]
+    pub admission_webhook_address: Vec<String>,
     /// Most open client connections; at the limit the one idle longest is closed to make room,
     /// and with none idle the new one is refused. Lowered to fit the open-file limit.
     #[arg(long, default_value_t = 10_000)]

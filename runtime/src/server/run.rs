@@ -140,7 +140,9 @@ impl Server {
         serving.warn_if_expiring();
         let tls = tls_config(&serving)?;
         let guard = Arc::new(guard(&options, serving.local_ca.as_deref()).await?);
-        cluster_admission(&self.admission, &options).await?;
+        let admission_metrics = crate::admission::metrics::AdmissionMetrics::new(self.metrics.registry());
+        self.admission.observe(admission_metrics.clone());
+        crate::admission::cluster::install(&self.admission, &options, admission_metrics).await?;
         let version = json!({
             "major": "1", "minor": "33", "gitVersion": GIT_VERSION,
             "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
@@ -321,24 +323,6 @@ impl Server {
         self.admission.clear();
         Ok(())
     }
-}
-
-/// The cluster's admission plugins, first in `chain`: on when the server has a core API
-/// (`--authentication-kubeconfig` or in-cluster) unless disabled, off in local mode.
-async fn cluster_admission(chain: &Chain, options: &ServerOptions) -> Result<(), String> {
-    const NAMESPACE_LIFECYCLE: &str = "NamespaceLifecycle";
-    if options
-        .disable_admission_plugins
-        .iter()
-        .any(|p| p == NAMESPACE_LIFECYCLE)
-    {
-        return Ok(());
-    }
-    match authn::core_client(options.authentication_kubeconfig.as_ref(), WEBHOOK_TIMEOUT).await? {
-        Some(core) => chain.push_front(Arc::new(crate::admission::namespace::NamespaceLifecycle::start(core))),
-        None => tracing::info!("{NAMESPACE_LIFECYCLE} is off: no core API to read namespaces from"),
-    }
-    Ok(())
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

@@ -1,13 +1,10 @@
 //! A stand-in for kube-apiserver's core API (TokenReview, SubjectAccessReview, the
-//! authentication ConfigMap, namespaces with list and watch), which cannot run here.
+//! authentication ConfigMap, namespaces and admission webhook configurations with list and
+//! watch), which cannot run here.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use super::free_port;
+use super::https::HttpsServer;
 
 /// A stand-in for kube-apiserver's core API, which cannot run here: over TLS it serves
 /// `TokenReview`, `SubjectAccessReview` and the `kube-system/extension-apiserver-authentication`
@@ -18,10 +15,9 @@ pub struct CoreApiStandIn {
     /// A kubeconfig for the stand-in (for `--authentication-kubeconfig` and friends).
     pub kubeconfig: PathBuf,
     state: std::sync::Arc<std::sync::Mutex<StandInState>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: HttpsServer,
 }
 
-#[derive(Default)]
 struct StandInState {
     tokens: std::collections::HashMap<String, (String, Vec<String>)>,
     allowed: Vec<(String, String, String)>,
@@ -29,66 +25,110 @@ struct StandInState {
     down: bool,
     access_reviews: Vec<serde_json::Value>,
     token_reviews: usize,
-    namespaces: Namespaces,
+    namespaces: Collection,
+    mutating: Collection,
+    validating: Collection,
 }
 
-/// The stand-in's namespaces, with a revision and a change log for list-then-watch.
-struct Namespaces {
+/// A collection of the stand-in's objects (namespaces, webhook configurations), with a
+/// revision and a change log for list-then-watch.
+struct Collection {
+    kind: &'static str,
     revision: u64,
-    phases: std::collections::BTreeMap<String, (String, u64)>,
+    objects: std::collections::BTreeMap<String, serde_json::Value>,
     log: Vec<(u64, serde_json::Value)>,
     changes: tokio::sync::broadcast::Sender<(u64, serde_json::Value)>,
 }
 
-impl Default for Namespaces {
-    fn default() -> Self {
-        let mut namespaces = Namespaces {
-            revision: 0,
-            phases: Default::default(),
-            log: Vec::new(),
-            changes: tokio::sync::broadcast::channel(1024).0,
-        };
-        for name in ["default", "kube-system"] {
-            namespaces.set(name, Some("Active"));
-        }
-        namespaces
-    }
+/// Which collection a route serves.
+#[derive(Clone, Copy)]
+enum Which {
+    Namespaces,
+    Mutating,
+    Validating,
 }
 
-impl Namespaces {
-    fn object(name: &str, phase: &str, rv: u64) -> serde_json::Value {
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "uid": format!("ns-{name}"), "resourceVersion": rv.to_string(),
-                         "labels": {"kubernetes.io/metadata.name": name}},
-            "spec": {"finalizers": ["kubernetes"]},
-            "status": {"phase": phase},
-        })
+impl Collection {
+    fn new(kind: &'static str) -> Self {
+        Collection {
+            kind,
+            revision: 0,
+            objects: Default::default(),
+            log: Vec::new(),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        }
     }
 
-    /// Create or change (`Some(phase)`) or delete (`None`) a namespace, logging the event.
-    fn set(&mut self, name: &str, phase: Option<&str>) {
+    /// Create or replace (`Some`) or delete (`None`) an object, logging the event.
+    fn set(&mut self, name: &str, object: Option<serde_json::Value>) {
         self.revision += 1;
         let rv = self.revision;
-        let event = match phase {
-            Some(phase) => {
-                let kind = if self.phases.contains_key(name) {
+        let event = match object {
+            Some(mut object) => {
+                object["metadata"]["name"] = serde_json::json!(name);
+                object["metadata"]["resourceVersion"] = serde_json::json!(rv.to_string());
+                object["metadata"]["uid"] = serde_json::json!(format!("{}-{name}", self.kind));
+                let kind = if self.objects.contains_key(name) {
                     "MODIFIED"
                 } else {
                     "ADDED"
                 };
-                self.phases.insert(name.to_string(), (phase.to_string(), rv));
-                serde_json::json!({"type": kind, "object": Self::object(name, phase, rv)})
+                self.objects.insert(name.to_string(), object.clone());
+                serde_json::json!({"type": kind, "object": object})
             }
             None => {
-                let Some((old, _)) = self.phases.remove(name) else {
+                let Some(mut old) = self.objects.remove(name) else {
                     return;
                 };
-                serde_json::json!({"type": "DELETED", "object": Self::object(name, &old, rv)})
+                old["metadata"]["resourceVersion"] = serde_json::json!(rv.to_string());
+                serde_json::json!({"type": "DELETED", "object": old})
             }
         };
         self.log.push((rv, event.clone()));
         let _ = self.changes.send((rv, event));
+    }
+}
+
+fn namespace_object(name: &str, phase: &str, labels: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
+    let mut labels = labels.clone();
+    labels.insert("kubernetes.io/metadata.name".into(), name.into());
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": phase},
+    })
+}
+
+impl StandInState {
+    fn collection(&mut self, which: Which) -> &mut Collection {
+        match which {
+            Which::Namespaces => &mut self.namespaces,
+            Which::Mutating => &mut self.mutating,
+            Which::Validating => &mut self.validating,
+        }
+    }
+}
+
+impl Default for StandInState {
+    fn default() -> Self {
+        let mut state = StandInState {
+            tokens: Default::default(),
+            allowed: Vec::new(),
+            configmap: Default::default(),
+            down: false,
+            access_reviews: Vec::new(),
+            token_reviews: 0,
+            namespaces: Collection::new("Namespace"),
+            mutating: Collection::new("MutatingWebhookConfiguration"),
+            validating: Collection::new("ValidatingWebhookConfiguration"),
+        };
+        for name in ["default", "kube-system"] {
+            state
+                .namespaces
+                .set(name, Some(namespace_object(name, "Active", &Default::default())));
+        }
+        state
     }
 }
 
@@ -97,19 +137,6 @@ impl CoreApiStandIn {
     pub fn start(dir: &Path) -> CoreApiStandIn {
         use axum::routing::{get, post};
         std::fs::create_dir_all(dir).expect("stand-in dir");
-        let ca = crate::certs::ensure_local(&dir.join("stand-in-certs"), &["127.0.0.1".into()], "https://127.0.0.1")
-            .expect("stand-in certificates");
-        let port = free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        let kubeconfig = dir.join("core-api.kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: core\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: apiserver\n  user:\n    token: stand-in\ncontexts:\n- name: core\n  context:\n    cluster: core\n    user: apiserver\ncurrent-context: core\n",
-                ca.ca_cert.display()
-            ),
-        )
-        .expect("stand-in kubeconfig");
         let state = std::sync::Arc::new(std::sync::Mutex::new(StandInState::default()));
         let router = axum::Router::new()
             .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_review))
@@ -117,72 +144,40 @@ impl CoreApiStandIn {
                 "/apis/authorization.k8s.io/v1/subjectaccessreviews",
                 post(access_review),
             )
-            .route("/api/v1/namespaces", get(namespaces))
+            .route(
+                "/api/v1/namespaces",
+                get(|state, query| list_or_watch(state, query, Which::Namespaces)),
+            )
             .route("/api/v1/namespaces/{name}", get(namespace))
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                get(|state, query| list_or_watch(state, query, Which::Mutating)),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+                get(|state, query| list_or_watch(state, query, Which::Validating)),
+            )
             .route(
                 "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
                 get(configmap),
             )
             .with_state(state.clone());
-        let tls = {
-            let read = |p: &Path| std::fs::read(p).expect("stand-in cert");
-            let chain = CertificateDer::pem_slice_iter(&read(&ca.serving_cert))
-                .collect::<Result<Vec<_>, _>>()
-                .expect("stand-in chain");
-            let key = PrivateKeyDer::from_pem_slice(&read(&ca.serving_key)).expect("stand-in key");
-            let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("protocols")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("stand-in TLS");
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
-        };
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("stand-in runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .expect("stand-in port");
-                let _ = ready_tx.send(());
-                loop {
-                    let (tcp, _) = tokio::select! {
-                        accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
-                        _ = &mut stopped => return,
-                    };
-                    let (tls, router) = (tls.clone(), router.clone());
-                    tokio::spawn(async move {
-                        use tower::ServiceExt;
-                        let Ok(stream) = tls.accept(tcp).await else { return };
-                        let service = hyper::service::service_fn(move |r: hyper::Request<hyper::body::Incoming>| {
-                            router.clone().oneshot(r.map(axum::body::Body::new))
-                        });
-                        let builder =
-                            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                        let _ = builder
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-        });
-        ready
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the stand-in listens");
+        let server = HttpsServer::start(&dir.join("stand-in-certs"), &[], router);
+        let url = format!("https://127.0.0.1:{}", server.port);
+        let kubeconfig = dir.join("core-api.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: core\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: apiserver\n  user:\n    token: stand-in\ncontexts:\n- name: core\n  context:\n    cluster: core\n    user: apiserver\ncurrent-context: core\n",
+                server.ca_file.display()
+            ),
+        )
+        .expect("stand-in kubeconfig");
         CoreApiStandIn {
             url,
             kubeconfig,
             state,
-            stop: Some(stop),
+            _server: server,
         }
     }
 
@@ -207,12 +202,40 @@ impl CoreApiStandIn {
 
     /// Create a namespace, or change its phase (`Active`, `Terminating`).
     pub fn set_namespace(&self, name: &str, phase: &str) {
-        self.with(|s| s.namespaces.set(name, Some(phase)));
+        self.set_namespace_labels(name, phase, &[]);
+    }
+
+    /// Create or change a namespace with `labels` (besides `kubernetes.io/metadata.name`).
+    pub fn set_namespace_labels(&self, name: &str, phase: &str, labels: &[(&str, &str)]) {
+        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.with(|s| s.namespaces.set(name, Some(namespace_object(name, phase, &labels))));
     }
 
     /// Remove a namespace (a DELETED event for its watchers).
     pub fn delete_namespace(&self, name: &str) {
         self.with(|s| s.namespaces.set(name, None));
+    }
+
+    /// Create or replace an `admissionregistration.k8s.io/v1` Mutating- or
+    /// ValidatingWebhookConfiguration (by its `kind`), as its watchers see it.
+    pub fn set_webhook_configuration(&self, configuration: serde_json::Value) {
+        let which = match configuration["kind"].as_str() {
+            Some("MutatingWebhookConfiguration") => Which::Mutating,
+            Some("ValidatingWebhookConfiguration") => Which::Validating,
+            other => panic!("not a webhook configuration: {other:?}"),
+        };
+        let name = configuration["metadata"]["name"].as_str().expect("a name").to_string();
+        self.with(|s| s.collection(which).set(&name, Some(configuration)));
+    }
+
+    /// Remove a webhook configuration of `kind`.
+    pub fn delete_webhook_configuration(&self, kind: &str, name: &str) {
+        let which = if kind == "MutatingWebhookConfiguration" {
+            Which::Mutating
+        } else {
+            Which::Validating
+        };
+        self.with(|s| s.collection(which).set(name, None));
     }
 
     /// The ConfigMap's data.
@@ -233,14 +256,6 @@ impl CoreApiStandIn {
     /// How many TokenReviews were received.
     pub fn token_reviews(&self) -> usize {
         self.with(|s| s.token_reviews)
-    }
-}
-
-impl Drop for CoreApiStandIn {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -323,42 +338,42 @@ async fn configmap(axum::extract::State(state): StandIn) -> axum::response::Resp
     .into_response()
 }
 
-/// `GET /api/v1/namespaces`: the list, or with `watch` the changes after `resourceVersion`
-/// (from the log, then live), as newline-delimited watch events.
-async fn namespaces(
+/// A collection's list, or with `watch` its changes after `resourceVersion` (from the log,
+/// then live), as newline-delimited watch events.
+async fn list_or_watch(
     axum::extract::State(state): StandIn,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    which: Which,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     use futures::StreamExt;
-    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
     if s.down {
         return outage();
     }
+    let collection = s.collection(which);
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     if !watch {
-        let items: Vec<serde_json::Value> = s
-            .namespaces
-            .phases
-            .iter()
-            .map(|(name, (phase, rv))| Namespaces::object(name, phase, *rv))
-            .collect();
+        let items: Vec<serde_json::Value> = collection.objects.values().cloned().collect();
+        let api_version = match which {
+            Which::Namespaces => "v1",
+            _ => "admissionregistration.k8s.io/v1",
+        };
         return axum::Json(serde_json::json!({
-            "apiVersion": "v1", "kind": "NamespaceList",
-            "metadata": {"resourceVersion": s.namespaces.revision.to_string()}, "items": items,
+            "apiVersion": api_version, "kind": format!("{}List", collection.kind),
+            "metadata": {"resourceVersion": collection.revision.to_string()}, "items": items,
         }))
         .into_response();
     }
     let since: u64 = query.get("resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
-    let past: Vec<serde_json::Value> = s
-        .namespaces
+    let past: Vec<serde_json::Value> = collection
         .log
         .iter()
         .filter(|(rv, _)| *rv > since)
         .map(|(_, e)| e.clone())
         .collect();
-    let last = s.namespaces.log.last().map_or(0, |(rv, _)| *rv).max(since);
-    let live = tokio_stream::wrappers::BroadcastStream::new(s.namespaces.changes.subscribe())
+    let last = collection.log.last().map_or(0, |(rv, _)| *rv).max(since);
+    let live = tokio_stream::wrappers::BroadcastStream::new(collection.changes.subscribe())
         .filter_map(move |e| futures::future::ready(e.ok().filter(|(rv, _)| *rv > last).map(|(_, e)| e)));
     let lines = futures::stream::iter(past).chain(live).map(|e| {
         let mut line = serde_json::to_vec(&e).unwrap_or_default();
@@ -381,8 +396,8 @@ async fn namespace(
     if s.down {
         return outage();
     }
-    match s.namespaces.phases.get(&name) {
-        Some((phase, rv)) => axum::Json(Namespaces::object(&name, phase, *rv)).into_response(),
+    match s.namespaces.objects.get(&name) {
+        Some(namespace) => axum::Json(namespace.clone()).into_response(),
         None => (
             axum::http::StatusCode::NOT_FOUND,
             axum::Json(serde_json::json!({

@@ -2,8 +2,12 @@
 //! server process, and the real kubectl; [`core_api`] stands in for kube-apiserver's core API.
 
 mod core_api;
+mod https;
+pub mod webhook;
 
 pub use core_api::CoreApiStandIn;
+pub use https::HttpsServer;
+pub use webhook::AdmissionWebhook;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

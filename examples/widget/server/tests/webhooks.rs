@@ -1,0 +1,391 @@
+//! Admission webhooks (issue 14): the cluster's Mutating- and ValidatingWebhookConfigurations
+//! apply to Widgets as kube-apiserver applies them. The configurations and namespaces come
+//! from the core-API stand-in (kube-apiserver cannot run here), changed while the server
+//! runs; the webhooks are real HTTPS servers started by the test, which check the
+//! AdmissionReviews they receive.
+
+mod common;
+
+use std::time::Duration;
+
+use apiary_runtime::testing::webhook::{HOST, patch_response};
+use apiary_runtime::testing::{AdmissionWebhook, CoreApiStandIn, free_port};
+use common::{ServerProcess, VERSIONS, WidgetServer as _};
+use serde_json::{Value, json};
+
+/// A Widget labelled for one `scenario` (each webhook selects its scenario's objects).
+fn labelled(name: &str, scenario: &str, replicas: i32) -> String {
+    format!(
+        "apiVersion: custom.example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\n  labels:\n    scenario: {scenario}\nspec:\n  replicas: {replicas}\n  image: nginx:1.25\n"
+    )
+}
+
+/// A webhook entry for `scenario`'s objects, calling `client`, with `extra` fields.
+fn hook(name: &str, scenario: &str, client: Value, extra: Value) -> Value {
+    let mut hook = json!({
+        "name": name,
+        "clientConfig": client,
+        "rules": [{"apiGroups": ["custom.example.com"], "apiVersions": ["v1"],
+                   "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["widgets"]}],
+        "objectSelector": {"matchLabels": {"scenario": scenario}},
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        hook[k] = v.clone();
+    }
+    hook
+}
+
+fn configuration(kind: &str, name: &str, hooks: Vec<Value>) -> Value {
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind, "metadata": {"name": name}, "webhooks": hooks})
+}
+
+/// The test webhook's answers, by path.
+fn answer(path: &str, review: &Value) -> Value {
+    let request = &review["request"];
+    match path {
+        "/deny" => {
+            if request["object"]["spec"]["replicas"] == 13 {
+                json!({"allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": "13 is unlucky"}})
+            } else {
+                json!({"allowed": true, "warnings": ["replicas checked"]})
+            }
+        }
+        "/mutate" => {
+            let mut response =
+                patch_response(json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]));
+            response["warnings"] = json!(["mutated by m.example.com"]);
+            response["auditAnnotations"] = json!({"checked": "yes"});
+            response
+        }
+        "/closed" => json!({"allowed": false, "status": {"message": "this namespace is closed"}}),
+        "/scale" if request["object"]["spec"]["replicas"].as_i64() > Some(10) => {
+            json!({"allowed": false, "status": {"code": 422, "reason": "Invalid", "message": "at most 10 replicas"}})
+        }
+        _ => json!({"allowed": true}),
+    }
+}
+
+/// The reviews received at `path`.
+fn reviews(webhook: &AdmissionWebhook, path: &str) -> Vec<Value> {
+    webhook
+        .received()
+        .into_iter()
+        .filter(|(uri, _)| uri.split('?').next() == Some(path))
+        .map(|(_, review)| review)
+        .collect()
+}
+
+#[test]
+fn webhooks_apply_as_kube_apiserver_applies_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = CoreApiStandIn::start(&dir.path().join("core"));
+    let webhook = AdmissionWebhook::start(&dir.path().join("webhook"), answer);
+    let slow = AdmissionWebhook::start(&dir.path().join("slow"), |_, _| json!({"allowed": true}));
+    slow.set_delay(Duration::from_secs(3));
+    let down = json!({"url": format!("https://127.0.0.1:{}/down", free_port()), "caBundle": ""});
+    let kubeconfig = core.kubeconfig.to_str().unwrap();
+    let address = format!("{HOST}=127.0.0.1");
+    let policy = dir.path().join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.log");
+    let server = ServerProcess::start_in(
+        dir.path(),
+        &[
+            "--storage",
+            "memory",
+            "--authentication-kubeconfig",
+            kubeconfig,
+            "--authorization-kubeconfig",
+            kubeconfig,
+            "--admission-webhook-address",
+            &address,
+            "--audit-log-path",
+            audit.to_str().unwrap(),
+            "--audit-policy-file",
+            policy.to_str().unwrap(),
+        ],
+    );
+    core.set_namespace_labels("blue", "Active", &[("team", "blue")]);
+    core.set_webhook_configuration(configuration(
+        "MutatingWebhookConfiguration",
+        "mutators",
+        vec![hook(
+            "m.example.com",
+            "mutate",
+            webhook.service_config("/mutate"),
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        )],
+    ));
+    // A Scale carries no labels (upstream's neither), so an objectSelector never matches it.
+    let mut scale_rule = hook("scale.example.com", "sub", webhook.url_config("/scale"), json!({}));
+    scale_rule["rules"][0]["resources"] = json!(["*/scale"]);
+    scale_rule["rules"][0]["operations"] = json!(["UPDATE"]);
+    scale_rule.as_object_mut().unwrap().remove("objectSelector");
+    let mut status_rule = hook("status.example.com", "sub", webhook.url_config("/status"), json!({}));
+    status_rule["rules"][0]["resources"] = json!(["widgets/status"]);
+    core.set_webhook_configuration(configuration(
+        "ValidatingWebhookConfiguration",
+        "validators",
+        vec![
+            hook("v.example.com", "deny", webhook.service_config("/deny"), json!({})),
+            hook(
+                "record.example.com",
+                "mutate",
+                webhook.url_config("/record"),
+                json!({"admissionReviewVersions": ["v1beta1"]}),
+            ),
+            hook("fail.example.com", "fail", down.clone(), json!({})),
+            hook("ignore.example.com", "ignore", down, json!({"failurePolicy": "Ignore"})),
+            hook(
+                "slow.example.com",
+                "slow",
+                slow.url_config("/slow"),
+                json!({"timeoutSeconds": 1}),
+            ),
+            hook(
+                "sidefx.example.com",
+                "sidefx",
+                webhook.url_config("/sidefx"),
+                json!({"sideEffects": "Some"}),
+            ),
+            hook(
+                "closed.example.com",
+                "ns",
+                webhook.url_config("/closed"),
+                json!({"namespaceSelector": {"matchLabels": {"team": "blue"}}}),
+            ),
+            scale_rule,
+            status_rule,
+        ],
+    ));
+
+    let k = server.kubectl("1.33");
+    common::eventually("the webhook configurations are seen", || {
+        let run = k.run_with_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &labelled("probe", "deny", 13),
+        );
+        run.stderr.contains("denied the request").then_some(())
+    });
+
+    for version in VERSIONS {
+        let k = server.kubectl(version);
+        let v = version.replace('.', "-");
+
+        // A validating webhook's refusal, in upstream's words; its warnings when it allows.
+        let denied = k.run_with_stdin(&["create", "-f", "-"], &labelled(&format!("d-{v}"), "deny", 13));
+        assert!(
+            denied.stderr.contains(
+                "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"v.example.com\" denied the request: 13 is unlucky"
+            ),
+            "{version}: {}",
+            denied.stderr
+        );
+        let allowed = k.run_with_stdin(&["create", "-f", "-"], &labelled(&format!("d-{v}"), "deny", 1));
+        assert_eq!(allowed.code, 0, "{version}: {}", allowed.stderr);
+        assert!(
+            allowed.stderr.contains("Warning: replicas checked"),
+            "{}",
+            allowed.stderr
+        );
+
+        // A mutating webhook's label is stored; its warning is shown; the validating webhook
+        // (v1beta1 only) sees the mutated object.
+        let mutated = k.run_with_stdin(&["apply", "-f", "-"], &labelled(&format!("m-{v}"), "mutate", 1));
+        assert_eq!(mutated.code, 0, "{version}: {}", mutated.stderr);
+        assert!(
+            mutated.stderr.contains("Warning: mutated by m.example.com"),
+            "{}",
+            mutated.stderr
+        );
+        let label = k.ok(&[
+            "get",
+            "widget",
+            &format!("m-{v}"),
+            "-o",
+            "jsonpath={.metadata.labels.mutated}",
+        ]);
+        assert_eq!(label, "yes");
+        let recorded = reviews(&webhook, "/record");
+        let last = recorded.last().unwrap_or_else(|| {
+            panic!(
+                "the validating webhook was called: {:?}",
+                webhook.received().iter().map(|r| r.0.clone()).collect::<Vec<_>>()
+            )
+        });
+        assert_eq!(last["apiVersion"], "admission.k8s.io/v1beta1");
+        assert_eq!(last["request"]["object"]["metadata"]["labels"]["mutated"], "yes");
+
+        // failurePolicy with the webhook down: Fail refuses with a 500, Ignore lets it in.
+        let failed = k.run_with_stdin(&["create", "-f", "-"], &labelled(&format!("f-{v}"), "fail", 1));
+        assert!(
+            failed.stderr.contains(
+                "Error from server (InternalError): error when creating \"STDIN\": Internal error occurred: failed calling webhook \"fail.example.com\": failed to call webhook: Post \"https://127.0.0.1:"
+            ),
+            "{version}: {}",
+            failed.stderr
+        );
+        k.ok_stdin(&["create", "-f", "-"], &labelled(&format!("i-{v}"), "ignore", 1));
+
+        // A webhook slower than its timeoutSeconds fails the call.
+        let timed_out = k.run_with_stdin(&["create", "-f", "-"], &labelled(&format!("t-{v}"), "slow", 1));
+        assert!(
+            timed_out.stderr.contains("failed calling webhook \"slow.example.com\"")
+                && timed_out
+                    .stderr
+                    .contains("/slow?timeout=1s\": context deadline exceeded"),
+            "{version}: {}",
+            timed_out.stderr
+        );
+
+        // A dry run refused by a webhook with side effects; the real create goes on.
+        let dry = k.run_with_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &labelled(&format!("s-{v}"), "sidefx", 1),
+        );
+        assert!(
+            dry.stderr.contains(
+                "Error from server (BadRequest): error when creating \"STDIN\": admission webhook \"sidefx.example.com\" does not support dry run"
+            ),
+            "{version}: {}",
+            dry.stderr
+        );
+        k.ok_stdin(&["create", "-f", "-"], &labelled(&format!("s-{v}"), "sidefx", 1));
+
+        // namespaceSelector: the webhook is called in the blue namespace only.
+        k.ok_stdin(&["create", "-f", "-"], &labelled(&format!("n-{v}"), "ns", 1));
+        let closed = k.run_with_stdin(
+            &["create", "-n", "blue", "-f", "-"],
+            &labelled(&format!("n-{v}"), "ns", 1),
+        );
+        assert!(
+            closed
+                .stderr
+                .contains("admission webhook \"closed.example.com\" denied the request: this namespace is closed"),
+            "{version}: {}",
+            closed.stderr
+        );
+
+        // The scale subresource is sent as an autoscaling/v1 Scale.
+        k.ok_stdin(&["create", "-f", "-"], &labelled(&format!("c-{v}"), "sub", 1));
+        let scaled = k.run(&["scale", "widget", &format!("c-{v}"), "--replicas=11"]);
+        assert!(
+            scaled
+                .stderr
+                .contains("admission webhook \"scale.example.com\" denied the request: at most 10 replicas"),
+            "{version}: {}",
+            scaled.stderr
+        );
+        k.ok(&["scale", "widget", &format!("c-{v}"), "--replicas=3"]);
+        k.ok(&[
+            "patch",
+            "widget",
+            &format!("c-{v}"),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"availableReplicas":2}}"#,
+        ]);
+    }
+
+    // Server-side apply goes through the same chain.
+    let applied = k.run_with_stdin(&["apply", "--server-side", "-f", "-"], &labelled("ssa", "mutate", 1));
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_eq!(
+        k.ok(&["get", "widget", "ssa", "-o", "jsonpath={.metadata.labels.mutated}"]),
+        "yes"
+    );
+
+    // Every field of the review, as the webhook received it.
+    let created = reviews(&webhook, "/deny")
+        .into_iter()
+        .find(|r| r["request"]["name"] == "d-1-33" && r["request"]["object"]["spec"]["replicas"] == 1)
+        .expect("the create of d-1-33 was reviewed");
+    let request = &created["request"];
+    assert_eq!(created["apiVersion"], "admission.k8s.io/v1");
+    assert!(!request["uid"].as_str().unwrap().is_empty());
+    let gvk = json!({"group": "custom.example.com", "version": "v1", "kind": "Widget"});
+    let gvr = json!({"group": "custom.example.com", "version": "v1", "resource": "widgets"});
+    assert_eq!((&request["kind"], &request["requestKind"]), (&gvk, &gvk));
+    assert_eq!((&request["resource"], &request["requestResource"]), (&gvr, &gvr));
+    assert_eq!(
+        (&request["namespace"], &request["operation"], &request["dryRun"]),
+        (&json!("default"), &json!("CREATE"), &json!(false))
+    );
+    assert!(request["userInfo"]["username"].is_string(), "{request}");
+    assert!(request["oldObject"].is_null());
+    assert_eq!(request["options"]["kind"], "CreateOptions");
+    assert_eq!(request["options"]["fieldManager"], "kubectl-create");
+
+    let scale = reviews(&webhook, "/scale")
+        .into_iter()
+        .find(|r| r["request"]["subResource"] == "scale")
+        .expect("a scale was reviewed");
+    let request = &scale["request"];
+    assert_eq!(
+        request["kind"],
+        json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+    );
+    assert_eq!(request["requestSubResource"], "scale");
+    assert_eq!(
+        (&request["object"]["kind"], &request["oldObject"]["kind"]),
+        (&json!("Scale"), &json!("Scale"))
+    );
+    let status = reviews(&webhook, "/status")
+        .into_iter()
+        .find(|r| r["request"]["subResource"] == "status" && r["request"]["object"]["status"]["availableReplicas"] == 2)
+        .expect("a status write was reviewed");
+    assert_eq!(status["request"]["kind"]["kind"], "Widget");
+
+    // A delete is reviewed with the old object only.
+    k.ok(&["delete", "widget", "d-1-33"]);
+    let deleted = reviews(&webhook, "/deny")
+        .into_iter()
+        .find(|r| r["request"]["operation"] == "DELETE")
+        .expect("the delete was reviewed");
+    assert!(deleted["request"]["object"].is_null());
+    assert_eq!(deleted["request"]["oldObject"]["metadata"]["name"], "d-1-33");
+    assert_eq!(deleted["request"]["options"]["kind"], "DeleteOptions");
+
+    // Connections are pooled: far fewer handshakes than calls.
+    let calls = webhook.received().len();
+    assert!(calls > 20, "{calls} calls");
+    assert!(
+        webhook.handshakes() <= 4,
+        "{} handshakes for {calls} calls",
+        webhook.handshakes()
+    );
+
+    // Upstream's metrics, and the webhook's audit annotations.
+    let metrics = k.ok(&["get", "--raw", "/metrics"]);
+    for line in [
+        r#"apiserver_admission_webhook_rejection_count{error_type="no_error",name="v.example.com",operation="CREATE",rejection_code="403",type="validating"}"#,
+        r#"apiserver_admission_webhook_rejection_count{error_type="calling_webhook_error",name="fail.example.com",operation="CREATE",rejection_code="500",type="validating"}"#,
+        r#"apiserver_admission_webhook_admission_duration_seconds_count{name="m.example.com",operation="CREATE",rejected="false",type="admit"}"#,
+        r#"apiserver_admission_step_admission_duration_seconds_count{operation="CREATE",rejected="true",type="validate"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing");
+    }
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let annotated = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["stage"] == "ResponseComplete" && e["annotations"]["m.example.com/checked"] == "yes");
+    let annotated = annotated.expect("the webhook's audit annotation is in the audit log");
+    assert!(annotated["annotations"]["mutation.webhook.admission.k8s.io/round_0_index_0"].is_string());
+    let failed_open = log.contains("failed-open.validating.webhook.admission.k8s.io/round_0_index_3");
+    assert!(failed_open, "the Ignore failure is annotated");
+
+    // A configuration removed while running stops applying.
+    core.delete_webhook_configuration("ValidatingWebhookConfiguration", "validators");
+    common::eventually("the removed configuration stops applying", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &labelled("late", "deny", 13));
+        (run.code == 0).then_some(())
+    });
+}

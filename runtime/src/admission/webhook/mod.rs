@@ -1,0 +1,281 @@
+//! The cluster's admission webhooks (k8s.io/apiserver `plugin/webhook`):
+//! MutatingAdmissionWebhook and ValidatingAdmissionWebhook, from the
+//! `admissionregistration.k8s.io/v1` configurations watched on the core API.
+//!
+//! - `hook`: one webhook with its defaults, and whether it applies to a request.
+//! - `review`: the AdmissionReview sent and the answer expected.
+//! - `dispatch`: one call, with failurePolicy, dry run, timeout, metrics and annotations.
+//! - [`client`]: pooled HTTPS clients, service resolution, credentials.
+//!
+//! Mutating webhooks run one after another (configurations by name, webhooks in order), each
+//! seeing the previous one's patch; those with `reinvocationPolicy: IfNeeded` are called once
+//! more when a later webhook changed the object. Validating webhooks run concurrently; the
+//! first refusal in their order is the answer.
+
+pub mod client;
+mod dispatch;
+mod hook;
+mod review;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+
+use super::metrics::AdmissionMetrics;
+use super::namespace::Namespaces;
+use super::{Attributes, Operation, Plugin, async_trait};
+use crate::registry::scale::scale_of;
+use crate::status::{ApiError, ApiResult};
+use client::Caller;
+use dispatch::{Called, Dispatcher};
+use hook::Hook;
+
+/// One of the two webhook plugins: the configurations of kind `K`, watched.
+pub struct Webhooks<K: kube::Resource<DynamicType = ()> + 'static> {
+    configurations: Store<K>,
+    namespaces: Arc<Namespaces>,
+    caller: Caller,
+    metrics: Option<Arc<AdmissionMetrics>>,
+}
+
+/// MutatingAdmissionWebhook.
+pub type MutatingWebhooks = Webhooks<MutatingWebhookConfiguration>;
+/// ValidatingAdmissionWebhook.
+pub type ValidatingWebhooks = Webhooks<ValidatingWebhookConfiguration>;
+
+impl<K> Webhooks<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    /// Watch the configurations through `client` (in a task of its own); call webhooks with
+    /// `caller`, read namespace labels from `namespaces`.
+    pub fn start(
+        client: kube::Client,
+        namespaces: Arc<Namespaces>,
+        caller: Caller,
+        metrics: Option<Arc<AdmissionMetrics>>,
+    ) -> Self {
+        let api = kube::Api::<K>::all(client);
+        let (configurations, writer) = reflector::store();
+        let feed = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(|event| {
+                if let Err(e) = event {
+                    tracing::warn!("admission webhooks: watching {}: {e}", K::plural(&()));
+                }
+                futures::future::ready(())
+            });
+        tokio::spawn(feed);
+        Webhooks {
+            configurations,
+            namespaces,
+            caller,
+            metrics,
+        }
+    }
+
+    /// The configurations, by name (the order upstream calls them in).
+    fn configurations(&self) -> Vec<Arc<K>> {
+        let mut all = self.configurations.state();
+        all.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        all
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        tokio::time::timeout(std::time::Duration::ZERO, self.configurations.wait_until_ready())
+            .await
+            .map_err(|_| format!("the {} have not been listed yet", K::plural(&())))?
+            .map_err(|e| e.to_string())?;
+        self.namespaces.ready().await
+    }
+
+    fn dispatcher(&self, kind: &'static str, annotation: &'static str) -> Dispatcher<'_> {
+        Dispatcher {
+            caller: &self.caller,
+            namespaces: &self.namespaces,
+            metrics: self.metrics.as_deref(),
+            kind,
+            annotation,
+        }
+    }
+}
+
+fn name_of<K: kube::Resource>(configuration: &K) -> &str {
+    configuration.meta().name.as_deref().unwrap_or_default()
+}
+
+impl MutatingWebhooks {
+    /// Run the mutating webhooks that apply, patching `view` (the object, or its Scale).
+    async fn run(&self, a: &Attributes<'_>, view: &mut Value) -> ApiResult<()> {
+        let configurations = self.configurations();
+        let hooks: Vec<Hook<'_>> = configurations
+            .iter()
+            .flat_map(|c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| Hook::mutating(name_of(c.as_ref()), w))
+            })
+            .collect();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let dispatcher = self.dispatcher("admit", "mutation");
+        let deleting = a.operation == Operation::Delete;
+        // The object as each reinvocable webhook left it.
+        let mut reinvocable: Vec<(usize, Value)> = Vec::new();
+        for (index, hook) in hooks.iter().enumerate() {
+            let object = (!deleting).then_some(&*view);
+            if !dispatcher.applies(hook, a, object).await? {
+                continue;
+            }
+            self.call(&dispatcher, hook, a, view, (0, index)).await?;
+            if hook.reinvoke && !deleting {
+                reinvocable.push((index, view.clone()));
+            }
+        }
+        for (index, left) in reinvocable {
+            if left != *view {
+                self.call(&dispatcher, &hooks[index], a, view, (1, index)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        dispatcher: &Dispatcher<'_>,
+        hook: &Hook<'_>,
+        a: &Attributes<'_>,
+        view: &mut Value,
+        at: (usize, usize),
+    ) -> ApiResult<()> {
+        let object = (a.operation != Operation::Delete).then_some(&*view);
+        let Called::Allowed(answer) = dispatcher.call(hook, a, object, at).await? else {
+            return Ok(());
+        };
+        let mutated = answer.patch.is_some();
+        if let Some(patch) = answer.patch {
+            json_patch::patch(view, &patch).map_err(|e| {
+                ApiError::internal(format!("applying the patch of admission webhook {:?}: {e}", hook.name))
+            })?;
+        }
+        if let Some(scope) = a.scope {
+            scope.annotate(
+                format!("mutation.webhook.admission.k8s.io/round_{}_index_{}", at.0, at.1),
+                json!({"configuration": hook.configuration, "webhook": hook.name, "mutated": mutated}).to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The Scale view of the old object, for a write to `scale` (webhooks see Scales there).
+fn scale_views(a: &Attributes<'_>) -> ApiResult<Option<Value>> {
+    match (a.subresource, a.old_object) {
+        ("scale", Some(old)) => scale_of(a.meta, old).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[async_trait]
+impl Plugin for MutatingWebhooks {
+    fn name(&self) -> &str {
+        "MutatingAdmissionWebhook"
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        Webhooks::ready(self).await
+    }
+
+    async fn mutate(&self, a: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+        if a.subresource != "scale" {
+            return self.run(a, object).await;
+        }
+        let old = scale_views(a)?;
+        let a = &Attributes {
+            old_object: old.as_ref(),
+            ..*a
+        };
+        let mut scale = scale_of(a.meta, object)?;
+        self.run(a, &mut scale).await?;
+        if let (Some(paths), Some(replicas)) = (a.meta.scale, scale.pointer("/spec/replicas")) {
+            crate::schema::jsonpath::set(object, paths.spec_replicas, replicas.clone()).map_err(ApiError::internal)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes are not mutated, but mutating webhooks are still asked (and may refuse).
+    async fn validate(&self, a: &Attributes<'_>, object: &Value) -> ApiResult<()> {
+        if a.operation != Operation::Delete {
+            return Ok(());
+        }
+        self.run(a, &mut object.clone()).await
+    }
+}
+
+#[async_trait]
+impl Plugin for ValidatingWebhooks {
+    fn name(&self) -> &str {
+        "ValidatingAdmissionWebhook"
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        Webhooks::ready(self).await
+    }
+
+    async fn validate(&self, a: &Attributes<'_>, object: &Value) -> ApiResult<()> {
+        let configurations = self.configurations();
+        let hooks: Vec<Hook<'_>> = configurations
+            .iter()
+            .flat_map(|c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| Hook::validating(name_of(c.as_ref()), w))
+            })
+            .collect();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let (old, view);
+        let a = if a.subresource == "scale" {
+            old = scale_views(a)?;
+            &Attributes {
+                old_object: old.as_ref(),
+                ..*a
+            }
+        } else {
+            a
+        };
+        let object = match (a.operation, a.subresource) {
+            (Operation::Delete, _) => None,
+            (_, "scale") => {
+                view = scale_of(a.meta, object)?;
+                Some(&view)
+            }
+            _ => Some(object),
+        };
+        let dispatcher = self.dispatcher("validating", "validating");
+        let calls = hooks.iter().enumerate().map(|(index, hook)| {
+            let dispatcher = &dispatcher;
+            async move {
+                if dispatcher.applies(hook, a, object).await? {
+                    dispatcher.call(hook, a, object, (0, index)).await?;
+                }
+                Ok::<_, ApiError>(())
+            }
+        });
+        futures::future::join_all(calls).await.into_iter().collect()
+    }
+}
