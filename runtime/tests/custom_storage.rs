@@ -191,3 +191,66 @@ async fn list_then_watch_misses_no_change_made_in_between() {
     assert!(seen.iter().all(|(_, _, rv)| *rv > listed_at), "{seen:?}");
     assert_eq!(created.object["metadata"]["name"], "c");
 }
+
+/// Refuses parcels of size 13, and labels the others: admission runs for custom storage too.
+struct Thirteen;
+
+#[async_trait]
+impl apiary_runtime::admission::Plugin for Thirteen {
+    fn name(&self) -> &str {
+        "Thirteen"
+    }
+
+    async fn mutate(
+        &self,
+        _: &apiary_runtime::admission::Attributes<'_>,
+        object: &mut serde_json::Value,
+    ) -> ApiResult<()> {
+        object["metadata"]["labels"] = json!({"admitted": "yes"});
+        Ok(())
+    }
+
+    async fn validate(
+        &self,
+        a: &apiary_runtime::admission::Attributes<'_>,
+        object: &serde_json::Value,
+    ) -> ApiResult<()> {
+        if object.pointer("/spec/size") == Some(&json!(13)) {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("{} of 13", a.operation.as_str()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn custom_storage_runs_the_admission_chain() {
+    let chain = apiary_runtime::admission::Chain::default();
+    chain.push(std::sync::Arc::new(Thirteen));
+    let shelf = std::sync::Arc::new(Shelf::default());
+    let store = CustomStore::<Parcel, _>::new(shelf.clone())
+        .unwrap()
+        .with_admission(chain);
+    let refused = store
+        .create(
+            Some("default"),
+            json!({"metadata": {"name": "bad"}, "spec": {"size": 13}}),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((refused.code, refused.message.as_str()), (403, "CREATE of 13"));
+    assert!(shelf.boxes.lock().unwrap().is_empty(), "nothing was stored");
+    let created = store
+        .create(
+            Some("default"),
+            json!({"metadata": {"name": "good"}, "spec": {"size": 1}}),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.object["metadata"]["labels"]["admitted"], "yes");
+}

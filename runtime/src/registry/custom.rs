@@ -23,6 +23,7 @@ use super::{
     Admission, DeleteOptions, ListOptions, Listed, MAX_LIMIT, Part, TypedStrategy, WatchEvent, WriteOptions, Written,
     set_type_meta,
 };
+use crate::admission::Chain;
 use crate::resource::{ApiResource, RESOURCE_VERBS, ResourceMeta};
 use crate::status::{ApiError, ApiResult};
 
@@ -89,6 +90,8 @@ pub const HISTORY: usize = 1_000;
 pub struct CustomStore<T, S> {
     meta: ResourceMeta,
     admission: Admission,
+    /// The server's admission steps, around the strategy's validation.
+    chain: Chain,
     storage: Arc<S>,
     log: tokio::sync::Mutex<Log>,
     changed: tokio::sync::watch::Sender<u64>,
@@ -203,6 +206,7 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
         Ok(CustomStore {
             meta,
             admission: Admission::new(Arc::new(TypedStrategy::<T>::default()))?,
+            chain: Chain::default(),
             storage: Arc::new(storage),
             log: tokio::sync::Mutex::new(Log {
                 revision: start,
@@ -214,6 +218,11 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
             changed: tokio::sync::watch::channel(start).0,
             types: PhantomData,
         })
+    }
+
+    /// The same store, running `chain`'s admission steps (the server's, shared by its stores).
+    pub fn with_admission(self, chain: Chain) -> Self {
+        CustomStore { chain, ..self }
     }
 
     fn untyped(&self, object: T) -> ApiResult<Value> {
@@ -310,7 +319,11 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
                 None => m.remove(field),
             };
         }
+        let review = options.review(false);
+        let attributes = options.attributes(&self.meta, namespace, name, Some(&current), &review);
+        self.chain.mutate(&attributes, &mut body).await?;
         let object = self.admission.prepare(body, name)?;
+        self.chain.validate(&attributes, &object).await?;
         if options.dry_run {
             return Ok(Written {
                 object: served(&object, log.revision),
@@ -488,7 +501,11 @@ impl<T: ApiResource, S: CustomStorage<T>> Rest for CustomStore<T, S> {
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         m.insert("creationTimestamp".into(), json!(now()));
         m.remove("resourceVersion");
+        let review = options.review(true);
+        let attributes = options.attributes(&self.meta, namespace, &name, None, &review);
+        self.chain.mutate(&attributes, &mut body).await?;
         let object = self.admission.prepare(body, &name)?;
+        self.chain.validate(&attributes, &object).await?;
         if options.dry_run {
             return Ok(Written {
                 object,
@@ -552,6 +569,9 @@ impl<T: ApiResource, S: CustomStorage<T>> Rest for CustomStore<T, S> {
         let mut log = self.log.lock().await;
         let (current, _) = self.observe_one(&mut log, namespace, name).await?;
         options.check_preconditions(&self.meta, name, &current)?;
+        let review = options.review();
+        let attributes = options.attributes(&self.meta, namespace, name, &current, &review);
+        self.chain.validate(&attributes, &current).await?;
         if options.dry_run {
             return Ok(current);
         }

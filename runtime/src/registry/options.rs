@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::object::meta_str;
-use crate::admission::RequestScope;
+use crate::admission::{Attributes, Operation, RequestScope};
 use crate::resource::ResourceMeta;
 use crate::schema::selector::FieldSelector;
 use crate::status::{ApiError, ApiResult};
@@ -69,6 +69,29 @@ impl WriteOptions {
             user,
             scope: scope.clone(),
             ..self
+        }
+    }
+
+    /// The admission attributes of this write of `name`: a create without `old`, an update
+    /// of `old`; `review` is [`WriteOptions::review`]'s.
+    pub fn attributes<'a>(
+        &'a self,
+        meta: &'a ResourceMeta,
+        namespace: Option<&'a str>,
+        name: &'a str,
+        old: Option<&'a Value>,
+        review: &'a Value,
+    ) -> Attributes<'a> {
+        let operation = if old.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        };
+        Attributes {
+            old_object: old,
+            ..Attributes::new(operation, meta, namespace, name)
+                .by(self.user.as_ref(), self.subresource, self.dry_run)
+                .within(&self.scope, review)
         }
     }
 
@@ -187,6 +210,24 @@ impl DeleteOptions {
             user,
             scope: scope.clone(),
             ..self
+        }
+    }
+
+    /// The admission attributes of the delete of `current`; `review` is
+    /// [`DeleteOptions::review`]'s.
+    pub fn attributes<'a>(
+        &'a self,
+        meta: &'a ResourceMeta,
+        namespace: Option<&'a str>,
+        name: &'a str,
+        current: &'a Value,
+        review: &'a Value,
+    ) -> Attributes<'a> {
+        Attributes {
+            old_object: Some(current),
+            ..Attributes::new(Operation::Delete, meta, namespace, name)
+                .by(self.user.as_ref(), "", self.dry_run)
+                .within(&self.scope, review)
         }
     }
 

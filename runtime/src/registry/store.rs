@@ -9,7 +9,7 @@ use super::managed::{self, Writer};
 use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
 use super::strategy::{Admission, Strategy};
-use crate::admission::{Attributes, Chain, Operation};
+use crate::admission::Chain;
 
 /// Optimistic-concurrency retries of a write against concurrent writers.
 const WRITE_RETRIES: usize = 5;
@@ -162,9 +162,7 @@ impl Store {
                     m.remove(k);
                 }
             }
-            let attributes = Attributes::new(Operation::Create, &self.meta, namespace, &name)
-                .by(options.user.as_ref(), options.subresource, options.dry_run)
-                .within(&options.scope, &review);
+            let attributes = options.attributes(&self.meta, namespace, &name, None, &review);
             self.chain.mutate(&attributes, &mut object).await?;
             let mut object = self.admission.prepare(object, &name)?;
             self.chain.validate(&attributes, &object).await?;
@@ -275,12 +273,7 @@ impl Store {
             m.insert("resourceVersion".into(), json!(current_rv));
         }
         let review = options.review(false);
-        let attributes = Attributes {
-            old_object: Some(current),
-            ..Attributes::new(Operation::Update, &self.meta, namespace, name)
-                .by(options.user.as_ref(), options.subresource, options.dry_run)
-                .within(&options.scope, &review)
-        };
+        let attributes = options.attributes(&self.meta, namespace, name, Some(current), &review);
         self.chain.mutate(&attributes, &mut object).await?;
         let mut object = self.admission.prepare(object, name)?;
         self.chain.validate(&attributes, &object).await?;
@@ -350,12 +343,7 @@ impl Store {
             let current = self.get(namespace, name).await?;
             options.check_preconditions(&self.meta, name, &current)?;
             let review = options.review();
-            let attributes = Attributes {
-                old_object: Some(&current),
-                ..Attributes::new(Operation::Delete, &self.meta, namespace, name)
-                    .by(options.user.as_ref(), "", options.dry_run)
-                    .within(&options.scope, &review)
-            };
+            let attributes = options.attributes(&self.meta, namespace, name, &current, &review);
             self.chain.validate(&attributes, &current).await?;
             let expected: Revision = meta_str(&current, "resourceVersion")
                 .unwrap_or_default()

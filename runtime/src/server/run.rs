@@ -116,7 +116,7 @@ impl Server {
 
     /// Serve `T` from user code instead of the key-value store.
     pub fn custom<T: ApiResource, S: CustomStorage<T>>(mut self, storage: S) -> Result<Self, String> {
-        let store = CustomStore::<T, S>::new(storage)?;
+        let store = CustomStore::<T, S>::new(storage)?.with_admission(self.admission.clone());
         self.metrics.serve(Rest::meta(&store));
         self.resources.push(Arc::new(store));
         Ok(self)

@@ -16,12 +16,13 @@ use super::https::HttpsServer;
 pub const HOST: &str = "webhook.default.svc";
 
 /// How the test webhook answers: from the request path and the AdmissionReview received,
-/// the `response` fields (without `uid`, which is echoed).
+/// the `response` fields (the request's `uid` is echoed unless they give one).
 pub type Review = Arc<dyn Fn(&str, &Value) -> Value + Send + Sync>;
 
 #[derive(Default)]
 struct Behaviour {
     received: Vec<(String, Value)>,
+    authorizations: Vec<Option<String>>,
     delay: Duration,
 }
 
@@ -37,30 +38,36 @@ impl AdmissionWebhook {
         let behaviour = Arc::new(Mutex::new(Behaviour::default()));
         let review: Review = Arc::new(review);
         let state = behaviour.clone();
-        let router = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
-            let (state, review) = (state.clone(), review.clone());
-            async move {
-                let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-                    return (axum::http::StatusCode::BAD_REQUEST, "not JSON").into_response();
-                };
-                let path = uri.path().to_string();
-                let delay = {
-                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                    let target = uri.path_and_query().map_or(path.clone(), |p| p.to_string());
-                    s.received.push((target, request.clone()));
-                    s.delay
-                };
-                tokio::time::sleep(delay).await;
-                let mut response = review(&path, &request);
-                response["uid"] = request["request"]["uid"].clone();
-                let answer = json!({
-                    "apiVersion": request["apiVersion"],
-                    "kind": "AdmissionReview",
-                    "response": response,
-                });
-                (axum::http::StatusCode::OK, axum::Json(answer)).into_response()
-            }
-        });
+        let router = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (state, review) = (state.clone(), review.clone());
+                async move {
+                    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+                        return (axum::http::StatusCode::BAD_REQUEST, "not JSON").into_response();
+                    };
+                    let path = uri.path().to_string();
+                    let delay = {
+                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        let target = uri.path_and_query().map_or(path.clone(), |p| p.to_string());
+                        s.received.push((target, request.clone()));
+                        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+                        s.authorizations.push(authorization.map(str::to_string));
+                        s.delay
+                    };
+                    tokio::time::sleep(delay).await;
+                    let mut response = review(&path, &request);
+                    if response.get("uid").is_none() {
+                        response["uid"] = request["request"]["uid"].clone();
+                    }
+                    let answer = json!({
+                        "apiVersion": request["apiVersion"],
+                        "kind": "AdmissionReview",
+                        "response": response,
+                    });
+                    (axum::http::StatusCode::OK, axum::Json(answer)).into_response()
+                }
+            },
+        );
         AdmissionWebhook {
             server: HttpsServer::start(dir, &[HOST], router),
             behaviour,
@@ -74,6 +81,11 @@ impl AdmissionWebhook {
     /// The requests received so far: the URI (path and query) and the AdmissionReview.
     pub fn received(&self) -> Vec<(String, Value)> {
         self.with(|b| b.received.clone())
+    }
+
+    /// The `Authorization` header of each request received so far.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.with(|b| b.authorizations.clone())
     }
 
     /// Forget the requests received so far.

@@ -156,18 +156,8 @@ fn widget_policies_deny_images_through_kubectl() {
 
 /// A widget-server whose core API (authentication, authorization, namespaces) is `core`.
 fn with_core_api(dir: &std::path::Path, core: &apiary_runtime::testing::CoreApiStandIn) -> ServerProcess {
-    let kubeconfig = core.kubeconfig.to_str().unwrap();
-    ServerProcess::start_in(
-        dir,
-        &[
-            "--storage",
-            "memory",
-            "--authentication-kubeconfig",
-            kubeconfig,
-            "--authorization-kubeconfig",
-            kubeconfig,
-        ],
-    )
+    let flags = common::core_api_flags(&core.kubeconfig);
+    ServerProcess::start_in(dir, &flags.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// NamespaceLifecycle against the core API (the stand-in, since kube-apiserver cannot run

@@ -85,7 +85,6 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
     let slow = AdmissionWebhook::start(&dir.path().join("slow"), |_, _| json!({"allowed": true}));
     slow.set_delay(Duration::from_secs(3));
     let down = json!({"url": format!("https://127.0.0.1:{}/down", free_port()), "caBundle": ""});
-    let kubeconfig = core.kubeconfig.to_str().unwrap();
     let address = format!("{HOST}=127.0.0.1");
     let policy = dir.path().join("audit-policy.yaml");
     std::fs::write(
@@ -94,23 +93,19 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
     )
     .unwrap();
     let audit = dir.path().join("audit.log");
-    let server = ServerProcess::start_in(
-        dir.path(),
-        &[
-            "--storage",
-            "memory",
-            "--authentication-kubeconfig",
-            kubeconfig,
-            "--authorization-kubeconfig",
-            kubeconfig,
+    let mut flags = common::core_api_flags(&core.kubeconfig);
+    flags.extend(
+        [
             "--admission-webhook-address",
             &address,
             "--audit-log-path",
             audit.to_str().unwrap(),
             "--audit-policy-file",
             policy.to_str().unwrap(),
-        ],
+        ]
+        .map(str::to_string),
     );
+    let server = ServerProcess::start_in(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
     core.set_namespace_labels("blue", "Active", &[("team", "blue")]);
     core.set_webhook_configuration(configuration(
         "MutatingWebhookConfiguration",
@@ -388,4 +383,164 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
         let run = k.run_with_stdin(&["create", "-f", "-"], &labelled("late", "deny", 13));
         (run.code == 0).then_some(())
     });
+}
+
+/// Answers for the second test, by path.
+fn checked_answer(path: &str, review: &Value) -> Value {
+    let object = &review["request"]["object"];
+    match path {
+        // Reinvoked when a later webhook changed the object: says whether it saw b's label.
+        "/a" => {
+            let saw = object["metadata"]["labels"]["b"] == "yes";
+            patch_response(json!([{"op": "add", "path": "/metadata/annotations",
+                                    "value": {"a-saw-b": saw.to_string()}}]))
+        }
+        "/b" => patch_response(json!([{"op": "add", "path": "/metadata/labels/b", "value": "yes"}])),
+        "/bad-patch" => patch_response(json!([{"op": "replace", "path": "/spec/replicas", "value": "many"}])),
+        "/wrong-uid" => json!({"uid": "not-the-request", "allowed": true}),
+        _ => json!({"allowed": true}),
+    }
+}
+
+/// What kube-apiserver checks of an answer, and what it presents to the webhook: IfNeeded
+/// reinvocation, a patch validated against the schema, a wrong uid, matchConditions this
+/// server cannot evaluate yet, the WebhookAdmission kubeconfig's token; the plugin flags.
+#[test]
+fn webhook_answers_are_checked_and_credentials_presented() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = CoreApiStandIn::start(&dir.path().join("core"));
+    let webhook = AdmissionWebhook::start(&dir.path().join("webhook"), checked_answer);
+    let users = dir.path().join("webhook-users.kubeconfig");
+    std::fs::write(
+        &users,
+        format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: \"{HOST}:{}\"\n  user:\n    token: hook-token\n- name: \"*\"\n  user:\n    token: anyone\n",
+            webhook.port()
+        ),
+    )
+    .unwrap();
+    let admission_config = dir.path().join("admission.yaml");
+    std::fs::write(
+        &admission_config,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: MutatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    let mut core_flags = common::core_api_flags(&core.kubeconfig);
+    core_flags.extend(["--admission-webhook-address".to_string(), format!("{HOST}=127.0.0.1")]);
+    let mut flags: Vec<&str> = core_flags.iter().map(String::as_str).collect();
+    flags.extend(["--admission-control-config-file", admission_config.to_str().unwrap()]);
+    let server = ServerProcess::start_in(dir.path(), &flags);
+    let mutating = |name: &str, scenario: &str, path: &str, extra: Value| {
+        hook(name, scenario, webhook.service_config(path), extra)
+    };
+    core.set_webhook_configuration(configuration(
+        "MutatingWebhookConfiguration",
+        "checks",
+        vec![
+            mutating(
+                "a.example.com",
+                "reinvoke",
+                "/a",
+                json!({"reinvocationPolicy": "IfNeeded"}),
+            ),
+            mutating("b.example.com", "reinvoke", "/b", json!({})),
+            mutating("bad-patch.example.com", "schema", "/bad-patch", json!({})),
+            mutating("wrong-uid.example.com", "uid", "/wrong-uid", json!({})),
+            mutating(
+                "cel.example.com",
+                "cel",
+                "/cel",
+                json!({"matchConditions": [{"name": "any", "expression": "true"}]}),
+            ),
+        ],
+    ));
+    let k = server.kubectl("1.27");
+    common::eventually("the configuration is seen", || {
+        let run = k.run_with_stdin(&["create", "--dry-run=server", "-f", "-"], &labelled("probe", "uid", 1));
+        (run.code != 0).then_some(())
+    });
+
+    k.ok_stdin(&["create", "-f", "-"], &labelled("r", "reinvoke", 1));
+    let saw = k.ok(&["get", "widget", "r", "-o", "jsonpath={.metadata.annotations.a-saw-b}"]);
+    assert_eq!(
+        saw, "true",
+        "a.example.com was called again after b.example.com changed the object"
+    );
+    assert_eq!(reviews(&webhook, "/a").len(), 2);
+    assert_eq!(reviews(&webhook, "/b").len(), 1);
+
+    let invalid = k.run_with_stdin(&["create", "-f", "-"], &labelled("s", "schema", 1));
+    assert!(
+        invalid
+            .stderr
+            .contains("The Widget \"s\" is invalid: spec.replicas: Invalid value: \"string\""),
+        "a patched object is validated against the schema: {}",
+        invalid.stderr
+    );
+    let uid = k.run_with_stdin(&["create", "-f", "-"], &labelled("u", "uid", 1));
+    assert!(
+        uid.stderr.contains("failed calling webhook \"wrong-uid.example.com\": received invalid webhook response: expected response.uid="),
+        "{}",
+        uid.stderr
+    );
+    let cel = k.run_with_stdin(&["create", "-f", "-"], &labelled("c", "cel", 1));
+    assert!(
+        cel.stderr.contains(
+            "failed calling webhook \"cel.example.com\": matchConditions (CEL) are not supported by this server yet"
+        ),
+        "{}",
+        cel.stderr
+    );
+    assert!(
+        reviews(&webhook, "/cel").is_empty(),
+        "a webhook with matchConditions is not called"
+    );
+    let tokens = webhook.authorizations();
+    assert!(!tokens.is_empty());
+    assert!(
+        tokens.iter().all(|t| t.as_deref() == Some("Bearer hook-token")),
+        "the kubeconfig user named by host:port is presented: {tokens:?}"
+    );
+    drop(server);
+
+    // The plugins by name: turned off, the webhooks are not called; unknown names stop the start.
+    let mut off: Vec<&str> = core_flags.iter().map(String::as_str).collect();
+    off.extend(["--disable-admission-plugins", "MutatingAdmissionWebhook,WidgetPolicy"]);
+    std::fs::create_dir_all(dir.path().join("off")).unwrap();
+    let server = ServerProcess::start_in(&dir.path().join("off"), &off);
+    let before = webhook.received().len();
+    let k = server.kubectl("1.33");
+    // Ready means every admission plugin that is on has listed what it watches.
+    common::eventually("the server is ready", || {
+        (k.run(&["get", "--raw", "/readyz"]).code == 0).then_some(())
+    });
+    k.ok_stdin(&["create", "-f", "-"], &labelled("u", "uid", 1));
+    let policy = "apiVersion: custom.example.com/v1\nkind: WidgetPolicy\nmetadata:\n  name: p\nspec:\n  deniedImages: [\"nginx:1.25\"]\n";
+    k.ok_stdin(&["apply", "-f", "-"], policy);
+    k.ok_stdin(&["create", "-f", "-"], &labelled("p", "none", 1));
+    assert_eq!(webhook.received().len(), before, "no webhook was called");
+    drop(server);
+    for (flag, value, message) in [
+        (
+            "--enable-admission-plugins",
+            "Bogus",
+            "admission plugin \"Bogus\" is unknown",
+        ),
+        (
+            "--enable-admission-plugins",
+            "ValidatingAdmissionPolicy",
+            "is not supported by this server yet",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_widget-server"))
+            .args(["--storage", "memory", "--secure-port", "0", flag, value])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(message), "{value}: {stderr}");
+    }
 }

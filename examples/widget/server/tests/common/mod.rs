@@ -35,6 +35,17 @@ impl WidgetServer for ServerProcess {
     }
 }
 
+/// Flags for a widget-server on memory storage whose core API (authentication,
+/// authorization, namespaces, webhook configurations) is the stand-in at `kubeconfig`.
+pub fn core_api_flags(kubeconfig: &Path) -> Vec<String> {
+    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+    ["--storage", "memory", "--authentication-kubeconfig"]
+        .into_iter()
+        .map(str::to_string)
+        .chain([kubeconfig.clone(), "--authorization-kubeconfig".into(), kubeconfig])
+        .collect()
+}
+
 /// A Widget manifest.
 pub fn widget(name: &str, replicas: i32, extra_spec: &str) -> String {
     format!(
