@@ -289,6 +289,24 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
         ]);
     }
 
+    // The kube client goes through the same chain.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let widgets: kube::Api<widget_api::Widget> = kube::Api::namespaced(server.client().await, "default");
+        let mut unlucky = common::typed_widget("kube-13", 13);
+        unlucky.metadata.labels = Some([("scenario".to_string(), "deny".to_string())].into());
+        match widgets.create(&Default::default(), &unlucky).await {
+            Err(kube::Error::Api(s)) => assert_eq!(
+                (s.code, s.reason.as_str(), s.message.as_str()),
+                (
+                    403,
+                    "Forbidden",
+                    "admission webhook \"v.example.com\" denied the request: 13 is unlucky"
+                )
+            ),
+            other => panic!("the webhook refuses the kube client's create: {other:?}"),
+        }
+    });
+
     // Server-side apply goes through the same chain.
     let applied = k.run_with_stdin(&["apply", "--server-side", "-f", "-"], &labelled("ssa", "mutate", 1));
     assert_eq!(applied.code, 0, "{}", applied.stderr);

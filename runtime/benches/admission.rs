@@ -1,0 +1,137 @@
+//! Admission webhook cost: creates through the registry with no webhook, with one validating
+//! webhook, and with one mutating and one validating webhook (real HTTPS webhooks on
+//! loopback, configured through the core-API stand-in), next to the bare pooled HTTPS round
+//! trip to the same webhook server. Prints a Markdown table and the TLS handshakes the
+//! webhook server completed (see BENCHMARKS.md).
+//!
+//! cargo bench -p apiary-runtime --bench admission
+//! APIARY_BENCH_OBJECTS=2000 APIARY_BENCH_CONCURRENCY=16 cargo bench -p apiary-runtime --bench admission
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiary_runtime::admission::namespace::Namespaces;
+use apiary_runtime::admission::webhook::client::{Caller, Credentials};
+use apiary_runtime::admission::webhook::{MutatingWebhooks, ValidatingWebhooks};
+use apiary_runtime::admission::{Chain, Plugin};
+use apiary_runtime::registry::{Store, TypedStrategy, WriteOptions};
+use apiary_runtime::storage::{self, WatchCache};
+use apiary_runtime::testing::webhook::patch_response;
+use apiary_runtime::testing::{AdmissionWebhook, CoreApiStandIn};
+use common::{Item, Row, env, item, load};
+use serde_json::json;
+
+fn hook(name: &str, client: serde_json::Value) -> serde_json::Value {
+    json!({
+        "name": name, "clientConfig": client, "sideEffects": "None", "admissionReviewVersions": ["v1"],
+        "rules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["*"]}],
+    })
+}
+
+async fn creates(target: &str, chain: Chain, objects: usize, concurrency: usize) -> Row {
+    let cache = WatchCache::new(storage::memory(), storage::cache::WINDOW);
+    let store = Arc::new(
+        Store::new(Arc::new(TypedStrategy::<Item>::default()), cache, "/bench")
+            .unwrap()
+            .with_admission(chain),
+    );
+    load(target, "create", objects, concurrency, move |i| {
+        let s = store.clone();
+        async move {
+            s.create(Some("default"), item(i), &WriteOptions::default())
+                .await
+                .unwrap();
+        }
+    })
+    .await
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let objects = env("APIARY_BENCH_OBJECTS", if quick { 50 } else { 2000 });
+    let concurrency = env("APIARY_BENCH_CONCURRENCY", 16);
+    let dir = tempfile::tempdir().unwrap();
+    let core = CoreApiStandIn::start(&dir.path().join("core"));
+    let webhook = AdmissionWebhook::start(&dir.path().join("webhook"), |path, _| match path {
+        "/mutate" => patch_response(json!([{"op": "add", "path": "/metadata/labels/admitted", "value": "yes"}])),
+        _ => json!({"allowed": true}),
+    });
+    core.set_webhook_configuration(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "bench"}, "webhooks": [hook("v.bench", webhook.url_config("/validate"))],
+    }));
+    core.set_webhook_configuration(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "bench"}, "webhooks": [hook("m.bench", webhook.url_config("/mutate"))],
+    }));
+    let kubeconfig = kube::config::Kubeconfig::read_from(&core.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let namespaces = Namespaces::start(client.clone());
+    let caller = || Caller::new(Default::default(), Credentials::default());
+    let validating = Arc::new(ValidatingWebhooks::start(
+        client.clone(),
+        namespaces.clone(),
+        caller(),
+        None,
+    ));
+    let mutating = Arc::new(MutatingWebhooks::start(client, namespaces, caller(), None));
+    while validating.ready().await.is_err() || mutating.ready().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut rows = Vec::new();
+    rows.push(creates("apiary memory, no webhook", Chain::default(), objects, concurrency).await);
+    let before = webhook.handshakes();
+    let one = Chain::default();
+    one.push(validating.clone());
+    rows.push(creates("apiary memory, 1 validating webhook", one, objects, concurrency).await);
+    let both = Chain::default();
+    both.push(mutating);
+    both.push(validating);
+    rows.push(
+        creates(
+            "apiary memory, mutating + validating webhook",
+            both,
+            objects,
+            concurrency,
+        )
+        .await,
+    );
+    let calls = objects * 3;
+    let handshakes = webhook.handshakes() - before;
+
+    // The physical limit: the same POST of an AdmissionReview on a pooled connection.
+    let bare = Arc::new(caller());
+    let config: k8s_openapi::api::admissionregistration::v1::WebhookClientConfig =
+        serde_json::from_value(webhook.url_config("/validate")).unwrap();
+    let review = serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "operation": "CREATE", "object": item(0)},
+    }))
+    .unwrap();
+    let config = Arc::new(config);
+    rows.push(
+        load(
+            "bare pooled HTTPS POST to the webhook",
+            "round trip",
+            objects,
+            concurrency,
+            move |_| {
+                let (bare, config, review) = (bare.clone(), config.clone(), review.clone());
+                async move {
+                    bare.post(&config, review, Duration::from_secs(10)).await.unwrap();
+                }
+            },
+        )
+        .await,
+    );
+    println!("{objects} objects, {concurrency} concurrent clients\n");
+    common::print_table(&mut rows);
+    println!("\nTLS handshakes completed by the webhook server for {calls} webhook calls: {handshakes}");
+}
