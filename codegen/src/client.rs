@@ -18,6 +18,7 @@ struct CargoToml<'a> {
     crate_name: &'a str,
     version: &'a str,
     group_versions: String,
+    workspace: bool,
 }
 
 #[derive(Template)]
@@ -83,11 +84,19 @@ fn docs(out: &mut String, indent: &str, schema: &Value) {
     }
 }
 
+/// k8s-openapi's time and int-or-string types, which have no `Default`.
+const TIME: &str = "k8s_openapi::apimachinery::pkg::apis::meta::v1::Time";
+const INT_OR_STRING: &str = "k8s_openapi::apimachinery::pkg::util::intstr::IntOrString";
+const QUANTITY: &str = "k8s_openapi::apimachinery::pkg::api::resource::Quantity";
+
 /// Renders types depth-first; each named type once.
 #[derive(Default)]
 struct Types {
     out: String,
     named: BTreeSet<String>,
+    /// Types without a `Default` (enums, and structs that require one): a struct requiring
+    /// one of them cannot derive `Default` either, rather than invent a value.
+    no_default: BTreeSet<String>,
 }
 
 impl Types {
@@ -104,13 +113,22 @@ impl Types {
         {
             return "serde_json::Value".into();
         }
+        if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+            // A Quantity is an int-or-string with the quantity pattern.
+            let quantity = schema
+                .get("pattern")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.contains("[0-9]"));
+            return if quantity { QUANTITY } else { INT_OR_STRING }.into();
+        }
         match schema.get("type").and_then(Value::as_str) {
-            Some("string") => match schema.get("enum").and_then(Value::as_array) {
-                Some(values) => {
+            Some("string") => match (schema.get("enum").and_then(Value::as_array), schema.get("format")) {
+                (Some(values), _) => {
                     self.enumeration(name, schema, values);
                     name.into()
                 }
-                None => "String".into(),
+                (None, Some(Value::String(f))) if f == "date-time" => TIME.into(),
+                (None, _) => "String".into(),
             },
             Some("integer") => match schema.get("format").and_then(Value::as_str) {
                 Some("int32") => "i32".into(),
@@ -140,15 +158,14 @@ impl Types {
         if !self.named.insert(name.into()) {
             return;
         }
+        self.no_default.insert(name.into());
         let mut out = String::new();
         docs(&mut out, "", schema);
-        out.push_str("#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]\n");
+        // No `Default`: the schema names no default value, so the client invents none.
+        out.push_str("#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]\n");
         let _ = writeln!(out, "pub enum {name} {{");
-        for (i, value) in values.iter().filter_map(Value::as_str).enumerate() {
+        for value in values.iter().filter_map(Value::as_str) {
             let variant = pascal(value);
-            if i == 0 {
-                out.push_str("    #[default]\n");
-            }
             if variant != value {
                 let _ = writeln!(out, "    #[serde(rename = {value:?})]");
             }
@@ -168,6 +185,7 @@ impl Types {
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let mut fields = String::new();
+        let mut defaultable = true;
         let empty = serde_json::Map::new();
         let properties = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
         for (key, field) in properties {
@@ -195,12 +213,20 @@ impl Types {
                 if !rename.is_empty() {
                     let _ = writeln!(fields, "    #[serde({})]", rename.trim_end_matches(", "));
                 }
+                defaultable &= !(self.no_default.contains(&ty) || ty == TIME || ty == INT_OR_STRING);
                 let _ = writeln!(fields, "    pub {rust}: {ty},");
             }
         }
+        if !defaultable {
+            self.no_default.insert(name.into());
+        }
         let mut out = String::new();
         docs(&mut out, "", schema);
-        out.push_str("#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]\n");
+        let default = if defaultable { "Default, " } else { "" };
+        let _ = writeln!(
+            out,
+            "#[derive(Clone, Debug, {default}PartialEq, Serialize, Deserialize)]"
+        );
         let _ = write!(out, "pub struct {name} {{\n{fields}}}\n\n");
         if let Some(meta) = resource {
             out.push_str(&resource_impl(name, meta, properties));
@@ -311,6 +337,7 @@ pub fn render(project: &Project) -> Result<Vec<File>, String> {
         crate_name: &project.client_crate,
         version: env!("CARGO_PKG_VERSION"),
         group_versions: group_versions.clone(),
+        workspace: project.client_workspace,
     }
     .render()
     .map_err(|e| e.to_string())?;
@@ -343,5 +370,41 @@ mod tests {
         assert_eq!(snake("type"), "r#type");
         assert_eq!(pascal("Running"), "Running");
         assert_eq!(pascal("not-ready"), "NotReady");
+    }
+
+    #[test]
+    fn schema_types_map_to_kubernetes_types_and_invent_no_defaults() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "required": ["mode"],
+            "properties": {
+                "mode": {"type": "string", "enum": ["Fast", "slow-ish"]},
+                "at": {"type": "string", "format": "date-time"},
+                "port": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
+                "memory": {"x-kubernetes-int-or-string": true,
+                           "pattern": "^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))$"},
+                "inner": {"type": "object", "properties": {"size": {"type": "integer"}}},
+            },
+        });
+        let mut types = Types::default();
+        types.structure("Thing", &schema, None);
+        let out = types.out;
+        assert!(
+            out.contains("#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]\npub enum ThingMode")
+        );
+        assert!(!out.contains("#[default]"), "{out}");
+        assert!(out.contains("#[serde(rename = \"slow-ish\")]\n    SlowIsh,"), "{out}");
+        assert!(out.contains(&format!("pub at: Option<{TIME}>")), "{out}");
+        assert!(out.contains(&format!("pub port: Option<{INT_OR_STRING}>")), "{out}");
+        assert!(out.contains(&format!("pub memory: Option<{QUANTITY}>")), "{out}");
+        // A required enum has no default, so neither has the struct; the optional-only one has.
+        assert!(
+            out.contains("#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]\npub struct Thing {"),
+            "{out}"
+        );
+        assert!(
+            out.contains("#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]\npub struct ThingInner"),
+            "{out}"
+        );
     }
 }

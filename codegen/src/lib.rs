@@ -44,6 +44,9 @@ pub struct Project {
     pub etcd_servers: String,
     /// Name of the client crate (default `<resource group's first label>-client`).
     pub client_crate: String,
+    /// Give the client crate a `[workspace]` of its own, for a crate built outside any
+    /// workspace (off: the client is a member, or a path dependency, of the user's workspace).
+    pub client_workspace: bool,
     /// The served resources.
     pub resources: Vec<Documented>,
 }
@@ -58,6 +61,7 @@ impl Project {
             replicas: 2,
             etcd_servers: format!("http://etcd.{namespace}.svc:2379"),
             client_crate: format!("{}-client", name.trim_end_matches("-server")),
+            client_workspace: false,
             resources: Vec::new(),
         }
     }

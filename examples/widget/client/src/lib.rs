@@ -26,7 +26,7 @@ pub struct WidgetSpec {
 pub struct WidgetStatusConditions {
     /// When the status last changed.
     #[serde(rename = "lastTransitionTime", default, skip_serializing_if = "Option::is_none")]
-    pub last_transition_time: Option<String>,
+    pub last_transition_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Human-readable message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -43,9 +43,8 @@ pub struct WidgetStatusConditions {
 }
 
 /// Lifecycle phase.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WidgetStatusPhase {
-    #[default]
     Pending,
     Running,
     Failed,
@@ -63,7 +62,7 @@ pub struct WidgetStatus {
     pub conditions: Option<Vec<WidgetStatusConditions>>,
     /// When the status was last written.
     #[serde(rename = "lastUpdated", default, skip_serializing_if = "Option::is_none")]
-    pub last_updated: Option<String>,
+    pub last_updated: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Lifecycle phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<WidgetStatusPhase>,
@@ -119,13 +118,21 @@ pub trait WidgetApiExt {
 impl WidgetApiExt for kube::Api<Widget> {
     async fn set_status(&self, name: &str, status: &WidgetStatus) -> kube::Result<Widget> {
         let patch = serde_json::json!({"status": status});
-        self.patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-            .await
+        self.patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
     }
     async fn scale_to(&self, name: &str, replicas: i32) -> kube::Result<k8s_openapi::api::autoscaling::v1::Scale> {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
-        self.patch_scale(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-            .await
+        self.patch_scale(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
     }
 }
 

@@ -133,3 +133,30 @@ futures = "0.3"
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The generated client as a workspace member's path dependency: its date-time fields are
+/// k8s-openapi `Time`s read from what the server's status loop writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_generated_client_is_a_workspace_dependency() {
+    use widget_client::{Widget, WidgetSpec, WidgetStatusPhase};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let api: kube::Api<Widget> = kube::Api::namespaced(server.client().await, "default");
+    let mut widget = Widget {
+        spec: WidgetSpec {
+            replicas: 1,
+            image: "nginx:1.25".into(),
+            color: None,
+        },
+        ..Default::default()
+    };
+    widget.metadata.name = Some("member".into());
+    api.create(&Default::default(), &widget).await.unwrap();
+    let status = common::eventually("the status loop wrote the status", || {
+        let got = futures::executor::block_on(api.get("member")).ok()?;
+        got.status.filter(|s| s.last_updated.is_some())
+    });
+    let written: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time = status.last_updated.unwrap();
+    assert!(written.0 > jiff::Timestamp::UNIX_EPOCH);
+    assert!(status.phase.is_some_and(|p| p != WidgetStatusPhase::Failed));
+}
