@@ -26,7 +26,6 @@ struct CargoToml<'a> {
 struct LibRs {
     header: String,
     group_versions: String,
-    types: String,
 }
 
 const KEYWORDS: &[&str] = &[
@@ -344,10 +343,13 @@ pub fn render(project: &Project) -> Result<Vec<File>, String> {
     let lib = LibRs {
         header: format!("// {GENERATED}"),
         group_versions,
-        types: format!("\n{}", types.out.trim_end()),
     }
     .render()
     .map_err(|e| e.to_string())?;
+    let types = format!(
+        "// {GENERATED}\n//! The types.\n#![allow(clippy::derive_partial_eq_without_eq)]\n\nuse std::borrow::Cow;\n\nuse serde::{{Deserialize, Serialize}};\n\nuse super::ObjectMeta;\n\n{}\n",
+        types.out.trim_end()
+    );
     Ok(vec![
         File {
             path: PathBuf::from("Cargo.toml"),
@@ -356,6 +358,10 @@ pub fn render(project: &Project) -> Result<Vec<File>, String> {
         File {
             path: PathBuf::from("src/lib.rs"),
             bytes: format!("{lib}\n").into_bytes(),
+        },
+        File {
+            path: PathBuf::from("src/types.rs"),
+            bytes: types.into_bytes(),
         },
     ])
 }

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -81,8 +81,24 @@ fn manifests_parse_as_kubernetes_types() {
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&doc)),
                 "RoleBinding" => {
                     let binding: RoleBinding = typed(&doc);
-                    assert_eq!(binding.metadata.namespace.as_deref(), Some("kube-system"));
-                    assert_eq!(binding.role_ref.name, "extension-apiserver-authentication-reader");
+                    let namespace = match binding.role_ref.name.as_str() {
+                        "extension-apiserver-authentication-reader" => "kube-system",
+                        "widget-server:leader-election" => "widget-system",
+                        other => panic!("unexpected RoleBinding to {other}"),
+                    };
+                    assert_eq!(binding.metadata.namespace.as_deref(), Some(namespace));
+                }
+                "Role" => {
+                    // Leader election: the server's own Lease only, besides creating it.
+                    let role: Role = typed(&doc);
+                    let rules = role.rules.unwrap();
+                    assert!(
+                        rules
+                            .iter()
+                            .any(|r| r.resources.as_deref() == Some(&["leases".to_string()][..])
+                                && r.resource_names.as_deref() == Some(&["widget-server".to_string()][..])
+                                && r.verbs == ["get", "update"])
+                    );
                 }
                 "ClusterRole" => {
                     let role: ClusterRole = typed(&doc);
@@ -168,7 +184,7 @@ fn manifests_parse_as_kubernetes_types() {
     }
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds.len(), 10, "{kinds:?}");
+    assert_eq!(kinds.len(), 11, "{kinds:?}");
 }
 
 /// Whether the serving certificate in `certs` verifies, against the CA there, for `name`.

@@ -4,9 +4,11 @@
 //! [`tls`] (serving certificates, reloaded when their files change).
 
 pub mod connections;
+pub mod leader;
 pub mod options;
 pub mod run;
 pub mod tls;
 
+pub use leader::Leadership;
 pub use options::{ServerOptions, StorageKind};
 pub use run::{GIT_VERSION, Server};

@@ -155,6 +155,26 @@ pub struct ServerOptions {
     #[arg(long, default_value_t = 32)]
     pub header_read_timeout: u64,
 
+    /// Elect one replica (a `coordination.k8s.io/v1` Lease) to run the server's in-process
+    /// controllers; `--leader-elect=false` runs them in every replica.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// How long a lease holds without renewal (`15s`, `500ms`, ...).
+    #[arg(long, default_value = "15s", value_parser = crate::server::leader::parse_duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps trying to renew before it stops leading.
+    #[arg(long, default_value = "10s", value_parser = crate::server::leader::parse_duration)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// How often replicas try to acquire or renew the lease.
+    #[arg(long, default_value = "2s", value_parser = crate::server::leader::parse_duration)]
+    pub leader_elect_retry_period: std::time::Duration,
+    /// The Lease's name (default: the server binary's name).
+    #[arg(long)]
+    pub leader_elect_resource_name: Option<String>,
+    /// The Lease's namespace (default: the pod's, from `POD_NAMESPACE`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_elect_resource_namespace: String,
+
     /// Write audit events (one JSON line each) to this file; no audit log when unset.
     #[arg(long)]
     pub audit_log_path: Option<PathBuf>,

@@ -29,6 +29,7 @@ use crate::registry::custom::{CustomStorage, CustomStore};
 use crate::registry::rest::Rest;
 use crate::registry::{Store, TypedStrategy};
 use crate::resource::ApiResource;
+use crate::server::Leadership;
 use crate::storage::{self, Storage, WatchCache};
 
 /// The version `/version` reports and the OpenAPI documents carry.
@@ -55,6 +56,8 @@ pub struct Server {
     stores: Vec<Arc<Store>>,
     /// The admission steps every store runs.
     admission: Chain,
+    /// Whether this replica leads (runs the in-process controllers).
+    leading: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -75,6 +78,7 @@ impl Server {
             StorageKind::Etcd => "etcd",
         };
         let storage = Arc::new(InstrumentedStorage::new(storage, backend, metrics.clone()));
+        let options_leader_elect = options.leader_elect;
         Ok(Server {
             storage: WatchCache::new(storage, options.watch_cache_size),
             metrics,
@@ -82,6 +86,8 @@ impl Server {
             resources: Vec::new(),
             stores: Vec::new(),
             admission: Chain::default(),
+            // With leader election off, every replica leads.
+            leading: tokio::sync::watch::channel(!options_leader_elect).0,
         })
     }
 
@@ -122,6 +128,12 @@ impl Server {
         Ok(self)
     }
 
+    /// Whether this replica leads: in-process controllers run only while it does (one replica
+    /// at a time with `--leader-elect`, the default).
+    pub fn leadership(&self) -> Leadership {
+        Leadership::new(self.leading.subscribe())
+    }
+
     /// The registry of `T`, for in-process controllers (e.g. to write status).
     pub fn store<T: ApiResource>(&self) -> Option<Arc<Store>> {
         self.stores.iter().find(|s| *s.meta() == T::META).cloned()
@@ -143,6 +155,15 @@ impl Server {
         let admission_metrics = crate::admission::metrics::AdmissionMetrics::new(self.metrics.registry());
         self.admission.observe(admission_metrics.clone());
         crate::admission::cluster::install(&self.admission, &options, admission_metrics).await?;
+        let (stop_electing, electing) = tokio::sync::watch::channel(false);
+        let election = elect(
+            &options,
+            self.storage.clone(),
+            &self.metrics,
+            self.leading.clone(),
+            electing,
+        )
+        .await?;
         let version = json!({
             "major": "1", "minor": "33", "gitVersion": GIT_VERSION,
             "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
@@ -313,6 +334,11 @@ impl Server {
         }
         tracing::info!("shutting down: no new connections; ending watches and draining requests");
         drop(listener);
+        // Hand the lease over first, so another replica's controllers start at once.
+        let _ = stop_electing.send(true);
+        if let Some(election) = election {
+            let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+        }
         let _ = shutdown_tx.send(true);
         let drain = Duration::from_secs(options.shutdown_timeout);
         if !connections.drained(drain).await {
@@ -323,6 +349,58 @@ impl Server {
         self.admission.clear();
         Ok(())
     }
+}
+
+/// Start leader election (unless off), telling `leading` whether this replica leads: on the
+/// core API's Lease when there is a core API, else on a Lease in etcd; a server on memory or
+/// embedded storage without a core API is the only one using its data, and leads.
+async fn elect(
+    options: &ServerOptions,
+    storage: Arc<WatchCache>,
+    metrics: &Metrics,
+    leading: tokio::sync::watch::Sender<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    use crate::server::leader::{CoreLease, Elector, LeaseStore, StoredLease, Timing, identity};
+    if !options.leader_elect {
+        return Ok(None);
+    }
+    let name = options.leader_elect_resource_name.clone().unwrap_or_else(|| {
+        std::env::args()
+            .next()
+            .and_then(|a| Some(std::path::Path::new(&a).file_name()?.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "apiary".into())
+    });
+    let namespace = &options.leader_elect_resource_namespace;
+    let core = authn::core_client(options.authentication_kubeconfig.as_ref(), WEBHOOK_TIMEOUT).await?;
+    let store: Box<dyn LeaseStore> = match core {
+        Some(core) => Box::new(CoreLease::new(core, namespace, &name)),
+        None if options.storage == StorageKind::Etcd => {
+            Box::new(StoredLease::new(storage, &options.etcd_prefix, namespace, &name))
+        }
+        // Memory and embedded storage belong to this process alone: no other replica to elect.
+        None => {
+            leading.send_replace(true);
+            return Ok(None);
+        }
+    };
+    let timing = Timing {
+        lease_duration: options.leader_elect_lease_duration,
+        renew_deadline: options.leader_elect_renew_deadline,
+        retry_period: options.leader_elect_retry_period,
+    };
+    let gauge = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease.",
+        ),
+        &["name"],
+    )
+    .map(|g| crate::filters::metrics::registered(metrics.registry(), g))
+    .map_err(|e| e.to_string())?;
+    let elector = Elector::new(store, identity(), timing, leading);
+    let on_change = move |leads: bool| gauge.with_label_values(&[&name]).set(i64::from(leads));
+    Ok(Some(tokio::spawn(elector.run(stop, on_change))))
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

@@ -28,6 +28,9 @@ struct StandInState {
     namespaces: Collection,
     mutating: Collection,
     validating: Collection,
+    /// `namespace/name` → the Lease (leader election), with its resourceVersion.
+    leases: std::collections::BTreeMap<String, serde_json::Value>,
+    lease_revision: u64,
 }
 
 /// A collection of the stand-in's objects (namespaces, webhook configurations), with a
@@ -122,6 +125,8 @@ impl Default for StandInState {
             namespaces: Collection::new("Namespace"),
             mutating: Collection::new("MutatingWebhookConfiguration"),
             validating: Collection::new("ValidatingWebhookConfiguration"),
+            leases: Default::default(),
+            lease_revision: 0,
         };
         for name in ["default", "kube-system"] {
             state
@@ -160,6 +165,14 @@ impl CoreApiStandIn {
             .route(
                 "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
                 get(configmap),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+                post(create_lease),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
+                get(get_lease).put(replace_lease),
             )
             .with_state(state.clone());
         let server = HttpsServer::start(&dir.join("stand-in-certs"), &[], router);
@@ -246,6 +259,11 @@ impl CoreApiStandIn {
     /// An outage: every review answers 500 while `down`.
     pub fn set_down(&self, down: bool) {
         self.with(|s| s.down = down);
+    }
+
+    /// The Lease `namespace/name` (leader election), if one was written.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        self.with(|s| s.leases.get(&format!("{namespace}/{name}")).cloned())
     }
 
     /// The SubjectAccessReview specs received so far.
@@ -407,5 +425,100 @@ async fn namespace(
             })),
         )
             .into_response(),
+    }
+}
+
+fn status(code: u16, reason: &str, message: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "code": code, "message": message,
+    });
+    (
+        axum::http::StatusCode::from_u16(code).unwrap_or_default(),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// `GET .../leases/{name}`.
+async fn get_lease(
+    axum::extract::State(state): StandIn,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.down {
+        return outage();
+    }
+    match s.leases.get(&format!("{namespace}/{name}")) {
+        Some(lease) => axum::Json(lease.clone()).into_response(),
+        None => status(
+            404,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+        ),
+    }
+}
+
+/// Store a Lease at the next resourceVersion.
+fn put_lease(s: &mut StandInState, namespace: &str, mut lease: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    s.lease_revision += 1;
+    lease["metadata"]["namespace"] = serde_json::json!(namespace);
+    lease["metadata"]["resourceVersion"] = serde_json::json!(s.lease_revision.to_string());
+    let name = lease["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    s.leases.insert(format!("{namespace}/{name}"), lease.clone());
+    axum::Json(lease).into_response()
+}
+
+/// `POST .../leases`: 409 when it exists.
+async fn create_lease(
+    axum::extract::State(state): StandIn,
+    axum::extract::Path(namespace): axum::extract::Path<String>,
+    axum::Json(lease): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.down {
+        return outage();
+    }
+    let name = lease["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    if s.leases.contains_key(&format!("{namespace}/{name}")) {
+        return status(
+            409,
+            "AlreadyExists",
+            format!("leases.coordination.k8s.io \"{name}\" already exists"),
+        );
+    }
+    put_lease(&mut s, &namespace, lease)
+}
+
+/// `PUT .../leases/{name}`: 409 unless its resourceVersion is current.
+async fn replace_lease(
+    axum::extract::State(state): StandIn,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+    axum::Json(lease): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.down {
+        return outage();
+    }
+    let current = s
+        .leases
+        .get(&format!("{namespace}/{name}"))
+        .map(|l| l["metadata"]["resourceVersion"].clone());
+    match current {
+        None => status(
+            404,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+        ),
+        Some(rv) if rv != lease["metadata"]["resourceVersion"] => status(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified"
+            ),
+        ),
+        Some(_) => put_lease(&mut s, &namespace, lease),
     }
 }

@@ -31,7 +31,7 @@ async fn main() {
         let policies = server.store::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
         let server = server.admit::<Widget>(policy::DeniedImages { policies });
         let store = server.store::<Widget>().ok_or("Widget is served")?;
-        tokio::spawn(status::run(store));
+        tokio::spawn(status::run(store, server.leadership()));
         server.run().await
     };
     if let Err(e) = result.await {

@@ -8,15 +8,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiary_runtime::registry::{ListOptions, Part, Store, WatchEvent, WriteOptions};
+use apiary_runtime::server::Leadership;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// Longest pause between attempts to restart a failed watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// While this replica leads, watch Widgets and write status for each change (one replica
+/// writes status at a time; the others wait for the lease).
+pub async fn run(store: Arc<Store>, mut leadership: Leadership) {
+    loop {
+        leadership.acquired().await;
+        tracing::info!("widget status loop: started (this replica leads)");
+        tokio::select! {
+            () = follow(&store) => {}
+            () = leadership.lost() => tracing::info!("widget status loop: stopped (another replica leads)"),
+        }
+    }
+}
+
 /// Watch Widgets forever, writing status for each change; restart the watch when it ends,
 /// backing off while storage is unavailable.
-pub async fn run(store: Arc<Store>) {
+async fn follow(store: &Arc<Store>) {
     let mut backoff = Duration::from_millis(250);
     loop {
         match store.watch(ListOptions::default(), Some(true), false).await {
@@ -25,7 +39,7 @@ pub async fn run(store: Arc<Store>) {
                 let mut events = Box::pin(events);
                 while let Some(event) = events.next().await {
                     if let WatchEvent::Object("ADDED" | "MODIFIED", object) = event {
-                        reconcile(&store, &object).await;
+                        reconcile(store, &object).await;
                     }
                 }
             }

@@ -13,29 +13,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, W
 use serde_json::json;
 use widget_api::Widget;
 
-/// A second replica sharing the first one's certificates (as pods share a Secret).
-fn second_replica(first: &ServerProcess, dir: &std::path::Path, etcd: &EtcdProcess) -> ServerProcess {
-    let certs = first.dir.join(".apiary/certs");
-    let (cert, key, ca) = (
-        certs.join("apiserver.crt"),
-        certs.join("apiserver.key"),
-        certs.join("ca.crt"),
-    );
-    let args = [
-        "--storage",
-        "etcd",
-        "--etcd-servers",
-        &etcd.endpoint(),
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-private-key-file",
-        key.to_str().unwrap(),
-        "--client-ca-file",
-        ca.to_str().unwrap(),
-    ];
-    ServerProcess::start_in(dir, &args)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_are_one_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,7 +21,7 @@ async fn two_replicas_are_one_api() {
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
     let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
-    let b = second_replica(&a, &dir_b, &etcd);
+    let b = common::replica_of(&a.dir, &dir_b, &etcd, &[]);
     let api_a: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &a.url).await, "default");
     let api_b: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &b.url).await, "default");
 
@@ -139,7 +116,7 @@ async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
     let mut rv = start;
     // Watch through replica B, kill B part-way, resume through a new B from the last resourceVersion.
     for round in 0..2 {
-        let b = second_replica(&a, &dir_b, &etcd);
+        let b = common::replica_of(&a.dir, &dir_b, &etcd, &[]);
         let api_b: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &b.url).await, "default");
         let mut stream = api_b
             .watch(&WatchParams::default().timeout(30), &rv)

@@ -395,6 +395,16 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
     let failed_open = log.contains("failed-open.validating.webhook.admission.k8s.io/round_0_index_3");
     assert!(failed_open, "the Ignore failure is annotated");
 
+    // With a core API, leader election holds a coordination.k8s.io/v1 Lease there.
+    let lease = core
+        .lease("default", "widget-server")
+        .expect("the server holds a Lease");
+    assert!(
+        lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()),
+        "{lease}"
+    );
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
+
     // A configuration removed while running stops applying.
     core.delete_webhook_configuration("ValidatingWebhookConfiguration", "validators");
     common::eventually("the removed configuration stops applying", || {

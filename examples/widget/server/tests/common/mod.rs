@@ -46,6 +46,38 @@ pub fn core_api_flags(kubeconfig: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Another replica of the server that ran in `first` on `etcd`, in `dir`, sharing its
+/// certificates (as pods share a Secret), with `extra` flags. The first one's kubectl reaches
+/// it with `--server`.
+pub fn replica_of(
+    first: &Path,
+    dir: &Path,
+    etcd: &apiary_runtime::testing::EtcdProcess,
+    extra: &[&str],
+) -> ServerProcess {
+    let certs = first.join(".apiary/certs");
+    let (cert, key, ca) = (
+        certs.join("apiserver.crt"),
+        certs.join("apiserver.key"),
+        certs.join("ca.crt"),
+    );
+    let endpoint = etcd.endpoint();
+    let mut args = vec![
+        "--storage",
+        "etcd",
+        "--etcd-servers",
+        &endpoint,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-private-key-file",
+        key.to_str().unwrap(),
+        "--client-ca-file",
+        ca.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    ServerProcess::start_in(dir, &args)
+}
+
 /// A Widget manifest.
 pub fn widget(name: &str, replicas: i32, extra_spec: &str) -> String {
     format!(
