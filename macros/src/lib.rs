@@ -5,6 +5,7 @@
 //! small impls that call into `apiary_runtime`: `kube::Resource`, `apiary_runtime::ApiResource`
 //! (static metadata plus the strategy hooks) and the `<Kind>List` alias.
 
+mod checks;
 mod resource;
 
 use proc_macro::TokenStream;
@@ -21,7 +22,7 @@ use proc_macro::TokenStream;
 /// Keys of `#[api(...)]`:
 /// - `group`, `version` (required); `kind` (default: the type's name);
 ///   `plural`, `singular` (default: derived from the kind); `short_names("w", ..)`, `categories("all", ..)`;
-/// - `namespaced` (the default) or `cluster`;
+/// - `namespaced` or `cluster` (one is required);
 /// - `status = "Type"`: enables the status subresource; the type needs `status: Option<Type>`;
 /// - `scale(spec = ".spec.x", status = ".status.y", selector = ".status.z")`: the scale subresource;
 /// - `printcolumn(name = "..", type = "integer|number|string|boolean|date", json_path = ".spec.x",

@@ -1,11 +1,13 @@
 //! `#[derive(ApiResource)]` in three stages: parse `#[api(...)]` (darling) → a checked
 //! [`Model`] → emitted impls. Every check reports at the user's span and says how to fix it.
 
-use darling::util::{Flag, SpannedValue};
+use darling::util::SpannedValue;
 use darling::{FromDeriveInput, FromMeta, ast::NestedMeta};
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::{Data, DeriveInput, Fields, LitStr, Type};
+
+use crate::checks::{Scope, StrList, TypeName, check_lower, check_path, is_api_version, is_dns_label_like, is_kind};
 
 // ---------------------------------------------------------------- parse
 
@@ -18,19 +20,23 @@ struct ApiAttrs {
     generics: syn::Generics,
     group: Option<SpannedValue<String>>,
     version: Option<SpannedValue<String>>,
-    kind: Option<String>,
+    kind: Option<SpannedValue<String>>,
     plural: Option<SpannedValue<String>>,
     singular: Option<SpannedValue<String>>,
     #[darling(default)]
     short_names: StrList,
     #[darling(default)]
     categories: StrList,
-    namespaced: Flag,
-    cluster: Flag,
-    status: Option<SpannedValue<String>>,
+    #[darling(default)]
+    namespaced: Scope,
+    #[darling(default)]
+    cluster: SpannedValue<Scope>,
+    /// kube-rs's `scope = "Cluster"`: answered with the right form.
+    scope: Option<SpannedValue<String>>,
+    status: Option<SpannedValue<TypeName>>,
     scale: Option<SpannedValue<ScaleAttrs>>,
     #[darling(multiple)]
-    printcolumn: Vec<SpannedValue<PrintColumnAttrs>>,
+    printcolumn: Vec<SpannedValue<Column>>,
     #[darling(multiple)]
     selectable: Vec<SpannedValue<String>>,
     default: Option<syn::Path>,
@@ -45,6 +51,21 @@ struct ScaleAttrs {
     selector: Option<SpannedValue<String>>,
 }
 
+/// `printcolumn(...)`; kube-rs's JSON string form gets the right form.
+struct Column(PrintColumnAttrs);
+
+impl FromMeta for Column {
+    fn from_list(items: &[NestedMeta]) -> darling::Result<Self> {
+        PrintColumnAttrs::from_list(items).map(Column)
+    }
+
+    fn from_string(_: &str) -> darling::Result<Self> {
+        Err(darling::Error::custom(
+            "write the column as keys, not JSON: `printcolumn(name = \"Replicas\", type = \"integer\", json_path = \".spec.replicas\")`",
+        ))
+    }
+}
+
 /// `printcolumn(name = "...", type = "...", json_path = "...", ...)`.
 #[derive(FromMeta)]
 struct PrintColumnAttrs {
@@ -56,25 +77,6 @@ struct PrintColumnAttrs {
     #[darling(default)]
     priority: i32,
     format: Option<SpannedValue<String>>,
-}
-
-/// `key("a", "b")`: a list of string literals.
-#[derive(Default)]
-struct StrList(Vec<LitStr>);
-
-impl FromMeta for StrList {
-    fn from_list(items: &[NestedMeta]) -> darling::Result<Self> {
-        items
-            .iter()
-            .map(|item| match item {
-                NestedMeta::Lit(syn::Lit::Str(s)) => Ok(s.clone()),
-                other => {
-                    Err(darling::Error::custom("expected a string literal, e.g. (\"w\", \"wd\")").with_span(other))
-                }
-            })
-            .collect::<darling::Result<_>>()
-            .map(StrList)
-    }
 }
 
 // ---------------------------------------------------------------- model
@@ -178,7 +180,31 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         }
     }
 
-    let kind = attrs.kind.clone().unwrap_or_else(|| attrs.ident.to_string());
+    if let Some(v) = &attrs.version
+        && is_dns_label_like(v)
+        && !is_api_version(v)
+    {
+        errors.push(
+            darling::Error::custom(format!(
+                "`version = \"{}\"` is not a Kubernetes API version: write `v1`, `v2beta1` or `v1alpha1`",
+                v.as_str()
+            ))
+            .with_span(&v.span()),
+        );
+    }
+    let kind = attrs
+        .kind
+        .as_ref()
+        .map_or_else(|| attrs.ident.to_string(), |k| k.to_string());
+    if !is_kind(&kind) {
+        let error = darling::Error::custom(format!(
+            "kind `{kind}` must be UpperCamelCase letters and digits, e.g. `Widget` or `WidgetPolicy`"
+        ));
+        errors.push(match &attrs.kind {
+            Some(k) => error.with_span(&k.span()),
+            None => error.with_span(&attrs.ident),
+        });
+    }
     let plural = match &attrs.plural {
         Some(p) => check_lower(p, "plural", &mut errors),
         None => pluralize(&kind.to_lowercase()),
@@ -188,13 +214,34 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         None => kind.to_lowercase(),
     };
 
-    if attrs.namespaced.is_present() && attrs.cluster.is_present() {
+    if let Some(scope) = &attrs.scope {
+        let word = if scope.eq_ignore_ascii_case("cluster") {
+            "cluster"
+        } else {
+            "namespaced"
+        };
         errors.push(
-            darling::Error::custom("a resource is either `namespaced` or `cluster`, not both; remove one")
-                .with_span(&attrs.cluster.span()),
+            darling::Error::custom(format!(
+                "`scope = \"{}\"` is kube-rs's spelling: write the word `{word}` in `#[api(...)]`",
+                scope.as_str()
+            ))
+            .with_span(&scope.span()),
         );
     }
-    let namespaced = !attrs.cluster.is_present();
+    match (attrs.namespaced.0, attrs.cluster.0) {
+        (true, true) => errors.push(
+            darling::Error::custom("a resource is either `namespaced` or `cluster`, not both; remove one")
+                .with_span(&attrs.cluster.span()),
+        ),
+        (false, false) if attrs.scope.is_none() => errors.push(
+            darling::Error::custom(
+                "`#[api(...)]` needs a scope: `namespaced` (objects live in a namespace) or `cluster` (cluster-scoped; kube-rs's default)",
+            )
+            .with_span(&attrs.ident),
+        ),
+        _ => {}
+    }
+    let namespaced = !attrs.cluster.0;
 
     // The status subresource: the attribute and the field must agree.
     let status_field = field("status");
@@ -203,8 +250,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
             None => errors.push(
                 darling::Error::custom(format!(
                     "`status = \"{}\"` needs a field `status: Option<{}>` on this struct",
-                    status.as_str(),
-                    status.as_str()
+                    &status.0, &status.0
                 ))
                 .with_span(&status.span()),
             ),
@@ -219,7 +265,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
                         errors.push(
                             darling::Error::custom(format!(
                                 "`status = \"{}\"` does not match the field `status: {}`; make them name the same type",
-                                status.as_str(),
+                                &status.0,
                                 quote!(#actual).to_string().replace(' ', "")
                             ))
                             .with_span(&status.span()),
@@ -228,7 +274,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
                         errors.push(
                             darling::Error::custom(format!(
                                 "the status field must be optional so clients can create objects without it: `status: Option<{}>`",
-                                status.as_str()
+                                &status.0
                             ))
                             .with_span(&f.ty),
                         );
@@ -273,7 +319,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         .printcolumn
         .into_iter()
         .map(|column| {
-            let column = column.into_inner();
+            let column = column.into_inner().0;
             if !COLUMN_TYPES.contains(&column.type_.as_str()) {
                 errors.push(
                     darling::Error::custom(format!("printcolumn type must be one of {}", COLUMN_TYPES.join(", ")))
@@ -345,63 +391,6 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         validate: attrs.validate,
         metadata_span,
     })
-}
-
-fn is_dns_label_like(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-}
-
-fn check_lower(value: &SpannedValue<String>, key: &str, errors: &mut darling::error::Accumulator) -> String {
-    if value.is_empty() || !value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        errors.push(
-            darling::Error::custom(format!("`{key}` must be lowercase letters and digits, e.g. `widgets`"))
-                .with_span(&value.span()),
-        );
-    }
-    value.to_string()
-}
-
-/// A JSON path as CRDs take them: `.a.b`, `.a[0].b`, `.a[?(@.type=="Ready")].status`.
-fn check_path(
-    path: &SpannedValue<String>,
-    prefixes: &[&str],
-    what: &str,
-    example: &str,
-    errors: &mut darling::error::Accumulator,
-) {
-    let ok_prefix = prefixes.iter().any(|p| path.starts_with(p));
-    let mut depth = 0i32;
-    let mut last_dot = false;
-    let mut ok_chars = true;
-    for c in path.chars() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            '.' if depth == 0 && last_dot => ok_chars = false,
-            '.' if depth == 0 => {}
-            c if depth == 0 && !(c.is_ascii_alphanumeric() || c == '_' || c == '-') => ok_chars = false,
-            _ => {}
-        }
-        if depth < 0 {
-            ok_chars = false;
-        }
-        last_dot = c == '.' && depth == 0;
-    }
-    if !ok_prefix || !ok_chars || depth != 0 || last_dot || path.len() <= 1 {
-        errors.push(
-            darling::Error::custom(format!(
-                "{what} must be a JSON path starting with {}, e.g. `{example}`",
-                prefixes
-                    .iter()
-                    .map(|p| format!("`{p}`"))
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-            ))
-            .with_span(&path.span()),
-        );
-    }
 }
 
 fn option_inner(ty: &Type) -> Option<&Type> {
@@ -497,14 +486,22 @@ fn emit(m: &Model) -> TokenStream {
         quote!(#rt::PrintColumn { name: #name, type_: #ty, json_path: #path, description: #description, priority: #priority, format: #format })
     });
     let selectable = &m.selectable;
-    let defaults = m
-        .default
-        .as_ref()
-        .map(|path| quote!(fn apply_defaults(&mut self) { #path(self) }));
-    let validate = m
-        .validate
-        .as_ref()
-        .map(|path| quote!(fn validate(&self) -> ::std::vec::Vec<#rt::FieldError> { #path(self) }));
+    // The hooks are typed through fn pointers spanned at the user's path, so a hook with
+    // the wrong signature (a `default` taking `&Self`, which could change nothing) fails there.
+    let defaults = m.default.as_ref().map(|path| {
+        let span = syn::spanned::Spanned::span(path);
+        quote_spanned!(span=> fn apply_defaults(&mut self) {
+            let hook: fn(&mut Self) = #path;
+            hook(self)
+        })
+    });
+    let validate = m.validate.as_ref().map(|path| {
+        let span = syn::spanned::Spanned::span(path);
+        quote_spanned!(span=> fn validate(&self) -> ::std::vec::Vec<#rt::FieldError> {
+            let hook: fn(&Self) -> ::std::vec::Vec<#rt::FieldError> = #path;
+            hook(self)
+        })
+    });
     let list = format_ident!("{}List", kind.as_str(), span = ident.span());
     let list_doc = format!("A list of [`{ident}`] (`{kind}List`, {api_version}).");
     // The deep-copy contract: the runtime clones objects between storage, watch fan-out and

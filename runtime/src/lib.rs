@@ -60,6 +60,13 @@ pub mod __private {
     pub const fn assert_deep_copy<T: DeepCopy>() {}
 }
 
+/// Check `T`'s declaration against its schema as the server will at start (structural schema,
+/// scale/selectable/printcolumn paths naming real fields): for a unit test in the crate that
+/// declares `T`.
+pub fn check<T: ApiResource>() -> Result<(), String> {
+    registry::Admission::new(std::sync::Arc::new(registry::TypedStrategy::<T>::default())).map(drop)
+}
+
 /// Items of `stream` up to and including the first for which `last` holds; then it ends
 /// at once (unlike `scan`/`take_while`, which wait for one more item to decide).
 pub fn take_through<S: futures::Stream + Send + 'static>(

@@ -86,6 +86,7 @@ impl Admission {
                 violations.join("; ")
             ));
         }
+        check_paths(&meta, &schema)?;
         let validator = Validator::new(schema.clone())?;
         Ok(Admission {
             meta,
@@ -196,4 +197,33 @@ impl Admission {
         }
         Ok(prepared)
     }
+}
+
+/// The scale, selectable and printer-column paths of `meta` must name fields of its schema
+/// (the derive checks their form; only the schema knows the nested types' fields), and scale
+/// replicas must be integers: else `kubectl scale` would say "scaled" and change nothing.
+pub(crate) fn check_paths(meta: &crate::resource::ResourceMeta, schema: &Value) -> Result<(), String> {
+    use crate::schema::jsonpath::in_schema;
+    let kind = meta.kind;
+    // (what, path, whether it must be an integer)
+    let mut paths: Vec<(&str, &str, bool)> = Vec::new();
+    if let Some(scale) = meta.scale {
+        paths.push(("scale spec", scale.spec_replicas, true));
+        paths.push(("scale status", scale.status_replicas, true));
+        paths.extend(scale.label_selector.map(|p| ("scale selector", p, false)));
+    }
+    paths.extend(meta.selectable_fields.iter().map(|p| ("selectable", *p, false)));
+    paths.extend(
+        meta.columns
+            .iter()
+            .map(|c| ("printcolumn json_path", c.json_path, false)),
+    );
+    for (what, path, integer) in paths {
+        let found = in_schema(schema, path).map_err(|e| format!("{kind}: {what} {e}; fix the path in #[api(...)]"))?;
+        let is_integer = found.is_none_or(|s| s.get("type").is_none_or(|t| t == "integer"));
+        if integer && !is_integer {
+            return Err(format!("{kind}: {what} `{path}` must name an integer field"));
+        }
+    }
+    Ok(())
 }

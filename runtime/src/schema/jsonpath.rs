@@ -54,6 +54,51 @@ pub fn is_valid(path: &str) -> bool {
     parse(path).is_some()
 }
 
+/// The schema of what `path` selects in objects of `schema`: `Ok(None)` where the schema
+/// stops describing (free-form objects such as `metadata`'s, preserved unknown fields), an
+/// error naming the first step the schema does not have.
+pub fn in_schema<'a>(schema: &'a Value, path: &str) -> Result<Option<&'a Value>, String> {
+    let steps = parse(path).ok_or_else(|| format!("`{path}` is not a JSON path of the supported form"))?;
+    let mut at = schema;
+    let mut walked = String::new();
+    for step in &steps {
+        let free = at.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            || (at.get("type").is_none_or(|t| t == "object")
+                && at.get("properties").is_none()
+                && at.get("additionalProperties").is_none()
+                && at.get("items").is_none());
+        if free {
+            return Ok(None);
+        }
+        at = match step {
+            Step::Field(name) => {
+                walked.push('.');
+                walked.push_str(name);
+                match (at.get("properties"), at.get("additionalProperties")) {
+                    (Some(properties), _) => properties.get(name.as_str()).ok_or_else(|| {
+                        let known: Vec<&str> = properties
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, _)| k.as_str())
+                            .collect();
+                        format!("`{walked}` is not in the schema (known here: {})", known.join(", "))
+                    })?,
+                    (None, Some(values)) if values.is_object() => values,
+                    _ => return Err(format!("`{walked}`: the schema has no fields here")),
+                }
+            }
+            Step::Index(_) | Step::All | Step::Filter(..) => {
+                walked.push_str("[]");
+                at.get("items")
+                    .or_else(|| at.get("additionalProperties").filter(|v| v.is_object()))
+                    .ok_or_else(|| format!("`{walked}`: the schema has no list here"))?
+            }
+        };
+    }
+    Ok(Some(at))
+}
+
 /// Every value `path` selects in `value` (empty when the path is invalid or finds nothing).
 pub fn select<'a>(value: &'a Value, path: &str) -> Vec<&'a Value> {
     let Some(steps) = parse(path) else {
@@ -116,6 +161,31 @@ pub fn set(value: &mut Value, path: &str, new: Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_checked_against_the_schema() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "metadata": {"type": "object"},
+            "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+            "status": {"type": "object", "properties": {
+                "conditions": {"type": "array", "items": {"type": "object", "properties": {"status": {"type": "string"}}}}}},
+        }});
+        assert_eq!(
+            in_schema(&schema, ".spec.replicas").unwrap().unwrap()["type"],
+            "integer"
+        );
+        assert!(in_schema(&schema, ".metadata.namespace").unwrap().is_none());
+        assert!(
+            in_schema(&schema, r#".status.conditions[?(@.type=="Ready")].status"#)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            in_schema(&schema, ".spec.nosuch").unwrap_err(),
+            "`.spec.nosuch` is not in the schema (known here: replicas)"
+        );
+        assert!(in_schema(&schema, ".spec.replicas[0]").is_err());
+    }
     use serde_json::json;
 
     #[test]

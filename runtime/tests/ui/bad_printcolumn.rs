@@ -13,7 +13,7 @@ pub struct State {
 }
 
 #[derive(ApiResource, Clone, Serialize, Deserialize, JsonSchema)]
-#[api(group = "example.com", version = "v1", printcolumn(name = "Replicas", type = "int", json_path = ".spec..replicas"))]
+#[api(group = "example.com", version = "v1", printcolumn(name = "Replicas", type = "int", json_path = ".spec..replicas"), namespaced)]
 pub struct Thing {
     metadata: ObjectMeta,
     spec: Spec,

@@ -13,7 +13,7 @@ pub struct State {
 }
 
 #[derive(ApiResource, Clone, Serialize, Deserialize, JsonSchema)]
-#[api(version = "v1")]
+#[api(version = "v1", namespaced)]
 pub struct Thing {
     metadata: ObjectMeta,
     spec: Spec,

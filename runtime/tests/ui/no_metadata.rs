@@ -13,7 +13,7 @@ pub struct State {
 }
 
 #[derive(ApiResource, Clone, Serialize, Deserialize, JsonSchema)]
-#[api(group = "example.com", version = "v1")]
+#[api(group = "example.com", version = "v1", namespaced)]
 pub struct Thing {
     spec: Spec,
 }

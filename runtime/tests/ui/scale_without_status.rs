@@ -13,7 +13,7 @@ pub struct State {
 }
 
 #[derive(ApiResource, Clone, Serialize, Deserialize, JsonSchema)]
-#[api(group = "example.com", version = "v1", scale(spec = ".spec.replicas", status = ".status.ready"))]
+#[api(group = "example.com", version = "v1", scale(spec = ".spec.replicas", status = ".status.ready"), namespaced)]
 pub struct Thing {
     metadata: ObjectMeta,
     spec: Spec,

@@ -13,7 +13,7 @@ pub struct State {
 }
 
 #[derive(ApiResource, Clone, Serialize, Deserialize, JsonSchema)]
-#[api(group = "example.com", version = "v1", status = "Spec")]
+#[api(group = "example.com", version = "v1", status = "Spec", namespaced)]
 pub struct Thing {
     metadata: ObjectMeta,
     spec: Spec,

@@ -13,7 +13,7 @@ pub struct State {
 }
 
 #[derive(ApiResource, Clone, Serialize, Deserialize, JsonSchema)]
-#[api(group = "example.com", version = "v1", shortnames("t"))]
+#[api(group = "example.com", version = "v1", shortnames("t"), namespaced)]
 pub struct Thing {
     metadata: ObjectMeta,
     spec: Spec,

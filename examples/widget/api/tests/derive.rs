@@ -234,3 +234,10 @@ fn list_type_has_kind_and_api_version() {
     let back: WidgetList = serde_json::from_value(json).unwrap();
     assert_eq!(back.items.len(), 1);
 }
+
+/// What the server checks at start (paths naming real fields of nested types), in a unit test.
+#[test]
+fn declarations_match_the_schema() {
+    apiary_runtime::check::<widget_api::Widget>().unwrap();
+    apiary_runtime::check::<widget_api::WidgetPolicy>().unwrap();
+}

@@ -1,0 +1,21 @@
+use apiary_runtime::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Spec {
+    pub replicas: i32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct State {
+    pub ready: i32,
+}
+
+#[derive(ApiResource, Clone, Serialize, Deserialize, JsonSchema)]
+#[api(group = "example.com", version = "1alpha", namespaced)]
+pub struct Thing {
+    metadata: ObjectMeta,
+    spec: Spec,
+}
+fn main() {}
