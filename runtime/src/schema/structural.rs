@@ -201,12 +201,33 @@ pub fn make_structural(schema: &mut Value) {
             }
         }
     }
-    // Unsigned formats are not OpenAPI formats; Kubernetes says int64 with a minimum.
-    if let Some(Value::String(f)) = map.get("format")
-        && f.starts_with("uint")
-    {
-        let f = if f == "uint64" || f == "uint" { "int64" } else { "int32" };
-        map.insert("format".into(), json!(f));
+    // Rust's narrow and unsigned integers are not OpenAPI formats: Kubernetes publishes int32
+    // or int64 with the bounds (a u32 is an int64 up to 4294967295, as upstream's uint32
+    // fields), so an out-of-range value is a 422 at its field, and clients reading the
+    // schema get a type that holds every accepted value.
+    if let Some(Value::String(f)) = map.get("format") {
+        let bounds: Option<(&str, i64, i64)> = match f.as_str() {
+            "int8" => Some(("int32", i8::MIN.into(), i8::MAX.into())),
+            "int16" => Some(("int32", i16::MIN.into(), i16::MAX.into())),
+            "uint8" => Some(("int32", 0, u8::MAX.into())),
+            "uint16" => Some(("int32", 0, u16::MAX.into())),
+            "uint32" => Some(("int64", 0, u32::MAX.into())),
+            "uint64" | "uint" => Some(("int64", 0, i64::MAX)),
+            _ => None,
+        };
+        if let Some((format, min, max)) = bounds {
+            map.insert("format".into(), json!(format));
+            let tighter = |key: &str, bound: i64, keep: fn(i64, i64) -> i64| {
+                map.get(key)
+                    .and_then(Value::as_i64)
+                    .map_or(bound, |given| keep(given, bound))
+            };
+            let (min, max) = (tighter("minimum", min, i64::max), tighter("maximum", max, i64::min));
+            map.insert("minimum".into(), json!(min));
+            if max != i64::MAX {
+                map.insert("maximum".into(), json!(max));
+            }
+        }
     }
     if map.get("nullable") == Some(&Value::Bool(true))
         && let Some(Value::Array(values)) = map.get_mut("enum")

@@ -67,6 +67,23 @@ impl Validator {
             let supported: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
             errors.push(FieldError::not_supported(display(path), value, &supported));
         }
+        // The width of `format` bounds integers too (a value past it would fail the typed decode).
+        let width = match schema.get("format").and_then(Value::as_str) {
+            Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+            Some("int64") => Some((i64::MIN, i64::MAX)),
+            _ => None,
+        };
+        if let (Some((low, high)), true) = (width, value.is_number()) {
+            let inside = value.as_i64().is_some_and(|n| (low..=high).contains(&n));
+            if !inside {
+                let format = schema["format"].as_str().unwrap_or_default();
+                errors.push(FieldError::invalid(
+                    display(path),
+                    value,
+                    format!("{} in body must be of type {format}: \"{value}\"", display(path)),
+                ));
+            }
+        }
         if let Some(n) = value.as_f64() {
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
                 let exclusive = schema.get("exclusiveMinimum") == Some(&Value::Bool(true));
