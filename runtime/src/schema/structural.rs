@@ -373,7 +373,7 @@ mod tests {
                 "type": "object",
                 "properties": {
                     "title": {"type": "string"},
-                    "default": {"type": "integer", "format": "int32", "nullable": true},
+                    "default": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 4294967295u32, "nullable": true},
                     "any": {"x-kubernetes-preserve-unknown-fields": true},
                     "mode": {"type": "string", "enum": ["A", "B"]},
                     "strict": {"type": "object", "properties": {"a": {"type": "string", "nullable": true}}}
