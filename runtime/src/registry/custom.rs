@@ -322,7 +322,11 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
         let review = options.review(false);
         let attributes = options.attributes(&self.meta, namespace, name, Some(&current), &review);
         self.chain.mutate(&attributes, &mut body).await?;
-        let object = self.admission.prepare(body, name)?;
+        let change = super::Change {
+            old: &current,
+            status: false,
+        };
+        let object = self.admission.prepare_update(body, name, change)?;
         self.chain.validate(&attributes, &object).await?;
         if options.dry_run {
             return Ok(Written {

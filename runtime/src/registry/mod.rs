@@ -32,4 +32,4 @@ pub use object::set_type_meta;
 pub use options::{DeleteOptions, FieldValidation, ListOptions, Listed, Part, WatchEvent, WriteOptions, Written};
 pub use scale::ScaleChange;
 pub use store::Store;
-pub use strategy::{Admission, Prepared, Strategy, TypedStrategy};
+pub use strategy::{Admission, Change, Prepared, Strategy, TypedStrategy};

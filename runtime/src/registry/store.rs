@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::managed::{self, Writer};
 use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
-use super::strategy::{Admission, Strategy};
+use super::strategy::{Admission, Change, Strategy};
 use crate::admission::Chain;
 
 /// Optimistic-concurrency retries of a write against concurrent writers.
@@ -275,7 +275,11 @@ impl Store {
         let review = options.review(false);
         let attributes = options.attributes(&self.meta, namespace, name, Some(current), &review);
         self.chain.mutate(&attributes, &mut object).await?;
-        let mut object = self.admission.prepare(object, name)?;
+        let change = Change {
+            old: current,
+            status: part == Part::Status,
+        };
+        let mut object = self.admission.prepare_update(object, name, change)?;
         self.chain.validate(&attributes, &object).await?;
         if spec_part(&object) != spec_part(current) {
             let generation = current

@@ -21,16 +21,52 @@ pub trait Strategy: Send + Sync + 'static {
     fn meta(&self) -> &ResourceMeta;
     /// The structural schema.
     fn schema(&self) -> Value;
-    /// Decode into the Rust type (pruning unknown fields), default, validate, encode back.
-    fn prepare(&self, object: Value) -> Result<Value, Prepared>;
+    /// Decode into the Rust type (pruning unknown fields), default, validate, encode back;
+    /// `Err` when the JSON does not decode into the type (400).
+    fn prepare(&self, object: Value) -> Result<Prepared, String>;
 }
 
-/// Why [`Strategy::prepare`] refused an object.
-pub enum Prepared {
-    /// The JSON does not decode into the type: 400.
-    Decode(String),
-    /// The `validate` hook's errors: 422.
-    Invalid(Vec<FieldError>),
+/// What [`Strategy::prepare`] made of an object.
+pub struct Prepared {
+    /// The object, defaulted and encoded back.
+    pub object: Value,
+    /// The `validate` hook's errors (a 422 unless ratcheted away on update).
+    pub errors: Vec<FieldError>,
+}
+
+/// What an update is judged against: the stored object, and whether it is a status write.
+#[derive(Clone, Copy)]
+pub struct Change<'a> {
+    /// The stored object.
+    pub old: &'a Value,
+    /// A write to `/status`: judged on its status only.
+    pub status: bool,
+}
+
+impl Change<'_> {
+    /// Whether `error` of the updated object `new` still counts: a status write answers for
+    /// status only (and a main write not for the status it cannot change), and an error at a
+    /// field whose value did not change is ratcheted away, as CRDs do since 1.30, so an
+    /// object stored before a stricter rule can still be labelled, have its status written,
+    /// and lose its finalizers.
+    fn counts(&self, error: &FieldError, new: &Value) -> bool {
+        let field = error.field.as_str();
+        let in_status = field == "status" || field.starts_with("status.") || field.starts_with("status[");
+        if self.status != in_status {
+            return false;
+        }
+        let path = format!(".{field}");
+        let (before, after) = (
+            crate::schema::jsonpath::get(self.old, &path),
+            crate::schema::jsonpath::get(new, &path),
+        );
+        match (before, after) {
+            (Some(before), Some(after)) => before != after,
+            // Still missing: a field required since the object was stored.
+            (None, None) => !(error.reason == "FieldValueRequired" && crate::schema::jsonpath::is_valid(&path)),
+            _ => true,
+        }
+    }
 }
 
 /// The strategy of `T`, from its derived `ApiResource` impl.
@@ -51,16 +87,13 @@ impl<T: ApiResource> Strategy for TypedStrategy<T> {
         T::openapi_schema()
     }
 
-    fn prepare(&self, object: Value) -> Result<Value, Prepared> {
-        let mut typed: T = serde_json::from_value(object).map_err(|e| Prepared::Decode(e.to_string()))?;
+    fn prepare(&self, object: Value) -> Result<Prepared, String> {
+        let mut typed: T = serde_json::from_value(object).map_err(|e| e.to_string())?;
         typed.apply_defaults();
         let errors = typed.validate();
-        if !errors.is_empty() {
-            return Err(Prepared::Invalid(errors));
-        }
-        let mut value = serde_json::to_value(&typed).map_err(|e| Prepared::Decode(e.to_string()))?;
+        let mut value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
         set_type_meta(&mut value, &T::META);
-        Ok(value)
+        Ok(Prepared { object: value, errors })
     }
 }
 
@@ -171,26 +204,44 @@ impl Admission {
         }
     }
 
-    /// Schema, type and hook validation, all errors in one 422.
+    /// Schema, type and hook validation of a create, all errors in one 422.
     pub fn prepare(&self, object: Value, name: &str) -> ApiResult<Value> {
+        self.judge(object, name, None)
+    }
+
+    /// The same for an update of `change.old`: see [`Change`] for what is ratcheted.
+    pub fn prepare_update(&self, object: Value, name: &str, change: Change<'_>) -> ApiResult<Value> {
+        self.judge(object, name, Some(change))
+    }
+
+    fn judge(&self, object: Value, name: &str, change: Option<Change<'_>>) -> ApiResult<Value> {
         let mut errors = object_meta::validate(&self.meta, &object);
         errors.extend(self.validator.validate(&object));
-        if !errors.is_empty() {
-            // Still run the hook when the object decodes, so one 422 lists everything.
-            if let Err(Prepared::Invalid(more)) = self.strategy.prepare(object) {
+        let metadata = object.get("metadata").cloned();
+        let submitted = change.map(|_| object.clone());
+        let prepared = self.strategy.prepare(object);
+        // The hook still runs when the schema found errors, so one 422 lists everything.
+        let prepared = match prepared {
+            Ok(Prepared { object, errors: more }) => {
                 let more: Vec<_> = more
                     .into_iter()
                     .filter(|m| !errors.iter().any(|e| e.field == m.field))
                     .collect();
                 errors.extend(more);
+                Some(object)
             }
+            Err(_) if !errors.is_empty() => None,
+            Err(m) => return Err(ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind))),
+        };
+        if let (Some(change), Some(submitted)) = (change, &submitted) {
+            errors.retain(|e| change.counts(e, submitted));
+        }
+        if !errors.is_empty() {
             return Err(ApiError::invalid(&self.meta, name, &errors));
         }
-        let metadata = object.get("metadata").cloned();
-        let mut prepared = self.strategy.prepare(object).map_err(|e| match e {
-            Prepared::Decode(m) => ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind)),
-            Prepared::Invalid(errors) => ApiError::invalid(&self.meta, name, &errors),
-        })?;
+        let Some(mut prepared) = prepared else {
+            return Err(ApiError::bad_request(format!("error decoding {}", self.meta.kind)));
+        };
         // The typed round trip may drop metadata fields the Rust type does not model.
         if let Some(metadata) = metadata {
             prepared["metadata"] = metadata;
