@@ -29,7 +29,8 @@ use proc_macro::TokenStream;
 ///   description = "..", priority = 0, format = "..")`, repeated: `kubectl get` columns;
 /// - `selectable = ".spec.x"`, repeated: fields usable in field selectors;
 /// - `default = path::to::fn` (`fn(&mut Self)`), `validate = path::to::fn`
-///   (`fn(&Self) -> Vec<apiary_runtime::FieldError>`).
+///   (`fn(&Self) -> Vec<apiary_runtime::FieldError>`, on create and update),
+///   `validate_update = path::to::fn` (`fn(new: &Self, old: &Self) -> Vec<FieldError>`, on update).
 #[proc_macro_derive(ApiResource, attributes(api))]
 pub fn derive_api_resource(input: TokenStream) -> TokenStream {
     resource::derive(proc_macro2::TokenStream::from(input)).into()

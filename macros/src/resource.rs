@@ -41,6 +41,7 @@ struct ApiAttrs {
     selectable: Vec<SpannedValue<String>>,
     default: Option<syn::Path>,
     validate: Option<syn::Path>,
+    validate_update: Option<syn::Path>,
 }
 
 /// `scale(spec = "...", status = "...", selector = "...")`.
@@ -99,6 +100,7 @@ struct Model {
     selectable: Vec<String>,
     default: Option<syn::Path>,
     validate: Option<syn::Path>,
+    validate_update: Option<syn::Path>,
     metadata_span: Span,
 }
 
@@ -389,6 +391,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         selectable,
         default: attrs.default,
         validate: attrs.validate,
+        validate_update: attrs.validate_update,
         metadata_span,
     })
 }
@@ -502,6 +505,13 @@ fn emit(m: &Model) -> TokenStream {
             hook(self)
         })
     });
+    let validate_update = m.validate_update.as_ref().map(|path| {
+        let span = syn::spanned::Spanned::span(path);
+        quote_spanned!(span=> fn validate_update(&self, old: &Self) -> ::std::vec::Vec<#rt::FieldError> {
+            let hook: fn(&Self, &Self) -> ::std::vec::Vec<#rt::FieldError> = #path;
+            hook(self, old)
+        })
+    });
     let list = format_ident!("{}List", kind.as_str(), span = ident.span());
     let list_doc = format!("A list of [`{ident}`] (`{kind}List`, {api_version}).");
     // The deep-copy contract: the runtime clones objects between storage, watch fan-out and
@@ -547,6 +557,7 @@ fn emit(m: &Model) -> TokenStream {
             };
             #defaults
             #validate
+            #validate_update
         }
 
         #[doc = #list_doc]

@@ -309,8 +309,15 @@ pub trait ApiResource:
     /// Set defaults on an object before validation (the `default = fn` hook).
     fn apply_defaults(&mut self) {}
 
-    /// Check an object beyond its schema (the `validate = fn` hook).
+    /// Check an object beyond its schema (the `validate = fn` hook), on create and update.
     fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// Check an update against the stored object `old` (the `validate_update = fn` hook:
+    /// transition rules, immutable fields), after [`ApiResource::validate`].
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let _ = old;
         Vec::new()
     }
 

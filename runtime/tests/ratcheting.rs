@@ -22,12 +22,25 @@ pub struct CrateStatus {
 }
 
 #[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
-#[api(group = "example.com", version = "v1", namespaced, status = "CrateStatus", validate = at_most_ten)]
+#[api(group = "example.com", version = "v1", namespaced, status = "CrateStatus", validate = at_most_ten,
+      validate_update = never_shrinks)]
 pub struct Crate {
     #[serde(default)]
     metadata: ObjectMeta,
     spec: CrateSpec,
     status: Option<CrateStatus>,
+}
+
+/// A transition rule: the update hook sees the stored object.
+fn never_shrinks(new: &Crate, old: &Crate) -> Vec<FieldError> {
+    if new.spec.size < old.spec.size {
+        return vec![FieldError::invalid(
+            "spec.size",
+            &new.spec.size,
+            format!("may not shrink (was {})", old.spec.size),
+        )];
+    }
+    Vec::new()
 }
 
 /// The stricter rule, shipped after objects with larger sizes were stored.
@@ -121,4 +134,37 @@ async fn objects_stored_before_a_stricter_rule_can_still_be_changed_around_it() 
         .await
         .expect("the finalizer can be removed");
     assert_eq!(store.get(Some("default"), "big").await.unwrap_err().code, 404);
+}
+
+#[tokio::test]
+async fn the_update_hook_sees_the_stored_object() {
+    let store = Store::new(
+        Arc::new(TypedStrategy::<Crate>::default()),
+        WatchCache::new(storage::memory(), 100),
+        "/registry",
+    )
+    .unwrap();
+    let options = WriteOptions::default();
+    let body = json!({"metadata": {"name": "c"}, "spec": {"size": 5}});
+    let created = store.create(Some("default"), body, &options).await.unwrap();
+    let mut smaller = created.object.clone();
+    smaller["spec"]["size"] = json!(4);
+    let refused = store
+        .update(Some("default"), "c", smaller, Part::Main, &options)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused
+            .message
+            .contains("spec.size: Invalid value: 4: may not shrink (was 5)"),
+        "{}",
+        refused.message
+    );
+    let mut larger = created.object;
+    larger["spec"]["size"] = json!(6);
+    store
+        .update(Some("default"), "c", larger, Part::Main, &options)
+        .await
+        .unwrap();
 }

@@ -24,6 +24,11 @@ pub trait Strategy: Send + Sync + 'static {
     /// Decode into the Rust type (pruning unknown fields), default, validate, encode back;
     /// `Err` when the JSON does not decode into the type (400).
     fn prepare(&self, object: Value) -> Result<Prepared, String>;
+    /// The same for an update of `old`, adding the update hook's errors.
+    fn prepare_update(&self, object: Value, old: &Value) -> Result<Prepared, String> {
+        let _ = old;
+        self.prepare(object)
+    }
 }
 
 /// What [`Strategy::prepare`] made of an object.
@@ -91,6 +96,19 @@ impl<T: ApiResource> Strategy for TypedStrategy<T> {
         let mut typed: T = serde_json::from_value(object).map_err(|e| e.to_string())?;
         typed.apply_defaults();
         let errors = typed.validate();
+        let mut value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+        set_type_meta(&mut value, &T::META);
+        Ok(Prepared { object: value, errors })
+    }
+
+    fn prepare_update(&self, object: Value, old: &Value) -> Result<Prepared, String> {
+        let mut typed: T = serde_json::from_value(object).map_err(|e| e.to_string())?;
+        typed.apply_defaults();
+        let mut errors = typed.validate();
+        // A stored object that no longer decodes has no old value to compare with.
+        if let Ok(old) = serde_json::from_value::<T>(old.clone()) {
+            errors.extend(typed.validate_update(&old));
+        }
         let mut value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
         set_type_meta(&mut value, &T::META);
         Ok(Prepared { object: value, errors })
@@ -219,7 +237,10 @@ impl Admission {
         errors.extend(self.validator.validate(&object));
         let metadata = object.get("metadata").cloned();
         let submitted = change.map(|_| object.clone());
-        let prepared = self.strategy.prepare(object);
+        let prepared = match change {
+            Some(change) => self.strategy.prepare_update(object, change.old),
+            None => self.strategy.prepare(object),
+        };
         // The hook still runs when the schema found errors, so one 422 lists everything.
         let prepared = match prepared {
             Ok(Prepared { object, errors: more }) => {
