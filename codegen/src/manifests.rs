@@ -7,7 +7,7 @@ use askama::Template;
 use base64::Engine as _;
 
 use crate::certs::ServingCerts;
-use crate::{File, GENERATED, Project};
+use crate::{File, GENERATED, Project, StorageShape};
 
 /// `# <GENERATED>`.
 fn header() -> String {
@@ -53,6 +53,15 @@ struct Rbac<'a> {
 #[derive(Template)]
 #[template(path = "deployment.yaml", escape = "none")]
 struct Deployment<'a> {
+    header: String,
+    p: &'a Project,
+    /// The data volume's size: a StatefulSet on embedded storage; none: a Deployment on etcd.
+    size: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "etcd.yaml", escape = "none")]
+struct Etcd<'a> {
     header: String,
     p: &'a Project,
 }
@@ -190,7 +199,26 @@ pub fn render(project: &Project, certs: &ServingCerts) -> Result<Vec<File>, Stri
             }
             .render(),
         ),
-        ("deployment.yaml", Deployment { header: header(), p }.render()),
+        match &p.storage {
+            StorageShape::Embedded { size } => (
+                "statefulset.yaml",
+                Deployment {
+                    header: header(),
+                    p,
+                    size: Some(size),
+                }
+                .render(),
+            ),
+            StorageShape::Etcd => (
+                "deployment.yaml",
+                Deployment {
+                    header: header(),
+                    p,
+                    size: None,
+                }
+                .render(),
+            ),
+        },
         ("service.yaml", Service { header: header(), p }.render()),
         ("pdb.yaml", Pdb { header: header(), p }.render()),
         (
@@ -204,6 +232,10 @@ pub fn render(project: &Project, certs: &ServingCerts) -> Result<Vec<File>, Stri
             .render(),
         ),
     ];
+    let mut rendered = rendered;
+    if p.storage == StorageShape::Etcd && p.generate_etcd {
+        rendered.push(("etcd.yaml", Etcd { header: header(), p }.render()));
+    }
     let mut files = Vec::new();
     let mut names = Vec::new();
     for (name, text) in rendered {

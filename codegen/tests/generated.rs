@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use apiary_codegen::{Mode, Outcome, Parts, Project};
 use base64::Engine as _;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -23,7 +23,39 @@ fn deploy() -> PathBuf {
 
 /// The manifests (every YAML but the kustomization) and their documents.
 fn manifests() -> Vec<(PathBuf, Vec<Value>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy())
+    manifests_in(&deploy())
+}
+
+/// The embedded shape's manifests (one replica, a StatefulSet on a volume), generated in `out`.
+fn embedded_manifests(out: &Path) -> Vec<(PathBuf, Vec<Value>)> {
+    let project = Project::new(
+        "widget-server",
+        "widget-system",
+        "registry.example.com/apiary/widget-server:0.1.0",
+    )
+    .embedded("2Gi")
+    .resource::<widget_api::Widget>();
+    let parts = Parts {
+        manifests: true,
+        certs: true,
+        openapi: false,
+        client: false,
+    };
+    let deploy = out.join("deploy");
+    apiary_codegen::generate(
+        &project,
+        &deploy,
+        &out.join("client"),
+        parts,
+        Mode::Write,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    manifests_in(&deploy)
+}
+
+fn manifests_in(dir: &Path) -> Vec<(PathBuf, Vec<Value>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml"))
@@ -41,8 +73,13 @@ fn manifests() -> Vec<(PathBuf, Vec<Value>)> {
 
 #[test]
 fn manifests_pass_kubernetes_validate_for_1_27_and_1_33() {
+    let out = tempfile::tempdir().unwrap();
+    let embedded = embedded_manifests(out.path())
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("statefulset.yaml"));
+    let all: Vec<_> = manifests().into_iter().chain(embedded).collect();
     for version in ["1.27.0", "1.33.0"] {
-        for (path, docs) in manifests() {
+        for (path, docs) in all.clone() {
             let out = Command::new("kubernetes-validate")
                 .args(["--strict", "-k", version])
                 .arg(&path)
@@ -120,6 +157,14 @@ fn manifests_parse_as_kubernetes_types() {
                             .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
                     );
                 }
+                "StatefulSet" => {
+                    // The generated one-member etcd the Deployment's --etcd-servers names.
+                    let set: StatefulSet = typed(&doc);
+                    assert_eq!(set.metadata.name.as_deref(), Some("etcd"));
+                    let pod = set.spec.unwrap().template.spec.unwrap();
+                    let args = pod.containers[0].command.clone().unwrap();
+                    assert!(args.contains(&"--advertise-client-urls=http://etcd.widget-system.svc:2379".to_string()));
+                }
                 "Deployment" => {
                     let d: Deployment = typed(&doc);
                     let spec = d.spec.unwrap();
@@ -184,7 +229,7 @@ fn manifests_parse_as_kubernetes_types() {
     }
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds.len(), 11, "{kinds:?}");
+    assert_eq!(kinds.len(), 12, "{kinds:?}");
 }
 
 /// Whether the serving certificate in `certs` verifies, against the CA there, for `name`.
@@ -325,4 +370,33 @@ fn certificates_are_private_current_and_rotate() {
     generate(Mode::Write).unwrap();
     assert!(days("tls.crt") > 300, "generate renewed the expiring certificate");
     assert_eq!(read("ca.crt"), checked.ca_crt, "keeping the CA");
+}
+
+/// The embedded shape: one replica in a StatefulSet whose volume holds the data directory.
+#[test]
+fn the_embedded_shape_is_a_statefulset_on_a_volume() {
+    let out = tempfile::tempdir().unwrap();
+    let files = embedded_manifests(out.path());
+    assert!(
+        files
+            .iter()
+            .all(|(p, _)| !p.ends_with("deployment.yaml") && !p.ends_with("etcd.yaml"))
+    );
+    let (_, docs) = files.iter().find(|(p, _)| p.ends_with("statefulset.yaml")).unwrap();
+    let set: StatefulSet = typed(&docs[0]);
+    let spec = set.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    let claim = &spec.volume_claim_templates.unwrap()[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+    let container = &spec.template.spec.unwrap().containers[0];
+    let args = container.args.clone().unwrap();
+    assert!(
+        args.contains(&"--storage=embedded".to_string()) && args.contains(&"--data-dir=/var/lib/apiary".to_string())
+    );
+    let mounts = container.volume_mounts.clone().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.name == "data" && m.mount_path == "/var/lib/apiary")
+    );
 }

@@ -160,3 +160,83 @@ async fn the_generated_client_is_a_workspace_dependency() {
     assert!(written.0 > jiff::Timestamp::UNIX_EPOCH);
     assert!(status.phase.is_some_and(|p| p != WidgetStatusPhase::Failed));
 }
+
+/// The generated manifests and the server's flags never disagree: the server starts with
+/// exactly the container args the generated workload gives it (the in-cluster paths and
+/// addresses mapped to this machine: the certificates, a local etcd or data directory, a
+/// free port) and answers `/readyz`.
+#[test]
+fn the_generated_container_args_start_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = apiary_runtime::testing::EtcdProcess::start(dir.path());
+    let certs = example("deploy/certs").canonicalize().unwrap();
+    let embedded = dir.path().join("embedded");
+    let project = apiary_codegen::Project::new("widget-server", "widget-system", "widget-server:test")
+        .embedded("1Gi")
+        .resource::<widget_api::Widget>();
+    let parts = apiary_codegen::Parts {
+        manifests: true,
+        certs: true,
+        openapi: false,
+        client: false,
+    };
+    apiary_codegen::generate(
+        &project,
+        &embedded,
+        &dir.path().join("client"),
+        parts,
+        apiary_codegen::Mode::Write,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    for (workload, local) in [
+        (
+            example("deploy/deployment.yaml"),
+            format!("--etcd-servers={}", etcd.endpoint()),
+        ),
+        (
+            embedded.join("statefulset.yaml"),
+            format!("--data-dir={}", data.display()),
+        ),
+    ] {
+        let manifest: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&workload).unwrap()).unwrap();
+        let args: Vec<String> = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .filter(|a| !a.starts_with("--secure-port="))
+            .map(|a| match a.split_once('=') {
+                Some(("--bind-address", _)) => "--bind-address=127.0.0.1".to_string(),
+                Some(("--etcd-servers" | "--data-dir", _)) => local.clone(),
+                _ => a.replace("/var/run/apiary/tls", certs.to_str().unwrap()),
+            })
+            .collect();
+        let run = dir.path().join(workload.file_stem().unwrap());
+        std::fs::create_dir_all(&run).unwrap();
+        let server = ServerProcess::start_in(&run, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        // As the kubelet probes it: no credentials that could succeed.
+        let kubeconfig = run.join("probe.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n    tls-server-name: widget-server.widget-system.svc\nusers:\n- name: probe\n  user:\n    token: no-one\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: probe\ncurrent-context: c\n",
+                server.url,
+                certs.join("ca.crt").display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(format!("{}/kubectl.1.33", common::KUBECTL_DIR))
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "--raw", "/readyz"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok",
+            "{}: {}",
+            workload.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
