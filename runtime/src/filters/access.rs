@@ -34,6 +34,13 @@ pub struct Guard {
 /// Authenticate (401); the user goes into the request's extensions (and the response's, for
 /// the request log). Health checks pass without credentials.
 pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+    // The server's own in-process client: set only by `Server::client`, never from a socket.
+    if let Some(Loopback(user)) = request.extensions().get::<Loopback>().cloned() {
+        request.extensions_mut().insert(user.clone());
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(user);
+        return response;
+    }
     let peer = request.extensions().get::<PeerCertificates>().cloned();
     let info = info_of(&request);
     match guard
@@ -56,6 +63,11 @@ pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request,
         }
     }
 }
+
+/// The identity of the server's in-process client (k8s.io/apiserver's loopback client):
+/// a request extension, which no request from a connection can carry.
+#[derive(Clone, Debug)]
+pub struct Loopback(pub UserInfo);
 
 /// Authorize the authenticated user (403, or 500 when the review fails).
 pub async fn authorize(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {

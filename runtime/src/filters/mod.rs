@@ -18,6 +18,6 @@ pub mod metrics;
 pub mod observe;
 pub mod ttl_cache;
 
-pub use access::{AuthorizeMore, Guard, Impersonator, authenticate, authorize, impersonate};
+pub use access::{AuthorizeMore, Guard, Impersonator, Loopback, authenticate, authorize, impersonate};
 pub use limits::{InFlight, max_in_flight, timeout};
 pub use observe::{AuditId, RemoteAddr, audit, instrument};

@@ -58,6 +58,8 @@ pub struct Server {
     admission: Chain,
     /// Whether this replica leads (runs the in-process controllers).
     leading: tokio::sync::watch::Sender<bool>,
+    /// The full filter chain and routes, once `run` has built them, for `client`.
+    loopback: tokio::sync::watch::Sender<Option<axum::Router>>,
 }
 
 impl Server {
@@ -88,6 +90,7 @@ impl Server {
             admission: Chain::default(),
             // With leader election off, every replica leads.
             leading: tokio::sync::watch::channel(!options_leader_elect).0,
+            loopback: tokio::sync::watch::channel(None).0,
         })
     }
 
@@ -126,6 +129,35 @@ impl Server {
         self.metrics.serve(Rest::meta(&store));
         self.resources.push(Arc::new(store));
         Ok(self)
+    }
+
+    /// A `kube::Client` whose transport is this server's own filter chain and routes, in
+    /// process (no socket, no TLS), for in-server controllers: `kube::Api<T>`, `watcher` and
+    /// `Controller` as an operator uses them. It acts as `system:apiserver` in `system:masters`
+    /// (k8s.io/apiserver's loopback identity), is audited as such, and cannot be reached from
+    /// outside; its requests wait until the server runs.
+    pub fn client(&self) -> kube::Client {
+        let routes = self.loopback.subscribe();
+        let user = crate::filters::authn::UserInfo {
+            uid: uuid::Uuid::new_v4().to_string(),
+            ..crate::filters::authn::UserInfo::authenticated("system:apiserver".into(), vec!["system:masters".into()])
+        };
+        let service = tower::service_fn(move |request: hyper::Request<kube::client::Body>| {
+            let (mut routes, user) = (routes.clone(), user.clone());
+            async move {
+                let router = routes
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| "the server stopped")?
+                    .clone()
+                    .ok_or("the server stopped")?;
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(filters::Loopback(user));
+                let response = router.oneshot(request).await.map_err(|e| e.to_string())?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response)
+            }
+        });
+        kube::Client::new(service, "default")
     }
 
     /// Whether this replica leads: in-process controllers run only while it does (one replica
@@ -231,6 +263,7 @@ impl Server {
             .layer(middleware::from_fn_with_state(guard.clone(), filters::impersonate))
             .layer(middleware::from_fn_with_state(guard, filters::authenticate))
             .layer(middleware::from_fn_with_state(metrics, filters::instrument));
+        self.loopback.send_replace(Some(router.clone()));
         match serving.kubeconfig {
             Some(path) => println!(
                 "Serving on https://{local}; use it with: kubectl --kubeconfig {} {example}",

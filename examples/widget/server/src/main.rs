@@ -30,8 +30,7 @@ async fn main() {
             .resource::<WidgetPolicy>()?;
         let policies = server.store::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
         let server = server.admit::<Widget>(policy::DeniedImages { policies });
-        let store = server.store::<Widget>().ok_or("Widget is served")?;
-        tokio::spawn(status::run(store, server.leadership()));
+        tokio::spawn(status::run(server.client(), server.leadership()));
         server.run().await
     };
     if let Err(e) = result.await {

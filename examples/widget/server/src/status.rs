@@ -1,4 +1,5 @@
-//! The Widget status loop: watches Widgets in-process and writes their status.
+//! The Widget status controller: kube-rs's `Controller` on the server's in-process client
+//! (`Server::client`), writing every Widget's status.
 //!
 //! A real server would reconcile something external here; the example reports every
 //! requested replica as available, Running when there is at least one, and a Ready
@@ -7,48 +8,64 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_runtime::registry::{ListOptions, Part, Store, WatchEvent, WriteOptions};
 use apiary_runtime::server::Leadership;
 use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
+use widget_api::Widget;
 
-/// Longest pause between attempts to restart a failed watch.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// While this replica leads, watch Widgets and write status for each change (one replica
-/// writes status at a time; the others wait for the lease).
-pub async fn run(store: Arc<Store>, mut leadership: Leadership) {
+/// While this replica leads, run the status controller (one replica writes status at a
+/// time; the others wait for the lease).
+pub async fn run(client: kube::Client, mut leadership: Leadership) {
     loop {
         leadership.acquired().await;
-        tracing::info!("widget status loop: started (this replica leads)");
+        tracing::info!("widget status controller: started (this replica leads)");
         tokio::select! {
-            () = follow(&store) => {}
-            () = leadership.lost() => tracing::info!("widget status loop: stopped (another replica leads)"),
+            () = control(client.clone()) => {}
+            () = leadership.lost() => tracing::info!("widget status controller: stopped (another replica leads)"),
         }
     }
 }
 
-/// Watch Widgets forever, writing status for each change; restart the watch when it ends,
-/// backing off while storage is unavailable.
-async fn follow(store: &Arc<Store>) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        match store.watch(ListOptions::default(), Some(true), false).await {
-            Ok(events) => {
-                backoff = Duration::from_millis(250);
-                let mut events = Box::pin(events);
-                while let Some(event) = events.next().await {
-                    if let WatchEvent::Object("ADDED" | "MODIFIED", object) = event {
-                        reconcile(store, &object).await;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "widget status loop: watch failed");
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-        tokio::time::sleep(backoff).await;
+/// kube-rs's Controller over every Widget, on the server's in-process client.
+async fn control(client: kube::Client) {
+    let widgets: Api<Widget> = Api::all(client.clone());
+    Controller::new(widgets, watcher::Config::default())
+        .run(reconcile, error_policy, Arc::new(client))
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy(widget: Arc<Widget>, error: &kube::Error, _: Arc<kube::Client>) -> Action {
+    let name = widget.metadata.name.as_deref().unwrap_or_default();
+    tracing::warn!(widget = name, %error, "widget status controller: status write failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Write the status a Widget should have (a merge patch of `/status` as `widget-server`).
+async fn reconcile(widget: Arc<Widget>, client: Arc<kube::Client>) -> Result<Action, kube::Error> {
+    let object = serde_json::to_value(widget.as_ref()).map_err(kube::Error::SerdeError)?;
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let Some(status) = desired_status(&object, &now) else {
+        return Ok(Action::await_change());
+    };
+    let (Some(name), Some(namespace)) = (&widget.metadata.name, &widget.metadata.namespace) else {
+        return Ok(Action::await_change());
+    };
+    let widgets: Api<Widget> = Api::namespaced(client.as_ref().clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some("widget-server".into()),
+        ..Default::default()
+    };
+    match widgets
+        .patch_status(name, &params, &Patch::Merge(json!({"status": status})))
+        .await
+    {
+        // Deleted meanwhile: nothing to report.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
+        other => other.map(|_| Action::await_change()),
     }
 }
 
@@ -79,30 +96,4 @@ pub fn desired_status(object: &Value, now: &str) -> Option<Value> {
             "lastTransitionTime": now, "reason": phase, "message": format!("{replicas} of {replicas} replicas available"),
         }],
     }))
-}
-
-async fn reconcile(store: &Store, object: &Value) {
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let Some(status) = desired_status(object, &now) else {
-        return;
-    };
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
-    let mut updated = object.clone();
-    updated["status"] = status;
-    let options = WriteOptions {
-        field_manager: Some("widget-server".into()),
-        subresource: "status",
-        ..Default::default()
-    };
-    // A conflict means a newer version exists; its own watch event brings it here again.
-    if let Err(e) = store.update(namespace, name, updated, Part::Status, &options).await
-        && e.code != 409
-        && e.code != 404
-    {
-        tracing::warn!(widget = name, error = %e, "widget status loop: status write failed");
-    }
 }
