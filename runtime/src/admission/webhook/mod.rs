@@ -110,23 +110,27 @@ where
     }
 }
 
-fn name_of<K: kube::Resource>(configuration: &K) -> &str {
-    configuration.meta().name.as_deref().unwrap_or_default()
+/// Every webhook of `configurations`, in order, read by `hook`.
+fn hooks_of<'a, K: kube::Resource, W: 'a>(
+    configurations: &'a [Arc<K>],
+    webhooks: impl Fn(&'a K) -> &'a Option<Vec<W>>,
+    hook: impl Fn(&'a str, &'a W) -> Hook<'a>,
+) -> Vec<Hook<'a>> {
+    configurations
+        .iter()
+        .flat_map(|c| {
+            let name = c.meta().name.as_deref().unwrap_or_default();
+            let hook = &hook;
+            webhooks(c).iter().flatten().map(move |w| hook(name, w))
+        })
+        .collect()
 }
 
 impl MutatingWebhooks {
     /// Run the mutating webhooks that apply, patching `view` (the object, or its Scale).
     async fn run(&self, a: &Attributes<'_>, view: &mut Value) -> ApiResult<()> {
         let configurations = self.configurations();
-        let hooks: Vec<Hook<'_>> = configurations
-            .iter()
-            .flat_map(|c| {
-                c.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| Hook::mutating(name_of(c.as_ref()), w))
-            })
-            .collect();
+        let hooks = hooks_of(&configurations, |c| &c.webhooks, Hook::mutating);
         if hooks.is_empty() {
             return Ok(());
         }
@@ -236,15 +240,7 @@ impl Plugin for ValidatingWebhooks {
 
     async fn validate(&self, a: &Attributes<'_>, object: &Value) -> ApiResult<()> {
         let configurations = self.configurations();
-        let hooks: Vec<Hook<'_>> = configurations
-            .iter()
-            .flat_map(|c| {
-                c.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| Hook::validating(name_of(c.as_ref()), w))
-            })
-            .collect();
+        let hooks = hooks_of(&configurations, |c| &c.webhooks, Hook::validating);
         if hooks.is_empty() {
             return Ok(());
         }
