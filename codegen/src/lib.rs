@@ -16,6 +16,7 @@
 //! ```
 
 pub mod certs;
+pub mod cli;
 mod client;
 mod manifests;
 

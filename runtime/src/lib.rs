@@ -35,6 +35,14 @@ pub use registry::{custom, rest};
 pub use apiary_macros::ApiResource;
 pub use resource::{ApiResource, FieldError, List, PrintColumn, ResourceMeta, Route, ScalePaths, Scope, Target};
 
+// The crates a project's types and controllers use with the runtime, at the versions it was
+// built with, so they cannot drift (`apiary_runtime::schemars::JsonSchema`, ...).
+pub use k8s_openapi;
+pub use kube;
+pub use schemars;
+pub use serde;
+pub use serde_json;
+
 /// What an API types crate needs in scope.
 pub mod prelude {
     pub use crate::{ApiResource, FieldError};
