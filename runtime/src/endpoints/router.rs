@@ -57,6 +57,8 @@ pub struct Api {
     version: Value,
     /// The admission steps, whose readiness `/readyz` reports.
     admission: Chain,
+    /// The serving certificate, whose coming expiry `/readyz?verbose` reports.
+    serving_cert: Option<std::path::PathBuf>,
 }
 
 impl Api {
@@ -67,6 +69,16 @@ impl Api {
 
     /// The same, with the admission steps whose readiness `/readyz` includes.
     pub fn with_admission(stores: Vec<Arc<dyn Rest>>, version: Value, admission: Chain) -> Arc<Api> {
+        Self::for_server(stores, version, admission, None)
+    }
+
+    /// The same, with the serving certificate whose expiry `/readyz?verbose` reports.
+    pub fn for_server(
+        stores: Vec<Arc<dyn Rest>>,
+        version: Value,
+        admission: Chain,
+        serving_cert: Option<std::path::PathBuf>,
+    ) -> Arc<Api> {
         let metas: Vec<ResourceMeta> = stores.iter().map(|s| *s.meta()).collect();
         let documented: Vec<Documented> = stores
             .iter()
@@ -105,6 +117,7 @@ impl Api {
             metas,
             version,
             admission,
+            serving_cert,
         })
     }
 
@@ -176,7 +189,10 @@ fn respond_value(value: ApiResult<Value>) -> Response {
     }
 }
 
-async fn readyz(State(api): State<Arc<Api>>) -> Response {
+/// `/readyz`: storage and admission must be ready; `?verbose` lists each check as
+/// kube-apiserver does, with a coming expiry of the serving certificate (which does not fail
+/// readiness: taking every replica out of the Service would not renew it).
+async fn readyz(State(api): State<Arc<Api>>, axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
     for store in &api.stores {
         if let Err(e) = store.ready().await {
             return (
@@ -193,7 +209,17 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
         )
             .into_response();
     }
-    "ok".into_response()
+    let verbose = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+    if !verbose {
+        return "ok".into_response();
+    }
+    let certificate = match api.serving_cert.as_deref().and_then(crate::server::tls::expiry_warning) {
+        Some(warning) => format!("[+]serving-certificate ok (warning: {warning})"),
+        None => "[+]serving-certificate ok".into(),
+    };
+    format!("[+]ping ok\n[+]storage ok\n[+]admission ok\n{certificate}\nreadyz check passed\n").into_response()
 }
 
 async fn apis(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {

@@ -222,7 +222,12 @@ impl Server {
         };
         let metrics = self.metrics.clone();
         let resources = self.resources.clone();
-        let api = Api::with_admission(self.resources, version, self.admission.clone());
+        let api = Api::for_server(
+            self.resources,
+            version,
+            self.admission.clone(),
+            Some(serving.cert_file().to_path_buf()),
+        );
         let in_flight = Arc::new(InFlight {
             reads: Semaphore::new(options.max_requests_inflight.max(1)),
             writes: Semaphore::new(options.max_mutating_requests_inflight.max(1)),

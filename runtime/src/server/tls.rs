@@ -21,18 +21,31 @@ impl Serving {
     /// Log a warning when the serving certificate expires within [`EXPIRY_WARNING_DAYS`] (or
     /// has expired): clients will refuse it, and nothing else says so in advance.
     pub(super) fn warn_if_expiring(&self) {
-        let Ok(pem) = std::fs::read(&self.cert) else { return };
-        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else {
-            return;
-        };
-        let Ok(cert) = pem.parse_x509() else { return };
-        let left = cert.validity().not_after.timestamp() - jiff::Timestamp::now().as_second();
-        let days = left.div_euclid(86_400);
-        if left < 0 {
-            tracing::warn!(cert = %self.cert.display(), "the serving certificate has expired: renew it");
-        } else if days < EXPIRY_WARNING_DAYS {
-            tracing::warn!(cert = %self.cert.display(), "the serving certificate expires in {days} days: renew it");
+        if let Some(warning) = expiry_warning(&self.cert) {
+            tracing::warn!(cert = %self.cert.display(), "{warning}");
         }
+    }
+
+    /// The serving certificate's file.
+    pub(super) fn cert_file(&self) -> &std::path::Path {
+        &self.cert
+    }
+}
+
+/// What to say of the certificate at `path` when it expires within [`EXPIRY_WARNING_DAYS`]
+/// or has expired (read afresh, as the files are reloaded when they change).
+pub fn expiry_warning(path: &std::path::Path) -> Option<String> {
+    let pem = std::fs::read(path).ok()?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let left = cert.validity().not_after.timestamp() - jiff::Timestamp::now().as_second();
+    let days = left.div_euclid(86_400);
+    if left < 0 {
+        Some("the serving certificate has expired: renew it".into())
+    } else if days < EXPIRY_WARNING_DAYS {
+        Some(format!("the serving certificate expires in {days} days: renew it"))
+    } else {
+        None
     }
 }
 

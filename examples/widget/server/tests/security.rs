@@ -500,4 +500,46 @@ fn an_expiring_serving_certificate_is_warned_about() {
         pem_key.as_os_str(),
     ];
     assert!(logs_at_start(dir.path(), &args, "the serving certificate expires in "));
+    // And in /readyz's details, without failing readiness; asked as the kubelet asks.
+    let server = ServerProcess::start_in(
+        dir.path(),
+        &[
+            "--storage",
+            "memory",
+            "--tls-cert-file",
+            crt.to_str().unwrap(),
+            "--tls-private-key-file",
+            pem_key.to_str().unwrap(),
+        ],
+    );
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let kubeconfig = dir.path().join("probe.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: probe\n  user:\n    token: no-one\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: probe\ncurrent-context: c\n",
+            server.url,
+            ca_file.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(format!("{}/kubectl.1.33", common::KUBECTL_DIR))
+        .args([
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "get",
+            "--raw",
+            "/readyz?verbose",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("[+]serving-certificate ok (warning: the serving certificate expires in ")
+            && text.contains(" days: renew it)")
+            && text.ends_with("readyz check passed\n"),
+        "{text}"
+    );
 }
