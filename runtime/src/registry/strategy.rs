@@ -21,14 +21,10 @@ pub trait Strategy: Send + Sync + 'static {
     fn meta(&self) -> &ResourceMeta;
     /// The structural schema.
     fn schema(&self) -> Value;
-    /// Decode into the Rust type (pruning unknown fields), default, validate, encode back;
-    /// `Err` when the JSON does not decode into the type (400).
-    fn prepare(&self, object: Value) -> Result<Prepared, String>;
-    /// The same for an update of `old`, adding the update hook's errors.
-    fn prepare_update(&self, object: Value, old: &Value) -> Result<Prepared, String> {
-        let _ = old;
-        self.prepare(object)
-    }
+    /// Decode into the Rust type (pruning unknown fields), default, validate (with the update
+    /// hook when `old` is the stored object), encode back; `Err` when the JSON does not
+    /// decode into the type (400).
+    fn prepare(&self, object: &Value, old: Option<&Value>) -> Result<Prepared, String>;
 }
 
 /// What [`Strategy::prepare`] made of an object.
@@ -92,21 +88,12 @@ impl<T: ApiResource> Strategy for TypedStrategy<T> {
         T::openapi_schema()
     }
 
-    fn prepare(&self, object: Value) -> Result<Prepared, String> {
-        let mut typed: T = serde_json::from_value(object).map_err(|e| e.to_string())?;
-        typed.apply_defaults();
-        let errors = typed.validate();
-        let mut value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
-        set_type_meta(&mut value, &T::META);
-        Ok(Prepared { object: value, errors })
-    }
-
-    fn prepare_update(&self, object: Value, old: &Value) -> Result<Prepared, String> {
-        let mut typed: T = serde_json::from_value(object).map_err(|e| e.to_string())?;
+    fn prepare(&self, object: &Value, old: Option<&Value>) -> Result<Prepared, String> {
+        let mut typed = T::deserialize(object).map_err(|e| e.to_string())?;
         typed.apply_defaults();
         let mut errors = typed.validate();
         // A stored object that no longer decodes has no old value to compare with.
-        if let Ok(old) = serde_json::from_value::<T>(old.clone()) {
+        if let Some(Ok(old)) = old.map(T::deserialize) {
             errors.extend(typed.validate_update(&old));
         }
         let mut value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
@@ -232,15 +219,10 @@ impl Admission {
         self.judge(object, name, Some(change))
     }
 
-    fn judge(&self, object: Value, name: &str, change: Option<Change<'_>>) -> ApiResult<Value> {
+    fn judge(&self, mut object: Value, name: &str, change: Option<Change<'_>>) -> ApiResult<Value> {
         let mut errors = object_meta::validate(&self.meta, &object);
         errors.extend(self.validator.validate(&object));
-        let metadata = object.get("metadata").cloned();
-        let submitted = change.map(|_| object.clone());
-        let prepared = match change {
-            Some(change) => self.strategy.prepare_update(object, change.old),
-            None => self.strategy.prepare(object),
-        };
+        let prepared = self.strategy.prepare(&object, change.map(|c| c.old));
         // The hook still runs when the schema found errors, so one 422 lists everything.
         let prepared = match prepared {
             Ok(Prepared { object, errors: more }) => {
@@ -254,8 +236,8 @@ impl Admission {
             Err(_) if !errors.is_empty() => None,
             Err(m) => return Err(ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind))),
         };
-        if let (Some(change), Some(submitted)) = (change, &submitted) {
-            errors.retain(|e| change.counts(e, submitted));
+        if let Some(change) = change {
+            errors.retain(|e| change.counts(e, &object));
         }
         if !errors.is_empty() {
             return Err(ApiError::invalid(&self.meta, name, &errors));
@@ -264,8 +246,8 @@ impl Admission {
             return Err(ApiError::bad_request(format!("error decoding {}", self.meta.kind)));
         };
         // The typed round trip may drop metadata fields the Rust type does not model.
-        if let Some(metadata) = metadata {
-            prepared["metadata"] = metadata;
+        if let Some(metadata) = object.get_mut("metadata") {
+            prepared["metadata"] = metadata.take();
         }
         Ok(prepared)
     }

@@ -174,16 +174,18 @@ impl FieldSelector {
 
 /// Whether an object's labels match a label selector.
 pub fn labels_match(selector: &Selector, object: &Value) -> bool {
-    let labels: BTreeMap<String, String> = object
+    selector.matches(&labels_of(object))
+}
+
+/// An object's labels.
+pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    selector.matches(&labels)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
 }
 
 #[cfg(test)]

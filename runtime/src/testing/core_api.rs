@@ -416,15 +416,7 @@ async fn namespace(
     }
     match s.namespaces.objects.get(&name) {
         Some(namespace) => axum::Json(namespace.clone()).into_response(),
-        None => (
-            axum::http::StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
-                "message": format!("namespaces \"{name}\" not found"),
-                "details": {"name": name, "kind": "namespaces"},
-            })),
-        )
-            .into_response(),
+        None => status(404, "NotFound", format!("namespaces \"{name}\" not found")),
     }
 }
 

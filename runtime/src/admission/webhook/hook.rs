@@ -9,7 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, RuleWithOperations, ValidatingWebhook, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube_core::{Selector, SelectorExt};
+use kube_core::Selector;
 use serde_json::Value;
 
 use super::super::Attributes;
@@ -94,7 +94,7 @@ impl<'a> Hook<'a> {
         Ok([object, old]
             .into_iter()
             .flatten()
-            .any(|o| selector.matches(&labels_of(o))))
+            .any(|o| crate::schema::selector::labels_match(&selector, o)))
     }
 
     /// The `namespaceSelector` to check, when one must be (namespaced objects only).
@@ -120,17 +120,6 @@ fn non_empty(selector: &LabelSelector) -> Option<&LabelSelector> {
     let empty = selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
         && selector.match_expressions.as_ref().is_none_or(Vec::is_empty);
     (!empty).then_some(selector)
-}
-
-/// An object's labels.
-pub(super) fn labels_of(object: &Value) -> BTreeMap<String, String> {
-    object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect()
 }
 
 fn any_or(list: &Option<Vec<String>>, value: &str) -> bool {
