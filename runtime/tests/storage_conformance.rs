@@ -272,3 +272,41 @@ async fn etcd_outage_fails_fast_and_recovers() {
     }
     assert_eq!(after.expect("etcd is back with the acknowledged write"), kv);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_lists_past_the_grpc_message_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let s = Etcd::connect(&EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // 1,100 values of 10 KB: 11 MB, well past the 4 MiB an etcd answer may carry.
+    let value = vec![b'x'; 10_000];
+    let writes = futures::stream::iter(0..1_100)
+        .map(|i| {
+            let (s, value) = (s.clone(), value.clone());
+            async move { s.create(&format!("/big/k{i:05}"), value).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(writes.iter().all(Result::is_ok));
+    let at = s.current_revision().await.unwrap();
+    s.create("/big/k99999", b"later".to_vec()).await.unwrap();
+
+    let all = range(&s, "/big/", None, 0, Some(at)).await;
+    assert_eq!(all.kvs.len(), 1_100);
+    assert_eq!((all.remaining, all.revision), (0, at));
+    assert!(all.kvs.windows(2).all(|w| w[0].key < w[1].key));
+    assert_eq!(range(&s, "/big/", None, 0, None).await.kvs.len(), 1_101);
+
+    // A limit larger than one page: exactly that many, the rest counted, at one revision.
+    let first = range(&s, "/big/", None, 700, Some(at)).await;
+    assert_eq!((first.kvs.len(), first.remaining), (700, 400));
+    let rest = range(&s, "/big/", Some(&first.kvs[699].key), 0, Some(at)).await;
+    assert_eq!((rest.kvs.len(), rest.remaining), (400, 0));
+    assert_eq!(rest.kvs[0].key, "/big/k00700");
+}

@@ -19,6 +19,15 @@ use super::{
 /// Longest any one etcd request may take before it is an error (503), never a hang.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keys one etcd range asks for at most; halved while an answer exceeds gRPC's message limit.
+pub const RANGE_PAGE: usize = 1_000;
+
+/// Why one page of a range failed.
+enum Page {
+    /// The answer exceeded the gRPC message limit.
+    TooLarge,
+    Failed(StorageError),
+}
 
 /// How to reach etcd.
 #[derive(Clone, Debug, Default)]
@@ -110,6 +119,52 @@ impl Etcd {
         Ok(())
     }
 
+    /// One etcd range of at most `limit` keys.
+    async fn range_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<Revision>,
+    ) -> Result<RangeResponse, Page> {
+        let start = match start_after {
+            Some(after) => format!("{after}\0"),
+            None => prefix.to_string(),
+        };
+        let mut options = GetOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_limit(limit as i64);
+        if let Some(revision) = revision {
+            options = options.with_revision(revision as i64);
+        }
+        let mut client = self.client.clone();
+        let response = match tokio::time::timeout(REQUEST_TIMEOUT, client.get(start, Some(options))).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
+                return Err(Page::Failed(StorageError::Expired {
+                    requested: revision.unwrap_or(0),
+                    compacted: 0,
+                }));
+            }
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("message length too large") => {
+                return Err(Page::TooLarge);
+            }
+            Ok(Err(e)) => return Err(Page::Failed(unavailable(e))),
+            Err(_) => return Err(Page::Failed(timed_out())),
+        };
+        let kvs = response
+            .kvs()
+            .iter()
+            .map(to_kv)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Page::Failed)?;
+        Ok(RangeResponse {
+            remaining: (response.count() as u64).saturating_sub(kvs.len() as u64),
+            revision: revision.unwrap_or_else(|| response.header().map_or(0, |h| h.revision() as Revision)),
+            kvs,
+        })
+    }
+
     /// A conditional write: `compare` true → `then`, else read the key to say why not.
     async fn txn(
         &self,
@@ -150,40 +205,47 @@ impl Storage for Etcd {
         response.kvs().first().map(to_kv).transpose()
     }
 
+    /// Ranges over etcd in pages at one revision, so no single answer reaches gRPC's message
+    /// limit (4 MiB): a page too large is asked again at half the keys.
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
-        let start = match &request.start_after {
-            Some(after) => format!("{after}\0"),
-            None => request.prefix.clone(),
-        };
-        let mut options = GetOptions::new().with_range(prefix_end(&request.prefix));
-        if request.limit > 0 {
-            options = options.with_limit(request.limit as i64);
-        }
-        if let Some(revision) = request.revision {
-            options = options.with_revision(revision as i64);
-        }
-        let mut client = self.client.clone();
-        let response = match tokio::time::timeout(REQUEST_TIMEOUT, client.get(start, Some(options))).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("compacted") => {
-                return Err(StorageError::Expired {
-                    requested: request.revision.unwrap_or(0),
-                    compacted: 0,
+        let mut revision = request.revision;
+        let mut start_after = request.start_after.clone();
+        let mut kvs = Vec::new();
+        let mut page = RANGE_PAGE;
+        loop {
+            let want = match request.limit {
+                0 => page,
+                limit => page.min(limit - kvs.len()),
+            };
+            let answer = match self
+                .range_page(&request.prefix, start_after.as_deref(), want, revision)
+                .await
+            {
+                Err(Page::TooLarge) if want > 1 => {
+                    page = want / 2;
+                    continue;
+                }
+                Err(Page::TooLarge) => {
+                    return Err(StorageError::Internal(
+                        "an object under this prefix is larger than etcd's answers may be".into(),
+                    ));
+                }
+                Err(Page::Failed(e)) => return Err(e),
+                Ok(answer) => answer,
+            };
+            // Every later page reads at the first one's revision: one consistent list.
+            let at = *revision.get_or_insert(answer.revision);
+            let full = request.limit > 0 && kvs.len() + answer.kvs.len() >= request.limit;
+            start_after = answer.kvs.last().map(|kv| kv.key.clone()).or(start_after);
+            kvs.extend(answer.kvs);
+            if answer.remaining == 0 || full {
+                return Ok(RangeResponse {
+                    kvs,
+                    remaining: answer.remaining,
+                    revision: at,
                 });
             }
-            Ok(Err(e)) => return Err(unavailable(e)),
-            Err(_) => return Err(timed_out()),
-        };
-        let kvs = response.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
-        let remaining = (response.count() as u64).saturating_sub(kvs.len() as u64);
-        let revision = request
-            .revision
-            .unwrap_or_else(|| response.header().map_or(0, |h| h.revision() as Revision));
-        Ok(RangeResponse {
-            kvs,
-            remaining,
-            revision,
-        })
+        }
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
