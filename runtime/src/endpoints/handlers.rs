@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::encoded;
 use super::negotiation::{Answer, MAX_BODY, Output, decode_object, encode, error_response, negotiate, read_body};
 use super::params::{
     IGNORE_STORE_READ_ERROR, Query, UNSAFE_DELETE_VERB, check_query, decode_patch, delete_options, flag, list_options,
@@ -175,6 +176,12 @@ async fn handle(
                 let metrics = parts.extensions.get::<Arc<crate::filters::metrics::Metrics>>().cloned();
                 return watch(store, options, q, output, watching, metrics).await;
             }
+            if output == Output::Json
+                && !flag(q, "pretty")
+                && let Some(listed) = store.list_encoded(&options).await?
+            {
+                return Ok(Reply::Stream(encoded::list(&meta.api_version(), meta.kind, listed)));
+            }
             let listed = store.list(&options).await?;
             let value = if output == Output::Table {
                 let include =
@@ -229,7 +236,15 @@ async fn handle(
                 warnings: Vec::new(),
             })
         }
-        (Target::Object | Target::Status, "GET") => single(store.get(ns, name).await?),
+        (Target::Object | Target::Status, "GET") => {
+            if output == Output::Json
+                && !flag(q, "pretty")
+                && let Some(bytes) = store.get_encoded(ns, name).await?
+            {
+                return Ok(Reply::Stream(encoded::object(bytes)));
+            }
+            single(store.get(ns, name).await?)
+        }
         (Target::Object | Target::Status, "PUT") => {
             let part = if target == Target::Status {
                 Part::Status

@@ -8,11 +8,13 @@
 //! - [`params`]: query parameters and option bodies parsed into the registry's options.
 //! - [`negotiation`]: Accept and Content-Type: JSON, YAML, Table; bounded body reads;
 //!   [`json_body`]: JSON bodies decoded with their duplicate fields found.
+//! - [`encoded`]: GETs and streamed lists written from objects encoded once per revision.
 //! - [`watch`]: chunked watch streams with bookmarks and initial events.
 //! - [`discovery`], [`openapi`] and [`openapi_proto`]: the documents clients read first.
 //! - [`table`]: `meta.k8s.io/v1 Table` for `kubectl get`.
 
 pub mod discovery;
+pub mod encoded;
 pub mod handlers;
 pub mod json_body;
 pub mod negotiation;

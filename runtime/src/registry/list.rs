@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
 use super::options::{ContinueToken, ListOptions, Listed, WatchEvent, decode_continue, encode_continue};
 use super::store::Store;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{EventKind, RangeRequest, Revision, Storage, StorageError};
+use crate::storage::{EventKind, KeyValue, RangeRequest, Revision, Storage, StorageError};
 
 /// Most objects one list page returns, whatever `limit` asks.
 pub const MAX_LIMIT: usize = 10_000;
@@ -31,6 +32,32 @@ impl Store {
 
     /// List objects.
     pub async fn list(&self, options: &ListOptions) -> ApiResult<Listed> {
+        self.collect(options, |kv| match self.decode(kv) {
+            Ok(object) => Ok(options.selects(&object).then_some(object)),
+            Err(_) => Err(()),
+        })
+        .await
+    }
+
+    /// List objects as clients receive them, each encoded once per revision and shared.
+    pub async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Listed<Bytes>> {
+        let filtered = options.labels.is_some() || !options.fields.is_empty();
+        self.collect(options, |kv| {
+            if filtered && !options.selects(&self.decode(kv).map_err(|_| ())?) {
+                return Ok(None);
+            }
+            self.encoded.get(kv).map(Some).ok_or(())
+        })
+        .await
+    }
+
+    /// The paginated read behind every list: `take` turns a stored object into an item, `None`
+    /// when the selectors leave it out, `Err` when it is damaged.
+    async fn collect<T>(
+        &self,
+        options: &ListOptions,
+        mut take: impl FnMut(&KeyValue) -> Result<Option<T>, ()>,
+    ) -> ApiResult<Listed<T>> {
         let limit = if options.limit == 0 {
             0
         } else {
@@ -79,10 +106,10 @@ impl Store {
                 last_key = Some(kv.key.clone());
                 // A damaged object fails the list, naming every damaged key on the page, so
                 // each can be deleted; the others stay readable one by one.
-                match self.decode(kv) {
-                    Ok(object) if options.selects(&object) => items.push(object),
-                    Ok(_) => {}
-                    Err(_) => unreadable.push(kv.key.clone()),
+                match take(kv) {
+                    Ok(Some(item)) => items.push(item),
+                    Ok(None) => {}
+                    Err(()) => unreadable.push(kv.key.clone()),
                 }
             }
             if limit == 0 || page.remaining == 0 || more || items.len() == limit {

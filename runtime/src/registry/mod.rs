@@ -8,12 +8,14 @@
 //!   [`update`]: patch and server-side apply; [`list`]: lists and watches; [`scale`]: `/scale`.
 //! - [`object`]: object semantics shared by every store (names, metadata, status/spec split);
 //!   [`object_meta`]: `metadata` validation as apimachinery's `ValidateObjectMeta`.
+//! - [`encoded`]: objects encoded once per stored revision, shared by GETs and lists.
 //! - [`options`]: what registry calls take and return.
 //! - [`patch`], [`managed`] and [`fieldset`]: JSON and merge patches, `managedFields` and
 //!   the field sets server-side apply works on.
 //! - [`custom`]: resources served by user code instead of the key-value store.
 
 pub mod custom;
+pub mod encoded;
 pub mod fieldset;
 pub mod list;
 pub mod managed;

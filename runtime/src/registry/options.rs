@@ -174,9 +174,9 @@ impl ListOptions {
 
 /// A list answer.
 #[derive(Debug)]
-pub struct Listed {
+pub struct Listed<T = Value> {
     /// Matching objects.
-    pub items: Vec<Value>,
+    pub items: Vec<T>,
     /// The list's `metadata`.
     pub metadata: Value,
     /// The revision read at.

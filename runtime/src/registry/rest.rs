@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::Stream;
 use serde_json::Value;
 
@@ -31,6 +32,16 @@ pub trait Rest: Send + Sync + 'static {
     async fn get(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value>;
     /// `list`.
     async fn list(&self, options: &ListOptions) -> ApiResult<Listed>;
+    /// `get` as the JSON clients receive, when the store keeps it encoded (`None`: use `get`).
+    async fn get_encoded(&self, namespace: Option<&str>, name: &str) -> ApiResult<Option<Bytes>> {
+        let _ = (namespace, name);
+        Ok(None)
+    }
+    /// `list` with each item as the JSON clients receive, when the store keeps it encoded.
+    async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Option<Listed<Bytes>>> {
+        let _ = options;
+        Ok(None)
+    }
     /// `watch`: initial events as `sendInitialEvents`/`resourceVersion` ask, then changes.
     async fn watch(
         self: Arc<Self>,
@@ -102,6 +113,14 @@ impl Rest for Store {
 
     async fn list(&self, options: &ListOptions) -> ApiResult<Listed> {
         Store::list(self, options).await
+    }
+
+    async fn get_encoded(&self, namespace: Option<&str>, name: &str) -> ApiResult<Option<Bytes>> {
+        Store::get_encoded(self, namespace, name).await.map(Some)
+    }
+
+    async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Option<Listed<Bytes>>> {
+        Store::list_encoded(self, options).await.map(Some)
     }
 
     async fn watch(

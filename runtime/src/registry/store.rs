@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::encoded::EncodedCache;
 use super::managed::{self, Writer};
 use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
@@ -25,6 +27,8 @@ pub struct Store {
     pub(super) chain: Chain,
     pub(super) storage: Arc<WatchCache>,
     pub(super) prefix: String,
+    /// Objects as clients receive them, one encoding per revision.
+    pub(super) encoded: EncodedCache,
 }
 
 impl Store {
@@ -40,6 +44,7 @@ impl Store {
             chain: Chain::default(),
             storage,
             prefix,
+            encoded: EncodedCache::default(),
         })
     }
 
@@ -102,6 +107,24 @@ impl Store {
             .map_err(self.storage_error(name))?;
         let kv = kv.ok_or_else(|| ApiError::not_found(&self.meta, name))?;
         self.decode(&kv)
+    }
+
+    /// Read one object as clients receive it, encoded once per revision and shared.
+    pub async fn get_encoded(&self, namespace: Option<&str>, name: &str) -> ApiResult<Bytes> {
+        let kv = self
+            .storage
+            .get(&self.key(namespace, name))
+            .await
+            .map_err(self.storage_error(name))?;
+        let kv = kv.ok_or_else(|| ApiError::not_found(&self.meta, name))?;
+        match self.encoded.get(&kv) {
+            Some(bytes) => Ok(bytes),
+            // The decoder says what is wrong.
+            None => Err(self
+                .decode(&kv)
+                .err()
+                .unwrap_or_else(|| corrupt(&[&kv.key], "not JSON"))),
+        }
     }
 
     pub(super) fn writer<'a>(&'a self, options: &'a WriteOptions) -> Writer<'a> {
