@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use rustls::DistinguishedName;
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::Digest;
 
 use super::ttl_cache::TtlCache;
+pub use super::x509::PeerCertificates;
+use super::x509::Verifiers;
 
 /// The group every authenticated user has.
 pub const AUTHENTICATED: &str = "system:authenticated";
@@ -66,10 +66,6 @@ impl UserInfo {
         self.groups.iter().any(|g| g == group)
     }
 }
-
-/// The client's certificate chain from the TLS handshake (leaf first), per connection.
-#[derive(Clone, Debug, Default)]
-pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 
 /// Request-header authentication settings (`--requestheader-*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,66 +168,6 @@ pub struct FlagsSet {
     pub client_ca: bool,
     /// `--requestheader-client-ca-file` was given.
     pub requestheader_ca: bool,
-}
-
-/// The verifiers built from a [`Trust`].
-struct Verifiers {
-    trust: Trust,
-    client: Option<Arc<dyn ClientCertVerifier>>,
-    requestheader: Option<Arc<dyn ClientCertVerifier>>,
-}
-
-fn verifier(pem: &[u8], what: &str) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots
-            .add(cert.map_err(|e| format!("{what}: {e}"))?)
-            .map_err(|e| format!("{what}: {e}"))?;
-    }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
-        .build()
-        .map(|v| v as Arc<dyn ClientCertVerifier>)
-        .map_err(|e| format!("{what}: {e}"))
-}
-
-impl Verifiers {
-    fn new(trust: Trust) -> Result<Self, String> {
-        Ok(Verifiers {
-            client: trust
-                .client_ca
-                .as_deref()
-                .map(|p| verifier(p, "client CA"))
-                .transpose()?,
-            requestheader: trust
-                .requestheader_ca
-                .as_deref()
-                .map(|p| verifier(p, "request-header CA"))
-                .transpose()?,
-            trust,
-        })
-    }
-}
-
-/// Whether `chain` verifies against `verifier` now (signature, validity, client-auth usage).
-fn verifies(verifier: &dyn ClientCertVerifier, chain: &[CertificateDer<'static>]) -> bool {
-    let Some((leaf, intermediates)) = chain.split_first() else {
-        return false;
-    };
-    verifier
-        .verify_client_cert(leaf, intermediates, UnixTime::now())
-        .is_ok()
-}
-
-/// A certificate's subject: CN and O values.
-fn subject(cert: &CertificateDer<'_>) -> Option<(String, Vec<String>)> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let subject = parsed.subject();
-    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let orgs = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    Some((cn, orgs))
 }
 
 /// Percent-decoding of extra header keys (`X-Remote-Extra-Scopes%2Fv1`).
@@ -354,11 +290,10 @@ impl Authenticator {
         headers: &mut HeaderMap,
     ) -> Result<UserInfo, Unauthenticated> {
         let verifiers = self.verifiers.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let chain = peer.map(|p| p.0.as_slice()).unwrap_or_default();
         let requestheader = &verifiers.trust.requestheader;
-        let from_proxy = self
-            .front_proxy(&verifiers, chain)
-            .then(|| proxied_user(requestheader, headers));
+        // What the client chain proves, worked out once per connection.
+        let proof = peer.map(|p| p.proof(&verifiers)).unwrap_or_default();
+        let from_proxy = proof.front_proxy.then(|| proxied_user(requestheader, headers));
         let names: Vec<_> = headers
             .keys()
             .filter(|k| requestheader.carries_identity(k.as_str()))
@@ -370,10 +305,7 @@ impl Authenticator {
         if let Some(Some(user)) = from_proxy {
             return Ok(user);
         }
-        if let Some(client) = &verifiers.client
-            && verifies(client.as_ref(), chain)
-            && let Some((name, groups)) = chain.first().and_then(subject)
-        {
+        if let Some((name, groups)) = proof.client {
             return Ok(UserInfo::authenticated(name, groups));
         }
         let bearer = headers
@@ -396,23 +328,6 @@ impl Authenticator {
             return Ok(UserInfo::anonymous());
         }
         Err(Unauthenticated::Missing)
-    }
-
-    /// Whether the client chain is the front proxy's: signed by the request-header CA and, if
-    /// names are configured, with an allowed CN.
-    fn front_proxy(&self, verifiers: &Verifiers, chain: &[CertificateDer<'static>]) -> bool {
-        let Some(ca) = &verifiers.requestheader else {
-            return false;
-        };
-        if !verifies(ca.as_ref(), chain) {
-            return false;
-        }
-        let allowed = &verifiers.trust.requestheader.allowed_names;
-        allowed.is_empty()
-            || chain
-                .first()
-                .and_then(subject)
-                .is_some_and(|(cn, _)| allowed.contains(&cn))
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`authorize`], [`max_in_flight`], [`timeout`].
 //!
 //! - [`access`]: the authentication, impersonation and authorization filters; the decisions
-//!   themselves are [`authn`] (request-header, client certificates, TokenReview) and [`authz`]
+//!   themselves are [`authn`] (request-header, client certificates, TokenReview), with [`x509`] for certificate chains, and [`authz`]
 //!   (SubjectAccessReview), with [`ttl_cache`] for both.
 //! - [`observe`]: metrics and the request log ([`metrics`]), the audit log ([`audit`](mod@audit)).
 //! - [`limits`]: max-in-flight and the request timeout.
@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod observe;
 pub mod ttl_cache;
+pub mod x509;
 
 pub use access::{AuthorizeMore, Guard, Impersonator, Loopback, authenticate, authorize, impersonate};
 pub use limits::{InFlight, max_in_flight, timeout};

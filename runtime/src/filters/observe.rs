@@ -72,16 +72,21 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
         response.headers_mut().insert("Audit-ID", v);
     }
     body.settle(&mut response);
-    let user = response
-        .extensions()
-        .get::<UserInfo>()
-        .map(|u| u.name.clone())
-        .unwrap_or_default();
-    tracing::info!(
-        target: "apiary::request",
-        %method, path, user, code, latency_ms = started.elapsed().as_secs_f64() * 1000.0, audit_id,
-        "request"
-    );
+    // As k8s.io/apiserver's httplog: every request at -v 3 (debug), server errors always.
+    let level_enabled = if code >= 500 {
+        tracing::enabled!(target: "apiary::request", tracing::Level::INFO)
+    } else {
+        tracing::enabled!(target: "apiary::request", tracing::Level::DEBUG)
+    };
+    if level_enabled {
+        let user = response.extensions().get::<UserInfo>().map_or("", |u| u.name.as_str());
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if code >= 500 {
+            tracing::info!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
+        } else {
+            tracing::debug!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
+        }
+    }
     if info.verb == "watch" && code == 200 {
         let running = metrics.longrunning(&labels);
         let (parts, body) = response.into_parts();

@@ -318,13 +318,13 @@ impl Server {
                     },
                     () = admitted.should_close() => return,
                 };
-                let peer = PeerCertificates(Arc::new(
+                let peer = PeerCertificates::new(
                     tls.get_ref()
                         .1
                         .peer_certificates()
                         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                         .unwrap_or_default(),
-                ));
+                );
                 // The protocol is what TLS negotiated (ALPN), so no bytes are awaited to guess it.
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                 let slot = admitted.clone();
