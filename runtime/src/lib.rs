@@ -98,8 +98,8 @@ where
 /// Log to stderr through `tracing` at `-v` verbosity (`RUST_LOG` overrides), as text or JSON.
 pub fn init_logging(format: LogFormat, verbosity: u8) {
     let level = match verbosity {
-        0 | 1 => "info",
-        2..=4 => "debug",
+        0..=2 => "info",
+        3 | 4 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());

@@ -194,7 +194,7 @@ pub struct ServerOptions {
     /// Log format: text or json.
     #[arg(long, value_enum, default_value_t = crate::LogFormat::Text)]
     pub log_format: crate::LogFormat,
-    /// Log verbosity as kube-apiserver's -v (0-1 info, 2-4 debug, 5+ trace); RUST_LOG overrides it.
+    /// Log verbosity as kube-apiserver's -v (0-2 info, 3-4 debug with a line per request, 5+ trace); RUST_LOG overrides it.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
 }

@@ -156,6 +156,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A kubectl of a given version pointed at this server.
     pub fn kubectl(&self, version: &str) -> Kubectl {
         Kubectl {

@@ -18,6 +18,9 @@ use widget_api::{Widget, WidgetPolicy};
 struct Cli {
     #[command(flatten)]
     server: ServerOptions,
+    /// Run the example's status logic (off: the API alone, as the HTTP benchmark measures it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    status_controller: bool,
 }
 
 #[tokio::main]
@@ -30,7 +33,9 @@ async fn main() {
             .resource::<WidgetPolicy>()?;
         let policies = server.store::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
         let server = server.admit::<Widget>(policy::DeniedImages { policies });
-        tokio::spawn(status::run(server.client(), server.leadership()));
+        if cli.status_controller {
+            tokio::spawn(status::run(server.client(), server.leadership()));
+        }
         server.run().await
     };
     if let Err(e) = result.await {
