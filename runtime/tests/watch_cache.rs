@@ -84,10 +84,11 @@ async fn many_watchers_share_one_backend_watch() {
         for (i, key) in keys.iter().enumerate() {
             let change = next(w).await.unwrap();
             assert_eq!(&change.event.kv.key, key);
-            change.decoded(|e| {
+            let derived = change.derived(|e| {
                 decodes.fetch_add(1, Ordering::SeqCst);
-                Some((serde_json::json!(e.kv.value), None))
+                Some(serde_json::json!(e.kv.value))
             });
+            assert_eq!(derived.as_deref(), Some(&serde_json::json!([i])));
             if i == 0 {
                 firsts.push(change);
             }

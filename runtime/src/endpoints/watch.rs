@@ -88,7 +88,7 @@ pub(super) async fn watch(
     let registered = metrics.as_ref().map(|m| m.watcher(&meta));
     let lines = merged.take_until(deadline).filter_map(move |event| {
         let _ = &registered;
-        if let (Some(m), Some(WatchEvent::Object(..))) = (&metrics, &event) {
+        if let (Some(m), Some(WatchEvent::Object(..) | WatchEvent::Shared(..))) = (&metrics, &event) {
             m.watch_event(&meta);
         }
         let line = match event {
@@ -96,30 +96,26 @@ pub(super) async fn watch(
                 last_rv = last_rv.max(rv);
                 return futures::future::ready(None);
             }
+            Some(WatchEvent::Shared(kind, shared)) if output == Output::Json => {
+                last_rv = last_rv.max(revision_of(&shared.value));
+                // The object's shared encoding, framed: no serialization per watcher.
+                let mut line = Vec::with_capacity(shared.json.len() + 40);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(kind.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(&shared.json);
+                line.extend_from_slice(b"}\n");
+                return futures::future::ready(Some((false, Bytes::from(line))));
+            }
+            Some(WatchEvent::Shared(kind, shared)) => {
+                last_rv = last_rv.max(revision_of(&shared.value));
+                let t = transcode(&meta, &shared.value, output, include, last_rv, &mut first_table);
+                json!({"type": kind, "object": t.unwrap_or_else(|| shared.value.clone())})
+            }
             Some(WatchEvent::Object(kind, object)) => {
-                if let Some(rv) = object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .and_then(|r| r.parse().ok())
-                {
-                    last_rv = last_rv.max(rv);
-                }
-                let object = if let Output::Metadata { version, .. } = output {
-                    partial_object_metadata(&object, version)
-                } else if output == Output::Table {
-                    let t = table::table(
-                        &meta,
-                        std::slice::from_ref(&object),
-                        json!({"resourceVersion": last_rv.to_string()}),
-                        include,
-                        first_table,
-                    );
-                    first_table = false;
-                    t
-                } else {
-                    object
-                };
-                json!({"type": kind, "object": object})
+                last_rv = last_rv.max(revision_of(&object));
+                let t = transcode(&meta, &object, output, include, last_rv, &mut first_table);
+                json!({"type": kind, "object": t.unwrap_or(object)})
             }
             Some(WatchEvent::Bookmark(rv, end)) => {
                 last_rv = last_rv.max(rv);
@@ -153,6 +149,36 @@ pub(super) async fn watch(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     Ok(Reply::Stream(response))
+}
+
+fn revision_of(object: &Value) -> u64 {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The object as a watch event of `output` carries it, when that is not the object itself:
+/// its metadata, or a one-row Table (with the column definitions in the first one only).
+fn transcode(
+    meta: &ResourceMeta,
+    object: &Value,
+    output: Output,
+    include: IncludeObject,
+    rv: u64,
+    first_table: &mut bool,
+) -> Option<Value> {
+    match output {
+        Output::Metadata { version, .. } => Some(partial_object_metadata(object, version)),
+        Output::Table => {
+            let list_metadata = json!({"resourceVersion": rv.to_string()});
+            let t = table::table(meta, std::slice::from_ref(object), list_metadata, include, *first_table);
+            *first_table = false;
+            Some(t)
+        }
+        _ => None,
+    }
 }
 
 fn bookmark(meta: &ResourceMeta, rv: u64, initial_end: bool, output: Output) -> Value {

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
-use super::options::{ContinueToken, ListOptions, Listed, WatchEvent, decode_continue, encode_continue};
+use super::encoded;
+use super::options::{ContinueToken, ListOptions, Listed, SharedObject, WatchEvent, decode_continue, encode_continue};
 use super::store::Store;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::{EventKind, KeyValue, RangeRequest, Revision, Storage, StorageError};
@@ -256,20 +257,27 @@ impl Store {
             if !event.kv.key.starts_with(&prefix) {
                 return WatchEvent::Progress(revision);
             }
-            // Decoded once for all watchers of the resource.
-            let decoded = change.decoded(|e| {
-                let new = store.decode(&e.kv).ok()?;
-                Some((new, e.prev.as_ref().and_then(|p| store.decode(p).ok())))
+            // Decoded and encoded once for all watchers of the resource.
+            let derived = change.derived(|e| {
+                let value = store.decode(&e.kv).ok()?;
+                let json = encoded::encode(&e.kv.value, e.kv.mod_revision)?.into();
+                let old = e.prev.as_ref().and_then(|p| store.decode(p).ok());
+                Some((Arc::new(SharedObject { value, json }), old))
             });
-            let Some((new, old)) = decoded else {
+            let Some(derived) = derived else {
                 return WatchEvent::Error(ApiError::internal(format!(
                     "stored object {} does not decode",
                     event.kv.key
                 )));
             };
+            let (new, old) = &*derived;
             let old_matches = old.as_ref().is_some_and(|old| options.selects(old));
-            match watch_type(event.kind == EventKind::Delete, old_matches, options.selects(new)) {
-                Some(kind) => WatchEvent::Object(kind, new.clone()),
+            match watch_type(
+                event.kind == EventKind::Delete,
+                old_matches,
+                options.selects(&new.value),
+            ) {
+                Some(kind) => WatchEvent::Shared(kind, new.clone()),
                 None => WatchEvent::Progress(revision),
             }
         });

@@ -286,12 +286,23 @@ impl DeleteOptions {
 pub enum WatchEvent {
     /// ADDED, MODIFIED or DELETED with the object.
     Object(&'static str, Value),
+    /// ADDED, MODIFIED or DELETED with an object shared by every watcher of its change.
+    Shared(&'static str, Arc<SharedObject>),
     /// A BOOKMARK at a revision; `initial_events_end` marks the end of sendInitialEvents.
     Bookmark(Revision, bool),
     /// Nothing to send: every change up to this revision was considered (later bookmarks may use it).
     Progress(Revision),
     /// An ERROR with a Status (e.g. 410 Expired); the stream ends after it.
     Error(ApiError),
+}
+
+/// An object decoded and encoded once for every watcher that receives it.
+#[derive(Debug)]
+pub struct SharedObject {
+    /// The object.
+    pub value: Value,
+    /// The object as the JSON clients receive.
+    pub json: bytes::Bytes,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -6,6 +6,7 @@
 //! past it) ends with `Expired`, and the client re-lists. Reads, writes and resumes from before
 //! the window go straight to the backend.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -13,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{Event, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
@@ -23,30 +23,38 @@ pub const WINDOW: usize = 10_000;
 /// Longest wait between attempts to re-establish a failed backend watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A change shared by every watcher of its prefix, with a slot for its decoded objects so
-/// the fan-out decodes each change once, not once per watcher.
-#[derive(Debug)]
+/// A change shared by every watcher of its prefix, with a slot for what its reader derives
+/// from it (decoded and encoded objects), so the fan-out works on each change once, not once
+/// per watcher.
 pub struct Change {
     /// The storage event.
     pub event: Event,
-    decoded: OnceLock<Option<Decoded>>,
+    derived: OnceLock<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
-/// A change's objects as the registry reads them: the new one and, if any, the previous one.
-pub type Decoded = (Value, Option<Value>);
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Change {
     fn new(event: Event) -> Arc<Change> {
         Arc::new(Change {
             event,
-            decoded: OnceLock::new(),
+            derived: OnceLock::new(),
         })
     }
 
-    /// The decoded objects, computed by `decode` for the first caller only (`None` when
-    /// decoding failed).
-    pub fn decoded(&self, decode: impl FnOnce(&Event) -> Option<Decoded>) -> Option<&Decoded> {
-        self.decoded.get_or_init(|| decode(&self.event)).as_ref()
+    /// What `derive` makes of the event, computed by the first caller only (`None` when it
+    /// failed, or when an earlier caller derived another type).
+    pub fn derived<T: Send + Sync + 'static>(&self, derive: impl FnOnce(&Event) -> Option<T>) -> Option<Arc<T>> {
+        let slot = self
+            .derived
+            .get_or_init(|| derive(&self.event).map(|t| Arc::new(t) as Arc<dyn Any + Send + Sync>));
+        slot.clone()?.downcast::<T>().ok()
     }
 }
 

@@ -272,6 +272,123 @@ async fn lists(server: &ServerProcess, tls: &Arc<rustls::ClientConfig>, count: u
     }
 }
 
+/// `CONNECTIONS`-way HTTP/2 connections carrying `count` watches of namespace `watch`; each
+/// watcher records, for every event, the time since the writer sent that object's create
+/// (its `a-sent` annotation, in nanoseconds since the Unix epoch).
+async fn watch_fan_out(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    count: usize,
+    rate: usize,
+    seconds: f64,
+) -> (f64, Vec<Duration>, usize) {
+    let mut h2 = (**tls).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let h2 = Arc::new(h2);
+    let per_connection = 20;
+    let writes = (rate as f64 * seconds) as usize;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..count.div_ceil(per_connection) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(h2.clone())
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        for _ in 0..per_connection.min(count - c * per_connection) {
+            let (mut sender, latencies, ready) = (sender.clone(), latencies.clone(), ready.clone());
+            tasks.push(tokio::spawn(async move {
+                let request = http::Request::builder()
+                    .uri("/apis/custom.example.com/v1/namespaces/watch/widgets?watch=1&timeoutSeconds=600")
+                    .header("host", "127.0.0.1")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                sender.ready().await.unwrap();
+                let mut body = sender.send_request(request).await.unwrap().into_body();
+                ready.fetch_add(1, Ordering::SeqCst);
+                let (mut buffer, mut mine, mut seen) = (Vec::new(), Vec::new(), 0);
+                let deadline = tokio::time::sleep(Duration::from_secs_f64(seconds + 15.0));
+                tokio::pin!(deadline);
+                while seen < writes {
+                    let frame = tokio::select! {
+                        f = body.frame() => f,
+                        () = &mut deadline => None,
+                    };
+                    let Some(Ok(frame)) = frame else { break };
+                    let Ok(data) = frame.into_data() else { continue };
+                    buffer.extend_from_slice(&data);
+                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        let at = line.windows(10).position(|w| w == b"\"a-sent\":\"");
+                        if let Some(sent) = at.and_then(|at| {
+                            let rest = &line[at + 10..];
+                            std::str::from_utf8(&rest[..rest.iter().position(|b| *b == b'"')?])
+                                .ok()?
+                                .parse::<u128>()
+                                .ok()
+                        }) {
+                            let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+                            mine.push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                            seen += 1;
+                        }
+                    }
+                }
+                latencies.lock().unwrap().extend(mine);
+            }));
+        }
+    }
+    while ready.load(Ordering::SeqCst) < count {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The writer: `rate` creates a second from 8 connections, for `seconds`.
+    let written = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (addr, tls, written) = (addr.to_string(), tls.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut sender = connect(&addr, &tls).await;
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(8.0 / rate as f64));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut i = w;
+                while i < writes {
+                    tick.tick().await;
+                    let sent = std::time::SystemTime::UNIX_EPOCH
+                        .elapsed()
+                        .unwrap()
+                        .as_nanos()
+                        .to_string();
+                    let mut object = widget(i);
+                    object["metadata"]["annotations"]["a-sent"] = json!(sent);
+                    let path = "/apis/custom.example.com/v1/namespaces/watch/widgets";
+                    let (status, _) = send(&mut sender, "POST", path, "application/json", Some(&object)).await;
+                    assert_eq!(status, 201);
+                    written.fetch_add(1, Ordering::Relaxed);
+                    i += 8;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let write_rate = written.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    let missing = (count * writes).saturating_sub(latencies.len());
+    latencies.sort();
+    (write_rate, latencies, missing)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -360,6 +477,24 @@ async fn main() {
         format!("{creates:.0}/s"),
         "".into(),
         f64::NAN,
+    );
+    let (watchers, rate) = (env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 }), 200);
+    let (kept, latencies, missing) = watch_fan_out(&addr, &admin, watchers, rate, seconds.max(5.0)).await;
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    row(
+        &format!("{watchers} watchers, creates offered at {rate}/s, memory"),
+        format!(
+            "writes kept {kept:.0}/s; delivery p50 {}, p99 {}, {missing} not delivered",
+            ms(at(0.5)),
+            ms(at(0.99))
+        ),
+        format!("offered: {rate}/s"),
+        kept / rate as f64,
     );
     drop(server);
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{ServerProcess, WidgetServer as _, connect, exchange};
+use futures::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -180,4 +181,84 @@ async fn the_serving_certificate_is_reloaded_from_disk() {
     }
     assert!(rotated, "new connections get the new certificate without a restart");
     assert!(!trusts(&server.url, &first_ca).await);
+}
+
+/// Reads `stream` until `done` holds of what was read, or `within` passes.
+async fn read_until(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    within: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
+    let mut read = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while !done(&read) {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    read
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_that_stops_reading_is_cut_off_and_holds_no_one_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_in(dir.path(), &["--storage", "memory", "--watch-cache-size", "500"]);
+    let head = format!("GET {WIDGETS}?watch=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (mut slow, mut fast) = (connect(&server).await, connect(&server).await);
+    slow.write_all(head.as_bytes()).await.unwrap();
+    fast.write_all(head.as_bytes()).await.unwrap();
+    // 3,000 objects of 4 KB: 12 MB, more than the sockets between the server and a client
+    // that reads nothing can hold (about 4 MB here), so it falls out of the 500-event window.
+    let objects = 3_000;
+    let fast_reader = tokio::spawn(async move {
+        // Counted as they arrive (the body is 10 MB), keeping only what may hold a cut needle.
+        let (mut added, mut errors, mut carry) = (0, 0, Vec::new());
+        let mut buffer = vec![0u8; 64 * 1024];
+        let reading = async {
+            while added < objects {
+                match fast.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        carry.extend_from_slice(&buffer[..n]);
+                        added += count(&carry, b"\"type\":\"ADDED\"");
+                        errors += count(&carry, b"\"type\":\"ERROR\"");
+                        carry.drain(..carry.len().saturating_sub(14));
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(120), reading).await;
+        (added, errors)
+    });
+    let client = server.client().await;
+    let api: kube::Api<widget_api::Widget> = kube::Api::namespaced(client, "default");
+    futures::stream::iter(0..objects)
+        .for_each_concurrent(8, |i| {
+            let api = api.clone();
+            async move {
+                let mut w = common::typed_widget(&format!("w{i}"), 1);
+                w.metadata.annotations = Some([("pad".to_string(), "x".repeat(4_000))].into());
+                api.create(&Default::default(), &w).await.unwrap();
+            }
+        })
+        .await;
+    let (added, errors) = fast_reader.await.unwrap();
+    assert_eq!((added, errors), (objects, 0), "the reading watcher got every event");
+    // The one that read nothing now gets what the sockets held, then 410 Expired, and its
+    // stream ends; it never held the writer or the other watcher back.
+    let slow = read_until(&mut slow, Duration::from_secs(30), |r| r.ends_with(b"0\r\n\r\n")).await;
+    let slow = String::from_utf8_lossy(&slow);
+    let added = count(slow.as_bytes(), b"\"type\":\"ADDED\"");
+    assert!(added < objects, "cut off after {added} events");
+    let last = slow.lines().rev().find(|l| l.contains("\"type\"")).unwrap_or_default();
+    assert!(last.contains("\"type\":\"ERROR\"") && last.contains("\"code\":410"), "{last}");
+    assert!(slow.ends_with("0\r\n\r\n"), "the chunked body is finished");
 }
