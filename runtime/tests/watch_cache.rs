@@ -8,16 +8,28 @@ use std::time::Duration;
 use apiary_runtime::storage::cache::Change;
 use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
 use apiary_runtime::storage::{
-    Engine, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError, WatchCache,
+    Census, Engine, EventStream, Freshness, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
+    WatchCache,
 };
 use apiary_runtime::testing::EtcdProcess;
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 
-/// A backend that counts the watches opened on it.
+/// A backend that counts the watches opened and the ranges read on it.
 struct Counting {
-    inner: Engine,
+    inner: Arc<dyn Storage>,
     watches: AtomicUsize,
+    ranges: AtomicUsize,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Storage>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            watches: AtomicUsize::new(0),
+            ranges: AtomicUsize::new(0),
+        })
+    }
 }
 
 #[async_trait]
@@ -26,6 +38,7 @@ impl Storage for Counting {
         self.inner.get(key).await
     }
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
+        self.ranges.fetch_add(1, Ordering::SeqCst);
         self.inner.range(request).await
     }
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
@@ -44,6 +57,9 @@ impl Storage for Counting {
     async fn current_revision(&self) -> Result<Revision, StorageError> {
         self.inner.current_revision().await
     }
+    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
+        self.inner.census(prefix, after).await
+    }
     async fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready().await
     }
@@ -60,10 +76,7 @@ async fn next<S: Stream<Item = Result<Arc<Change>, StorageError>> + Unpin>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_watchers_share_one_backend_watch() {
-    let backend = Arc::new(Counting {
-        inner: Engine::memory(),
-        watches: AtomicUsize::new(0),
-    });
+    let backend = Counting::new(Arc::new(Engine::memory()));
     let cache = WatchCache::new(backend.clone(), 1000);
     let start = cache.current_revision().await.unwrap();
     let mut watchers = Vec::new();
@@ -190,4 +203,92 @@ async fn the_feed_survives_an_etcd_outage_without_loss_or_duplicates() {
     // Nothing else (no replay of "/r/before").
     let extra = tokio::time::timeout(Duration::from_millis(500), watcher.next()).await;
     assert!(extra.is_err(), "no duplicate: {extra:?}");
+}
+
+fn whole(prefix: &str) -> RangeRequest {
+    RangeRequest {
+        prefix: prefix.into(),
+        ..Default::default()
+    }
+}
+
+/// Lists from the cache see every write acknowledged before them, even writes made straight to
+/// the backend (as another replica writes etcd), and read the backend only when they must.
+async fn consistent_lists_from_the_cache(inner: Arc<dyn Storage>) {
+    let backend = Counting::new(inner);
+    let cache = WatchCache::new(backend.clone(), 1000);
+    assert!(
+        cache
+            .list("/r/", &whole("/r/"), Freshness::Consistent)
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    let mut written = Vec::new();
+    for i in 0..100 {
+        let key = format!("/r/ns/k{i:03}");
+        let kv = backend.create(&key, vec![b'1']).await.unwrap();
+        let listed = cache
+            .list("/r/", &whole("/r/ns/"), Freshness::Consistent)
+            .await
+            .unwrap();
+        assert!(listed.revision >= kv.mod_revision);
+        assert_eq!(
+            listed.kvs.last().map(|kv| kv.key.as_str()),
+            Some(key.as_str()),
+            "list {i} sees the write before it"
+        );
+        written.push(kv);
+        if i % 10 == 9 {
+            let gone = written.remove(0);
+            backend.delete(&gone.key, gone.mod_revision).await.unwrap();
+            let listed = cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+            assert!(
+                listed.kvs.iter().all(|kv| kv.key != gone.key),
+                "list {i} sees the delete"
+            );
+            assert_eq!(listed.kvs.len(), written.len());
+        }
+    }
+    // Quiet now: lists come from the cache, a write elsewhere (another resource) included.
+    let other = backend.create("/other/x", vec![]).await.unwrap();
+    let before = backend.ranges.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let listed = cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+        assert_eq!(listed.kvs.len(), written.len());
+        assert!(listed.revision >= other.mod_revision, "read as of the newest revision");
+    }
+    let page = RangeRequest {
+        limit: 7,
+        ..whole("/r/")
+    };
+    let first = cache.list("/r/", &page, Freshness::NotOlderThan(0)).await.unwrap();
+    assert_eq!((first.kvs.len(), first.remaining), (7, written.len() as u64 - 7));
+    assert_eq!(backend.ranges.load(Ordering::SeqCst), before, "served from the cache");
+    // The next page reads at the first one's revision, from the backend.
+    let next = RangeRequest {
+        start_after: Some(first.kvs[6].key.clone()),
+        revision: Some(first.revision),
+        ..whole("/r/")
+    };
+    let rest = cache.list("/r/", &next, Freshness::Consistent).await.unwrap();
+    assert_eq!(rest.kvs.len() + 7, written.len());
+    assert_eq!(backend.ranges.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_come_from_the_cache_consistently_on_memory() {
+    consistent_lists_from_the_cache(Arc::new(Engine::memory())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_come_from_the_cache_consistently_on_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let config = EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        ..Default::default()
+    };
+    consistent_lists_from_the_cache(Arc::new(Etcd::connect(&config).await.unwrap())).await;
 }

@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
-use super::encoded;
+use super::encoded::{self, Encoded};
 use super::options::{ContinueToken, ListOptions, Listed, SharedObject, WatchEvent, decode_continue, encode_continue};
 use super::store::Store;
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{EventKind, KeyValue, RangeRequest, Revision, Storage, StorageError};
+use crate::storage::{EventKind, Freshness, KeyValue, RangeRequest, Revision, Storage, StorageError};
 
 /// Most objects one list page returns, whatever `limit` asks.
 pub const MAX_LIMIT: usize = 10_000;
@@ -41,7 +40,7 @@ impl Store {
     }
 
     /// List objects as clients receive them, each encoded once per revision and shared.
-    pub async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Listed<Bytes>> {
+    pub async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Listed<Arc<Encoded>>> {
         let filtered = options.labels.is_some() || !options.fields.is_empty();
         self.collect(options, |kv| {
             if filtered && !options.selects(&self.decode(kv).map_err(|_| ())?) {
@@ -65,22 +64,21 @@ impl Store {
             options.limit.min(MAX_LIMIT)
         };
         let prefix = self.list_prefix(options.namespace.as_deref());
-        let (mut revision, mut start_after) = (None, None);
+        let (mut revision, mut start_after, freshness);
         if let Some(token) = options.continue_token.as_deref().filter(|t| !t.is_empty()) {
             let token = decode_continue(token)?;
             if !token.start.starts_with(&prefix) {
                 return Err(ApiError::bad_request("continue key is not valid for this list"));
             }
-            revision = Some(token.rv);
-            start_after = Some(token.start);
+            (revision, start_after, freshness) = (Some(token.rv), Some(token.start), Freshness::Consistent);
         } else {
-            revision = self
+            start_after = None;
+            (revision, freshness) = self
                 .read_revision(
                     options.resource_version.as_deref(),
                     options.resource_version_match.as_deref(),
                 )
-                .await?
-                .or(revision);
+                .await?;
         }
         let filtered = options.labels.is_some() || !options.fields.is_empty();
         let mut items = Vec::new();
@@ -88,9 +86,16 @@ impl Store {
         let mut last_key = None;
         let mut unreadable = Vec::new();
         let (read_at, remaining) = loop {
+            // The first page from the watch cache, as fresh as asked; any more at its revision.
+            let request = RangeRequest {
+                prefix: prefix.clone(),
+                start_after: start_after.clone(),
+                limit,
+                revision,
+            };
             let page = self
                 .storage
-                .range(RangeRequest { prefix: prefix.clone(), start_after: start_after.clone(), limit, revision })
+                .list(&self.prefix, &request, freshness)
                 .await
                 .map_err(|e| match e {
                     StorageError::Expired { .. } if options.continue_token.is_some() => ApiError::expired(
@@ -140,8 +145,12 @@ impl Store {
         })
     }
 
-    /// The revision a read asks for: None for "newest".
-    async fn read_revision(&self, rv: Option<&str>, rv_match: Option<&str>) -> ApiResult<Option<Revision>> {
+    /// The revision a read asks for (`Some` for an exact one) and how fresh it must be.
+    async fn read_revision(
+        &self,
+        rv: Option<&str>,
+        rv_match: Option<&str>,
+    ) -> ApiResult<(Option<Revision>, Freshness)> {
         let rv = match rv.filter(|r| !r.is_empty()) {
             None => {
                 if rv_match.is_some_and(|m| !m.is_empty()) {
@@ -149,7 +158,7 @@ impl Store {
                         "resourceVersionMatch is forbidden unless resourceVersion is provided",
                     ));
                 }
-                return Ok(None);
+                return Ok((None, Freshness::Consistent));
             }
             Some(rv) => rv.parse::<Revision>().map_err(|_| {
                 ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a decimal revision"))
@@ -158,7 +167,7 @@ impl Store {
         match rv_match.unwrap_or("") {
             "" | "NotOlderThan" => {
                 self.check_not_future(rv).await?;
-                Ok(None)
+                Ok((None, Freshness::NotOlderThan(rv)))
             }
             "Exact" => {
                 if rv == 0 {
@@ -167,7 +176,7 @@ impl Store {
                     ));
                 }
                 self.check_not_future(rv).await?;
-                Ok(Some(rv))
+                Ok((Some(rv), Freshness::Consistent))
             }
             other => Err(ApiError::bad_request(format!(
                 "unsupported resourceVersionMatch {other:?}"

@@ -6,55 +6,49 @@
 //! past it) ends with `Expired`, and the client re-lists. Reads, writes and resumes from before
 //! the window go straight to the backend.
 
-use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 
-use super::{Event, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
+use super::{
+    Derived, Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
+};
 
 /// Events each prefix's window holds by default.
 pub const WINDOW: usize = 10_000;
+/// Longest a list waits for the cache to catch up before it reads the backend instead.
+pub const FRESH_WAIT: Duration = Duration::from_secs(3);
 /// Longest wait between attempts to re-establish a failed backend watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A change shared by every watcher of its prefix, with a slot for what its reader derives
 /// from it (decoded and encoded objects), so the fan-out works on each change once, not once
 /// per watcher.
+#[derive(Debug)]
 pub struct Change {
     /// The storage event.
     pub event: Event,
-    derived: OnceLock<Option<Arc<dyn Any + Send + Sync>>>,
-}
-
-impl std::fmt::Debug for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Change")
-            .field("event", &self.event)
-            .finish_non_exhaustive()
-    }
+    derived: Derived,
 }
 
 impl Change {
     fn new(event: Event) -> Arc<Change> {
         Arc::new(Change {
             event,
-            derived: OnceLock::new(),
+            derived: Derived::default(),
         })
     }
 
     /// What `derive` makes of the event, computed by the first caller only (`None` when it
     /// failed, or when an earlier caller derived another type).
     pub fn derived<T: Send + Sync + 'static>(&self, derive: impl FnOnce(&Event) -> Option<T>) -> Option<Arc<T>> {
-        let slot = self
-            .derived
-            .get_or_init(|| derive(&self.event).map(|t| Arc::new(t) as Arc<dyn Any + Send + Sync>));
-        slot.clone()?.downcast::<T>().ok()
+        self.derived.get_or_derive(|| derive(&self.event))
     }
 }
 
@@ -81,6 +75,50 @@ struct Window {
     /// Every event up to this revision has been received (the backend watch resumes here).
     progress: Revision,
     events: VecDeque<Arc<Change>>,
+    /// Every key under the prefix as of `progress`: what lists are served from.
+    state: BTreeMap<String, KeyValue>,
+}
+
+impl Window {
+    fn new(listed: RangeResponse) -> Window {
+        Window {
+            from: listed.revision,
+            progress: listed.revision,
+            events: VecDeque::new(),
+            state: listed.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
+        }
+    }
+
+    /// One page of the state as a range answer read at `at`.
+    fn page(&self, request: &RangeRequest, at: Revision) -> RangeResponse {
+        let start = match &request.start_after {
+            Some(key) => Bound::Excluded(key.as_str()),
+            None => Bound::Included(request.prefix.as_str()),
+        };
+        let mut under = self
+            .state
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(&request.prefix))
+            .map(|(_, kv)| kv);
+        let kvs: Vec<KeyValue> = match request.limit {
+            0 => under.by_ref().cloned().collect(),
+            limit => under.by_ref().take(limit).cloned().collect(),
+        };
+        RangeResponse {
+            kvs,
+            remaining: under.count() as u64,
+            revision: at,
+        }
+    }
+}
+
+/// How current a list must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// As of the store's newest revision (`resourceVersion` unset): a consistent read.
+    Consistent,
+    /// As of this revision or later (`resourceVersion="0"`, `NotOlderThan`).
+    NotOlderThan(Revision),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -121,22 +159,64 @@ impl WatchCache {
         Ok(Box::pin(watcher(feed, after)))
     }
 
+    /// Keys under `request.prefix` (within the feed of `feed_prefix`) from the cache's state
+    /// once it is as fresh as asked, as kube-apiserver's watch cache serves lists (KEP-2340):
+    /// a consistent read checks with a [`Census`](super::Census) that no key changed since the
+    /// cache's progress, else waits for the cache to catch up. Reads at a past revision, and
+    /// any the cache cannot vouch for within [`FRESH_WAIT`], go to the backend.
+    pub async fn list(
+        &self,
+        feed_prefix: &str,
+        request: &RangeRequest,
+        freshness: Freshness,
+    ) -> Result<RangeResponse, StorageError> {
+        if request.revision.is_some() || !request.prefix.starts_with(feed_prefix) {
+            return self.inner.range(request.clone()).await;
+        }
+        let feed = self.feed(feed_prefix).await?;
+        let deadline = Instant::now() + FRESH_WAIT;
+        loop {
+            let mut changed = feed.changed.subscribe();
+            let progress = lock(&feed.window).progress;
+            let (target, census) = match freshness {
+                Freshness::NotOlderThan(revision) => (revision, None),
+                Freshness::Consistent => match self.inner.census(feed_prefix, progress).await? {
+                    Some(census) => (census.revision, Some(census)),
+                    None => return self.inner.range(request.clone()).await,
+                },
+            };
+            {
+                let window = lock(&feed.window);
+                // Caught up: every event to `target` is in. Or nothing changed since `progress`
+                // (no key written since, none deleted): the state is the newest one.
+                let unchanged = census
+                    .filter(|c| window.progress == progress && !c.written_after && c.keys == window.state.len() as u64);
+                if window.progress >= target {
+                    return Ok(window.page(request, window.progress));
+                }
+                if let Some(census) = unchanged {
+                    return Ok(window.page(request, census.revision));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !matches!(tokio::time::timeout(left, changed.changed()).await, Ok(Ok(()))) {
+                return self.inner.range(request.clone()).await;
+            }
+        }
+    }
+
     async fn feed(&self, prefix: &str) -> Result<Arc<Feed>, StorageError> {
         if let Some(feed) = lock(&self.feeds).get(prefix) {
             return Ok(feed.clone());
         }
-        let start = self.inner.current_revision().await?;
+        let listed = self.inner.range(whole(prefix)).await?;
         let mut feeds = lock(&self.feeds);
-        // Another watcher may have started the feed while we read the revision.
+        // Another caller may have started the feed while we read the prefix.
         if let Some(feed) = feeds.get(prefix) {
             return Ok(feed.clone());
         }
         let feed = Arc::new(Feed {
-            window: Mutex::new(Window {
-                from: start,
-                progress: start,
-                events: VecDeque::new(),
-            }),
+            window: Mutex::new(Window::new(listed)),
             changed: watch::channel(0).0,
         });
         feeds.insert(prefix.to_string(), feed.clone());
@@ -147,6 +227,14 @@ impl WatchCache {
             self.window,
         ));
         Ok(feed)
+    }
+}
+
+/// A range over all of `prefix`, newest.
+fn whole(prefix: &str) -> RangeRequest {
+    RangeRequest {
+        prefix: prefix.to_string(),
+        ..Default::default()
     }
 }
 
@@ -177,8 +265,8 @@ async fn follow(inner: Arc<dyn Storage>, prefix: String, feed: Weak<Feed>, capac
         match failure {
             // The backend compacted past what we hold: start over; watchers behind must re-list.
             StorageError::Expired { .. } => {
-                if let Ok(now) = inner.current_revision().await {
-                    f.reset(now);
+                if let Ok(listed) = inner.range(whole(&prefix)).await {
+                    f.reset(listed);
                 }
             }
             e => {
@@ -198,6 +286,14 @@ impl Feed {
             return; // a replay of what we hold, after a re-established watch
         }
         window.progress = revision;
+        match event.kind {
+            EventKind::Put => {
+                window.state.insert(event.kv.key.clone(), event.kv.clone());
+            }
+            EventKind::Delete => {
+                window.state.remove(&event.kv.key);
+            }
+        }
         window.events.push_back(Change::new(event));
         while window.events.len() > capacity {
             if let Some(evicted) = window.events.pop_front() {
@@ -208,12 +304,9 @@ impl Feed {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    fn reset(&self, revision: Revision) {
-        let mut window = lock(&self.window);
-        window.events.clear();
-        window.from = revision;
-        window.progress = revision;
-        drop(window);
+    /// Start over from a fresh read of the prefix (the backend compacted past the window).
+    fn reset(&self, listed: RangeResponse) {
+        *lock(&self.window) = Window::new(listed);
         self.changed.send_modify(|n| *n += 1);
     }
 }

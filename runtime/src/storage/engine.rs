@@ -2,6 +2,7 @@
 //! history, optionally written through to a redb file before any write is acknowledged.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -13,7 +14,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{
-    Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
+    Census, Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
     end_after_error,
 };
 
@@ -340,6 +341,24 @@ impl Storage for Engine {
 
     async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
         self.write_async(key.to_string(), None, Some(expected)).await
+    }
+
+    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
+        let state = self.inner.state.read().map_err(internal)?;
+        let (mut keys, mut written_after) = (0, false);
+        let under = state
+            .data
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        for (_, kv) in under {
+            keys += 1;
+            written_after |= kv.mod_revision > after;
+        }
+        Ok(Some(Census {
+            keys,
+            written_after,
+            revision: state.revision,
+        }))
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {

@@ -12,7 +12,7 @@ use etcd_client::{
 use futures::StreamExt;
 
 use super::{
-    Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
+    Census, Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
     end_after_error,
 };
 
@@ -338,6 +338,38 @@ impl Storage for Etcd {
     async fn current_revision(&self) -> Result<Revision, StorageError> {
         let response = bounded(self.client.clone().get("\0", Some(GetOptions::new().with_count_only()))).await?;
         Ok(response.header().map_or(0, |h| h.revision() as Revision))
+    }
+
+    /// Both questions in one transaction, so at one revision. etcd counts before it filters by
+    /// revision, so the second asks for at most one key (names only) written after `after`.
+    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
+        let all = GetOptions::new().with_range(prefix_end(prefix)).with_count_only();
+        let newer = GetOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_keys_only()
+            .with_limit(1)
+            .with_min_mod_revision(after as i64 + 1);
+        let txn = Txn::new().and_then([TxnOp::get(prefix, Some(all)), TxnOp::get(prefix, Some(newer))]);
+        let response = bounded(self.client.clone().txn(txn)).await?;
+        let revision = response.header().map_or(0, |h| h.revision() as Revision);
+        let answers: Vec<(u64, usize)> = response
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(g) => Some((g.count() as u64, g.kvs().len())),
+                _ => None,
+            })
+            .collect();
+        let [(keys, _), (_, newer)] = answers[..] else {
+            return Err(StorageError::Internal(
+                "etcd answered a census with other than two ranges".into(),
+            ));
+        };
+        Ok(Some(Census {
+            keys,
+            written_after: newer > 0,
+            revision,
+        }))
     }
 
     async fn ready(&self) -> Result<(), StorageError> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::Stream;
 
-pub use cache::WatchCache;
+pub use cache::{Freshness, WatchCache};
 pub use engine::Engine;
 
 /// A store revision; `resourceVersion` is its decimal form.
@@ -79,6 +79,18 @@ pub struct RangeResponse {
     pub revision: Revision,
 }
 
+/// A count of the keys under a prefix at one revision, to tell whether a cached copy of them
+/// is current without reading them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Census {
+    /// Keys under the prefix.
+    pub keys: u64,
+    /// Whether any of them was last written after the revision asked about.
+    pub written_after: bool,
+    /// The revision counted at.
+    pub revision: Revision,
+}
+
 /// Storage failures; the registry maps them to `Status` errors.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StorageError {
@@ -130,6 +142,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError>;
     /// The newest revision.
     async fn current_revision(&self) -> Result<Revision, StorageError>;
+    /// The [`Census`] of `prefix` now, counting keys written after `after`; `None` when the
+    /// backend cannot count (lists then read the backend itself).
+    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
+        let _ = (prefix, after);
+        Ok(None)
+    }
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> Result<(), StorageError>;
 }
@@ -137,6 +155,32 @@ pub trait Storage: Send + Sync + 'static {
 /// A watch stream that ends right after its first error (the client must re-list).
 pub fn end_after_error(stream: impl Stream<Item = Result<Event, StorageError>> + Send + 'static) -> EventStream {
     Box::pin(crate::take_through(stream, Result::is_err))
+}
+
+/// A slot for one value its first reader derives from what holds it (a change, an encoded
+/// object), shared with every later reader: the fan-out's "work on each thing once".
+#[derive(Default)]
+pub struct Derived(std::sync::OnceLock<Option<Arc<dyn std::any::Any + Send + Sync>>>);
+
+impl Derived {
+    /// What `derive` makes, computed by the first caller only (`None` when it failed, or when
+    /// an earlier caller derived another type).
+    pub fn get_or_derive<T: Send + Sync + 'static>(&self, derive: impl FnOnce() -> Option<T>) -> Option<Arc<T>> {
+        let slot = self
+            .0
+            .get_or_init(|| derive().map(|t| Arc::new(t) as Arc<dyn std::any::Any + Send + Sync>));
+        slot.clone()?.downcast::<T>().ok()
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Derived(set)"
+        } else {
+            "Derived(empty)"
+        })
+    }
 }
 
 /// In-memory storage, lost on exit: for tests.
