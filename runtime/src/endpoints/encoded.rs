@@ -3,51 +3,76 @@
 //! memory is one chunk, not the whole response.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::negotiation::JSON;
+use super::negotiation::{JSON, TABLE};
+use super::table::{self, IncludeObject};
 use crate::registry::Listed;
+use crate::registry::encoded::Encoded;
+use crate::resource::ResourceMeta;
 
 /// Bytes gathered into one body chunk before it is written.
 const CHUNK: usize = 64 * 1024;
 
 /// A JSON answer of already-encoded bytes.
 pub(super) fn object(bytes: Bytes) -> Response {
-    with_json_type((StatusCode::OK, bytes).into_response())
+    with_type((StatusCode::OK, bytes).into_response(), JSON)
 }
 
 /// A `<Kind>List` whose items are written as they are taken, in chunks of about [`CHUNK`].
-pub(super) fn list(api_version: &str, kind: &str, listed: Listed<Bytes>) -> Response {
+pub(super) fn list(api_version: &str, kind: &str, listed: Listed<Arc<Encoded>>) -> Response {
     let head = json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": listed.metadata});
-    let head = serde_json::to_vec(&head).expect("JSON values serialize");
-    // `{...,"metadata":{...}}` becomes `{...,"metadata":{...},"items":[`.
+    let items = listed.items.into_iter().map(|item| item.json.clone());
+    with_type(streamed(&head, "items", items), JSON)
+}
+
+/// A `meta.k8s.io/v1 Table` of the objects, each row built from parts derived once per
+/// object revision, with the ages of now.
+pub(super) fn table(meta: &ResourceMeta, listed: Listed<Arc<Encoded>>, include: IncludeObject) -> Response {
+    let head = json!({
+        "apiVersion": "meta.k8s.io/v1", "kind": "Table", "metadata": listed.metadata,
+        "columnDefinitions": table::column_definitions(meta),
+    });
+    let (meta, now) = (*meta, jiff::Timestamp::now());
+    let rows = listed
+        .items
+        .into_iter()
+        .map(move |item| table::encoded_row(&meta, &item, include, now));
+    with_type(streamed(&head, "rows", rows), TABLE)
+}
+
+/// The JSON object `head` with one more field, an array of `items` written as they are taken.
+fn streamed(head: &Value, field: &str, items: impl Iterator<Item = Bytes> + Send + 'static) -> Response {
+    let head = serde_json::to_vec(head).expect("JSON values serialize");
+    // `{...}` becomes `{...,"<field>":[`.
     let mut first = BytesMut::from(&head[..head.len() - 1]);
-    first.extend_from_slice(b",\"items\":[");
+    first.extend_from_slice(format!(",\"{field}\":[").as_bytes());
     let chunks = Chunks {
         buffer: first,
-        items: listed.items.into_iter(),
+        items: Box::new(items),
         started: false,
         done: false,
     };
-    with_json_type(Body::from_stream(futures::stream::iter(chunks)).into_response())
+    Body::from_stream(futures::stream::iter(chunks)).into_response()
 }
 
-fn with_json_type(mut response: Response) -> Response {
+fn with_type(mut response: Response, media: &'static str) -> Response {
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     response
 }
 
 /// The list body's chunks, built only as the connection asks for them.
 struct Chunks {
     buffer: BytesMut,
-    items: std::vec::IntoIter<Bytes>,
+    items: Box<dyn Iterator<Item = Bytes> + Send>,
     started: bool,
     done: bool,
 }
@@ -77,18 +102,22 @@ impl Iterator for Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Derived;
     use http_body_util::BodyExt;
-    use serde_json::Value;
 
     #[tokio::test]
     async fn lists_stream_as_one_valid_document() {
         for count in [0usize, 1, 2, 500] {
-            let items: Vec<Bytes> = (0..count)
+            let items: Vec<Arc<Encoded>> = (0..count)
                 .map(|i| {
-                    Bytes::from(format!(
+                    let json = format!(
                         "{{\"metadata\":{{\"name\":\"o{i}\"}},\"data\":\"{}\"}}",
                         "x".repeat(300)
-                    ))
+                    );
+                    Arc::new(Encoded {
+                        json: json.into(),
+                        derived: Derived::default(),
+                    })
                 })
                 .collect();
             let listed = Listed {

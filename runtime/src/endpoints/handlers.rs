@@ -176,11 +176,17 @@ async fn handle(
                 let metrics = parts.extensions.get::<Arc<crate::filters::metrics::Metrics>>().cloned();
                 return watch(store, options, q, output, watching, metrics).await;
             }
-            if output == Output::Json
+            if matches!(output, Output::Json | Output::Table)
                 && !flag(q, "pretty")
                 && let Some(listed) = store.list_encoded(&options).await?
             {
-                return Ok(Reply::Stream(encoded::list(&meta.api_version(), meta.kind, listed)));
+                return Ok(Reply::Stream(if output == Output::Table {
+                    let include = IncludeObject::parse(q.get("includeObject").map(String::as_str))
+                        .map_err(ApiError::bad_request)?;
+                    encoded::table(&meta, listed, include)
+                } else {
+                    encoded::list(&meta.api_version(), meta.kind, listed)
+                }));
             }
             let listed = store.list(&options).await?;
             let value = if output == Output::Table {

@@ -1,7 +1,9 @@
 //! `meta.k8s.io/v1 Table` for `kubectl get`: Name, the declared columns, Age.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::registry::encoded::Encoded;
 use crate::resource::ResourceMeta;
 use crate::schema::jsonpath;
 
@@ -47,24 +49,44 @@ pub fn column_definitions(meta: &ResourceMeta) -> Value {
     Value::Array(columns)
 }
 
-/// One table row for an object.
-pub fn row(meta: &ResourceMeta, object: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
-    let mut cells = vec![object.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+/// A cell as derived once per object revision: a value, or an age to format at request time.
+enum Cell {
+    Value(Value),
+    Age(jiff::Timestamp),
+}
+
+impl Cell {
+    fn at(&self, now: jiff::Timestamp) -> Value {
+        match self {
+            Cell::Value(v) => v.clone(),
+            Cell::Age(then) => Value::String(human_duration(now.as_second() - then.as_second())),
+        }
+    }
+}
+
+/// An object's cells: Name, the declared columns, Age.
+fn cells(meta: &ResourceMeta, object: &Value) -> Vec<Cell> {
+    let mut cells = vec![Cell::Value(
+        object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+    )];
     for c in meta.columns {
         let value = jsonpath::get(object, c.json_path).cloned().unwrap_or(Value::Null);
-        let value = match (c.type_, &value) {
-            ("date", Value::String(s)) => age(s, now).map(Value::String).unwrap_or(value),
-            _ => value,
-        };
-        cells.push(value);
+        cells.push(match (c.type_, value.as_str().map(str::parse)) {
+            ("date", Some(Ok(then))) => Cell::Age(then),
+            _ => Cell::Value(value),
+        });
     }
     let created = object.pointer("/metadata/creationTimestamp").and_then(Value::as_str);
-    cells.push(
-        created
-            .and_then(|c| age(c, now))
-            .map(Value::String)
-            .unwrap_or_else(|| json!("<unknown>")),
-    );
+    cells.push(match created.map(str::parse) {
+        Some(Ok(then)) => Cell::Age(then),
+        _ => Cell::Value(json!("<unknown>")),
+    });
+    cells
+}
+
+/// One table row for an object.
+pub fn row(meta: &ResourceMeta, object: &Value, include: IncludeObject, now: jiff::Timestamp) -> Value {
+    let cells: Vec<Value> = cells(meta, object).iter().map(|c| c.at(now)).collect();
     let mut row = json!({ "cells": cells });
     match include {
         IncludeObject::None => {}
@@ -78,6 +100,51 @@ pub fn row(meta: &ResourceMeta, object: &Value, include: IncludeObject, now: jif
         }
     }
     row
+}
+
+/// What a row needs of an object revision: its cells and its metadata's JSON.
+struct RowParts {
+    cells: Vec<Cell>,
+    metadata: Vec<u8>,
+}
+
+/// One table row, as JSON, for an encoded object: its parts are derived once per revision
+/// and shared by every later Table, only the ages are of `now`.
+pub fn encoded_row(meta: &ResourceMeta, item: &Encoded, include: IncludeObject, now: jiff::Timestamp) -> Bytes {
+    let parts = item.derived.get_or_derive(|| {
+        let object: Value = serde_json::from_slice(&item.json).ok()?;
+        let metadata = serde_json::to_vec(object.get("metadata").unwrap_or(&Value::Null)).ok()?;
+        Some(RowParts {
+            cells: cells(meta, &object),
+            metadata,
+        })
+    });
+    let Some(parts) = parts else {
+        // Encodings are validated JSON; this is only reached if another reader claimed the slot.
+        let object = serde_json::from_slice(&item.json).unwrap_or(Value::Null);
+        return serde_json::to_vec(&row(meta, &object, include, now))
+            .expect("JSON values serialize")
+            .into();
+    };
+    let cells: Vec<Value> = parts.cells.iter().map(|c| c.at(now)).collect();
+    let mut out = b"{\"cells\":".to_vec();
+    serde_json::to_writer(&mut out, &cells).expect("JSON values serialize");
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Object => {
+            out.extend_from_slice(b",\"object\":");
+            out.extend_from_slice(&item.json);
+        }
+        IncludeObject::Metadata => {
+            out.extend_from_slice(
+                br#","object":{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":"#,
+            );
+            out.extend_from_slice(&parts.metadata);
+            out.push(b'}');
+        }
+    }
+    out.push(b'}');
+    out.into()
 }
 
 /// A Table of objects; `list_metadata` is the list's `metadata` (resourceVersion, continue).
@@ -148,7 +215,54 @@ pub fn human_duration(seconds: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::*;
+    use crate::resource::{PrintColumn, TEST_META};
+    use crate::storage::Derived;
+
+    #[test]
+    fn rows_from_encoded_objects_are_the_rows_of_the_objects() {
+        let column = |name, type_, json_path| PrintColumn {
+            name,
+            type_,
+            json_path,
+            description: "",
+            priority: 0,
+            format: "",
+        };
+        let columns: &'static [PrintColumn] = Box::leak(Box::new([
+            column("Replicas", "integer", ".spec.replicas"),
+            column("Seen", "date", ".status.seen"),
+            column("Note", "date", ".status.note"),
+        ]));
+        let meta = ResourceMeta { columns, ..TEST_META };
+        let object = json!({
+            "apiVersion": "g/v1", "kind": "K",
+            "metadata": {"name": "a", "creationTimestamp": "2026-11-20T10:00:00Z", "resourceVersion": "7"},
+            "spec": {"replicas": 3}, "status": {"seen": "2026-11-25T09:00:00Z", "note": "not a date"},
+        });
+        let encoded = Encoded {
+            json: serde_json::to_vec(&object).unwrap().into(),
+            derived: Derived::default(),
+        };
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        for include in [IncludeObject::Metadata, IncludeObject::Object, IncludeObject::None] {
+            let want = row(&meta, &object, include, now);
+            assert_eq!(want["cells"], json!(["a", 3, "60m", "not a date", "5d"]));
+            for _ in 0..2 {
+                let got: Value = serde_json::from_slice(&encoded_row(&meta, &encoded, include, now)).unwrap();
+                assert_eq!(got, want, "{include:?}");
+            }
+        }
+        // Parts are kept; ages move with the clock.
+        let later = encoded_row(
+            &meta,
+            &encoded,
+            IncludeObject::None,
+            "2026-11-25T12:00:00Z".parse().unwrap(),
+        );
+        let later: Value = serde_json::from_slice(&later).unwrap();
+        assert_eq!(later["cells"], json!(["a", 3, "3h", "not a date", "5d2h"]));
+    }
 
     #[test]
     fn ages_read_like_kubectl() {

@@ -167,6 +167,57 @@ pub fn with_guard(body: Body, guard: impl Send + Sync + Unpin + 'static) -> Body
     Body::new(Guarded { body, _guard: guard })
 }
 
+/// `body` counting the bytes it carries, told to `on_end` when it is finished or abandoned
+/// (for the sizes of streamed answers, which have no length up front).
+pub fn with_byte_count(body: Body, on_end: impl FnOnce(u64) + Send + Sync + Unpin + 'static) -> Body {
+    Body::new(Counted {
+        body,
+        bytes: 0,
+        on_end: Some(on_end),
+    })
+}
+
+struct Counted<F: FnOnce(u64)> {
+    body: Body,
+    bytes: u64,
+    on_end: Option<F>,
+}
+
+impl<F: FnOnce(u64)> Drop for Counted<F> {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.bytes);
+        }
+    }
+}
+
+impl<F: FnOnce(u64) + Send + Sync + Unpin + 'static> axum::body::HttpBody for Counted<F> {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 struct Guarded<G> {
     body: Body,
     _guard: G,

@@ -41,6 +41,7 @@ pub struct Metrics {
 }
 
 /// The labels of one request, as kube-apiserver reports them.
+#[derive(Clone)]
 pub struct RequestLabels {
     verb: String,
     dry_run: &'static str,
@@ -238,7 +239,14 @@ impl Metrics {
         if l.verb != "WATCH" {
             self.durations.with_label_values(&base).observe(elapsed.as_secs_f64());
         }
-        if let (Some(size), "GET" | "LIST") = (size, l.verb.as_str()) {
+        if let Some(size) = size {
+            self.observe_size(l, size);
+        }
+    }
+
+    /// The size of a GET's or LIST's answer (streamed ones: once written).
+    pub fn observe_size(&self, l: &RequestLabels, size: u64) {
+        if matches!(l.verb.as_str(), "GET" | "LIST") {
             self.sizes.with_label_values(&l.resource_labels()).observe(size as f64);
         }
     }

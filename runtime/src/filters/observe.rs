@@ -87,6 +87,12 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
             tracing::debug!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
         }
     }
+    if size.is_none() && info.verb != "watch" {
+        let (metrics, labels) = (metrics.clone(), labels.clone());
+        let (parts, body) = response.into_parts();
+        let body = super::limits::with_byte_count(body, move |bytes| metrics.observe_size(&labels, bytes));
+        response = Response::from_parts(parts, body);
+    }
     if info.verb == "watch" && code == 200 {
         let running = metrics.longrunning(&labels);
         let (parts, body) = response.into_parts();

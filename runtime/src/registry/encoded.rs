@@ -3,17 +3,27 @@
 //! revision (as kube-apiserver's `cachingObject` shares one serialization).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::object::metadata_mut;
-use crate::storage::{KeyValue, Revision};
+use crate::storage::{Derived, KeyValue, Revision};
 
 /// Bytes of encoded objects one resource keeps; past it the cache starts over.
 pub const ENCODED_CACHE_BYTES: usize = 256 << 20;
+
+/// One object revision as clients receive it, with a slot for what readers derive from it
+/// (a Table row's parts), so that too is worked out once per revision.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The JSON.
+    pub json: Bytes,
+    /// What a reader derived from it.
+    pub derived: Derived,
+}
 
 /// One resource's encoded objects, by key, each for one revision.
 #[derive(Default)]
@@ -23,34 +33,34 @@ pub struct EncodedCache {
 
 #[derive(Default)]
 struct Entries {
-    by_key: HashMap<String, (Revision, Bytes)>,
+    by_key: HashMap<String, (Revision, Arc<Encoded>)>,
     bytes: usize,
 }
 
 impl EncodedCache {
     /// `kv` as clients receive it; `None` when the stored bytes are not a JSON object.
-    pub fn get(&self, kv: &KeyValue) -> Option<Bytes> {
-        let hit = self
-            .lock()
-            .by_key
-            .get(&kv.key)
-            .filter(|(rv, _)| *rv == kv.mod_revision)
-            .map(|(_, b)| b.clone());
-        if hit.is_some() {
-            return hit;
+    pub fn get(&self, kv: &KeyValue) -> Option<Arc<Encoded>> {
+        let entries = self.lock();
+        if let Some((_, hit)) = entries.by_key.get(&kv.key).filter(|(rv, _)| *rv == kv.mod_revision) {
+            return Some(hit.clone());
         }
-        let encoded = Bytes::from(encode(&kv.value, kv.mod_revision)?);
+        drop(entries);
+        let encoded = Arc::new(Encoded {
+            json: Bytes::from(encode(&kv.value, kv.mod_revision)?),
+            derived: Derived::default(),
+        });
+        let size = encoded.json.len();
         let mut entries = self.lock();
-        if entries.bytes + encoded.len() > ENCODED_CACHE_BYTES {
+        if entries.bytes + size > ENCODED_CACHE_BYTES {
             // Bounded by starting over: cheap, and the next reads fill it again.
             *entries = Entries::default();
         }
-        entries.bytes += encoded.len();
+        entries.bytes += size;
         if let Some((_, old)) = entries
             .by_key
             .insert(kv.key.clone(), (kv.mod_revision, encoded.clone()))
         {
-            entries.bytes -= old.len();
+            entries.bytes -= old.json.len();
         }
         Some(encoded)
     }
@@ -255,14 +265,11 @@ mod tests {
             mod_revision: rv,
         };
         let first = cache.get(&kv(1, r#"{"metadata":{}}"#)).unwrap();
-        // Same revision: the same shared bytes, even if the stored bytes were read again.
-        assert_eq!(
-            cache.get(&kv(1, r#"{"metadata":{}}"#)).unwrap().as_ptr(),
-            first.as_ptr()
-        );
+        // Same revision: the same shared encoding, even if the stored bytes were read again.
+        assert!(Arc::ptr_eq(&cache.get(&kv(1, r#"{"metadata":{}}"#)).unwrap(), &first));
         let second = cache.get(&kv(2, r#"{"metadata":{"name":"b"}}"#)).unwrap();
-        assert_eq!(&second[..], br#"{"metadata":{"resourceVersion":"2","name":"b"}}"#);
-        assert_eq!(cache.lock().bytes, second.len());
+        assert_eq!(&second.json[..], br#"{"metadata":{"resourceVersion":"2","name":"b"}}"#);
+        assert_eq!(cache.lock().bytes, second.json.len());
         assert!(cache.get(&kv(3, "{")).is_none());
     }
 }

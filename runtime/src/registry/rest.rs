@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde_json::Value;
 
+use super::encoded::Encoded;
 use super::patch::Patch;
 use super::{DeleteOptions, ListOptions, Listed, Part, ScaleChange, Store, WatchEvent, WriteOptions, Written};
 use crate::resource::ResourceMeta;
@@ -38,7 +39,7 @@ pub trait Rest: Send + Sync + 'static {
         Ok(None)
     }
     /// `list` with each item as the JSON clients receive, when the store keeps it encoded.
-    async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Option<Listed<Bytes>>> {
+    async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Option<Listed<Arc<Encoded>>>> {
         let _ = options;
         Ok(None)
     }
@@ -119,7 +120,7 @@ impl Rest for Store {
         Store::get_encoded(self, namespace, name).await.map(Some)
     }
 
-    async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Option<Listed<Bytes>>> {
+    async fn list_encoded(&self, options: &ListOptions) -> ApiResult<Option<Listed<Arc<Encoded>>>> {
         Store::list_encoded(self, options).await.map(Some)
     }
 

@@ -118,7 +118,7 @@ impl Store {
             .map_err(self.storage_error(name))?;
         let kv = kv.ok_or_else(|| ApiError::not_found(&self.meta, name))?;
         match self.encoded.get(&kv) {
-            Some(bytes) => Ok(bytes),
+            Some(encoded) => Ok(encoded.json.clone()),
             // The decoder says what is wrong.
             None => Err(self
                 .decode(&kv)
