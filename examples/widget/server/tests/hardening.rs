@@ -259,6 +259,9 @@ async fn a_watcher_that_stops_reading_is_cut_off_and_holds_no_one_back() {
     let added = count(slow.as_bytes(), b"\"type\":\"ADDED\"");
     assert!(added < objects, "cut off after {added} events");
     let last = slow.lines().rev().find(|l| l.contains("\"type\"")).unwrap_or_default();
-    assert!(last.contains("\"type\":\"ERROR\"") && last.contains("\"code\":410"), "{last}");
+    assert!(
+        last.contains("\"type\":\"ERROR\"") && last.contains("\"code\":410"),
+        "{last}"
+    );
     assert!(slow.ends_with("0\r\n\r\n"), "the chunked body is finished");
 }
