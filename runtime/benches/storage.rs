@@ -102,16 +102,17 @@ async fn registry(target: &str, storage: Arc<dyn Storage>, objects: usize, concu
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while latencies.len() < events {
-                    match w.next().await {
-                        Some(WatchEvent::Object(_, o)) => {
+                    let event = w.next().await;
+                    match event.as_ref().and_then(WatchEvent::object) {
+                        Some(o) => {
                             let name = o["metadata"]["name"].as_str().unwrap();
                             let i: usize = name.trim_start_matches("watched-").parse().unwrap();
                             // An event may arrive before its create returns: count that as 0.
                             let at = acked.lock().unwrap()[i];
                             latencies.push(at.map_or(Duration::ZERO, |t| t.elapsed()));
                         }
-                        Some(WatchEvent::Progress(_) | WatchEvent::Bookmark(..)) => {}
-                        other => panic!("watch ended: {other:?}"),
+                        None if matches!(event, Some(WatchEvent::Progress(_) | WatchEvent::Bookmark(..))) => {}
+                        None => panic!("watch ended: {event:?}"),
                     }
                 }
                 latencies

@@ -30,6 +30,17 @@ async fn range(
     .unwrap()
 }
 
+/// A real etcd in `dir` and a client of it.
+async fn etcd(dir: &std::path::Path) -> (EtcdProcess, Etcd) {
+    let etcd = EtcdProcess::start(dir);
+    let config = EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        ..Default::default()
+    };
+    let client = Etcd::connect(&config).await.unwrap();
+    (etcd, client)
+}
+
 /// Everything but compaction, which each backend triggers its own way.
 async fn conformance(s: Arc<dyn Storage>) {
     let start = s.current_revision().await.unwrap();
@@ -223,13 +234,7 @@ async fn embedded_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let etcd = EtcdProcess::start(dir.path());
-    let s = Etcd::connect(&EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (_etcd, s) = etcd(dir.path()).await;
     conformance(Arc::new(s.clone())).await;
     let old = s.current_revision().await.unwrap() - 3;
     s.compact(old + 2).await.unwrap();
@@ -239,13 +244,7 @@ async fn etcd_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_outage_fails_fast_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut etcd = EtcdProcess::start(dir.path());
-    let s = Etcd::connect(&EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (mut etcd, s) = etcd(dir.path()).await;
     let kv = s.create("/t/a", b"1".to_vec()).await.unwrap();
     etcd.stop();
     let started = std::time::Instant::now();
@@ -276,13 +275,7 @@ async fn etcd_outage_fails_fast_and_recovers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_lists_past_the_grpc_message_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let etcd = EtcdProcess::start(dir.path());
-    let s = Etcd::connect(&EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (_etcd, s) = etcd(dir.path()).await;
     // 1,100 values of 10 KB: 11 MB, well past the 4 MiB an etcd answer may carry.
     let value = vec![b'x'; 10_000];
     let writes = futures::stream::iter(0..1_100)

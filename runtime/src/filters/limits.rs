@@ -164,7 +164,7 @@ impl HeldBody {
 /// `body` with `guard` kept alive until the body is finished or abandoned (size hint and
 /// trailers unchanged): in-flight and long-running counts follow the response's real end.
 pub fn with_guard(body: Body, guard: impl Send + Sync + Unpin + 'static) -> Body {
-    Body::new(Guarded { body, _guard: guard })
+    with_byte_count(body, move |_| drop(guard))
 }
 
 /// `body` counting the bytes it carries, told to `on_end` when it is finished or abandoned
@@ -207,32 +207,6 @@ impl<F: FnOnce(u64) + Send + Sync + Unpin + 'static> axum::body::HttpBody for Co
             this.bytes += data.len() as u64;
         }
         polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-struct Guarded<G> {
-    body: Body,
-    _guard: G,
-}
-
-impl<G: Send + Sync + Unpin + 'static> axum::body::HttpBody for Guarded<G> {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        // `Body` is Unpin, and the guard is never moved out.
-        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -11,7 +11,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeV
 
 use crate::endpoints::request_info::RequestInfo;
 use crate::resource::ResourceMeta;
-use crate::storage::{EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
+use crate::storage::{Census, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError};
 
 /// kube-apiserver's request latency buckets (seconds).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -377,6 +377,10 @@ impl Storage for InstrumentedStorage {
 
     async fn current_revision(&self) -> Result<Revision, StorageError> {
         self.timed("revision", self.inner.current_revision()).await
+    }
+
+    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
+        self.timed("census", self.inner.census(prefix, after)).await
     }
 
     async fn ready(&self) -> Result<(), StorageError> {

@@ -296,6 +296,17 @@ pub enum WatchEvent {
     Error(ApiError),
 }
 
+impl WatchEvent {
+    /// The object an ADDED, MODIFIED or DELETED event carries.
+    pub fn object(&self) -> Option<&Value> {
+        match self {
+            WatchEvent::Object(_, object) => Some(object),
+            WatchEvent::Shared(_, shared) => Some(&shared.value),
+            _ => None,
+        }
+    }
+}
+
 /// An object decoded and encoded once for every watcher that receives it.
 #[derive(Debug)]
 pub struct SharedObject {

@@ -98,25 +98,24 @@ impl Store {
         move |e| ApiError::from_storage(&self.meta, &name, e)
     }
 
-    /// Read one object.
-    pub async fn get(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+    /// The stored object, or 404.
+    async fn read(&self, namespace: Option<&str>, name: &str) -> ApiResult<KeyValue> {
         let kv = self
             .storage
             .get(&self.key(namespace, name))
             .await
             .map_err(self.storage_error(name))?;
-        let kv = kv.ok_or_else(|| ApiError::not_found(&self.meta, name))?;
-        self.decode(&kv)
+        kv.ok_or_else(|| ApiError::not_found(&self.meta, name))
+    }
+
+    /// Read one object.
+    pub async fn get(&self, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        self.decode(&self.read(namespace, name).await?)
     }
 
     /// Read one object as clients receive it, encoded once per revision and shared.
     pub async fn get_encoded(&self, namespace: Option<&str>, name: &str) -> ApiResult<Bytes> {
-        let kv = self
-            .storage
-            .get(&self.key(namespace, name))
-            .await
-            .map_err(self.storage_error(name))?;
-        let kv = kv.ok_or_else(|| ApiError::not_found(&self.meta, name))?;
+        let kv = self.read(namespace, name).await?;
         match self.encoded.get(&kv) {
             Some(encoded) => Ok(encoded.json.clone()),
             // The decoder says what is wrong.

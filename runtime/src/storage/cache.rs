@@ -383,6 +383,10 @@ impl Storage for WatchCache {
         self.inner.current_revision().await
     }
 
+    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<super::Census>, StorageError> {
+        self.inner.census(prefix, after).await
+    }
+
     async fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready().await
     }

@@ -142,12 +142,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError>;
     /// The newest revision.
     async fn current_revision(&self) -> Result<Revision, StorageError>;
-    /// The [`Census`] of `prefix` now, counting keys written after `after`; `None` when the
-    /// backend cannot count (lists then read the backend itself).
-    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
-        let _ = (prefix, after);
-        Ok(None)
-    }
+    /// The [`Census`] of `prefix` now, telling whether keys were written after `after`; `None`
+    /// when the backend cannot tell (lists then read the backend itself). Required, so a
+    /// wrapper cannot silently turn the watch cache's lists off.
+    async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError>;
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> Result<(), StorageError>;
 }

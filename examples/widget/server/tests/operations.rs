@@ -148,6 +148,20 @@ fn metrics_count_a_kubectl_session_and_pass_promtool() {
         ) >= 1.0
     );
     assert!(value(&samples, "process_resident_memory_bytes", &[]) > 0.0);
+    // Lists come from the watch cache: each checks a census, none reads the objects again.
+    let storage = |samples: &[Sample], operation| {
+        value(
+            samples,
+            "apiary_storage_request_duration_seconds_count",
+            &[("backend", "memory"), ("operation", operation)],
+        )
+    };
+    for _ in 0..3 {
+        k.ok(&["get", "widgets"]);
+    }
+    let after = parse(&k.ok(&["get", "--raw", "/metrics"]));
+    assert_eq!(storage(&after, "list"), storage(&samples, "list"), "no storage list");
+    assert!(storage(&after, "census") >= storage(&samples, "census") + 3.0);
     assert!(text.contains("# TYPE apiserver_current_inflight_requests gauge"));
 
     let mut promtool = Command::new("promtool")
