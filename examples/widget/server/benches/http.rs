@@ -249,17 +249,17 @@ async fn lists(server: &ServerProcess, tls: &Arc<rustls::ClientConfig>, count: u
     assert_eq!(status, 200);
     let rss_growth = proc_kb(pid, "VmHWM:").saturating_sub(before) * 1024;
     let sender = tokio::sync::Mutex::new(sender);
-    let json = best(3, || async {
+    let json = best(5, || async {
         let (status, _) = send(&mut *sender.lock().await, "GET", path, "application/json", None).await;
         assert_eq!(status, 200);
     })
     .await;
-    let table = best(3, || async {
+    let table = best(5, || async {
         let (status, _) = send(&mut *sender.lock().await, "GET", path, TABLE, None).await;
         assert_eq!(status, 200);
     })
     .await;
-    let serde = best(3, || async {
+    let serde = best(5, || async {
         std::hint::black_box(serde_json::to_vec(&items).unwrap());
     })
     .await;
@@ -543,7 +543,7 @@ async fn main() {
     );
 
     println!(
-        "{count} widgets of ~{} bytes; {CONNECTIONS} connections; best of 3 for lists\n",
+        "{count} widgets of ~{} bytes; {CONNECTIONS} connections; best of 5 for lists\n",
         object.len()
     );
     println!("| path | Apiary | reference (same run) | ratio |\n|---|---|---|---|");
@@ -607,7 +607,7 @@ async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds: f64) -> Ra
     }
     let gets = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     let mut client = client.clone();
-    let range = best(3, || {
+    let range = best(5, || {
         let mut client = client.clone();
         async move {
             let (mut start, mut total) = ("/raw/".to_string(), 0);
