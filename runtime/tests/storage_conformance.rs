@@ -81,6 +81,16 @@ async fn conformance(s: Arc<dyn Storage>) {
     s.create("/t/q/x", b"q".to_vec()).await.unwrap();
     s.create("/t/pp", b"pp".to_vec()).await.unwrap();
     let all = range(&*s, "/t/p/", None, 0, None).await;
+    assert_eq!(s.count("/t/p/").await.unwrap(), all.kvs.len() as u64);
+    assert_eq!(s.count("/t/none/").await.unwrap(), 0);
+    let census = s
+        .census("/t/p/", all.revision)
+        .await
+        .unwrap()
+        .expect("every backend counts");
+    assert_eq!((census.keys, census.written_after), (all.kvs.len() as u64, false));
+    let census = s.census("/t/p/", 0).await.unwrap().unwrap();
+    assert!(census.written_after && census.revision >= all.revision);
     assert_eq!(keys(&all.kvs), ["/t/p/a", "/t/p/b", "/t/p/c", "/t/p/d"]);
     assert_eq!(all.remaining, 0);
     let page1 = range(&*s, "/t/p/", None, 3, None).await;

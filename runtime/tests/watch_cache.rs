@@ -60,6 +60,9 @@ impl Storage for Counting {
     async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
         self.inner.census(prefix, after).await
     }
+    async fn count(&self, prefix: &str) -> Result<u64, StorageError> {
+        self.inner.count(prefix).await
+    }
     async fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready().await
     }

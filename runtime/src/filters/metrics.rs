@@ -383,6 +383,10 @@ impl Storage for InstrumentedStorage {
         self.timed("census", self.inner.census(prefix, after)).await
     }
 
+    async fn count(&self, prefix: &str) -> Result<u64, StorageError> {
+        self.timed("count", self.inner.count(prefix)).await
+    }
+
     async fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready().await
     }

@@ -16,22 +16,12 @@ use crate::storage::{EventKind, Freshness, KeyValue, RangeRequest, Revision, Sto
 pub const MAX_LIMIT: usize = 10_000;
 
 impl Store {
-    /// How many objects are stored (a count, not a read of them).
+    /// How many objects are stored (counted by storage, not read).
     pub async fn count(&self) -> ApiResult<u64> {
-        let census = self.storage.census(&self.prefix, 0).await;
-        if let Some(census) = census.map_err(|e| ApiError::from_storage(&self.meta, "", e))? {
-            return Ok(census.keys);
-        }
-        let page = self
-            .storage
-            .range(RangeRequest {
-                prefix: self.prefix.clone(),
-                limit: 1,
-                ..Default::default()
-            })
+        self.storage
+            .count(&self.prefix)
             .await
-            .map_err(|e| ApiError::from_storage(&self.meta, "", e))?;
-        Ok(page.kvs.len() as u64 + page.remaining)
+            .map_err(|e| ApiError::from_storage(&self.meta, "", e))
     }
 
     /// List objects.

@@ -387,6 +387,10 @@ impl Storage for WatchCache {
         self.inner.census(prefix, after).await
     }
 
+    async fn count(&self, prefix: &str) -> Result<u64, StorageError> {
+        self.inner.count(prefix).await
+    }
+
     async fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready().await
     }

@@ -343,6 +343,10 @@ impl Storage for Engine {
         self.write_async(key.to_string(), None, Some(expected)).await
     }
 
+    async fn count(&self, prefix: &str) -> Result<u64, StorageError> {
+        Ok(self.census(prefix, 0).await?.map_or(0, |c| c.keys))
+    }
+
     async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
         let state = self.inner.state.read().map_err(internal)?;
         let (mut keys, mut written_after) = (0, false);

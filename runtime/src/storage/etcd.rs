@@ -340,6 +340,13 @@ impl Storage for Etcd {
         Ok(response.header().map_or(0, |h| h.revision() as Revision))
     }
 
+    /// A count-only range: etcd answers it from its index, reading no values.
+    async fn count(&self, prefix: &str) -> Result<u64, StorageError> {
+        let options = GetOptions::new().with_range(prefix_end(prefix)).with_count_only();
+        let response = bounded(self.client.clone().get(prefix, Some(options))).await?;
+        Ok(response.count() as u64)
+    }
+
     /// Both questions in one transaction, so at one revision. etcd counts before it filters by
     /// revision, so the second asks for at most one key (names only) written after `after`.
     async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {

@@ -146,6 +146,8 @@ pub trait Storage: Send + Sync + 'static {
     /// when the backend cannot tell (lists then read the backend itself). Required, so a
     /// wrapper cannot silently turn the watch cache's lists off.
     async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError>;
+    /// How many keys are under `prefix` (counted, not read).
+    async fn count(&self, prefix: &str) -> Result<u64, StorageError>;
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> Result<(), StorageError>;
 }

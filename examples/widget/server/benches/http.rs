@@ -498,6 +498,31 @@ async fn main() {
     );
     drop(server);
 
+    // Embedded (redb): lists and creates (each create is durable before it is acknowledged).
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(
+        BINARY,
+        dir.path(),
+        &["--storage", "embedded", "--status-controller", "false"],
+    );
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let admin = client_tls(dir.path(), true);
+    let creates = create_all(&addr, &admin, count).await;
+    row(
+        "creates, 16 conns, embedded",
+        format!("{creates:.0}/s"),
+        "".into(),
+        f64::NAN,
+    );
+    let listed = lists(&server, &admin, count).await;
+    row(
+        &format!("LIST {count}, embedded"),
+        ms(listed.json),
+        format!("serde_json: {}", ms(listed.serde)),
+        listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
+    );
+    drop(server);
+
     // etcd.
     let etcd_dir = tempfile::tempdir().unwrap();
     let etcd = EtcdProcess::start(etcd_dir.path());
