@@ -1,0 +1,338 @@
+//! The load side: TLS clients (anonymous or the admin's certificate), requests, creates,
+//! timed lists with the server's peak memory, and the watch fan-out.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use apiary_runtime::testing::ServerProcess;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+
+use super::{CONNECTIONS, TABLE};
+
+/// The crypto provider every TLS side of the benchmark uses.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificates of a PEM file.
+pub(crate) fn pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// TLS to a server whose certificates are under `dir`, with the admin certificate or none.
+pub(crate) fn client_tls(dir: &Path, admin: bool) -> Arc<rustls::ClientConfig> {
+    let certs = dir.join(".apiary/certs");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(&certs.join("ca.crt")) {
+        roots.add(c).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(if admin {
+        let key = PrivateKeyDer::from_pem_file(certs.join("admin.key")).unwrap();
+        builder
+            .with_client_auth_cert(pem_certs(&certs.join("admin.crt")), key)
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    })
+}
+
+/// An HTTP/1.1 connection's request sender.
+pub(crate) type Sender = SendRequest<Full<Bytes>>;
+
+/// A TLS (HTTP/1.1) connection to `addr`.
+pub(crate) async fn connect(addr: &str, tls: &Arc<rustls::ClientConfig>) -> Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// One request; its status and body.
+pub(crate) async fn send(
+    sender: &mut Sender,
+    method: &str,
+    path: &str,
+    accept: &str,
+    body: Option<&Value>,
+) -> (u16, Bytes) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("accept", accept)
+        .header("content-type", "application/json")
+        .body(Full::new(body.map(|b| Bytes::from(b.to_string())).unwrap_or_default()))
+        .unwrap();
+    sender.ready().await.unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// Requests per second of `path` from `CONNECTIONS` connections for `seconds`.
+pub(crate) async fn get_rate(addr: &str, tls: &Arc<rustls::ClientConfig>, path: &str, seconds: f64) -> f64 {
+    let done = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut sender = connect(addr, tls).await;
+        let (done, path) = (done.clone(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let (status, _) = send(&mut sender, "GET", &path, "application/json", None).await;
+                assert_eq!(status, 200);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A widget of about 1.3 KB as stored (with its managedFields).
+pub(crate) fn widget(i: usize) -> Value {
+    json!({
+        "apiVersion": "custom.example.com/v1", "kind": "Widget",
+        "metadata": {"name": format!("w-{i:06}"), "labels": {"app": "bench", "tier": "backend"},
+                     "annotations": {"description": "x".repeat(300)}},
+        "spec": {"replicas": 3, "image": "registry.example.com/team/app:1.2.3", "color": "blue"},
+    })
+}
+
+/// Create `count` widgets from `CONNECTIONS` connections; creates per second.
+pub(crate) async fn create_all(addr: &str, tls: &Arc<rustls::ClientConfig>, count: usize) -> f64 {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut sender = connect(addr, tls).await;
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let path = "/apis/custom.example.com/v1/namespaces/default/widgets";
+                let (status, body) = send(&mut sender, "POST", path, "application/json", Some(&widget(i))).await;
+                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The best of `reps` timings of `f`.
+pub(crate) async fn best<F: std::future::Future<Output = ()>>(reps: usize, mut f: impl FnMut() -> F) -> Duration {
+    let mut best = Duration::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f().await;
+        best = best.min(t.elapsed());
+    }
+    best
+}
+
+/// A `kB` field of a process's `/proc/PID/status`.
+pub(crate) fn proc_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap()
+}
+
+/// Best list times, the list's size and the server's peak RSS growth during one.
+pub(crate) struct Lists {
+    pub(crate) json: Duration,
+    pub(crate) table: Duration,
+    pub(crate) serde: Duration,
+    pub(crate) bytes: usize,
+    pub(crate) rss_growth: u64,
+}
+
+/// Time full lists of the widgets (JSON and Table), serde_json on the same objects, and the
+/// server's peak RSS growth during one list.
+pub(crate) async fn lists(server: &ServerProcess, tls: &Arc<rustls::ClientConfig>, count: usize) -> Lists {
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let mut sender = connect(&addr, tls).await;
+    let path = "/apis/custom.example.com/v1/namespaces/default/widgets";
+    let (status, body) = send(&mut sender, "GET", path, "application/json", None).await;
+    assert_eq!(status, 200);
+    let items: Value = serde_json::from_slice::<Value>(&body).unwrap()["items"].take();
+    assert_eq!(items.as_array().unwrap().len(), count);
+    let pid = server.pid();
+    // Reset the peak (VmHWM) so it measures this list alone.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = proc_kb(pid, "VmRSS:");
+    let (status, _) = send(&mut sender, "GET", path, "application/json", None).await;
+    assert_eq!(status, 200);
+    let rss_growth = proc_kb(pid, "VmHWM:").saturating_sub(before) * 1024;
+    let sender = tokio::sync::Mutex::new(sender);
+    let json = best(5, || async {
+        let (status, _) = send(&mut *sender.lock().await, "GET", path, "application/json", None).await;
+        assert_eq!(status, 200);
+    })
+    .await;
+    let table = best(5, || async {
+        let (status, _) = send(&mut *sender.lock().await, "GET", path, TABLE, None).await;
+        assert_eq!(status, 200);
+    })
+    .await;
+    let serde = best(5, || async {
+        std::hint::black_box(serde_json::to_vec(&items).unwrap());
+    })
+    .await;
+    Lists {
+        json,
+        table,
+        serde,
+        bytes: body.len(),
+        rss_growth,
+    }
+}
+
+/// `CONNECTIONS`-way HTTP/2 connections carrying `count` watches of namespace `watch`; each
+/// watcher records, for every event, the time since the writer sent that object's create
+/// (its `a-sent` annotation, in nanoseconds since the Unix epoch).
+pub(crate) async fn watch_fan_out(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    count: usize,
+    rate: usize,
+    seconds: f64,
+) -> (f64, Vec<Duration>, usize) {
+    let mut h2 = (**tls).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let h2 = Arc::new(h2);
+    let per_connection = 20;
+    let writes = (rate as f64 * seconds) as usize;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..count.div_ceil(per_connection) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(h2.clone())
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        for _ in 0..per_connection.min(count - c * per_connection) {
+            let (mut sender, latencies, ready) = (sender.clone(), latencies.clone(), ready.clone());
+            tasks.push(tokio::spawn(async move {
+                let request = http::Request::builder()
+                    .uri("/apis/custom.example.com/v1/namespaces/watch/widgets?watch=1&timeoutSeconds=600")
+                    .header("host", "127.0.0.1")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                sender.ready().await.unwrap();
+                let mut body = sender.send_request(request).await.unwrap().into_body();
+                ready.fetch_add(1, Ordering::SeqCst);
+                let (mut buffer, mut mine, mut seen) = (Vec::new(), Vec::new(), 0);
+                let deadline = tokio::time::sleep(Duration::from_secs_f64(seconds + 15.0));
+                tokio::pin!(deadline);
+                while seen < writes {
+                    let frame = tokio::select! {
+                        f = body.frame() => f,
+                        () = &mut deadline => None,
+                    };
+                    let Some(Ok(frame)) = frame else { break };
+                    let Ok(data) = frame.into_data() else { continue };
+                    buffer.extend_from_slice(&data);
+                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        let at = line.windows(10).position(|w| w == b"\"a-sent\":\"");
+                        if let Some(sent) = at.and_then(|at| {
+                            let rest = &line[at + 10..];
+                            std::str::from_utf8(&rest[..rest.iter().position(|b| *b == b'"')?])
+                                .ok()?
+                                .parse::<u128>()
+                                .ok()
+                        }) {
+                            let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+                            mine.push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                            seen += 1;
+                        }
+                    }
+                }
+                latencies.lock().unwrap().extend(mine);
+            }));
+        }
+    }
+    while ready.load(Ordering::SeqCst) < count {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The writer: `rate` creates a second from 8 connections, for `seconds`.
+    let written = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (addr, tls, written) = (addr.to_string(), tls.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut sender = connect(&addr, &tls).await;
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(8.0 / rate as f64));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut i = w;
+                while i < writes {
+                    tick.tick().await;
+                    let sent = std::time::SystemTime::UNIX_EPOCH
+                        .elapsed()
+                        .unwrap()
+                        .as_nanos()
+                        .to_string();
+                    let mut object = widget(i);
+                    object["metadata"]["annotations"]["a-sent"] = json!(sent);
+                    let path = "/apis/custom.example.com/v1/namespaces/watch/widgets";
+                    let (status, _) = send(&mut sender, "POST", path, "application/json", Some(&object)).await;
+                    assert_eq!(status, 201);
+                    written.fetch_add(1, Ordering::Relaxed);
+                    i += 8;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let write_rate = written.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    let missing = (count * writes).saturating_sub(latencies.len());
+    latencies.sort();
+    (write_rate, latencies, missing)
+}

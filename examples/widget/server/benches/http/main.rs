@@ -1,0 +1,213 @@
+//! The Widget server end to end over HTTPS, next to the physical limits, in one run: GETs
+//! against a bare hyper+rustls endpoint returning the same bytes (anonymous, and with the admin
+//! client certificate), lists against serde_json serializing the same objects, and on etcd
+//! GETs, lists and creates against the raw etcd client on the same etcd. Prints a Markdown
+//! table of the ratios (see BENCHMARKS.md).
+//!
+//! cargo bench -p widget-server --bench http
+//! APIARY_BENCH_OBJECTS=10000 APIARY_BENCH_SECONDS=3 cargo bench -p widget-server --bench http
+
+mod client;
+mod references;
+
+use std::time::Duration;
+
+use apiary_runtime::testing::{EtcdProcess, ServerProcess};
+use client::{client_tls, connect, create_all, get_rate, lists, send, watch_fan_out};
+use references::{bare_endpoint, raw_etcd};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_widget-server");
+pub(crate) const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+pub(crate) const CONNECTIONS: usize = 16;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let count = env("APIARY_BENCH_OBJECTS", if quick { 200 } else { 10_000 });
+    let seconds = env("APIARY_BENCH_SECONDS", if quick { 1 } else { 3 }) as f64;
+    let mut rows = Vec::new();
+    let mut row = |path: &str, apiary: String, reference: String, ratio: f64| {
+        rows.push(format!("| {path} | {apiary} | {reference} | {ratio:.2} |"));
+    };
+
+    // Memory storage.
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--storage",
+        "memory",
+        "--anonymous-auth",
+        "--authorization-mode",
+        "AlwaysAllow",
+    ];
+    let server = ServerProcess::spawn(
+        BINARY,
+        dir.path(),
+        &[&args[..], &["--status-controller", "false"]].concat(),
+    );
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let (anonymous, admin) = (client_tls(dir.path(), false), client_tls(dir.path(), true));
+    let creates = create_all(&addr, &admin, count).await;
+    let one = "/apis/custom.example.com/v1/namespaces/default/widgets/w-000001";
+    let (_, object) = send(
+        &mut connect(&addr, &anonymous).await,
+        "GET",
+        one,
+        "application/json",
+        None,
+    )
+    .await;
+    let bare = bare_endpoint(dir.path(), object.clone(), false).await;
+    let bare_mtls = bare_endpoint(dir.path(), object.clone(), true).await;
+    let (got, limit) = (
+        get_rate(&addr, &anonymous, one, seconds).await,
+        get_rate(&bare, &anonymous, one, seconds).await,
+    );
+    row(
+        "GET one object, 16 conns, memory, anonymous",
+        format!("{got:.0}/s"),
+        format!("bare endpoint: {limit:.0}/s"),
+        got / limit,
+    );
+    let (got, limit) = (
+        get_rate(&addr, &admin, one, seconds).await,
+        get_rate(&bare_mtls, &admin, one, seconds).await,
+    );
+    row(
+        "same, admin client certificate",
+        format!("{got:.0}/s"),
+        format!("bare endpoint, client certs: {limit:.0}/s"),
+        got / limit,
+    );
+    let listed = lists(&server, &admin, count).await;
+    let mb = listed.bytes as f64 / 1e6;
+    row(
+        &format!("LIST {count} ({mb:.1} MB), memory"),
+        ms(listed.json),
+        format!("serde_json: {}", ms(listed.serde)),
+        listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
+    );
+    row(
+        &format!("LIST {count} as Table, memory"),
+        ms(listed.table),
+        format!("serde_json: {}", ms(listed.serde)),
+        listed.table.as_secs_f64() / listed.serde.as_secs_f64(),
+    );
+    let growth = listed.rss_growth as f64 / 1e6;
+    row(
+        "peak RSS growth during that list",
+        format!("{growth:.1} MB"),
+        format!("the list: {mb:.1} MB"),
+        growth / mb,
+    );
+    row(
+        "creates, 16 conns, memory",
+        format!("{creates:.0}/s"),
+        "".into(),
+        f64::NAN,
+    );
+    let (watchers, rate) = (env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 }), 200);
+    let (kept, latencies, missing) = watch_fan_out(&addr, &admin, watchers, rate, seconds.max(5.0)).await;
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    row(
+        &format!("{watchers} watchers, creates offered at {rate}/s, memory"),
+        format!(
+            "writes kept {kept:.0}/s; delivery p50 {}, p99 {}, {missing} not delivered",
+            ms(at(0.5)),
+            ms(at(0.99))
+        ),
+        format!("offered: {rate}/s"),
+        kept / rate as f64,
+    );
+    drop(server);
+
+    // Embedded (redb): lists and creates (each create is durable before it is acknowledged).
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(
+        BINARY,
+        dir.path(),
+        &["--storage", "embedded", "--status-controller", "false"],
+    );
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let admin = client_tls(dir.path(), true);
+    let creates = create_all(&addr, &admin, count).await;
+    row(
+        "creates, 16 conns, embedded",
+        format!("{creates:.0}/s"),
+        "".into(),
+        f64::NAN,
+    );
+    let listed = lists(&server, &admin, count).await;
+    row(
+        &format!("LIST {count}, embedded"),
+        ms(listed.json),
+        format!("serde_json: {}", ms(listed.serde)),
+        listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
+    );
+    drop(server);
+
+    // etcd.
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(etcd_dir.path());
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--storage",
+        "etcd",
+        "--etcd-servers",
+        &etcd.endpoint(),
+        "--status-controller",
+        "false",
+    ];
+    let server = ServerProcess::spawn(BINARY, dir.path(), &args);
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let admin = client_tls(dir.path(), true);
+    let creates = create_all(&addr, &admin, count).await;
+    let raw = raw_etcd(&etcd.endpoint(), count, object.len(), seconds).await;
+    row(
+        "creates over HTTPS on etcd, 16 conns",
+        format!("{creates:.0}/s"),
+        format!("raw put-if-absent: {:.0}/s", raw.creates),
+        creates / raw.creates,
+    );
+    let got = get_rate(&addr, &admin, one, seconds).await;
+    row(
+        "GET on etcd, 16 conns",
+        format!("{got:.0}/s"),
+        format!("raw get: {:.0}/s", raw.gets),
+        got / raw.gets,
+    );
+    let listed = lists(&server, &admin, count).await;
+    row(
+        &format!("LIST {count} on etcd"),
+        ms(listed.json),
+        format!("serde_json: {}", ms(listed.serde)),
+        listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
+    );
+    row(
+        &format!("LIST {count} on etcd, against the raw range"),
+        ms(listed.json),
+        format!("raw paged range: {}", ms(raw.range)),
+        listed.json.as_secs_f64() / raw.range.as_secs_f64(),
+    );
+
+    println!(
+        "{count} widgets of ~{} bytes; {CONNECTIONS} connections; best of 5 for lists\n",
+        object.len()
+    );
+    println!("| path | Apiary | reference (same run) | ratio |\n|---|---|---|---|");
+    for r in rows {
+        println!("{}", r.replace("| NaN |", "| |"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The physical limits measured next to the server: a bare hyper+rustls endpoint and the raw
+//! etcd client.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::CONNECTIONS;
+use super::client::{best, pem_certs, provider};
+
+/// A bare HTTPS endpoint answering every request with `body`, on the server's certificate
+/// (asking for client certificates when `client_ca` is given, as the server does).
+pub(crate) async fn bare_endpoint(dir: &Path, body: Bytes, client_ca: bool) -> String {
+    let certs = dir.join(".apiary/certs");
+    let key = PrivateKeyDer::from_pem_file(certs.join("apiserver.key")).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if client_ca {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in pem_certs(&certs.join("ca.crt")) {
+            roots.add(c).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
+        .with_single_cert(pem_certs(&certs.join("apiserver.crt")), key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |_request| {
+                    let body = body.clone();
+                    async move {
+                        let mut response = hyper::Response::new(Full::new(body));
+                        response
+                            .headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/json"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// What the raw etcd client achieves.
+pub(crate) struct Raw {
+    pub(crate) creates: f64,
+    pub(crate) gets: f64,
+    pub(crate) range: Duration,
+}
+
+/// The raw etcd client on the same etcd: put-if-absent of `count` new keys of `size` bytes,
+/// gets of one key, and a paged range over them (1,000 keys a page: one answer would pass
+/// gRPC's 4 MiB limit).
+pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds: f64) -> Raw {
+    use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+    let client = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    let value = vec![b'x'; size];
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (mut client, next, value) = (client.clone(), next.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let key = format!("/raw/{i:06}");
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, value.clone(), None)]);
+                assert!(client.txn(txn).await.unwrap().succeeded());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let creates = count as f64 / started.elapsed().as_secs_f64();
+    let done = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (mut client, done) = (client.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    assert_eq!(client.get("/raw/000001", None).await.unwrap().kvs().len(), 1);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let gets = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let mut client = client.clone();
+    let range = best(5, || {
+        let mut client = client.clone();
+        async move {
+            let (mut start, mut total) = ("/raw/".to_string(), 0);
+            loop {
+                let options = GetOptions::new().with_range("/raw0").with_limit(1_000);
+                let answer = client.get(start.clone(), Some(options)).await.unwrap();
+                total += answer.kvs().len();
+                let Some(last) = answer.kvs().last() else { break };
+                start = format!("{}\0", last.key_str().unwrap());
+                if !answer.more() {
+                    break;
+                }
+            }
+            assert_eq!(total, count);
+        }
+    })
+    .await;
+    let _ = client.status().await;
+    Raw { creates, gets, range }
+}
