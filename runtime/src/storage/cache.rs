@@ -179,11 +179,15 @@ impl WatchCache {
             let mut changed = feed.changed.subscribe();
             let progress = lock(&feed.window).progress;
             let (target, census) = match freshness {
-                Freshness::NotOlderThan(revision) => (revision, None),
-                Freshness::Consistent => match self.inner.census(feed_prefix, progress).await? {
-                    Some(census) => (census.revision, Some(census)),
-                    None => return self.inner.range(request.clone()).await,
-                },
+                Freshness::NotOlderThan(revision) if revision <= progress => (revision, None),
+                // Newer than the cache (say, a revision another resource's list returned): the
+                // census can vouch for the cache as for a consistent read.
+                Freshness::NotOlderThan(_) | Freshness::Consistent => {
+                    match self.inner.census(feed_prefix, progress).await? {
+                        Some(census) => (census.revision, Some(census)),
+                        None => return self.inner.range(request.clone()).await,
+                    }
+                }
             };
             {
                 let window = lock(&feed.window);
