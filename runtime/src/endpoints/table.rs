@@ -170,12 +170,6 @@ pub fn table(
     table
 }
 
-/// Age since an RFC 3339 timestamp, formatted as kubectl does (`HumanDuration`).
-pub fn age(timestamp: &str, now: jiff::Timestamp) -> Option<String> {
-    let then: jiff::Timestamp = timestamp.parse().ok()?;
-    Some(human_duration(now.as_second() - then.as_second()))
-}
-
 /// k8s.io/apimachinery's `duration.HumanDuration`.
 pub fn human_duration(seconds: i64) -> String {
     if seconds < -1 {

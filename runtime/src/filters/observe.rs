@@ -57,7 +57,7 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let method = request.method().clone();
     // Inner layers may answer without reading the body (401, 403, 413, 429): the slot keeps it
     // so it can be drained or the connection closed once the answer is known.
     let (mut request, body) = super::limits::hold_body(request);
@@ -72,20 +72,14 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
         response.headers_mut().insert("Audit-ID", v);
     }
     body.settle(&mut response);
-    // As k8s.io/apiserver's httplog: every request at -v 3 (debug), server errors always.
-    let level_enabled = if code >= 500 {
-        tracing::enabled!(target: "apiary::request", tracing::Level::INFO)
+    // As k8s.io/apiserver's httplog: every request at -v 3 (debug), server errors always. The
+    // macros evaluate their fields only when their level is on.
+    let user = response.extensions().get::<UserInfo>().map_or("", |u| u.name.as_str());
+    let (path, latency_ms) = (info.path.as_str(), started.elapsed().as_secs_f64() * 1000.0);
+    if code >= 500 {
+        tracing::info!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
     } else {
-        tracing::enabled!(target: "apiary::request", tracing::Level::DEBUG)
-    };
-    if level_enabled {
-        let user = response.extensions().get::<UserInfo>().map_or("", |u| u.name.as_str());
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if code >= 500 {
-            tracing::info!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
-        } else {
-            tracing::debug!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
-        }
+        tracing::debug!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
     }
     if size.is_none() && info.verb != "watch" {
         let (metrics, labels) = (metrics.clone(), labels.clone());

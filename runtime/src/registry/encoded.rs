@@ -90,52 +90,35 @@ pub fn encode(stored: &[u8], revision: Revision) -> Option<Vec<u8>> {
 /// Insert `"resourceVersion":"<revision>"` first in the top-level `metadata` object of valid
 /// JSON, if there is one without a resourceVersion.
 fn splice(json: &[u8], revision: Revision) -> Option<Vec<u8>> {
-    let mut i = skip_ws(json, 0);
-    (json.get(i) == Some(&b'{')).then_some(())?;
-    i += 1;
-    loop {
-        i = skip_ws(json, i);
-        if json.get(i) != Some(&b'"') {
-            return None;
-        }
-        let key_end = skip_string(json, i);
-        let key = &json[i + 1..key_end - 1];
-        i = skip_ws(json, key_end) + 1; // past ':'
-        i = skip_ws(json, i);
-        if key == b"metadata" {
-            (json.get(i) == Some(&b'{') && !has_key(json, i, b"resourceVersion")).then_some(())?;
-            let empty = json.get(skip_ws(json, i + 1)) == Some(&b'}');
-            let field = format!("\"resourceVersion\":\"{revision}\"{}", if empty { "" } else { "," });
-            let mut out = Vec::with_capacity(json.len() + field.len());
-            out.extend_from_slice(&json[..=i]);
-            out.extend_from_slice(field.as_bytes());
-            out.extend_from_slice(&json[i + 1..]);
-            return Some(out);
-        }
-        i = skip_ws(json, skip_value(json, i));
-        if json.get(i) != Some(&b',') {
-            return None;
-        }
-        i += 1;
-    }
+    let top = skip_ws(json, 0);
+    (json.get(top) == Some(&b'{')).then_some(())?;
+    let i = value_of(json, top, b"metadata")?;
+    (json.get(i) == Some(&b'{') && value_of(json, i, b"resourceVersion").is_none()).then_some(())?;
+    let empty = json.get(skip_ws(json, i + 1)) == Some(&b'}');
+    let field = format!("\"resourceVersion\":\"{revision}\"{}", if empty { "" } else { "," });
+    let mut out = Vec::with_capacity(json.len() + field.len());
+    out.extend_from_slice(&json[..=i]);
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(&json[i + 1..]);
+    Some(out)
 }
 
-/// Whether the object starting at `i` has the key `wanted` (unescaped).
-fn has_key(json: &[u8], mut i: usize, wanted: &[u8]) -> bool {
+/// Where the value of key `wanted` (unescaped) starts in the (valid) object starting at `i`.
+fn value_of(json: &[u8], mut i: usize, wanted: &[u8]) -> Option<usize> {
     i += 1;
     loop {
         i = skip_ws(json, i);
         if json.get(i) != Some(&b'"') {
-            return false;
+            return None;
         }
         let end = skip_string(json, i);
+        let value = skip_ws(json, skip_ws(json, end) + 1); // past ':'
         if &json[i + 1..end - 1] == wanted {
-            return true;
+            return Some(value);
         }
-        i = skip_ws(json, skip_ws(json, end) + 1);
-        i = skip_ws(json, skip_value(json, i));
+        i = skip_ws(json, skip_value(json, value));
         if json.get(i) != Some(&b',') {
-            return false;
+            return None;
         }
         i += 1;
     }
