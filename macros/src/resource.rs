@@ -496,6 +496,11 @@ fn emit(m: &Model) -> TokenStream {
         quote_spanned!(span=> fn apply_defaults(&mut self) {
             let hook: fn(&mut Self) = #path;
             hook(self)
+        }
+        fn openapi_schema() -> #rt::__private::serde_json::Value {
+            let mut schema = #rt::schema::structural::<Self>(&<Self as #rt::ApiResource>::META);
+            #rt::schema::defaults::published::<Self>(&mut schema);
+            schema
         })
     });
     let validate = m.validate.as_ref().map(|path| {

@@ -55,6 +55,7 @@ pub mod __private {
     pub use k8s_openapi;
     pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     pub use kube_core;
+    pub use serde_json;
 
     /// The deep-copy contract: objects are cloned between storage, watchers and handlers.
     #[diagnostic::on_unimplemented(
