@@ -12,11 +12,15 @@
 //! `cargo xtask generate [manifests|certs|openapi|client]... [--out DIR] [--check]
 //! [--rotate | --rotate-ca]`, one output line per file (`written`, `unchanged`, `stale` with a
 //! diff); exit 1 when `--check` finds stale output or generation fails.
+//!
+//! `cargo xtask new PATH --group G [--version V] --kind K [--cluster] [--apiary PATH|URL]`
+//! writes a new project ([`crate::scaffold`]).
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+use crate::scaffold::{self, Apiary, Scaffold};
 use crate::{Mode, Outcome, Parts, Project};
 
 /// Project tasks.
@@ -25,6 +29,31 @@ use crate::{Mode, Outcome, Parts, Project};
 enum Task {
     /// Render manifests, certificates, OpenAPI files and the client crate.
     Generate(Generate),
+    /// Write a new project (a workspace: API types, server, xtask) into a new directory.
+    New(New),
+}
+
+#[derive(clap::Args)]
+struct New {
+    /// The directory to create; its name is the project's (`gadget`: crates `gadget-api`,
+    /// `gadget-server`).
+    path: PathBuf,
+    /// API group, a DNS name you own (`example.com`).
+    #[arg(long)]
+    group: String,
+    /// API version.
+    #[arg(long, default_value = "v1alpha1")]
+    version: String,
+    /// Kind, UpperCamelCase (`Gadget`).
+    #[arg(long)]
+    kind: String,
+    /// Cluster-scoped objects (default: namespaced).
+    #[arg(long)]
+    cluster: bool,
+    /// Where the project takes Apiary's crates from: a checkout's path or a git URL
+    /// (default: this checkout).
+    #[arg(long)]
+    apiary: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -64,7 +93,10 @@ pub fn main(project: &Project, root: &Path, deploy: &Path, client: &Path) {
 }
 
 fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(), String> {
-    let Task::Generate(args) = Task::parse();
+    let args = match Task::parse() {
+        Task::Generate(args) => args,
+        Task::New(args) => return new(args),
+    };
     let (deploy, client) = match &args.out {
         Some(out) => (out.join("deploy"), out.join("client")),
         None => (deploy.to_path_buf(), client.to_path_buf()),
@@ -101,4 +133,35 @@ fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(
     } else {
         Err("generated files are stale: run `cargo xtask generate` and commit the result".into())
     }
+}
+
+fn new(args: New) -> Result<(), String> {
+    let name = args.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let apiary = match args.apiary {
+        Some(url) if url.contains("://") || url.starts_with("git@") => Apiary::Git(url),
+        Some(path) => Apiary::Path(absolute(Path::new(&path))?),
+        None => Apiary::Path(absolute(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))?),
+    };
+    let scaffold = Scaffold {
+        name: name.to_string(),
+        group: args.group,
+        version: args.version,
+        kind: args.kind,
+        cluster: args.cluster,
+        apiary,
+    };
+    for path in scaffold::write(&args.path, &scaffold)? {
+        println!("written   {}", path.display());
+    }
+    println!(
+        "\nNext: cd {} && cargo run -p {name}-server   (then the kubectl line it prints)",
+        args.path.display()
+    );
+    Ok(())
+}
+
+/// `path` made absolute, so the new project finds Apiary from wherever it is.
+fn absolute(path: &Path) -> Result<String, String> {
+    let path = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.display().to_string())
 }

@@ -19,6 +19,7 @@ pub mod certs;
 pub mod cli;
 mod client;
 mod manifests;
+pub mod scaffold;
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +100,12 @@ impl Project {
         self.storage = StorageShape::Etcd;
         self.etcd_servers = servers.into();
         self.generate_etcd = false;
+        self
+    }
+
+    /// Give the client crate a `[workspace]` of its own (see [`Project::client_workspace`]).
+    pub fn standalone_client(mut self) -> Self {
+        self.client_workspace = true;
         self
     }
 

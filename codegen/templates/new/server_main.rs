@@ -1,0 +1,29 @@
+//! `{{ s.name }}-server`: the {{ s.kind }} aggregated API server ({{ s.group }}/{{ s.version }}).
+
+use apiary_runtime::server::{Server, ServerOptions};
+use clap::Parser;
+use {{ s.crate_name() }}_api::{{ s.kind }};
+
+/// The {{ s.kind }} API server.
+#[derive(Parser)]
+#[command(name = "{{ s.name }}-server", version, about)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerOptions,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = async {
+        Server::new(cli.server)
+            .await?
+            .resource::<{{ s.kind }}>()?
+            .run()
+            .await
+    };
+    if let Err(e) = result.await {
+        eprintln!("{{ s.name }}-server: {e}");
+        std::process::exit(1);
+    }
+}
