@@ -14,7 +14,8 @@
 //! diff); exit 1 when `--check` finds stale output or generation fails.
 //!
 //! `cargo xtask new PATH --group G [--version V] --kind K [--cluster] [--apiary PATH|URL]`
-//! writes a new project ([`crate::scaffold`]).
+//! writes a new project ([`crate::scaffold`]); `cargo xtask image [--out DIR] [--debug]` builds
+//! the server's OCI image and pins the workload to its digest ([`crate::image`]).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,19 @@ enum Task {
     Generate(Generate),
     /// Write a new project (a workspace: API types, server, xtask) into a new directory.
     New(New),
+    /// Build the server in release mode into an OCI image (no daemon) and pin the workload to it.
+    Image(Image),
+}
+
+#[derive(clap::Args)]
+struct Image {
+    /// Write the image layout to DIR/image and the manifests under DIR/deploy (default:
+    /// target/oci/NAME and the project's deploy directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A debug build (faster to build; for tests).
+    #[arg(long)]
+    debug: bool,
 }
 
 #[derive(clap::Args)]
@@ -96,6 +110,7 @@ fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(
     let args = match Task::parse() {
         Task::Generate(args) => args,
         Task::New(args) => return new(args),
+        Task::Image(args) => return image(project, root, deploy, args),
     };
     let (deploy, client) = match &args.out {
         Some(out) => (out.join("deploy"), out.join("client")),
@@ -115,20 +130,7 @@ fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(
         crate::rotate_certs(project, &deploy, args.rotate_ca)?;
     }
     let mode = if args.check { Mode::Check } else { Mode::Write };
-    let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
-    let current = crate::generate(
-        project,
-        &deploy,
-        &client,
-        parts,
-        mode,
-        &mut |path, outcome| match outcome {
-            Outcome::Written => println!("written   {}", shown(path)),
-            Outcome::Unchanged => println!("unchanged {}", shown(path)),
-            Outcome::Stale(diff) => println!("stale     {}\n{diff}", shown(path)),
-        },
-    )?;
-    if current {
+    if generate(project, root, &deploy, &client, parts, mode)? {
         Ok(())
     } else {
         Err("generated files are stale: run `cargo xtask generate` and commit the result".into())
@@ -164,4 +166,52 @@ fn new(args: New) -> Result<(), String> {
 fn absolute(path: &Path) -> Result<String, String> {
     let path = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path.display().to_string())
+}
+
+/// [`crate::generate`], one output line per file; whether everything was current.
+fn generate(
+    project: &Project,
+    root: &Path,
+    deploy: &Path,
+    client: &Path,
+    parts: Parts,
+    mode: Mode,
+) -> Result<bool, String> {
+    let shown = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    crate::generate(
+        project,
+        deploy,
+        client,
+        parts,
+        mode,
+        &mut |path, outcome| match outcome {
+            Outcome::Written => println!("written   {}", shown(path)),
+            Outcome::Unchanged => println!("unchanged {}", shown(path)),
+            Outcome::Stale(diff) => println!("stale     {}\n{diff}", shown(path)),
+        },
+    )
+}
+
+fn image(project: &Project, root: &Path, deploy: &Path, args: Image) -> Result<(), String> {
+    let (layout, deploy) = match &args.out {
+        Some(out) => (out.join("image"), out.join("deploy")),
+        None => (root.join("target/oci").join(&project.name), deploy.to_path_buf()),
+    };
+    let binary = crate::image::build(root, &project.name, &project.features, !args.debug)?;
+    let digest = crate::image::write_layout(&binary, &project.name, &project.image, &layout)?;
+    std::fs::create_dir_all(&deploy).map_err(|e| format!("{}: {e}", deploy.display()))?;
+    let pin = deploy.join(crate::image::DIGEST_FILE);
+    std::fs::write(&pin, format!("{digest}\n")).map_err(|e| format!("{}: {e}", pin.display()))?;
+    let tag = crate::image::tag_of(&project.image);
+    let shown = layout.strip_prefix(root).unwrap_or(&layout).display().to_string();
+    println!("image     oci:{shown}:{tag} {digest}");
+    let manifests = Parts {
+        manifests: true,
+        certs: false,
+        openapi: false,
+        client: false,
+    };
+    generate(project, root, &deploy, Path::new(""), manifests, Mode::Write)?;
+    println!("\nPush it: skopeo copy oci:{shown}:{tag} docker://{}", project.image);
+    Ok(())
 }

@@ -18,6 +18,7 @@
 pub mod certs;
 pub mod cli;
 mod client;
+pub mod image;
 mod manifests;
 pub mod scaffold;
 
@@ -66,6 +67,11 @@ pub struct Project {
     /// Give the client crate a `[workspace]` of its own, for a crate built outside any
     /// workspace (off: the client is a member, or a path dependency, of the user's workspace).
     pub client_workspace: bool,
+    /// Cargo features the server binary is built with (`etcd` for the etcd shape).
+    pub features: Vec<String>,
+    /// The image's digest (`sha256:…`): the workload pins `image@digest`. Set from
+    /// `deploy/image-digest`, which `cargo xtask image` writes, when not set here.
+    pub image_digest: Option<String>,
     /// The served resources.
     pub resources: Vec<Documented>,
 }
@@ -83,6 +89,8 @@ impl Project {
             generate_etcd: true,
             client_crate: format!("{}-client", name.trim_end_matches("-server")),
             client_workspace: false,
+            features: Vec::new(),
+            image_digest: None,
             resources: Vec::new(),
         }
     }
@@ -107,6 +115,20 @@ impl Project {
     pub fn standalone_client(mut self) -> Self {
         self.client_workspace = true;
         self
+    }
+
+    /// Build the server binary with these Cargo features (image and Dockerfile).
+    pub fn features(mut self, features: &[&str]) -> Self {
+        self.features = features.iter().map(|f| f.to_string()).collect();
+        self
+    }
+
+    /// The workload's image reference: `image`, pinned to its digest when known.
+    pub fn image_reference(&self) -> String {
+        match &self.image_digest {
+            Some(digest) => format!("{}@{digest}", self.image),
+            None => self.image.clone(),
+        }
     }
 
     /// Add a served resource.
@@ -187,6 +209,18 @@ pub fn generate(
     report: &mut dyn FnMut(&Path, &Outcome),
 ) -> Result<bool, String> {
     let mut outputs: Vec<(PathBuf, File)> = Vec::new();
+    // The image `cargo xtask image` built is kept, as certificates are.
+    let pinned;
+    let project = match (&project.image_digest, image::recorded_digest(deploy)) {
+        (None, Some(digest)) => {
+            pinned = Project {
+                image_digest: Some(digest),
+                ..project.clone()
+            };
+            &pinned
+        }
+        _ => project,
+    };
     if parts.certs || parts.manifests {
         // Certificates are reused when present, so manifests (caBundle, Secret) stay stable.
         let certs = certs::ensure(&deploy.join("certs"), project, mode)?;

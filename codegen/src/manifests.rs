@@ -105,6 +105,13 @@ struct TlsSecret<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "Dockerfile", escape = "none")]
+struct Dockerfile<'a> {
+    header: String,
+    p: &'a Project,
+}
+
+#[derive(Template)]
 #[template(path = "kustomization.yaml", escape = "none")]
 struct Kustomization {
     header: String,
@@ -247,6 +254,14 @@ pub fn render(project: &Project, certs: &ServingCerts) -> Result<Vec<File>, Stri
             bytes: text.into_bytes(),
         });
     }
+    let mut dockerfile = Dockerfile { header: header(), p }
+        .render()
+        .map_err(|e| format!("Dockerfile: {e}"))?;
+    dockerfile.push('\n');
+    files.push(File {
+        path: PathBuf::from("Dockerfile"),
+        bytes: dockerfile.into_bytes(),
+    });
     let mut kustomization = Kustomization {
         header: header(),
         files: names,

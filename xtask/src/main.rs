@@ -1,5 +1,6 @@
 //! `cargo xtask`: project automation for this repository's examples (apiary-codegen's
-//! standard `generate` command, for the Widget example).
+//! standard commands: `generate` and `image` for the Widget example, `new` for a project of
+//! one's own).
 use std::path::Path;
 
 use apiary_codegen::Project;
@@ -11,6 +12,8 @@ fn widget_project() -> Project {
         "widget-system",
         "registry.example.com/apiary/widget-server:0.1.0",
     )
+    // The deployment runs on etcd, so the image's binary is built with it.
+    .features(&["etcd"])
     .resource::<widget_api::Widget>()
     .resource::<widget_api::WidgetPolicy>()
 }

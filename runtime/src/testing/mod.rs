@@ -109,7 +109,20 @@ impl ServerProcess {
     /// Start `binary` (a server's `CARGO_BIN_EXE_...`) in `dir` with extra flags on a free
     /// port, and wait until it prints where it listens.
     pub fn spawn(binary: &str, dir: &Path, args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(binary)
+        Self::spawn_via(&[], binary, dir, args)
+    }
+
+    /// [`ServerProcess::spawn`] with `binary` started by a launcher (`chroot ROOT`).
+    pub fn spawn_via(launcher: &[&str], binary: &str, dir: &Path, args: &[&str]) -> ServerProcess {
+        let mut command = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["--secure-port", "0"])
             .args(args)
             .current_dir(dir)
