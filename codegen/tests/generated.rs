@@ -282,7 +282,6 @@ fn generation_is_deterministic_and_reuses_certificates() {
         "widget-system",
         "registry.example.com/apiary/widget-server:0.1.0",
     )
-    .features(&["etcd"])
     .resource::<widget_api::Widget>()
     .resource::<widget_api::WidgetPolicy>();
     let mut written = Vec::new();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use apiary_runtime::registry::{ListOptions, Store, TypedStrategy, WatchEvent, WriteOptions};
 use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
 use apiary_runtime::storage::{self, Storage, WatchCache};
-use apiary_runtime::testing::EtcdProcess;
+use apiary_runtime::testing::{EtcdProcess, raw_etcd as raw};
 use common::{Item, Row, env, item, load};
 use futures::StreamExt;
 use serde_json::json;
@@ -133,48 +133,46 @@ async fn registry(target: &str, storage: Arc<dyn Storage>, objects: usize, concu
     rows
 }
 
-/// The same key-value operations with the raw etcd client.
+/// The same key-value operations with etcd's raw gRPC client.
 async fn raw_etcd(endpoint: &str, objects: usize, concurrency: usize) -> Vec<Row> {
-    use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
-    let client = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    use raw::{kv_client::KvClient, watch_client::WatchClient};
+    let channel = raw::channel(endpoint).await;
     let value = |i: usize| serde_json::to_vec(&item(i)).unwrap();
-    let target = "raw etcd-client";
+    let target = "raw etcd gRPC";
     let mut rows = Vec::new();
-    let c = client.clone();
+    let c = KvClient::new(channel.clone());
     rows.push(
         load(target, "create", objects, concurrency, move |i| {
             let mut c = c.clone();
             async move {
                 let key = format!("/raw/items/default/item-{i:06}");
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key, value(i), None)]);
-                assert!(c.txn(txn).await.unwrap().succeeded());
+                assert!(c.txn(raw::create(key, value(i))).await.unwrap().into_inner().succeeded);
             }
         })
         .await,
     );
-    let c = client.clone();
+    let c = KvClient::new(channel.clone());
     rows.push(
         load(target, "get", objects * 4, concurrency, move |i| {
             let mut c = c.clone();
             async move {
                 let key = format!("/raw/items/default/item-{:06}", (i * 7919) % objects);
-                assert_eq!(c.get(key, None).await.unwrap().kvs().len(), 1);
+                let get = raw::RangeRequest {
+                    key: key.into_bytes(),
+                    ..Default::default()
+                };
+                assert_eq!(c.range(get).await.unwrap().into_inner().kvs.len(), 1);
             }
         })
         .await,
     );
-    let c = client.clone();
+    let c = KvClient::new(channel.clone());
     rows.push(
         load(target, &format!("list of {objects}"), LISTS, concurrency, move |_| {
             let mut c = c.clone();
             async move {
-                let r = c
-                    .get("/raw/items/", Some(GetOptions::new().with_prefix()))
-                    .await
-                    .unwrap();
-                assert_eq!(r.kvs().len(), objects);
+                let r = c.range(raw::prefix("/raw/items/")).await.unwrap().into_inner();
+                assert_eq!(r.kvs.len(), objects);
             }
         })
         .await,
@@ -183,18 +181,19 @@ async fn raw_etcd(endpoint: &str, objects: usize, concurrency: usize) -> Vec<Row
     let acked = Arc::new(std::sync::Mutex::new(vec![None::<Instant>; events]));
     let mut receivers = Vec::new();
     for _ in 0..WATCHERS {
-        let mut stream = client
-            .clone()
-            .watch("/raw/watched/", Some(WatchOptions::new().with_prefix()))
+        let requests = futures::stream::iter([raw::watch("/raw/watched/")]).chain(futures::stream::pending());
+        let mut stream = WatchClient::new(channel.clone())
+            .watch(requests)
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner();
         let acked = acked.clone();
         receivers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while latencies.len() < events {
                 let response = stream.message().await.unwrap().expect("the watch goes on");
-                for e in response.events() {
-                    let key = e.kv().unwrap().key_str().unwrap();
+                for e in response.events {
+                    let key = String::from_utf8(e.kv.unwrap().key).unwrap();
                     let i: usize = key.trim_start_matches("/raw/watched/").parse().unwrap();
                     let at = acked.lock().unwrap()[i];
                     latencies.push(at.map_or(Duration::ZERO, |t| t.elapsed()));
@@ -204,9 +203,14 @@ async fn raw_etcd(endpoint: &str, objects: usize, concurrency: usize) -> Vec<Row
         }));
     }
     let started = Instant::now();
-    let mut c = client.clone();
+    let mut c = KvClient::new(channel.clone());
     for i in 0..events {
-        c.put(format!("/raw/watched/{i}"), value(i), None).await.unwrap();
+        let put = raw::PutRequest {
+            key: format!("/raw/watched/{i}").into_bytes(),
+            value: value(i),
+            ..Default::default()
+        };
+        c.put(put).await.unwrap();
         acked.lock().unwrap()[i] = Some(Instant::now());
     }
     rows.push(watch_row(target, events, started, receivers).await);
@@ -226,9 +230,14 @@ async fn main() {
     rows.extend(registry("apiary embedded (redb)", embedded, objects, concurrency).await);
     let etcd = EtcdProcess::start(dir.path());
     // Let etcd elect itself and warm up before anything is measured on it.
-    let mut warm = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut warm = raw::kv_client::KvClient::new(raw::channel(&etcd.endpoint()).await);
     for i in 0..200 {
-        warm.put(format!("/warm/{i}"), "x", None).await.unwrap();
+        let put = raw::PutRequest {
+            key: format!("/warm/{i}").into_bytes(),
+            value: b"x".to_vec(),
+            ..Default::default()
+        };
+        warm.put(put).await.unwrap();
     }
     let backend = Etcd::connect(&EtcdConfig {
         endpoints: vec![etcd.endpoint()],

@@ -12,8 +12,6 @@ fn widget_project() -> Project {
         "widget-system",
         "registry.example.com/apiary/widget-server:0.1.0",
     )
-    // The deployment runs on etcd, so the image's binary is built with it.
-    .features(&["etcd"])
     .resource::<widget_api::Widget>()
     .resource::<widget_api::WidgetPolicy>()
 }

@@ -531,7 +531,6 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
     })
 }
 
-#[cfg(feature = "etcd")]
 async fn etcd_storage(options: &ServerOptions) -> Result<Arc<dyn Storage>, String> {
     let config = storage::etcd::EtcdConfig {
         endpoints: options.etcd_servers.clone(),
@@ -542,9 +541,4 @@ async fn etcd_storage(options: &ServerOptions) -> Result<Arc<dyn Storage>, Strin
     Ok(Arc::new(
         storage::etcd::Etcd::connect(&config).await.map_err(|e| e.to_string())?,
     ))
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn etcd_storage(_: &ServerOptions) -> Result<Arc<dyn Storage>, String> {
-    Err("this server was built without etcd support: rebuild it with `--features etcd`".into())
 }

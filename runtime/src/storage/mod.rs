@@ -6,7 +6,6 @@
 
 pub mod cache;
 mod engine;
-#[cfg(feature = "etcd")]
 pub mod etcd;
 
 use std::path::Path;

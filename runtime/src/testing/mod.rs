@@ -3,6 +3,7 @@
 
 mod core_api;
 mod https;
+pub mod raw_etcd;
 pub mod webhook;
 
 pub use core_api::CoreApiStandIn;

@@ -79,8 +79,8 @@ pub(crate) struct Raw {
 /// gets of one key, and a paged range over them (1,000 keys a page: one answer would pass
 /// gRPC's 4 MiB limit).
 pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds: f64) -> Raw {
-    use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
-    let client = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    use apiary_runtime::testing::raw_etcd as raw;
+    let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
     let value = vec![b'x'; size];
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -93,11 +93,8 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds:
                 if i >= count {
                     return;
                 }
-                let key = format!("/raw/{i:06}");
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key, value.clone(), None)]);
-                assert!(client.txn(txn).await.unwrap().succeeded());
+                let txn = raw::create(format!("/raw/{i:06}"), value.clone());
+                assert!(client.txn(txn).await.unwrap().into_inner().succeeded);
             }
         }));
     }
@@ -113,7 +110,11 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds:
             let (mut client, done) = (client.clone(), done.clone());
             tokio::spawn(async move {
                 while Instant::now() < until {
-                    assert_eq!(client.get("/raw/000001", None).await.unwrap().kvs().len(), 1);
+                    let get = raw::RangeRequest {
+                        key: b"/raw/000001".to_vec(),
+                        ..Default::default()
+                    };
+                    assert_eq!(client.range(get).await.unwrap().into_inner().kvs.len(), 1);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -123,18 +124,21 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds:
         t.await.unwrap();
     }
     let gets = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    let mut client = client.clone();
     let range = best(5, || {
         let mut client = client.clone();
         async move {
-            let (mut start, mut total) = ("/raw/".to_string(), 0);
+            let (mut start, mut total) = (b"/raw/".to_vec(), 0);
             loop {
-                let options = GetOptions::new().with_range("/raw0").with_limit(1_000);
-                let answer = client.get(start.clone(), Some(options)).await.unwrap();
-                total += answer.kvs().len();
-                let Some(last) = answer.kvs().last() else { break };
-                start = format!("{}\0", last.key_str().unwrap());
-                if !answer.more() {
+                let page = raw::RangeRequest {
+                    key: start.clone(),
+                    limit: 1_000,
+                    ..raw::prefix("/raw/")
+                };
+                let answer = client.range(page).await.unwrap().into_inner();
+                total += answer.kvs.len();
+                let Some(last) = answer.kvs.last() else { break };
+                start = [last.key.as_slice(), b"\0"].concat();
+                if !answer.more {
                     break;
                 }
             }
@@ -142,6 +146,5 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds:
         }
     })
     .await;
-    let _ = client.status().await;
     Raw { creates, gets, range }
 }
