@@ -11,7 +11,7 @@ use rcgen::{
 
 use crate::{File, Mode, Project};
 
-/// The CA and serving pair (PEM).
+/// The CA and serving pair (PEM), and the generated etcd's pairs when there is one.
 pub struct ServingCerts {
     /// CA certificate (the APIService's caBundle).
     pub ca_crt: String,
@@ -20,6 +20,34 @@ pub struct ServingCerts {
     pub tls_crt: String,
     /// Serving key.
     pub tls_key: String,
+    /// TLS between the server and the generated etcd, signed by the same CA.
+    pub etcd: Option<EtcdCerts>,
+}
+
+/// etcd's serving pair and the server's client pair for it (PEM).
+pub struct EtcdCerts {
+    /// etcd's serving certificate (the Service's names, `localhost` and 127.0.0.1 as kubeadm's).
+    pub server_crt: String,
+    /// Its key.
+    pub server_key: String,
+    /// The API server's client certificate (CN: the server's name).
+    pub client_crt: String,
+    /// Its key.
+    pub client_key: String,
+}
+
+/// The names etcd's serving certificate carries.
+pub fn etcd_names(project: &Project) -> Vec<String> {
+    let ns = &project.namespace;
+    [
+        "etcd".to_string(),
+        format!("etcd.{ns}"),
+        format!("etcd.{ns}.svc"),
+        format!("etcd.{ns}.svc.cluster.local"),
+    ]
+    .into_iter()
+    .chain(["localhost".to_string(), "127.0.0.1".to_string()])
+    .collect()
 }
 
 /// The DNS names the serving certificate must carry.
@@ -87,6 +115,14 @@ fn dns_names(pem: &str) -> Option<Vec<String>> {
 impl ServingCerts {
     /// The certificate files, relative to the deploy directory.
     pub fn files(&self) -> Vec<File> {
+        let etcd = self.etcd.iter().flat_map(|e| {
+            [
+                ("etcd-server.crt", &e.server_crt),
+                ("etcd-server.key", &e.server_key),
+                ("etcd-client.crt", &e.client_crt),
+                ("etcd-client.key", &e.client_key),
+            ]
+        });
         [
             ("ca.crt", &self.ca_crt),
             ("ca.key", &self.ca_key),
@@ -94,6 +130,7 @@ impl ServingCerts {
             ("tls.key", &self.tls_key),
         ]
         .into_iter()
+        .chain(etcd)
         .map(|(name, pem)| File {
             path: PathBuf::from("certs").join(name),
             bytes: pem.as_bytes().to_vec(),
@@ -128,11 +165,18 @@ pub fn ensure(dir: &Path, project: &Project, mode: Mode) -> Result<ServingCerts,
         let fits = dns_names(&tls_crt).as_deref() == Some(names.as_slice());
         let fresh = seconds_left(&tls_crt).is_some_and(|s| s > RENEW_WITHIN_DAYS * 86_400);
         if fits && (fresh || mode == Mode::Check) {
+            let etcd = match (project.etcd_tls(), read_etcd(dir, project)) {
+                (false, _) => None,
+                (true, Some(etcd)) => Some(etcd),
+                (true, None) if mode == Mode::Check => return Err(missing(dir)),
+                (true, None) => Some(issue_etcd(project, &issuer_of(&ca_crt, &ca_key)?)?),
+            };
             return Ok(ServingCerts {
                 ca_crt,
                 ca_key,
                 tls_crt,
                 tls_key,
+                etcd,
             });
         }
         if mode == Mode::Write {
@@ -140,19 +184,77 @@ pub fn ensure(dir: &Path, project: &Project, mode: Mode) -> Result<ServingCerts,
         }
     }
     if mode == Mode::Check {
-        return Err(format!(
-            "{}: certificates are missing or do not fit: run `cargo xtask generate`",
-            dir.display()
-        ));
+        return Err(missing(dir));
     }
     issue(project, &names, None)
+}
+
+fn missing(dir: &Path) -> String {
+    format!(
+        "{}: certificates are missing or do not fit: run `cargo xtask generate`",
+        dir.display()
+    )
+}
+
+/// The etcd pairs in `dir`, if all are there, fit the project and have time left.
+fn read_etcd(dir: &Path, project: &Project) -> Option<EtcdCerts> {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let etcd = EtcdCerts {
+        server_crt: read("etcd-server.crt")?,
+        server_key: read("etcd-server.key")?,
+        client_crt: read("etcd-client.crt")?,
+        client_key: read("etcd-client.key")?,
+    };
+    let dns: Vec<String> = etcd_names(project)
+        .into_iter()
+        .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+        .collect();
+    let fresh = |pem: &str| seconds_left(pem).is_some_and(|s| s > RENEW_WITHIN_DAYS * 86_400);
+    (dns_names(&etcd.server_crt).as_deref() == Some(dns.as_slice())
+        && fresh(&etcd.server_crt)
+        && fresh(&etcd.client_crt))
+    .then_some(etcd)
+}
+
+fn issuer_of(crt: &str, key: &str) -> Result<Issuer<'static, KeyPair>, String> {
+    let key_pair = KeyPair::from_pem(key).map_err(err)?;
+    Issuer::from_ca_cert_pem(crt, key_pair).map_err(err)
+}
+
+/// A certificate for `names` (DNS names or IP addresses) with common name `cn`, signed by
+/// `issuer`, valid [`SERVING_DAYS`]; its PEM and its key's.
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    names: &[String],
+    usages: Vec<ExtendedKeyUsagePurpose>,
+) -> Result<(String, String), String> {
+    let key_pair = KeyPair::generate().map_err(err)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(err)?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = usages;
+    valid_for(&mut params, SERVING_DAYS)?;
+    let crt = params.signed_by(&key_pair, issuer).map_err(err)?.pem();
+    Ok((crt, key_pair.serialize_pem()))
+}
+
+fn issue_etcd(project: &Project, issuer: &Issuer<'_, KeyPair>) -> Result<EtcdCerts, String> {
+    use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let (server_crt, server_key) = leaf(issuer, "etcd", &etcd_names(project), vec![ServerAuth, ClientAuth])?;
+    let (client_crt, client_key) = leaf(issuer, &project.name, &[], vec![ClientAuth])?;
+    Ok(EtcdCerts {
+        server_crt,
+        server_key,
+        client_crt,
+        client_key,
+    })
 }
 
 fn issue(project: &Project, names: &[String], ca: Option<(String, String)>) -> Result<ServingCerts, String> {
     let (ca_crt, ca_key, issuer) = match ca {
         Some((crt, key)) => {
-            let key_pair = KeyPair::from_pem(&key).map_err(err)?;
-            let issuer = Issuer::from_ca_cert_pem(&crt, key_pair).map_err(err)?;
+            let issuer = issuer_of(&crt, &key)?;
             (crt, key, issuer)
         }
         None => {
@@ -169,20 +271,14 @@ fn issue(project: &Project, names: &[String], ca: Option<(String, String)>) -> R
             (crt, key, Issuer::new(params, key_pair))
         }
     };
-    let key_pair = KeyPair::generate().map_err(err)?;
-    let mut params = CertificateParams::new(names.to_vec()).map_err(err)?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        format!("{}.{}.svc", project.name, project.namespace),
-    );
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    valid_for(&mut params, SERVING_DAYS)?;
-    let tls_crt = params.signed_by(&key_pair, &issuer).map_err(err)?.pem();
+    let cn = format!("{}.{}.svc", project.name, project.namespace);
+    let (tls_crt, tls_key) = leaf(&issuer, &cn, names, vec![ExtendedKeyUsagePurpose::ServerAuth])?;
+    let etcd = project.etcd_tls().then(|| issue_etcd(project, &issuer)).transpose()?;
     Ok(ServingCerts {
         ca_crt,
         ca_key,
         tls_crt,
-        tls_key: key_pair.serialize_pem(),
+        tls_key,
+        etcd,
     })
 }

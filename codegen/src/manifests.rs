@@ -64,6 +64,12 @@ struct Deployment<'a> {
 struct Etcd<'a> {
     header: String,
     p: &'a Project,
+    /// Base64 PEM: etcd's serving pair, the server's client pair, the CA.
+    server_crt: String,
+    server_key: String,
+    client_crt: String,
+    client_key: String,
+    ca_crt: String,
 }
 
 #[derive(Template)]
@@ -240,8 +246,17 @@ pub fn render(project: &Project, certs: &ServingCerts) -> Result<Vec<File>, Stri
         ),
     ];
     let mut rendered = rendered;
-    if p.storage == StorageShape::Etcd && p.generate_etcd {
-        rendered.push(("etcd.yaml", Etcd { header: header(), p }.render()));
+    if let (true, Some(etcd)) = (p.etcd_tls(), &certs.etcd) {
+        let etcd = Etcd {
+            header: header(),
+            p,
+            server_crt: b64(&etcd.server_crt),
+            server_key: b64(&etcd.server_key),
+            client_crt: b64(&etcd.client_crt),
+            client_key: b64(&etcd.client_key),
+            ca_crt: b64(&certs.ca_crt),
+        };
+        rendered.push(("etcd.yaml", etcd.render()));
     }
     let mut files = Vec::new();
     let mut names = Vec::new();

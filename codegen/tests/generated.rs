@@ -163,7 +163,8 @@ fn manifests_parse_as_kubernetes_types() {
                     assert_eq!(set.metadata.name.as_deref(), Some("etcd"));
                     let pod = set.spec.unwrap().template.spec.unwrap();
                     let args = pod.containers[0].command.clone().unwrap();
-                    assert!(args.contains(&"--advertise-client-urls=http://etcd.widget-system.svc:2379".to_string()));
+                    assert!(args.contains(&"--advertise-client-urls=https://etcd.widget-system.svc:2379".to_string()));
+                    assert!(args.contains(&"--client-cert-auth=true".to_string()), "mutual TLS");
                 }
                 "Deployment" => {
                     let d: Deployment = typed(&doc);
@@ -233,7 +234,7 @@ fn manifests_parse_as_kubernetes_types() {
 }
 
 /// Whether the serving certificate in `certs` verifies, against the CA there, for `name`.
-fn verifies(certs: &Path, name: &str) -> bool {
+fn verifies(certs: &Path, leaf: &str, name: &str) -> bool {
     let read = |file: &str| std::fs::read(certs.join(file)).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -243,7 +244,7 @@ fn verifies(certs: &Path, name: &str) -> bool {
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .unwrap();
-    let leaf = CertificateDer::from_pem_slice(&read("tls.crt")).unwrap();
+    let leaf = CertificateDer::from_pem_slice(&read(leaf)).unwrap();
     use rustls::client::danger::ServerCertVerifier as _;
     verifier
         .verify_server_cert(
@@ -260,9 +261,13 @@ fn verifies(certs: &Path, name: &str) -> bool {
 fn the_serving_certificate_verifies_for_the_service_name() {
     let read = |name: &str| std::fs::read(deploy().join("certs").join(name)).unwrap();
     let certs = deploy().join("certs");
-    assert!(verifies(&certs, "widget-server.widget-system.svc"));
-    assert!(verifies(&certs, "widget-server.widget-system.svc.cluster.local"));
-    assert!(!verifies(&certs, "other.widget-system.svc"));
+    assert!(verifies(&certs, "tls.crt", "widget-server.widget-system.svc"));
+    assert!(verifies(
+        &certs,
+        "tls.crt",
+        "widget-server.widget-system.svc.cluster.local"
+    ));
+    assert!(!verifies(&certs, "tls.crt", "other.widget-system.svc"));
     // The Secret carries the same pair.
     let secret = std::fs::read_to_string(deploy().join("tls-secret.yaml")).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(read("tls.crt"));
@@ -274,7 +279,13 @@ fn generation_is_deterministic_and_reuses_certificates() {
     let out = tempfile::tempdir().unwrap();
     let certs = out.path().join("deploy/certs");
     std::fs::create_dir_all(&certs).unwrap();
-    for name in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+    let etcd = [
+        "etcd-server.crt",
+        "etcd-server.key",
+        "etcd-client.crt",
+        "etcd-client.key",
+    ];
+    for name in ["ca.crt", "ca.key", "tls.crt", "tls.key"].into_iter().chain(etcd) {
         std::fs::copy(deploy().join("certs").join(name), certs.join(name)).unwrap();
     }
     let project = Project::new(
@@ -333,7 +344,7 @@ fn certificates_are_private_current_and_rotate() {
     generate(Mode::Write).unwrap();
     let certs = deploy.join("certs");
     let read = |name: &str| std::fs::read_to_string(certs.join(name)).unwrap();
-    for key in ["ca.key", "tls.key"] {
+    for key in ["ca.key", "tls.key", "etcd-server.key", "etcd-client.key"] {
         let mode = std::fs::metadata(certs.join(key)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
@@ -346,10 +357,12 @@ fn certificates_are_private_current_and_rotate() {
     apiary_codegen::rotate_certs(&project, &deploy, false).unwrap();
     assert_eq!(read("ca.crt"), ca, "rotation keeps the CA");
     assert_ne!(read("tls.crt"), tls);
-    assert!(verifies(&certs, "widget-server.widget-system.svc"));
+    assert!(verifies(&certs, "tls.crt", "widget-server.widget-system.svc"));
     apiary_codegen::rotate_certs(&project, &deploy, true).unwrap();
     assert_ne!(read("ca.crt"), ca, "--rotate-ca replaces it");
-    assert!(verifies(&certs, "widget-server.widget-system.svc"));
+    assert!(verifies(&certs, "tls.crt", "widget-server.widget-system.svc"));
+    // The generated etcd's certificate follows the new CA too.
+    assert!(verifies(&certs, "etcd-server.crt", "etcd.widget-system.svc"));
     // The Secret and the APIService follow after the next generate.
     generate(Mode::Write).unwrap();
     let secret = std::fs::read_to_string(deploy.join("tls-secret.yaml")).unwrap();

@@ -30,12 +30,20 @@ pub struct EtcdProcess {
     data_dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    flags: Vec<String>,
 }
 
 impl EtcdProcess {
     /// Start etcd with data under `dir` and wait until it answers.
     pub fn start(dir: &Path) -> EtcdProcess {
+        Self::start_with(dir, &[])
+    }
+
+    /// Start etcd with extra flags: its TLS flags (`--cert-file=…`, `--key-file=…`,
+    /// `--trusted-ca-file=…`, `--client-cert-auth=true`) make clients use https.
+    pub fn start_with(dir: &Path, flags: &[String]) -> EtcdProcess {
         let mut etcd = EtcdProcess {
+            flags: flags.to_vec(),
             child: None,
             data_dir: dir.join("etcd"),
             client_port: free_port(),
@@ -45,9 +53,14 @@ impl EtcdProcess {
         etcd
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (https with TLS flags).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let tls = self.flags.iter().any(|f| f.starts_with("--cert-file"));
+        format!(
+            "{}://127.0.0.1:{}",
+            if tls { "https" } else { "http" },
+            self.client_port
+        )
     }
 
     /// Kill etcd (SIGKILL), keeping its data.
@@ -70,6 +83,7 @@ impl EtcdProcess {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("apiary-test={peer}")])
             .args(["--log-level", "error", "--logger", "zap"])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

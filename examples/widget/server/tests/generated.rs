@@ -161,15 +161,48 @@ async fn the_generated_client_is_a_workspace_dependency() {
     assert!(status.phase.is_some_and(|p| p != WidgetStatusPhase::Failed));
 }
 
+/// The container args of `workload` (a generated YAML file), its `index`th document.
+fn container_args(workload: &std::path::Path, index: usize, key: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(workload).unwrap();
+    let document = text.split("\n---\n").nth(index).unwrap();
+    let manifest: serde_json::Value = serde_saphyr::from_str(document).unwrap();
+    manifest["spec"]["template"]["spec"]["containers"][0][key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The generated manifests and the server's flags never disagree: the server starts with
 /// exactly the container args the generated workload gives it (the in-cluster paths and
-/// addresses mapped to this machine: the certificates, a local etcd or data directory, a
-/// free port) and answers `/readyz`.
+/// addresses mapped to this machine: the certificates as the Secrets mount them, a local etcd
+/// started with the generated etcd's TLS flags, or a data directory; a free port) and answers
+/// `/readyz`.
 #[test]
 fn the_generated_container_args_start_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let etcd = apiary_runtime::testing::EtcdProcess::start(dir.path());
     let certs = example("deploy/certs").canonicalize().unwrap();
+    let file = |name: &str| certs.join(name).display().to_string();
+    // The Secrets' keys (tls.crt, tls.key, ca.crt) are these files.
+    let mounted = |arg: String| {
+        arg.replace("/etc/etcd/tls/tls.", &file("etcd-server."))
+            .replace("/var/run/apiary/etcd/tls.", &file("etcd-client."))
+            .replace("/etc/etcd/tls/ca.crt", &file("ca.crt"))
+            .replace("/var/run/apiary/etcd/ca.crt", &file("ca.crt"))
+            .replace("/var/run/apiary/tls", certs.to_str().unwrap())
+    };
+    let etcd_tls: Vec<String> = container_args(&example("deploy/etcd.yaml"), 3, "command")
+        .into_iter()
+        .filter(|a| {
+            ["--cert-file", "--key-file", "--trusted-ca-file", "--client-cert-auth"]
+                .iter()
+                .any(|f| a.starts_with(f))
+        })
+        .map(mounted)
+        .collect();
+    assert_eq!(etcd_tls.len(), 4, "the generated etcd serves mutual TLS: {etcd_tls:?}");
+    let etcd = apiary_runtime::testing::EtcdProcess::start_with(dir.path(), &etcd_tls);
     let embedded = dir.path().join("embedded");
     let project = apiary_codegen::Project::new("widget-server", "widget-system", "widget-server:test")
         .embedded("1Gi")
@@ -200,17 +233,13 @@ fn the_generated_container_args_start_the_server() {
             format!("--data-dir={}", data.display()),
         ),
     ] {
-        let manifest: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&workload).unwrap()).unwrap();
-        let args: Vec<String> = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
+        let args: Vec<String> = container_args(&workload, 0, "args")
+            .into_iter()
             .filter(|a| !a.starts_with("--secure-port="))
             .map(|a| match a.split_once('=') {
                 Some(("--bind-address", _)) => "--bind-address=127.0.0.1".to_string(),
                 Some(("--etcd-servers" | "--data-dir", _)) => local.clone(),
-                _ => a.replace("/var/run/apiary/tls", certs.to_str().unwrap()),
+                _ => mounted(a),
             })
             .collect();
         let run = dir.path().join(workload.file_stem().unwrap());
