@@ -262,6 +262,25 @@ impl FieldError {
         }
     }
 
+    /// `field: Forbidden: <detail>`.
+    pub fn forbidden(field: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        FieldError {
+            reason: "FieldValueForbidden".into(),
+            field: field.into(),
+            message: format!("Forbidden: {detail}"),
+        }
+    }
+
+    /// `field: Duplicate value: <value>`.
+    pub fn duplicate(field: impl Into<String>, value: &impl Serialize) -> Self {
+        let value = serde_json::to_string(value).unwrap_or_default();
+        FieldError {
+            reason: "FieldValueDuplicate".into(),
+            field: field.into(),
+            message: format!("Duplicate value: {value}"),
+        }
+    }
+
     /// `field: Unsupported value: <value>: supported values: ...`.
     pub fn not_supported(field: impl Into<String>, value: &impl Serialize, supported: &[String]) -> Self {
         let value = serde_json::to_string(value).unwrap_or_default();

@@ -108,6 +108,7 @@ pub struct Admission {
     pub(super) meta: ResourceMeta,
     strategy: Arc<dyn Strategy>,
     validator: Validator,
+    rules: Option<crate::schema::cel::Rules>,
     pub(super) schema: Value,
 }
 
@@ -126,10 +127,12 @@ impl Admission {
         }
         check_paths(&meta, &schema)?;
         let validator = Validator::new(schema.clone())?;
+        let rules = crate::schema::cel::Rules::new(&meta, &schema)?;
         Ok(Admission {
             meta,
             strategy,
             validator,
+            rules,
             schema,
         })
     }
@@ -222,6 +225,9 @@ impl Admission {
     fn judge(&self, mut object: Value, name: &str, change: Option<Change<'_>>) -> ApiResult<Value> {
         let mut errors = object_meta::validate(&self.meta, &object);
         errors.extend(self.validator.validate(&object));
+        if let Some(rules) = &self.rules {
+            errors.extend(rules.validate(&object, change.as_ref().map(|c| c.old)));
+        }
         let prepared = self.strategy.prepare(&object, change.map(|c| c.old));
         // The hook still runs when the schema found errors, so one 422 lists everything.
         let prepared = match prepared {

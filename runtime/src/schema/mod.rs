@@ -3,6 +3,7 @@
 //! columns, scale and selectable fields ([`jsonpath`]), and label and field selectors
 //! ([`selector`]).
 
+pub mod cel;
 pub mod defaults;
 pub mod jsonpath;
 pub mod selector;

@@ -49,8 +49,13 @@ pub struct WidgetSpec {
     /// How many replicas to run (0 to 100).
     #[schemars(range(min = 0))]
     pub replicas: i32,
-    /// The container image.
-    #[schemars(length(min = 1))]
+    /// The container image, with a version (a CEL rule refuses `:latest`).
+    #[schemars(
+        length(min = 1),
+        extend("x-kubernetes-validations" = [
+            {"rule": "!self.endsWith(':latest')", "message": "must name a version, not :latest"}
+        ])
+    )]
     pub image: String,
     /// The color; "blue" when not given.
     #[serde(default)]

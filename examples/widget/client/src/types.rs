@@ -14,7 +14,7 @@ pub struct WidgetSpec {
     /// The color; "blue" when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
-    /// The container image.
+    /// The container image, with a version (a CEL rule refuses `:latest`).
     pub image: String,
     /// How many replicas to run (0 to 100).
     pub replicas: i32,

@@ -140,6 +140,18 @@ async fn crud_scale_status_and_errors() {
         matches!(&invalid, kube::Error::Api(s) if s.code == 422 && s.message.contains("spec.replicas")),
         "{invalid:?}"
     );
+    // The CEL rule on spec.image, with its reason in the Status causes.
+    let mut floating = common::typed_widget("floating", 1);
+    floating.spec.image = "nginx:latest".into();
+    let refused = api.create(&PostParams::default(), &floating).await.unwrap_err();
+    let kube::Error::Api(status) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(status.code, 422);
+    assert_eq!(
+        status.message,
+        r#"Widget.custom.example.com "floating" is invalid: spec.image: Invalid value: "string": must name a version, not :latest"#
+    );
 
     // Dry run never persists.
     let dry = PostParams {

@@ -244,6 +244,19 @@ pub fn flows_against(k: &Kubectl) {
         "{}",
         invalid.stderr
     );
+    // A CEL rule on the type (x-kubernetes-validations), in kube-apiserver's words.
+    let floating = widget("floating", 1, "").replace("nginx:1.25", "nginx:latest");
+    let refused = k.run_with_stdin(&["apply", "-f", "-"], &floating);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains(
+            r#"The Widget "floating" is invalid: spec.image: Invalid value: "string": must name a version, not :latest"#
+        ),
+        "{}",
+        refused.stderr
+    );
+    let document = k.ok(&["get", "--raw", "/openapi/v3/apis/custom.example.com/v1"]);
+    assert!(document.contains(r#""x-kubernetes-validations":[{"message":"must name a version, not :latest","rule":"!self.endsWith(':latest')"}]"#), "the rule is published");
     let stale = widget("w-a", 2, "").replace("  name: w-a\n", "  name: w-a\n  resourceVersion: \"1\"\n");
     let conflict = k.run_with_stdin(&["replace", "-f", "-"], &stale);
     assert_eq!(conflict.code, 1);
@@ -351,7 +364,7 @@ fn every_installed_kubectl_version_works() {
         assert!(row(&k.ok(&["get", "widgets"]), &name).is_some(), "{version}");
         assert!(
             k.ok(&["explain", "widgets.spec.image"])
-                .contains("The container image."),
+                .contains("The container image, with a version"),
             "{version}"
         );
     }
