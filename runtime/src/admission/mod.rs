@@ -13,6 +13,7 @@
 //! - [`cluster`]: which of the cluster's plugins run, from the flags.
 //! - [`metrics`]: upstream's admission metrics.
 
+pub mod cel;
 pub mod cluster;
 pub mod metrics;
 pub mod namespace;

@@ -426,13 +426,15 @@ fn checked_answer(path: &str, review: &Value) -> Value {
         "/b" => patch_response(json!([{"op": "add", "path": "/metadata/labels/b", "value": "yes"}])),
         "/bad-patch" => patch_response(json!([{"op": "replace", "path": "/spec/replicas", "value": "many"}])),
         "/wrong-uid" => json!({"uid": "not-the-request", "allowed": true}),
+        "/cel" => json!({"allowed": false, "status": {"code": 403, "message": "big widgets go through review"}}),
         _ => json!({"allowed": true}),
     }
 }
 
 /// What kube-apiserver checks of an answer, and what it presents to the webhook: IfNeeded
-/// reinvocation, a patch validated against the schema, a wrong uid, matchConditions this
-/// server cannot evaluate yet, the WebhookAdmission kubeconfig's token; the plugin flags.
+/// reinvocation, a patch validated against the schema, a wrong uid, CEL matchConditions
+/// (false, true, and failing under each failurePolicy), the WebhookAdmission kubeconfig's
+/// token; the plugin flags.
 #[test]
 fn webhook_answers_are_checked_and_credentials_presented() {
     let dir = tempfile::tempdir().unwrap();
@@ -481,7 +483,22 @@ fn webhook_answers_are_checked_and_credentials_presented() {
                 "cel.example.com",
                 "cel",
                 "/cel",
-                json!({"matchConditions": [{"name": "any", "expression": "true"}]}),
+                json!({"matchConditions": [
+                    {"name": "big", "expression": "object.spec.replicas > 5"},
+                    {"name": "by-people", "expression": "!request.userInfo.username.startsWith('system:')"},
+                ]}),
+            ),
+            mutating(
+                "cel-broken.example.com",
+                "cel-broken",
+                "/cel",
+                json!({"matchConditions": [{"name": "typo", "expression": "object.spec.replicaz > 5"}]}),
+            ),
+            mutating(
+                "cel-ignored.example.com",
+                "cel-ignored",
+                "/cel",
+                json!({"failurePolicy": "Ignore", "matchConditions": [{"name": "typo", "expression": "object.spec.replicaz > 5"}]}),
             ),
         ],
     ));
@@ -514,17 +531,34 @@ fn webhook_answers_are_checked_and_credentials_presented() {
         "{}",
         uid.stderr
     );
-    let cel = k.run_with_stdin(&["create", "-f", "-"], &labelled("c", "cel", 1));
-    assert!(
-        cel.stderr.contains(
-            "failed calling webhook \"cel.example.com\": matchConditions (CEL) are not supported by this server yet"
-        ),
-        "{}",
-        cel.stderr
-    );
+    // matchConditions: the webhook is called only when all hold; an expression that fails
+    // is the call's failure, so failurePolicy decides.
+    k.ok_stdin(&["create", "-f", "-"], &labelled("small", "cel", 1));
     assert!(
         reviews(&webhook, "/cel").is_empty(),
-        "a webhook with matchConditions is not called"
+        "a false condition skips the webhook"
+    );
+    let big = k.run_with_stdin(&["create", "-f", "-"], &labelled("big", "cel", 9));
+    assert!(
+        big.stderr
+            .contains("admission webhook \"cel.example.com\" denied the request: big widgets go through review"),
+        "{}",
+        big.stderr
+    );
+    assert_eq!(reviews(&webhook, "/cel").len(), 1, "every condition held: called");
+    let broken = k.run_with_stdin(&["create", "-f", "-"], &labelled("broken", "cel-broken", 1));
+    assert!(
+        broken.stderr.contains(
+            "Internal error occurred: failed calling webhook \"cel-broken.example.com\": failed to evaluate match condition: typo: "
+        ),
+        "{}",
+        broken.stderr
+    );
+    k.ok_stdin(&["create", "-f", "-"], &labelled("ignored", "cel-ignored", 1));
+    assert_eq!(
+        reviews(&webhook, "/cel").len(),
+        1,
+        "neither failing condition called it"
     );
     let tokens = webhook.authorizations();
     assert!(!tokens.is_empty());

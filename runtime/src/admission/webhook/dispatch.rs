@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::super::Attributes;
+use super::super::cel::{self, Programs, Variables};
 use super::super::metrics::{AdmissionMetrics, Rejection};
 use super::super::namespace::Namespaces;
 use super::client::Caller;
@@ -40,6 +41,8 @@ const REASONS: &[&str] = &[
 /// What calls one plugin's webhooks.
 pub(super) struct Dispatcher<'a> {
     pub caller: &'a Caller,
+    /// The webhooks' compiled `matchConditions`.
+    pub programs: &'a Programs,
     pub namespaces: &'a Namespaces,
     pub metrics: Option<&'a AdmissionMetrics>,
     /// `admit` (mutating) or `validating`, as upstream labels metrics.
@@ -54,6 +57,8 @@ pub(super) enum Called {
     Allowed(Answer),
     /// The call failed and `failurePolicy: Ignore` let the request through.
     FailedOpen,
+    /// A `matchCondition` was false: the webhook was not called.
+    Skipped,
 }
 
 /// A call that did not produce an answer: why, and the HTTP code it got, if any.
@@ -96,13 +101,10 @@ impl Dispatcher<'_> {
             )));
         }
         let started = Instant::now();
-        let outcome = if hook.match_conditions {
-            Err(CallError(
-                "matchConditions (CEL) are not supported by this server yet".to_string(),
-                0,
-            ))
-        } else {
-            self.exchange(hook, a, object).await
+        let outcome = match self.conditions(hook, a, object) {
+            Ok(false) => return Ok(Called::Skipped),
+            Ok(true) => self.exchange(hook, a, object).await,
+            Err(why) => Err(CallError(format!("failed to evaluate match condition: {why}"), 0)),
         };
         let answer = match outcome {
             Ok(answer) => answer,
@@ -142,6 +144,32 @@ impl Dispatcher<'_> {
         }
         self.observe(hook, a, started, 200, None);
         Ok(Called::Allowed(answer))
+    }
+
+    /// Whether every `matchCondition` of `hook` holds (upstream's matcher: one false skips the
+    /// webhook whatever else failed; else any error is the call's failure).
+    fn conditions(&self, hook: &Hook<'_>, a: &Attributes<'_>, object: Option<&Value>) -> Result<bool, String> {
+        if hook.match_conditions.is_empty() {
+            return Ok(true);
+        }
+        let review = review::request(a, None, None, "", "v1");
+        let variables = Variables::new(object, a.old_object, &review["request"]);
+        let mut errors = Vec::new();
+        for condition in hook.match_conditions {
+            let holds = self
+                .programs
+                .compile(&condition.expression)
+                .and_then(|program| cel::evaluate(&program, &variables));
+            match holds {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(e) => errors.push(format!("{}: {e}", condition.name)),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(true),
+            false => Err(errors.join("; ")),
+        }
     }
 
     /// Send the review and read the answer.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, RuleWithOperations, ValidatingWebhook, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, RuleWithOperations, ValidatingWebhook, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube_core::Selector;
@@ -38,8 +38,8 @@ pub(super) struct Hook<'a> {
     pub client: &'a WebhookClientConfig,
     /// `reinvocationPolicy: IfNeeded` (mutating webhooks only).
     pub reinvoke: bool,
-    /// The webhook has CEL `matchConditions`, which this server cannot evaluate yet.
-    pub match_conditions: bool,
+    /// CEL `matchConditions`: the webhook is called only when all hold.
+    pub match_conditions: &'a [MatchCondition],
 }
 
 /// The webhook `$w` (mutating or validating: the fields are the same) of `$configuration`.
@@ -62,7 +62,7 @@ macro_rules! hook_of {
             review_versions: &w.admission_review_versions,
             client: &w.client_config,
             reinvoke: $reinvoke,
-            match_conditions: w.match_conditions.as_ref().is_some_and(|c| !c.is_empty()),
+            match_conditions: w.match_conditions.as_deref().unwrap_or_default(),
         }
     }};
 }

@@ -40,6 +40,7 @@ pub struct Webhooks<K: kube::Resource<DynamicType = ()> + 'static> {
     namespaces: Arc<Namespaces>,
     caller: Caller,
     metrics: Option<Arc<AdmissionMetrics>>,
+    programs: super::cel::Programs,
 }
 
 /// MutatingAdmissionWebhook.
@@ -81,6 +82,7 @@ where
             namespaces,
             caller,
             metrics,
+            programs: Default::default(),
         }
     }
 
@@ -102,6 +104,7 @@ where
     fn dispatcher(&self, kind: &'static str, annotation: &'static str) -> Dispatcher<'_> {
         Dispatcher {
             caller: &self.caller,
+            programs: &self.programs,
             namespaces: &self.namespaces,
             metrics: self.metrics.as_deref(),
             kind,
