@@ -1,7 +1,7 @@
 //! CEL over an admission request, as kube-apiserver's admission CEL sees it: `object`,
 //! `oldObject` (null where there is none) and `request` (the AdmissionRequest without its
 //! objects), with Kubernetes' CEL libraries from kube-cel. Expressions are compiled once per
-//! text and shared. Webhook `matchConditions` use it.
+//! text and shared. Webhook `matchConditions` and ValidatingAdmissionPolicies use it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use kube_cel::KubeCelExt as _;
 use kube_cel::cel::objects::{Key, Map};
 use kube_cel::cel::{self, Context, Program};
+
+/// A CEL value.
+pub use kube_cel::cel::Value as CelValue;
 use serde_json::Value;
 
 /// Compiled expressions kept at most; then the cache starts over.
@@ -64,19 +67,49 @@ impl Variables {
     }
 }
 
-/// Run `program` over `variables`: its boolean, or why there is none.
-pub fn evaluate(program: &Program, variables: &Variables) -> Result<bool, String> {
+impl Variables {
+    /// Bind `name` to `value` (null when absent): `params`, `namespaceObject`.
+    pub fn bind(&mut self, name: &'static str, value: Option<&Value>) {
+        self.0.push((name, value.map_or(cel::Value::Null, to_cel)));
+    }
+
+    /// These variables with `variables` bound to the policy variables computed so far.
+    pub fn with_variables(&self, computed: &[(String, cel::Value)]) -> Variables {
+        let map: HashMap<Key, cel::Value> = computed
+            .iter()
+            .map(|(k, v)| (Key::String(Arc::new(k.clone())), v.clone()))
+            .collect();
+        let mut all = self.0.clone();
+        all.push(("variables", cel::Value::Map(Map { map: Arc::new(map) })));
+        Variables(all)
+    }
+}
+
+/// Run `program` over `variables`: its value, or why there is none.
+pub fn value(program: &Program, variables: &Variables) -> Result<cel::Value, String> {
     FUNCTIONS.with(|functions| {
         let mut context = functions.new_inner_scope();
         for (name, value) in &variables.0 {
             context.add_variable_from_value(*name, value.clone());
         }
-        match program.execute(&context) {
-            Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("expected a boolean, got {:?}", other.type_of())),
-            Err(e) => Err(e.to_string()),
-        }
+        program.execute(&context).map_err(|e| e.to_string())
     })
+}
+
+/// Run `program` over `variables`: its boolean, or why there is none.
+pub fn evaluate(program: &Program, variables: &Variables) -> Result<bool, String> {
+    match value(program, variables)? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("expected a boolean, got {:?}", other.type_of())),
+    }
+}
+
+/// A string result (`messageExpression`, `valueExpression`); None for anything else.
+pub fn string(value: &cel::Value) -> Option<String> {
+    match value {
+        cel::Value::String(s) => Some(s.to_string()),
+        _ => None,
+    }
 }
 
 /// A JSON value as CEL sees it: integers as `int` (`uint` past i64), property names as they

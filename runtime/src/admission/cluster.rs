@@ -1,5 +1,5 @@
 //! The cluster's admission plugins (NamespaceLifecycle, MutatingAdmissionWebhook,
-//! ValidatingAdmissionWebhook), set up as kube-apiserver's flags set them up: on by default
+//! ValidatingAdmissionPolicy, ValidatingAdmissionWebhook), set up as kube-apiserver's flags set them up: on by default
 //! when the server has a core API, off in local mode; `--enable-admission-plugins`,
 //! `--disable-admission-plugins` (which also turns off the server's own plugins by name) and
 //! `--admission-control-config-file` (webhook credentials).
@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::Chain;
 use super::metrics::AdmissionMetrics;
 use super::namespace::{NamespaceLifecycle, Namespaces};
+use super::policy::ValidatingPolicies;
 use super::webhook::client::{Caller, Credentials};
 use super::webhook::{MutatingWebhooks, ValidatingWebhooks};
 use crate::server::ServerOptions;
@@ -20,12 +21,19 @@ use crate::server::ServerOptions;
 pub const NAMESPACE_LIFECYCLE: &str = "NamespaceLifecycle";
 /// MutatingAdmissionWebhook.
 pub const MUTATING_WEBHOOK: &str = "MutatingAdmissionWebhook";
+/// ValidatingAdmissionPolicy.
+pub const VALIDATING_POLICY: &str = "ValidatingAdmissionPolicy";
 /// ValidatingAdmissionWebhook.
 pub const VALIDATING_WEBHOOK: &str = "ValidatingAdmissionWebhook";
 /// The cluster's plugins this server runs, in upstream's order.
-pub const CLUSTER_PLUGINS: [&str; 3] = [NAMESPACE_LIFECYCLE, MUTATING_WEBHOOK, VALIDATING_WEBHOOK];
-/// Upstream plugins this server does not run yet (CEL policies, issue 19).
-const NOT_YET: [&str; 2] = ["MutatingAdmissionPolicy", "ValidatingAdmissionPolicy"];
+pub const CLUSTER_PLUGINS: [&str; 4] = [
+    NAMESPACE_LIFECYCLE,
+    MUTATING_WEBHOOK,
+    VALIDATING_POLICY,
+    VALIDATING_WEBHOOK,
+];
+/// Upstream plugins this server does not run yet.
+const NOT_YET: [&str; 1] = ["MutatingAdmissionPolicy"];
 /// Connecting to and writing to the core API; its watches may stay quiet for minutes.
 const CORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a watch event (the core API ends watches before 5 minutes).
@@ -110,6 +118,7 @@ pub async fn install(chain: &Chain, options: &ServerOptions, metrics: Arc<Admiss
                 caller(plugin)?,
                 Some(metrics.clone()),
             )),
+            VALIDATING_POLICY => Arc::new(ValidatingPolicies::start(client.clone(), namespaces.clone())),
             _ => Arc::new(ValidatingWebhooks::start(
                 client.clone(),
                 namespaces.clone(),

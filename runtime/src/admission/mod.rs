@@ -15,8 +15,10 @@
 
 pub mod cel;
 pub mod cluster;
+pub mod matching;
 pub mod metrics;
 pub mod namespace;
+pub mod policy;
 pub mod scope;
 pub mod typed;
 pub mod webhook;
@@ -259,4 +261,26 @@ impl Chain {
         }
         result
     }
+}
+
+/// Watch every `K` of the core API through `client` into a store (list, then watch, resumed
+/// with backoff, in a task of its own); `who` names the watcher in its log lines.
+pub(crate) fn watched<K>(client: &kube::Client, who: &'static str) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    use futures::StreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    let (store, writer) = kube::runtime::reflector::store();
+    let api = kube::Api::<K>::all(client.clone());
+    let feed = kube::runtime::reflector::reflector(writer, kube::runtime::watcher(api, Default::default()))
+        .default_backoff()
+        .for_each(move |event| {
+            if let Err(e) = event {
+                tracing::warn!("{who}: watching {}: {e}", K::plural(&()));
+            }
+            futures::future::ready(())
+        });
+    tokio::spawn(feed);
+    store
 }

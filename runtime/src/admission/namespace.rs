@@ -7,10 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 
 use super::{Attributes, Operation, Plugin, async_trait};
@@ -30,17 +28,8 @@ pub struct Namespaces {
 impl Namespaces {
     /// Watch the core API's namespaces through `client` (in a task of its own).
     pub fn start(client: kube::Client) -> Arc<Self> {
+        let cache = super::watched(&client, "NamespaceLifecycle");
         let api = kube::Api::<Namespace>::all(client);
-        let (cache, writer) = reflector::store();
-        let feed = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
-            .default_backoff()
-            .for_each(|event| {
-                if let Err(e) = event {
-                    tracing::warn!("NamespaceLifecycle: namespace watch: {e}");
-                }
-                futures::future::ready(())
-            });
-        tokio::spawn(feed);
         Arc::new(Namespaces { cache, api })
     }
 

@@ -1,6 +1,7 @@
 //! A stand-in for kube-apiserver's core API (TokenReview, SubjectAccessReview, the
-//! authentication ConfigMap, namespaces and admission webhook configurations with list and
-//! watch), which cannot run here.
+//! authentication ConfigMap, namespaces, admission webhook configurations and
+//! ValidatingAdmissionPolicies with their bindings with list and watch, ConfigMaps as policy
+//! params), which cannot run here.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,10 @@ struct StandInState {
     namespaces: Collection,
     mutating: Collection,
     validating: Collection,
+    policies: Collection,
+    bindings: Collection,
+    /// `namespace/name` → a ConfigMap (policy params).
+    configmaps: std::collections::BTreeMap<String, serde_json::Value>,
     /// `namespace/name` → the Lease (leader election), with its resourceVersion.
     leases: std::collections::BTreeMap<String, serde_json::Value>,
     lease_revision: u64,
@@ -49,6 +54,8 @@ enum Which {
     Namespaces,
     Mutating,
     Validating,
+    Policies,
+    Bindings,
 }
 
 impl Collection {
@@ -109,6 +116,8 @@ impl StandInState {
             Which::Namespaces => &mut self.namespaces,
             Which::Mutating => &mut self.mutating,
             Which::Validating => &mut self.validating,
+            Which::Policies => &mut self.policies,
+            Which::Bindings => &mut self.bindings,
         }
     }
 }
@@ -125,6 +134,9 @@ impl Default for StandInState {
             namespaces: Collection::new("Namespace"),
             mutating: Collection::new("MutatingWebhookConfiguration"),
             validating: Collection::new("ValidatingWebhookConfiguration"),
+            policies: Collection::new("ValidatingAdmissionPolicy"),
+            bindings: Collection::new("ValidatingAdmissionPolicyBinding"),
+            configmaps: Default::default(),
             leases: Default::default(),
             lease_revision: 0,
         };
@@ -163,9 +175,19 @@ impl CoreApiStandIn {
                 get(|state, query| list_or_watch(state, query, Which::Validating)),
             )
             .route(
+                "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+                get(|state, query| list_or_watch(state, query, Which::Policies)),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
+                get(|state, query| list_or_watch(state, query, Which::Bindings)),
+            )
+            .route(
                 "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
                 get(configmap),
             )
+            .route("/api/v1/namespaces/{namespace}/configmaps/{name}", get(param_configmap))
+            .route("/api/v1", get(core_resources))
             .route(
                 "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
                 post(create_lease),
@@ -249,6 +271,34 @@ impl CoreApiStandIn {
             Which::Validating
         };
         self.with(|s| s.collection(which).set(name, None));
+    }
+
+    /// Create or replace a ValidatingAdmissionPolicy or ValidatingAdmissionPolicyBinding (by
+    /// its `kind`), as its watchers see it; `delete` removes it.
+    pub fn set_policy(&self, object: serde_json::Value, delete: bool) {
+        let which = match object["kind"].as_str() {
+            Some("ValidatingAdmissionPolicy") => Which::Policies,
+            Some("ValidatingAdmissionPolicyBinding") => Which::Bindings,
+            other => panic!("not a policy or binding: {other:?}"),
+        };
+        let name = object["metadata"]["name"].as_str().expect("a name").to_string();
+        self.with(|s| s.collection(which).set(&name, (!delete).then_some(object)));
+    }
+
+    /// Create or replace (or with `None` delete) the ConfigMap `namespace/name` (policy params).
+    pub fn set_param_configmap(&self, namespace: &str, name: &str, data: Option<&[(&str, &str)]>) {
+        let key = format!("{namespace}/{name}");
+        self.with(|s| match data {
+            Some(data) => {
+                let data: std::collections::BTreeMap<&str, &str> = data.iter().copied().collect();
+                let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": namespace}, "data": data});
+                s.configmaps.insert(key, object);
+            }
+            None => {
+                s.configmaps.remove(&key);
+            }
+        });
     }
 
     /// The ConfigMap's data.
@@ -354,6 +404,30 @@ async fn configmap(axum::extract::State(state): StandIn) -> axum::response::Resp
         "data": s.configmap,
     }))
     .into_response()
+}
+
+/// `GET /api/v1/namespaces/{namespace}/configmaps/{name}`: a params ConfigMap, or 404.
+async fn param_configmap(
+    axum::extract::State(state): StandIn,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    match s.configmaps.get(&format!("{namespace}/{name}")) {
+        Some(object) => axum::Json(object.clone()).into_response(),
+        None => status(404, "NotFound", format!("configmaps \"{name}\" not found")),
+    }
+}
+
+/// `GET /api/v1`: the core resources the stand-in serves (what discovery of a params kind reads).
+async fn core_resources() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+        "resources": [
+            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "list"]},
+            {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace", "verbs": ["get", "list", "watch"]},
+        ],
+    }))
 }
 
 /// A collection's list, or with `watch` its changes after `resourceVersion` (from the log,

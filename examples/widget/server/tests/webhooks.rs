@@ -593,7 +593,7 @@ fn webhook_answers_are_checked_and_credentials_presented() {
         ),
         (
             "--enable-admission-plugins",
-            "ValidatingAdmissionPolicy",
+            "MutatingAdmissionPolicy",
             "is not supported by this server yet",
         ),
     ] {

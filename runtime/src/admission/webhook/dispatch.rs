@@ -67,23 +67,10 @@ struct CallError(String, u16);
 impl Dispatcher<'_> {
     /// Whether `hook` applies to the request (rules, objectSelector, namespaceSelector).
     pub async fn applies(&self, hook: &Hook<'_>, a: &Attributes<'_>, object: Option<&Value>) -> ApiResult<bool> {
-        if !hook.rules_match(a) || !hook.object_matches(object, a.old_object)? {
+        if !hook.rules_match(a) {
             return Ok(false);
         }
-        let (Some(selector), Some(namespace)) = (hook.namespace_selector(a)?, a.namespace) else {
-            return Ok(true);
-        };
-        use kube_core::SelectorExt;
-        let labels = match self.namespaces.lookup(namespace).await? {
-            Some(found) => found.metadata.labels.unwrap_or_default(),
-            None => {
-                return Err(ApiError {
-                    details: Some(serde_json::json!({"name": namespace, "kind": "namespaces"})),
-                    ..ApiError::new(404, "NotFound", format!("namespaces \"{namespace}\" not found"))
-                });
-            }
-        };
-        Ok(selector.matches(&labels))
+        super::super::matching::selected(&hook.selection(), self.namespaces, a, object).await
     }
 
     /// Call `hook` (the `index`th webhook of `round`) about `object` (`None` for a delete).
@@ -152,8 +139,7 @@ impl Dispatcher<'_> {
         if hook.match_conditions.is_empty() {
             return Ok(true);
         }
-        let review = review::request(a, None, None, "", "v1");
-        let variables = Variables::new(object, a.old_object, &review["request"]);
+        let variables = Variables::new(object, a.old_object, &super::request_variable(a));
         let mut errors = Vec::new();
         for condition in hook.match_conditions {
             let holds = self

@@ -2,18 +2,15 @@
 //! and whether it applies to a request: rules, scope, `objectSelector`, `namespaceSelector`
 //! (`webhook.go` `ShouldCallHook`, `rules/rules.go`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MutatingWebhook, RuleWithOperations, ValidatingWebhook, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube_core::Selector;
-use serde_json::Value;
 
 use super::super::Attributes;
-use crate::status::{ApiError, ApiResult};
+use super::super::matching::{self, Selection};
 
 /// `timeoutSeconds` when unset.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,127 +79,15 @@ impl<'a> Hook<'a> {
     /// same resource at another served version; each kind is served at one version, so
     /// both policies match the same requests.
     pub fn rules_match(&self, a: &Attributes<'_>) -> bool {
-        self.rules.iter().any(|rule| rule_matches(rule, a))
+        self.rules.iter().any(|rule| matching::rule_matches(rule, a))
     }
 
-    /// Whether `objectSelector` matches the new or the old object's labels.
-    pub fn object_matches(&self, object: Option<&Value>, old: Option<&Value>) -> ApiResult<bool> {
-        let Some(selector) = self.object_selector.and_then(non_empty) else {
-            return Ok(true);
-        };
-        let selector = self.selector(selector, "objectSelector")?;
-        Ok([object, old]
-            .into_iter()
-            .flatten()
-            .any(|o| crate::schema::selector::labels_match(&selector, o)))
-    }
-
-    /// The `namespaceSelector` to check, when one must be (namespaced objects only).
-    pub fn namespace_selector(&self, a: &Attributes<'_>) -> ApiResult<Option<Selector>> {
-        match (a.namespace, self.namespace_selector.and_then(non_empty)) {
-            (Some(_), Some(selector)) => self.selector(selector, "namespaceSelector").map(Some),
-            _ => Ok(None),
+    /// What selects the requests this webhook sees, for [`matching::selected`].
+    pub fn selection(&self) -> Selection<'a> {
+        Selection {
+            owner: format!("webhook {:?} of {:?}", self.name, self.configuration),
+            object_selector: self.object_selector,
+            namespace_selector: self.namespace_selector,
         }
-    }
-
-    fn selector(&self, selector: &LabelSelector, field: &str) -> ApiResult<Selector> {
-        Selector::try_from(selector.clone()).map_err(|e| {
-            ApiError::internal(format!(
-                "webhook {:?} of {:?}: invalid {field}: {e}",
-                self.name, self.configuration
-            ))
-        })
-    }
-}
-
-/// `None` for a selector that selects everything.
-fn non_empty(selector: &LabelSelector) -> Option<&LabelSelector> {
-    let empty = selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty);
-    (!empty).then_some(selector)
-}
-
-fn any_or(list: &Option<Vec<String>>, value: &str) -> bool {
-    list.iter().flatten().any(|v| v == "*" || v == value)
-}
-
-/// k8s.io/apiserver's rule matching: `widgets` is the resource alone, `widgets/status` and
-/// `widgets/*` its subresources, `*` every resource (no subresources), `*/scale` every
-/// scale, `*/*` everything.
-fn rule_matches(rule: &RuleWithOperations, a: &Attributes<'_>) -> bool {
-    let scope = match rule.scope.as_deref() {
-        None | Some("*") => true,
-        Some("Cluster") => !a.meta.namespaced(),
-        Some("Namespaced") => a.meta.namespaced(),
-        Some(_) => false,
-    };
-    let resource = rule.resources.iter().flatten().any(|r| {
-        let (resource, sub) = match r.split_once('/') {
-            Some((resource, sub)) => (resource, Some(sub)),
-            None => (r.as_str(), None),
-        };
-        let resource_ok = resource == "*" || resource == a.meta.plural;
-        let sub_ok = match sub {
-            None => a.subresource.is_empty(),
-            Some("*") => true,
-            Some(sub) => sub == a.subresource,
-        };
-        resource_ok && sub_ok
-    });
-    scope
-        && resource
-        && any_or(&rule.operations, a.operation.as_str())
-        && any_or(&rule.api_groups, a.meta.group)
-        && any_or(&rule.api_versions, a.meta.version)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::admission::Operation;
-    use crate::resource::TEST_META;
-
-    fn rule(resources: &[&str], operations: &[&str], scope: Option<&str>) -> RuleWithOperations {
-        let strings = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
-        RuleWithOperations {
-            api_groups: strings(&["g"]),
-            api_versions: strings(&["*"]),
-            operations: strings(operations),
-            resources: strings(resources),
-            scope: scope.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn rules_match_resources_subresources_operations_and_scope() {
-        let create = Attributes::new(Operation::Create, &TEST_META, Some("ns"), "a");
-        let status = create.by(None, "status", false);
-        let scale = Attributes::new(Operation::Update, &TEST_META, Some("ns"), "a").by(None, "scale", false);
-        for (rule, attributes, want) in [
-            (rule(&["ks"], &["CREATE"], None), create, true),
-            (rule(&["ks"], &["UPDATE"], None), create, false),
-            (rule(&["ks"], &["*"], Some("Cluster")), create, false),
-            (rule(&["ks"], &["*"], Some("Namespaced")), create, true),
-            (rule(&["ks"], &["*"], None), status, false),
-            (rule(&["ks/status"], &["*"], None), status, true),
-            (rule(&["ks/*"], &["*"], None), status, true),
-            (rule(&["*"], &["*"], None), status, false),
-            (rule(&["*/scale"], &["UPDATE"], None), scale, true),
-            (rule(&["*/scale"], &["UPDATE"], None), status, false),
-            (rule(&["*/*"], &["*"], None), scale, true),
-            (rule(&["others"], &["*"], None), create, false),
-        ] {
-            assert_eq!(
-                rule_matches(&rule, &attributes),
-                want,
-                "{:?} {:?} {:?}",
-                rule.resources,
-                attributes.operation,
-                attributes.subresource
-            );
-        }
-        let mut other_group = rule(&["ks"], &["*"], None);
-        other_group.api_groups = Some(vec!["other".into()]);
-        assert!(!rule_matches(&other_group, &create));
     }
 }

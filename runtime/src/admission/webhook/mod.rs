@@ -19,10 +19,8 @@ mod review;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use serde_json::{Value, json};
 
 use super::metrics::AdmissionMetrics;
@@ -66,17 +64,7 @@ where
         caller: Caller,
         metrics: Option<Arc<AdmissionMetrics>>,
     ) -> Self {
-        let api = kube::Api::<K>::all(client);
-        let (configurations, writer) = reflector::store();
-        let feed = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .for_each(|event| {
-                if let Err(e) = event {
-                    tracing::warn!("admission webhooks: watching {}: {e}", K::plural(&()));
-                }
-                futures::future::ready(())
-            });
-        tokio::spawn(feed);
+        let configurations = super::watched(&client, "admission webhooks");
         Webhooks {
             configurations,
             namespaces,
@@ -111,6 +99,12 @@ where
             annotation,
         }
     }
+}
+
+/// The AdmissionRequest of `a` as admission CEL's `request` variable sees it.
+pub(crate) fn request_variable(a: &Attributes<'_>) -> Value {
+    let mut review = review::request(a, None, None, "", "v1");
+    review["request"].take()
 }
 
 /// Every webhook of `configurations`, in order, read by `hook`.

@@ -1,0 +1,213 @@
+//! The cluster's ValidatingAdmissionPolicies, watched from the core API (a stand-in: no
+//! kube-apiserver runs here) and enforced on Widgets with CEL, driven by kubectl 1.27 and 1.33:
+//! params from a ConfigMap, each validationAction, failurePolicy with a broken expression,
+//! namespaceObject, variables and messageExpression, and policies and params changed while the
+//! server runs.
+
+mod common;
+
+use apiary_runtime::testing::CoreApiStandIn;
+use common::{ServerProcess, VERSIONS, WidgetServer as _};
+use serde_json::{Value, json};
+
+fn widget(name: &str, scenario: &str, replicas: i32) -> String {
+    format!(
+        "apiVersion: custom.example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    scenario: {scenario}\nspec:\n  replicas: {replicas}\n  image: nginx:1.25\n"
+    )
+}
+
+/// A policy on Widget creates and updates of one `scenario` (by label), with `extra` fields.
+fn policy(name: &str, scenario: &str, extra: Value) -> Value {
+    let mut policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [{"apiGroups": ["custom.example.com"], "apiVersions": ["v1"],
+                                   "operations": ["CREATE", "UPDATE"], "resources": ["widgets"]}],
+                "objectSelector": {"matchLabels": {"scenario": scenario}},
+            },
+        },
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        policy["spec"][k] = v.clone();
+    }
+    policy
+}
+
+fn binding(name: &str, policy: &str, actions: &[&str], extra: Value) -> Value {
+    let mut binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": policy, "validationActions": actions},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        binding["spec"][k] = v.clone();
+    }
+    binding
+}
+
+#[test]
+fn policies_validate_widgets_as_kube_apiserver_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = CoreApiStandIn::start(&dir.path().join("core"));
+    let flags = common::core_api_flags(&core.kubeconfig);
+    let server = ServerProcess::start_in(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Params from a ConfigMap; variables and messageExpression.
+    core.set_param_configmap("default", "limits", Some(&[("maxReplicas", "5")]));
+    core.set_policy(
+        policy(
+            "max-replicas",
+            "limits",
+            json!({
+                "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                "variables": [{"name": "most", "expression": "int(params.data.maxReplicas)"}],
+                "validations": [{
+                    "expression": "object.spec.replicas <= variables.most",
+                    "messageExpression": "'replicas must be at most ' + string(variables.most) + ', not ' + string(object.spec.replicas)",
+                }],
+            }),
+        ),
+        false,
+    );
+    core.set_policy(
+        binding(
+            "max-replicas-binding",
+            "max-replicas",
+            &["Deny"],
+            json!({"paramRef": {"name": "limits", "namespace": "default", "parameterNotFoundAction": "Deny"}}),
+        ),
+        false,
+    );
+    let k = server.kubectl(VERSIONS[0]);
+    common::eventually("the policy is seen", || {
+        let run = k.run_with_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &widget("probe", "limits", 9),
+        );
+        (run.code != 0).then_some(())
+    });
+    for version in VERSIONS {
+        let k = server.kubectl(version);
+        let refused = k.run_with_stdin(&["create", "-f", "-"], &widget(&format!("big-{version}"), "limits", 9));
+        assert_ne!(refused.code, 0);
+        assert!(
+            refused.stderr.contains(
+                "ValidatingAdmissionPolicy 'max-replicas' with binding 'max-replicas-binding' denied request: replicas must be at most 5, not 9"
+            ),
+            "kubectl {version}: {}",
+            refused.stderr
+        );
+        k.ok_stdin(
+            &["create", "-f", "-"],
+            &widget(&format!("small-{version}"), "limits", 3),
+        );
+    }
+    // Params changed while the server runs: read on each request.
+    core.set_param_configmap("default", "limits", Some(&[("maxReplicas", "10")]));
+    k.ok_stdin(&["create", "-f", "-"], &widget("now-fine", "limits", 9));
+    // No params: parameterNotFoundAction Deny.
+    core.set_param_configmap("default", "limits", None);
+    let missing = k.run_with_stdin(&["create", "-f", "-"], &widget("no-params", "limits", 1));
+    assert!(
+        missing
+            .stderr
+            .contains("denied request: no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "{}",
+        missing.stderr
+    );
+
+    // Warn and Audit: the write goes through with a warning.
+    core.set_policy(
+        policy(
+            "odd",
+            "warn",
+            json!({"validations": [{"expression": "object.spec.replicas % 2 == 0", "message": "prefer an even number of replicas", "reason": "Forbidden"}]}),
+        ),
+        false,
+    );
+    core.set_policy(binding("odd-binding", "odd", &["Warn", "Audit"], json!({})), false);
+    let warned = common::eventually("the warning policy is seen", || {
+        let run = k.run_with_stdin(&["create", "--dry-run=server", "-f", "-"], &widget("w", "warn", 3));
+        run.stderr.contains("Warning:").then_some(run)
+    });
+    assert_eq!(warned.code, 0);
+    assert!(
+        warned.stderr.contains(
+            "Warning: Validation failed for ValidatingAdmissionPolicy 'odd' with binding 'odd-binding': prefer an even number of replicas"
+        ),
+        "{}",
+        warned.stderr
+    );
+    // Deny with a reason: its status code.
+    core.set_policy(binding("odd-binding", "odd", &["Deny"], json!({})), false);
+    let forbidden = common::eventually("the binding change is seen", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &widget("w", "warn", 3));
+        (run.code != 0).then_some(run)
+    });
+    assert!(
+        forbidden.stderr.contains("Error from server (Forbidden)")
+            && forbidden.stderr.contains("ValidatingAdmissionPolicy 'odd' with binding 'odd-binding' denied request: prefer an even number of replicas"),
+        "{}",
+        forbidden.stderr
+    );
+
+    // A broken expression: failurePolicy decides.
+    let broken = |name: &str, scenario: &str, failure: &str| {
+        policy(
+            name,
+            scenario,
+            json!({"failurePolicy": failure, "validations": [{"expression": "object.spec.replicaz > 1"}]}),
+        )
+    };
+    core.set_policy(broken("broken-fail", "broken", "Fail"), false);
+    core.set_policy(
+        binding("broken-fail-binding", "broken-fail", &["Deny"], json!({})),
+        false,
+    );
+    core.set_policy(broken("broken-ignore", "ignored", "Ignore"), false);
+    core.set_policy(
+        binding("broken-ignore-binding", "broken-ignore", &["Deny"], json!({})),
+        false,
+    );
+    let failed = common::eventually("the broken policy is seen", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &widget("b", "broken", 1));
+        (run.code != 0).then_some(run)
+    });
+    assert!(
+        failed.stderr.contains(
+            "ValidatingAdmissionPolicy 'broken-fail' with binding 'broken-fail-binding' denied request: expression 'object.spec.replicaz > 1' resulted in error"
+        ),
+        "{}",
+        failed.stderr
+    );
+    k.ok_stdin(&["create", "-f", "-"], &widget("i", "ignored", 1));
+
+    // namespaceObject: the namespace's labels from the core API.
+    core.set_namespace_labels("default", "Active", &[("env", "frozen")]);
+    core.set_policy(
+        policy(
+            "frozen",
+            "frozen",
+            json!({"validations": [{"expression": "!has(namespaceObject.metadata.labels) || namespaceObject.metadata.labels['env'] != 'frozen'", "message": "the namespace is frozen"}]}),
+        ),
+        false,
+    );
+    core.set_policy(binding("frozen-binding", "frozen", &["Deny"], json!({})), false);
+    let frozen = common::eventually("the namespace policy applies", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &widget("f", "frozen", 1));
+        (run.code != 0).then_some(run)
+    });
+    assert!(
+        frozen.stderr.contains("denied request: the namespace is frozen"),
+        "{}",
+        frozen.stderr
+    );
+    // Deleting the binding lifts the policy.
+    core.set_policy(binding("frozen-binding", "frozen", &["Deny"], json!({})), true);
+    common::eventually("the binding is gone", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &widget("f", "frozen", 1));
+        (run.code == 0).then_some(())
+    });
+}

@@ -1,0 +1,364 @@
+//! ValidatingAdmissionPolicy (`admissionregistration.k8s.io/v1`, k8s.io/apiserver
+//! `plugin/policy/validating`): the cluster's policies and their bindings, watched on the core
+//! API, evaluated with CEL on every write they match.
+//!
+//! For each binding (by name) whose policy exists: the policy's `matchConstraints` and the
+//! binding's `matchResources` (resource rules, exclusions, object and namespace selectors),
+//! the params (`paramKind` with the binding's `paramRef`: one object by name, or every object a
+//! selector picks, each evaluated), `matchConditions`, `variables`, then `validations`,
+//! whose failures act as the binding's `validationActions` say (Deny: the request is refused;
+//! Warn: a `Warning:` header; Audit: an audit annotation), and `auditAnnotations`. An
+//! expression that fails to compile or evaluate is a failure of the policy, which its
+//! `failurePolicy` decides.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchResources, NamedRuleWithOperations, RuleWithOperations, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+};
+use kube::api::{DynamicObject, ListParams};
+use kube::runtime::reflector::{self, Store};
+use serde_json::{Value, json};
+
+use super::cel::{self, Programs, Variables};
+use super::matching::{self, Selection};
+use super::namespace::Namespaces;
+use super::{Attributes, Plugin, async_trait};
+use crate::status::{ApiError, ApiResult};
+
+/// Params one binding may select at most.
+const MAX_PARAMS: usize = 100;
+
+/// The ValidatingAdmissionPolicy plugin.
+pub struct ValidatingPolicies {
+    policies: Store<ValidatingAdmissionPolicy>,
+    bindings: Store<ValidatingAdmissionPolicyBinding>,
+    namespaces: Arc<Namespaces>,
+    client: kube::Client,
+    programs: Programs,
+}
+
+/// What one policy decided about one request.
+enum Decision {
+    /// Every validation held (or the policy did not apply).
+    Admit,
+    /// Refused: the status code, reason and message.
+    Deny(u16, &'static str, String),
+}
+
+impl ValidatingPolicies {
+    /// Watch the policies and bindings through `client`; read namespaces from `namespaces`.
+    pub fn start(client: kube::Client, namespaces: Arc<Namespaces>) -> Self {
+        ValidatingPolicies {
+            policies: super::watched(&client, "ValidatingAdmissionPolicy"),
+            bindings: super::watched(&client, "ValidatingAdmissionPolicy"),
+            namespaces,
+            client,
+            programs: Programs::default(),
+        }
+    }
+
+    /// One binding of `policy` for the request: its decision.
+    async fn judge(
+        &self,
+        policy: &ValidatingAdmissionPolicy,
+        binding: &ValidatingAdmissionPolicyBinding,
+        a: &Attributes<'_>,
+        object: Option<&Value>,
+    ) -> ApiResult<Decision> {
+        let (policy_name, binding_name) = (name_of(&policy.metadata), name_of(&binding.metadata));
+        let Some(spec) = &policy.spec else {
+            return Ok(Decision::Admit);
+        };
+        let Some(binding_spec) = &binding.spec else {
+            return Ok(Decision::Admit);
+        };
+        let owner = format!("ValidatingAdmissionPolicy {policy_name:?}");
+        if !self.matches(spec.match_constraints.as_ref(), &owner, a, object).await? {
+            return Ok(Decision::Admit);
+        }
+        if binding_spec.match_resources.is_some()
+            && !self
+                .matches(binding_spec.match_resources.as_ref(), &owner, a, object)
+                .await?
+        {
+            return Ok(Decision::Admit);
+        }
+        let fail_closed = spec.failure_policy.as_deref() != Some("Ignore");
+        let failed = |why: String| -> ApiResult<Decision> {
+            if fail_closed {
+                Ok(Decision::Deny(
+                    422,
+                    "Invalid",
+                    format!(
+                        "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {why}"
+                    ),
+                ))
+            } else {
+                tracing::warn!("{owner} with binding {binding_name:?}: {why}; failurePolicy is Ignore");
+                Ok(Decision::Admit)
+            }
+        };
+        let params = match self
+            .params(spec.param_kind.as_ref(), binding_spec.param_ref.as_ref(), a)
+            .await
+        {
+            Ok(params) => params,
+            Err(why) => return failed(why),
+        };
+        let namespace = match a.namespace {
+            Some(ns) => self
+                .namespaces
+                .lookup(ns)
+                .await?
+                .and_then(|n| serde_json::to_value(n).ok()),
+            None => None,
+        };
+        let request = super::webhook::request_variable(a);
+        let actions: Vec<&str> = binding_spec
+            .validation_actions
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        for params in params {
+            let mut variables = Variables::new(object, a.old_object, &request);
+            variables.bind("params", params.as_ref());
+            variables.bind("namespaceObject", namespace.as_ref());
+            // Conditions: one false and the policy does not apply; else errors are failures.
+            let mut errors = Vec::new();
+            let mut applies = true;
+            for condition in spec.match_conditions.iter().flatten() {
+                match self.run(&condition.expression, &variables) {
+                    Ok(true) => {}
+                    Ok(false) => applies = false,
+                    Err(e) => errors.push(format!("matchCondition '{}': {e}", condition.name)),
+                }
+            }
+            if !applies {
+                continue;
+            }
+            if let Some(error) = errors.into_iter().next() {
+                return failed(error);
+            }
+            // Variables that evaluate are bound; a failing one fails only the expressions that use it.
+            let mut bound: Vec<(String, cel::CelValue)> = Vec::new();
+            for variable in spec.variables.iter().flatten() {
+                let value = self
+                    .programs
+                    .compile(&variable.expression)
+                    .and_then(|p| cel::value(&p, &variables.with_variables(&bound)));
+                if let Ok(value) = value {
+                    bound.push((variable.name.clone(), value));
+                }
+            }
+            let variables = variables.with_variables(&bound);
+            for (index, validation) in spec.validations.iter().flatten().enumerate() {
+                let message = match self.run(&validation.expression, &variables) {
+                    Ok(true) => continue,
+                    Ok(false) => validation
+                        .message_expression
+                        .as_deref()
+                        .and_then(|e| self.programs.compile(e).ok())
+                        .and_then(|p| cel::value(&p, &variables).ok())
+                        .and_then(|v| cel::string(&v))
+                        .filter(|m| !m.trim().is_empty())
+                        .or_else(|| validation.message.clone())
+                        .unwrap_or_else(|| format!("failed expression: {}", validation.expression)),
+                    Err(e) if fail_closed => {
+                        format!("expression '{}' resulted in error: {e}", validation.expression)
+                    }
+                    Err(e) => {
+                        tracing::warn!("{owner}: expression '{}' resulted in error: {e}", validation.expression);
+                        continue;
+                    }
+                };
+                if actions.contains(&"Warn") {
+                    a.warn(&format!(
+                        "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {message}"
+                    ));
+                }
+                if let (true, Some(scope)) = (actions.contains(&"Audit"), a.scope) {
+                    let failure = json!([{"message": message, "policy": policy_name, "binding": binding_name,
+                                           "expressionIndex": index, "validationActions": actions}]);
+                    scope.annotate(
+                        "validation.policy.admission.k8s.io/validation_failure".into(),
+                        failure.to_string(),
+                    );
+                }
+                if actions.contains(&"Deny") {
+                    // The reasons a validation may give (upstream validates them on the policy).
+                    let (code, reason) = match validation.reason.as_deref() {
+                        Some("Unauthorized") => (401, "Unauthorized"),
+                        Some("Forbidden") => (403, "Forbidden"),
+                        Some("RequestEntityTooLarge") => (413, "RequestEntityTooLarge"),
+                        _ => (422, "Invalid"),
+                    };
+                    let message = format!(
+                        "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {message}"
+                    );
+                    return Ok(Decision::Deny(code, reason, message));
+                }
+            }
+            if let Some(scope) = a.scope {
+                for annotation in spec.audit_annotations.iter().flatten() {
+                    let value = self
+                        .programs
+                        .compile(&annotation.value_expression)
+                        .and_then(|p| cel::value(&p, &variables));
+                    if let Some(value) = value.ok().as_ref().and_then(cel::string) {
+                        scope.annotate(format!("{policy_name}/{}", annotation.key), value);
+                    }
+                }
+            }
+        }
+        Ok(Decision::Admit)
+    }
+
+    fn run(&self, expression: &str, variables: &Variables) -> Result<bool, String> {
+        self.programs
+            .compile(expression)
+            .and_then(|p| cel::evaluate(&p, variables))
+    }
+
+    /// Whether `resources` (a policy's constraints or a binding's) select the request.
+    async fn matches(
+        &self,
+        resources: Option<&MatchResources>,
+        owner: &str,
+        a: &Attributes<'_>,
+        object: Option<&Value>,
+    ) -> ApiResult<bool> {
+        let Some(resources) = resources else { return Ok(false) };
+        let named = |rule: &NamedRuleWithOperations| {
+            let names = rule.resource_names.as_deref().unwrap_or_default();
+            let rule = RuleWithOperations {
+                api_groups: rule.api_groups.clone(),
+                api_versions: rule.api_versions.clone(),
+                operations: rule.operations.clone(),
+                resources: rule.resources.clone(),
+                scope: rule.scope.clone(),
+            };
+            matching::rule_matches(&rule, a) && (names.is_empty() || names.iter().any(|n| n == a.name))
+        };
+        if !resources.resource_rules.iter().flatten().any(named)
+            || resources.exclude_resource_rules.iter().flatten().any(named)
+        {
+            return Ok(false);
+        }
+        let selection = Selection {
+            owner: owner.to_string(),
+            object_selector: resources.object_selector.as_ref(),
+            namespace_selector: resources.namespace_selector.as_ref(),
+        };
+        matching::selected(&selection, &self.namespaces, a, object).await
+    }
+
+    /// The params each evaluation sees: `[None]` without a `paramKind`; else the object
+    /// `paramRef` names, or those its selector picks (none found: `parameterNotFoundAction`
+    /// Allow admits, Deny refuses).
+    async fn params(
+        &self,
+        kind: Option<&k8s_openapi::api::admissionregistration::v1::ParamKind>,
+        reference: Option<&k8s_openapi::api::admissionregistration::v1::ParamRef>,
+        a: &Attributes<'_>,
+    ) -> Result<Vec<Option<Value>>, String> {
+        let Some(kind) = kind else { return Ok(vec![None]) };
+        let Some(reference) = reference else {
+            return Err("the policy has a paramKind but the binding no paramRef".into());
+        };
+        let (api_version, kind_name) = (
+            kind.api_version.clone().unwrap_or_default(),
+            kind.kind.clone().unwrap_or_default(),
+        );
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind_name);
+        let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| format!("params of kind {kind_name}: {e}"))?;
+        let namespace = reference.namespace.as_deref().or(a.namespace);
+        let api: kube::Api<DynamicObject> = match (capabilities.scope, namespace) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                kube::Api::namespaced_with(self.client.clone(), ns, &resource)
+            }
+            _ => kube::Api::all_with(self.client.clone(), &resource),
+        };
+        let found: Vec<Value> = match (&reference.name, &reference.selector) {
+            (Some(name), _) => match api.get_opt(name).await.map_err(|e| e.to_string())? {
+                Some(object) => vec![serde_json::to_value(object).map_err(|e| e.to_string())?],
+                None => Vec::new(),
+            },
+            (None, selector) => {
+                let selector = selector
+                    .clone()
+                    .map(kube_core::Selector::try_from)
+                    .transpose()
+                    .map_err(|e| format!("paramRef selector: {e}"))?;
+                let mut list = ListParams::default().limit(MAX_PARAMS as u32);
+                if let Some(selector) = selector {
+                    list = list.labels_from(&selector);
+                }
+                api.list(&list)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .into_iter()
+                    .filter_map(|o| serde_json::to_value(o).ok())
+                    .collect()
+            }
+        };
+        if !found.is_empty() {
+            return Ok(found.into_iter().map(Some).collect());
+        }
+        match reference.parameter_not_found_action.as_deref() {
+            Some("Allow") => Ok(Vec::new()),
+            _ => Err("no params found for policy binding with `Deny` parameterNotFoundAction".to_string()),
+        }
+    }
+}
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or_default()
+}
+
+#[async_trait]
+impl Plugin for ValidatingPolicies {
+    fn name(&self) -> &str {
+        "ValidatingAdmissionPolicy"
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let listed = |what: &str, ready: bool| match ready {
+            true => Ok(()),
+            false => Err(format!("the {what} have not been listed yet")),
+        };
+        let now = std::time::Duration::ZERO;
+        let policies = tokio::time::timeout(now, self.policies.wait_until_ready()).await;
+        listed("validatingadmissionpolicies", matches!(policies, Ok(Ok(()))))?;
+        let bindings = tokio::time::timeout(now, self.bindings.wait_until_ready()).await;
+        listed("validatingadmissionpolicybindings", matches!(bindings, Ok(Ok(()))))?;
+        self.namespaces.ready().await
+    }
+
+    async fn validate(&self, a: &Attributes<'_>, object: &Value) -> ApiResult<()> {
+        let mut bindings = self.bindings.state();
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        bindings.sort_by(|x, y| x.metadata.name.cmp(&y.metadata.name));
+        let object = (a.operation != super::Operation::Delete).then_some(object);
+        for binding in bindings {
+            let Some(policy_name) = binding.spec.as_ref().and_then(|s| s.policy_name.as_deref()) else {
+                continue;
+            };
+            let Some(policy) = self.policies.get(&reflector::ObjectRef::new(policy_name)) else {
+                continue;
+            };
+            if let Decision::Deny(code, reason, message) = self.judge(&policy, &binding, a, object).await? {
+                return Err(ApiError::new(code, reason, message));
+            }
+        }
+        Ok(())
+    }
+}
