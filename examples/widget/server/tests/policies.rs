@@ -51,7 +51,20 @@ fn binding(name: &str, policy: &str, actions: &[&str], extra: Value) -> Value {
 fn policies_validate_widgets_as_kube_apiserver_does() {
     let dir = tempfile::tempdir().unwrap();
     let core = CoreApiStandIn::start(&dir.path().join("core"));
-    let flags = common::core_api_flags(&core.kubeconfig);
+    let audit_policy = dir.path().join("audit-policy.yaml");
+    std::fs::write(
+        &audit_policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.log");
+    let mut flags = common::core_api_flags(&core.kubeconfig);
+    flags.extend([
+        "--audit-log-path".to_string(),
+        audit.display().to_string(),
+        "--audit-policy-file".to_string(),
+        audit_policy.display().to_string(),
+    ]);
     let server = ServerProcess::start_in(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
 
     // Params from a ConfigMap; variables and messageExpression.
@@ -123,7 +136,10 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
         policy(
             "odd",
             "warn",
-            json!({"validations": [{"expression": "object.spec.replicas % 2 == 0", "message": "prefer an even number of replicas", "reason": "Forbidden"}]}),
+            json!({
+                "validations": [{"expression": "object.spec.replicas % 2 == 0", "message": "prefer an even number of replicas", "reason": "Forbidden"}],
+                "auditAnnotations": [{"key": "replicas", "valueExpression": "string(object.spec.replicas)"}],
+            }),
         ),
         false,
     );
@@ -139,6 +155,26 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
         ),
         "{}",
         warned.stderr
+    );
+    // Audit: the failure and the policy's auditAnnotations in the request's audit event.
+    // (The event is written as the response completes: it may land just after kubectl returns.)
+    let audited = common::eventually("the policy's audit annotation is in the audit log", || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["stage"] == "ResponseComplete" && e["annotations"]["odd/replicas"] == "3")
+    });
+    let failure: Value = serde_json::from_str(
+        audited["annotations"]["validation.policy.admission.k8s.io/validation_failure"]
+            .as_str()
+            .expect("the Audit action's annotation"),
+    )
+    .unwrap();
+    assert_eq!(
+        failure,
+        json!([{"message": "prefer an even number of replicas", "policy": "odd", "binding": "odd-binding",
+                "expressionIndex": 0, "validationActions": ["Warn", "Audit"]}])
     );
     // Deny with a reason: its status code.
     core.set_policy(binding("odd-binding", "odd", &["Deny"], json!({})), false);
