@@ -29,6 +29,8 @@ use crate::status::{ApiError, ApiResult};
 
 /// Params one binding may select at most.
 const MAX_PARAMS: usize = 100;
+/// Params kinds whose discovery is remembered; then the memory starts over.
+const MAX_KINDS: usize = 256;
 
 /// The ValidatingAdmissionPolicy plugin.
 pub struct ValidatingPolicies {
@@ -37,6 +39,8 @@ pub struct ValidatingPolicies {
     namespaces: Arc<Namespaces>,
     client: kube::Client,
     programs: Programs,
+    /// Params kinds already discovered: their resource and whether it is namespaced.
+    kinds: std::sync::Mutex<std::collections::HashMap<String, (kube::api::ApiResource, bool)>>,
 }
 
 /// What one policy decided about one request.
@@ -56,6 +60,7 @@ impl ValidatingPolicies {
             namespaces,
             client,
             programs: Programs::default(),
+            kinds: Default::default(),
         }
     }
 
@@ -274,14 +279,28 @@ impl ValidatingPolicies {
         );
         let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
         let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind_name);
-        let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|e| format!("params of kind {kind_name}: {e}"))?;
-        let namespace = reference.namespace.as_deref().or(a.namespace);
-        let api: kube::Api<DynamicObject> = match (capabilities.scope, namespace) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                kube::Api::namespaced_with(self.client.clone(), ns, &resource)
+        let known = self
+            .lock_kinds()
+            .get(&api_version_kind(&api_version, &kind_name))
+            .cloned();
+        let (resource, namespaced) = match known {
+            Some(known) => known,
+            None => {
+                let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
+                    .await
+                    .map_err(|e| format!("params of kind {kind_name}: {e}"))?;
+                let found = (resource, capabilities.scope == kube::discovery::Scope::Namespaced);
+                let mut kinds = self.lock_kinds();
+                if kinds.len() >= MAX_KINDS {
+                    kinds.clear();
+                }
+                kinds.insert(api_version_kind(&api_version, &kind_name), found.clone());
+                found
             }
+        };
+        let namespace = reference.namespace.as_deref().or(a.namespace);
+        let api: kube::Api<DynamicObject> = match (namespaced, namespace) {
+            (true, Some(ns)) => kube::Api::namespaced_with(self.client.clone(), ns, &resource),
             _ => kube::Api::all_with(self.client.clone(), &resource),
         };
         let found: Vec<Value> = match (&reference.name, &reference.selector) {
@@ -315,6 +334,18 @@ impl ValidatingPolicies {
             Some("Allow") => Ok(Vec::new()),
             _ => Err("no params found for policy binding with `Deny` parameterNotFoundAction".to_string()),
         }
+    }
+}
+
+fn api_version_kind(api_version: &str, kind: &str) -> String {
+    format!("{api_version}/{kind}")
+}
+
+impl ValidatingPolicies {
+    fn lock_kinds(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (kube::api::ApiResource, bool)>> {
+        self.kinds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

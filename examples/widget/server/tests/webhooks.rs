@@ -597,12 +597,27 @@ fn webhook_answers_are_checked_and_credentials_presented() {
             "is not supported by this server yet",
         ),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_widget-server"))
+        // A server that wrongly starts would run forever: its exit is awaited for 20 s at most.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_widget-server"))
             .args(["--storage", "memory", "--secure-port", "0", flag, value])
             .current_dir(dir.path())
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains(message), "{value}: {stderr}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{value}: the server started instead of refusing the flag");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success() && stderr.contains(message), "{value}: {stderr}");
     }
 }
