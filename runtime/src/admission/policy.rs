@@ -43,6 +43,13 @@ pub struct ValidatingPolicies {
     kinds: std::sync::Mutex<std::collections::HashMap<String, (kube::api::ApiResource, bool)>>,
 }
 
+/// What every binding of one request shares, built when the first policy applies.
+#[derive(Default)]
+struct Shared {
+    request: std::sync::OnceLock<Value>,
+    namespace: std::sync::OnceLock<Option<Value>>,
+}
+
 /// What one policy decided about one request.
 enum Decision {
     /// Every validation held (or the policy did not apply).
@@ -71,6 +78,7 @@ impl ValidatingPolicies {
         binding: &ValidatingAdmissionPolicyBinding,
         a: &Attributes<'_>,
         object: Option<&Value>,
+        shared: &Shared,
     ) -> ApiResult<Decision> {
         let (policy_name, binding_name) = (name_of(&policy.metadata), name_of(&binding.metadata));
         let Some(spec) = &policy.spec else {
@@ -112,15 +120,19 @@ impl ValidatingPolicies {
             Ok(params) => params,
             Err(why) => return failed(why),
         };
-        let namespace = match a.namespace {
-            Some(ns) => self
-                .namespaces
-                .lookup(ns)
-                .await?
-                .and_then(|n| serde_json::to_value(n).ok()),
-            None => None,
+        let namespace = match (a.namespace, shared.namespace.get()) {
+            (None, _) => None,
+            (Some(_), Some(found)) => found.clone(),
+            (Some(ns), None) => {
+                let found = self
+                    .namespaces
+                    .lookup(ns)
+                    .await?
+                    .and_then(|n| serde_json::to_value(n).ok());
+                shared.namespace.get_or_init(|| found).clone()
+            }
         };
-        let request = super::webhook::request_variable(a);
+        let request = shared.request.get_or_init(|| super::webhook::request_variable(a));
         let actions: Vec<&str> = binding_spec
             .validation_actions
             .iter()
@@ -128,7 +140,7 @@ impl ValidatingPolicies {
             .map(String::as_str)
             .collect();
         for params in params {
-            let mut variables = Variables::new(object, a.old_object, &request);
+            let mut variables = Variables::new(object, a.old_object, request);
             variables.bind("params", params.as_ref());
             variables.bind("namespaceObject", namespace.as_ref());
             // Conditions: one false and the policy does not apply; else errors are failures.
@@ -379,6 +391,7 @@ impl Plugin for ValidatingPolicies {
         }
         bindings.sort_by(|x, y| x.metadata.name.cmp(&y.metadata.name));
         let object = (a.operation != super::Operation::Delete).then_some(object);
+        let shared = Shared::default();
         for binding in bindings {
             let Some(policy_name) = binding.spec.as_ref().and_then(|s| s.policy_name.as_deref()) else {
                 continue;
@@ -386,7 +399,7 @@ impl Plugin for ValidatingPolicies {
             let Some(policy) = self.policies.get(&reflector::ObjectRef::new(policy_name)) else {
                 continue;
             };
-            if let Decision::Deny(code, reason, message) = self.judge(&policy, &binding, a, object).await? {
+            if let Decision::Deny(code, reason, message) = self.judge(&policy, &binding, a, object, &shared).await? {
                 return Err(ApiError::new(code, reason, message));
             }
         }

@@ -13,39 +13,23 @@ pub async fn channel(endpoint: &str) -> Channel {
         .expect("etcd answers")
 }
 
-/// Put `value` at `key` if no such key exists (a create's transaction).
+/// Put `value` at `key` if no such key exists (a create's transaction, as the backend sends it).
 pub fn create(key: String, value: Vec<u8>) -> TxnRequest {
-    let put = PutRequest {
-        key: key.clone().into_bytes(),
-        value,
-        ..Default::default()
-    };
+    use crate::storage::etcd::{equals, put};
     TxnRequest {
-        compare: vec![Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Create as i32,
-            key: key.into_bytes(),
-            target_union: Some(compare::TargetUnion::CreateRevision(0)),
-            range_end: Vec::new(),
-        }],
-        success: vec![RequestOp {
-            request: Some(request_op::Request::RequestPut(put)),
-        }],
+        compare: vec![equals(
+            &key,
+            compare::CompareTarget::Create,
+            compare::TargetUnion::CreateRevision(0),
+        )],
+        success: vec![put(&key, value)],
         failure: Vec::new(),
     }
 }
 
-/// A range over every key that starts with `prefix` (which ends in `/`).
+/// A range over every key that starts with `prefix`.
 pub fn prefix(prefix: &str) -> RangeRequest {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    RangeRequest {
-        key: prefix.as_bytes().to_vec(),
-        range_end: end,
-        ..Default::default()
-    }
+    crate::storage::etcd::prefix_range(prefix)
 }
 
 /// A watch request for every key under `prefix`.

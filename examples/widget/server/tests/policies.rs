@@ -51,20 +51,9 @@ fn binding(name: &str, policy: &str, actions: &[&str], extra: Value) -> Value {
 fn policies_validate_widgets_as_kube_apiserver_does() {
     let dir = tempfile::tempdir().unwrap();
     let core = CoreApiStandIn::start(&dir.path().join("core"));
-    let audit_policy = dir.path().join("audit-policy.yaml");
-    std::fs::write(
-        &audit_policy,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
-    )
-    .unwrap();
-    let audit = dir.path().join("audit.log");
+    let (audit_flags, audit) = common::metadata_audit(dir.path());
     let mut flags = common::core_api_flags(&core.kubeconfig);
-    flags.extend([
-        "--audit-log-path".to_string(),
-        audit.display().to_string(),
-        "--audit-policy-file".to_string(),
-        audit_policy.display().to_string(),
-    ]);
+    flags.extend(audit_flags);
     let server = ServerProcess::start_in(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
 
     // Params from a ConfigMap; variables and messageExpression.

@@ -86,25 +86,10 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
     slow.set_delay(Duration::from_secs(3));
     let down = json!({"url": format!("https://127.0.0.1:{}/down", free_port()), "caBundle": ""});
     let address = format!("{HOST}=127.0.0.1");
-    let policy = dir.path().join("audit-policy.yaml");
-    std::fs::write(
-        &policy,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
-    )
-    .unwrap();
-    let audit = dir.path().join("audit.log");
+    let (audit_flags, audit) = common::metadata_audit(dir.path());
     let mut flags = common::core_api_flags(&core.kubeconfig);
-    flags.extend(
-        [
-            "--admission-webhook-address",
-            &address,
-            "--audit-log-path",
-            audit.to_str().unwrap(),
-            "--audit-policy-file",
-            policy.to_str().unwrap(),
-        ]
-        .map(str::to_string),
-    );
+    flags.extend(["--admission-webhook-address".to_string(), address.clone()]);
+    flags.extend(audit_flags);
     let server = ServerProcess::start_in(dir.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
     core.set_namespace_labels("blue", "Active", &[("team", "blue")]);
     core.set_webhook_configuration(configuration(

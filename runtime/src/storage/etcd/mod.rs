@@ -79,7 +79,7 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 /// A range over every key under `prefix`.
-fn prefix_range(prefix: &str) -> pb::RangeRequest {
+pub(crate) fn prefix_range(prefix: &str) -> pb::RangeRequest {
     pb::RangeRequest {
         key: prefix.as_bytes().to_vec(),
         range_end: prefix_end(prefix),
@@ -88,7 +88,7 @@ fn prefix_range(prefix: &str) -> pb::RangeRequest {
 }
 
 /// `target(key) == value`, e.g. `mod_revision(key) == 7`.
-fn equals(key: &str, target: compare::CompareTarget, value: compare::TargetUnion) -> pb::Compare {
+pub(crate) fn equals(key: &str, target: compare::CompareTarget, value: compare::TargetUnion) -> pb::Compare {
     pb::Compare {
         result: compare::CompareResult::Equal as i32,
         target: target as i32,
@@ -102,7 +102,8 @@ fn op(request: request_op::Request) -> pb::RequestOp {
     pb::RequestOp { request: Some(request) }
 }
 
-fn put(key: &str, value: Vec<u8>) -> pb::RequestOp {
+/// A put of `value` at `key`, as a transaction's operation.
+pub(crate) fn put(key: &str, value: Vec<u8>) -> pb::RequestOp {
     op(request_op::Request::RequestPut(pb::PutRequest {
         key: key.as_bytes().to_vec(),
         value,

@@ -286,3 +286,21 @@ pub async fn raw(server: &ServerProcess, method: &str, path: &str, content_type:
     };
     RawResponse::parse(&exchange(server, &head, body).await)
 }
+
+/// Flags that audit every request at `Metadata` level into a log under `dir`, and that log.
+pub fn metadata_audit(dir: &Path) -> ([String; 4], std::path::PathBuf) {
+    let policy = dir.join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    let log = dir.join("audit.log");
+    let flags = [
+        "--audit-log-path".to_string(),
+        log.display().to_string(),
+        "--audit-policy-file".to_string(),
+        policy.display().to_string(),
+    ];
+    (flags, log)
+}
