@@ -42,6 +42,26 @@ struct ApiAttrs {
     default: Option<syn::Path>,
     validate: Option<syn::Path>,
     validate_update: Option<syn::Path>,
+    /// Another version of this kind, which stores it (this one converts with `From`/`TryFrom`).
+    storage: Option<syn::Path>,
+    /// `deprecated` or `deprecated = "warning"`.
+    deprecated: Option<Deprecated>,
+    /// `served = false`: known (stored objects are read and migrated), not served.
+    #[darling(default = || true)]
+    served: bool,
+}
+
+/// `deprecated` (the default warning) or `deprecated = "..."`.
+struct Deprecated(Option<String>);
+
+impl FromMeta for Deprecated {
+    fn from_word() -> darling::Result<Self> {
+        Ok(Deprecated(None))
+    }
+
+    fn from_string(value: &str) -> darling::Result<Self> {
+        Ok(Deprecated(Some(value.to_string())))
+    }
 }
 
 /// `scale(spec = "...", status = "...", selector = "...")`.
@@ -101,6 +121,9 @@ struct Model {
     default: Option<syn::Path>,
     validate: Option<syn::Path>,
     validate_update: Option<syn::Path>,
+    storage: Option<syn::Path>,
+    deprecation: Option<String>,
+    served: bool,
     metadata_span: Span,
 }
 
@@ -373,6 +396,17 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         })
         .collect();
 
+    let deprecation = attrs.deprecated.map(|d| {
+        d.0.unwrap_or_else(|| {
+            let api_version = if group.is_empty() {
+                version.clone()
+            } else {
+                format!("{group}/{version}")
+            };
+            format!("{api_version} {kind} is deprecated")
+        })
+    });
+
     errors.finish()?;
     Ok(Model {
         ident: attrs.ident,
@@ -392,6 +426,9 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         default: attrs.default,
         validate: attrs.validate,
         validate_update: attrs.validate_update,
+        storage: attrs.storage,
+        deprecation,
+        served: attrs.served,
         metadata_span,
     })
 }
@@ -517,7 +554,35 @@ fn emit(m: &Model) -> TokenStream {
             hook(self, old)
         })
     });
-    let list = format_ident!("{}List", kind.as_str(), span = ident.span());
+    let served = m.served;
+    let deprecation = match &m.deprecation {
+        Some(text) => quote!(Some(#text)),
+        None => quote!(None),
+    };
+    // A version stored as another converts through `From`/`TryFrom` both ways; the checks are
+    // spanned at the `storage = ...` path, so a missing conversion or a mismatched kind fails there.
+    let (storage_version, conversions, storage_checks) = match &m.storage {
+        Some(path) => {
+            let span = syn::spanned::Spanned::span(path);
+            (
+                quote!(<#path as #rt::ApiResource>::META.version),
+                quote_spanned!(span=>
+                    fn to_storage(object: #rt::__private::serde_json::Value) -> ::std::result::Result<#rt::__private::serde_json::Value, ::std::string::String> {
+                        #rt::registry::versions::convert::<Self, #path>(object)
+                    }
+                    fn from_storage(object: #rt::__private::serde_json::Value) -> ::std::result::Result<#rt::__private::serde_json::Value, ::std::string::String> {
+                        #rt::registry::versions::convert::<#path, Self>(object)
+                    }
+                ),
+                quote_spanned!(span=>
+                    const _: fn() = || { #rt::__private::assert_converts::<#ident, #path>(); };
+                    const _: () = #rt::__private::check_storage_version(&<#ident as #rt::ApiResource>::META, &<#path as #rt::ApiResource>::META);
+                ),
+            )
+        }
+        None => (quote!(#version), quote!(), quote!()),
+    };
+    let list = format_ident!("{}List", ident, span = ident.span());
     let list_doc = format!("A list of [`{ident}`] (`{kind}List`, {api_version}).");
     // The deep-copy contract: the runtime clones objects between storage, watch fan-out and
     // handlers, so `Clone` is checked here with an error that names the fix.
@@ -531,6 +596,7 @@ fn emit(m: &Model) -> TokenStream {
     quote! {
         #deep_copy
         #metadata_check
+        #storage_checks
 
         impl #rt::__private::kube_core::Resource for #ident {
             type DynamicType = ();
@@ -559,8 +625,12 @@ fn emit(m: &Model) -> TokenStream {
                 columns: &[#(#columns),*],
                 selectable_fields: &[#(#selectable),*],
                 verbs: #rt::resource::RESOURCE_VERBS,
+                storage_version: #storage_version,
+                deprecation: #deprecation,
+                served: #served,
             };
             #defaults
+            #conversions
             #validate
             #validate_update
         }

@@ -67,6 +67,61 @@ pub mod __private {
 
     /// Fails to compile, naming the fix, when `T` is not `Clone`.
     pub const fn assert_deep_copy<T: DeepCopy>() {}
+
+    /// A version and its storage version convert both ways.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` has no conversion to and from its storage version `{S}`",
+        label = "stored as this type",
+        note = "implement `From<{Self}> for {S}` and `From<{S}> for {Self}` (or `TryFrom`, with an error that displays)"
+    )]
+    pub trait ConvertsWith<S> {}
+    impl<T, S> ConvertsWith<S> for T
+    where
+        S: TryFrom<T>,
+        T: TryFrom<S>,
+        <S as TryFrom<T>>::Error: std::fmt::Display,
+        <T as TryFrom<S>>::Error: std::fmt::Display,
+    {
+    }
+
+    /// Fails to compile, naming the fix, when `T` and its storage version `S` do not convert.
+    pub const fn assert_converts<T: ConvertsWith<S>, S>() {}
+
+    const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Fails to compile when `storage` cannot store `version`: another group, kind or scope,
+    /// the same version, or a version stored as yet another (a kind has one storage version).
+    pub const fn check_storage_version(version: &crate::ResourceMeta, storage: &crate::ResourceMeta) {
+        assert!(
+            same(version.group, storage.group) && same(version.kind, storage.kind),
+            "`storage = ...` must name another version of the same kind: the group and kind differ"
+        );
+        assert!(
+            version.namespaced() == storage.namespaced(),
+            "`storage = ...` names a version of another scope: every version of a kind is namespaced, or none"
+        );
+        assert!(
+            !same(version.version, storage.version),
+            "`storage = ...` names a type of the same version: give each version its own `version = \"...\"`"
+        );
+        assert!(
+            same(storage.version, storage.storage_version),
+            "`storage = ...` names a version that is itself stored as another: name the storage version (a kind has one)"
+        );
+    }
 }
 
 /// Check `T`'s declaration against its schema as the server will at start (structural schema,

@@ -72,6 +72,13 @@ pub struct ResourceMeta {
     pub selectable_fields: &'static [&'static str],
     /// The verbs served on the resource itself ([`RESOURCE_VERBS`] unless its storage serves fewer).
     pub verbs: &'static [&'static str],
+    /// The version objects of the kind are stored at: this one, or the hub it converts to.
+    pub storage_version: &'static str,
+    /// A deprecated version's warning (sent as a `Warning:` header on every request to it).
+    pub deprecation: Option<&'static str>,
+    /// Whether the version is served; an unserved one is only read from storage (objects
+    /// stored at it are converted) and migrated away from.
+    pub served: bool,
 }
 
 /// A namespaced kind `K` (`ks.g/v1`, selectable by `.spec.color`) for unit tests.
@@ -90,6 +97,9 @@ pub(crate) const TEST_META: ResourceMeta = ResourceMeta {
     columns: &[],
     selectable_fields: &[".spec.color"],
     verbs: RESOURCE_VERBS,
+    storage_version: "v1",
+    deprecation: None,
+    served: true,
 };
 
 /// The HTTP verbs Kubernetes knows, as used in discovery and authorization.
@@ -142,6 +152,15 @@ impl ResourceMeta {
         }
     }
 
+    /// The storage version as `group/version`.
+    pub fn storage_api_version(&self) -> String {
+        ResourceMeta {
+            version: self.storage_version,
+            ..*self
+        }
+        .api_version()
+    }
+
     /// `plural.group`, the name used in error messages and RBAC.
     pub fn group_resource(&self) -> String {
         if self.group.is_empty() {
@@ -166,8 +185,8 @@ impl ResourceMeta {
     }
 
     /// Whether objects live in namespaces.
-    pub fn namespaced(&self) -> bool {
-        self.scope == Scope::Namespaced
+    pub const fn namespaced(&self) -> bool {
+        matches!(self.scope, Scope::Namespaced)
     }
 
     /// `/apis/{group}/{version}` (or `/api/{version}` for the core group).
@@ -224,6 +243,35 @@ impl ResourceMeta {
         }
         routes
     }
+}
+
+/// Kubernetes' version priority (`k8s.io/apimachinery/pkg/version.CompareKubeAwareVersionStrings`):
+/// GA before beta before alpha, higher numbers first, then other names alphabetically.
+pub fn version_priority(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(v: &str) -> (u8, u64, u64, &str) {
+        let parsed = (|| {
+            let rest = v.strip_prefix('v')?;
+            let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let major: u64 = rest[..split].parse().ok()?;
+            match &rest[split..] {
+                "" => Some((0, major, 0)),
+                level => {
+                    let (rank, n) = if let Some(n) = level.strip_prefix("beta") {
+                        (1, n)
+                    } else {
+                        (2, level.strip_prefix("alpha")?)
+                    };
+                    Some((rank, major, n.parse().ok()?))
+                }
+            }
+        })();
+        match parsed {
+            // Higher majors and minors first.
+            Some((rank, major, minor)) => (rank, u64::MAX - major, u64::MAX - minor, ""),
+            None => (3, 0, 0, v),
+        }
+    }
+    key(a).cmp(&key(b))
 }
 
 /// One field error from validation, reported in a 422 Invalid `Status`'s `details.causes`.
@@ -338,6 +386,17 @@ pub trait ApiResource:
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
         let _ = old;
         Vec::new()
+    }
+
+    /// This version's object (JSON) converted to the storage version: the identity for the
+    /// storage version; a conversion through `From`/`TryFrom` for a version with a `hub`.
+    fn to_storage(object: serde_json::Value) -> Result<serde_json::Value, String> {
+        Ok(object)
+    }
+
+    /// A storage-version object (JSON) converted to this version.
+    fn from_storage(object: serde_json::Value) -> Result<serde_json::Value, String> {
+        Ok(object)
     }
 
     /// The structural OpenAPI v3 schema of the object, GVK-tagged, `metadata` by reference.

@@ -82,6 +82,11 @@ pub struct Attributes<'a> {
     pub options: Option<&'a Value>,
     /// The request's deadline, and where steps leave warnings and audit annotations.
     pub scope: Option<&'a RequestScope>,
+    /// The kind's other versions, for steps written against another version than the request's.
+    pub codec: Option<&'a crate::registry::versions::Codec>,
+    /// The resource as the request named it, when a step sees the request converted to
+    /// another version (`meta`): webhooks' `requestKind` and `requestResource`.
+    pub request_meta: Option<&'a ResourceMeta>,
 }
 
 impl<'a> Attributes<'a> {
@@ -98,6 +103,8 @@ impl<'a> Attributes<'a> {
             old_object: None,
             options: None,
             scope: None,
+            codec: None,
+            request_meta: None,
         }
     }
 

@@ -54,10 +54,41 @@ fn decode<T: ApiResource>(value: &Value) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", T::META.kind)))
 }
 
-fn ours<T: ApiResource>(attributes: &Attributes<'_>) -> bool {
-    attributes.meta.group == T::META.group
-        && attributes.meta.version == T::META.version
-        && attributes.meta.plural == T::META.plural
+/// How a write concerns `T`'s step: not at all, at `T`'s version, or at another version of
+/// `T`'s kind, whose objects the step sees converted to `T` (admission's `Equivalent` match).
+enum Ours<'a> {
+    No,
+    Same,
+    Converted(&'a crate::registry::versions::Codec),
+}
+
+fn ours<'a, T: ApiResource>(attributes: &Attributes<'a>) -> Ours<'a> {
+    if attributes.meta.group != T::META.group || attributes.meta.plural != T::META.plural {
+        return Ours::No;
+    }
+    if attributes.meta.version == T::META.version {
+        return Ours::Same;
+    }
+    match attributes.codec {
+        Some(codec) => Ours::Converted(codec),
+        None => Ours::No,
+    }
+}
+
+impl Ours<'_> {
+    /// `object` at `T`'s version.
+    fn to_step<T: ApiResource>(&self, object: &Value) -> ApiResult<Value> {
+        match self {
+            Ours::Converted(codec) => codec
+                .convert(object.clone(), &T::META.api_version())
+                .map_err(ApiError::bad_request),
+            _ => Ok(object.clone()),
+        }
+    }
+
+    fn decode<T: ApiResource>(&self, object: &Value) -> ApiResult<T> {
+        decode(&self.to_step::<T>(object)?)
+    }
 }
 
 #[async_trait]
@@ -67,15 +98,16 @@ impl<T: ApiResource, A: TypedAdmission<T>> Plugin for TypedPlugin<T, A> {
     }
 
     async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
-        if !A::MUTATES || !ours::<T>(attributes) {
+        let ours = ours::<T>(attributes);
+        if !A::MUTATES || matches!(ours, Ours::No) {
             return Ok(());
         }
         // An object that does not decode yet is left to the strategy, whose validation
         // reports every schema error in one 422; the validating step sees it decoded.
-        let Ok(mut typed) = decode::<T>(object) else {
+        let Ok(mut typed) = ours.decode::<T>(object) else {
             return Ok(());
         };
-        let old = attributes.old_object.map(decode::<T>).transpose()?;
+        let old = attributes.old_object.map(|o| ours.decode::<T>(o)).transpose()?;
         self.admission.mutate(attributes, &mut typed, old.as_ref()).await?;
         let mut mutated = serde_json::to_value(&typed).map_err(ApiError::internal)?;
         // The type may not model every metadata field: keep the ones it dropped.
@@ -86,16 +118,23 @@ impl<T: ApiResource, A: TypedAdmission<T>> Plugin for TypedPlugin<T, A> {
                 changed.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
+        if let Ours::Converted(codec) = ours {
+            crate::registry::set_type_meta(&mut mutated, &T::META);
+            mutated = codec
+                .convert(mutated, &attributes.meta.api_version())
+                .map_err(ApiError::bad_request)?;
+        }
         *object = mutated;
         Ok(())
     }
 
     async fn validate(&self, attributes: &Attributes<'_>, object: &Value) -> ApiResult<()> {
-        if !ours::<T>(attributes) {
+        let ours = ours::<T>(attributes);
+        if matches!(ours, Ours::No) {
             return Ok(());
         }
-        let typed: T = decode(object)?;
-        let old = attributes.old_object.map(decode::<T>).transpose()?;
+        let typed: T = ours.decode(object)?;
+        let old = attributes.old_object.map(|o| ours.decode::<T>(o)).transpose()?;
         self.admission.validate(attributes, &typed, old.as_ref()).await
     }
 }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::resource::{ResourceMeta, SUBRESOURCE_VERBS};
+use crate::resource::{ResourceMeta, SUBRESOURCE_VERBS, version_priority};
 
-/// Group name → versions (first = preferred) → resources, in declaration order.
+/// Group name → versions (by Kubernetes version priority, the first preferred) → resources,
+/// in declaration order.
 pub fn groups(resources: &[ResourceMeta]) -> BTreeMap<&'static str, Vec<(&'static str, Vec<ResourceMeta>)>> {
     let mut out: BTreeMap<&str, Vec<(&str, Vec<ResourceMeta>)>> = BTreeMap::new();
     for r in resources {
@@ -17,7 +18,19 @@ pub fn groups(resources: &[ResourceMeta]) -> BTreeMap<&'static str, Vec<(&'stati
             None => versions.push((r.version, vec![*r])),
         }
     }
+    for versions in out.values_mut() {
+        versions.sort_by(|(a, _), (b, _)| version_priority(a, b));
+    }
     out
+}
+
+/// `storageVersionHash`: the first 8 bytes of sha256("group/version/kind") of the storage
+/// version, base64 (k8s.io/apiserver's `StorageVersionHash`), the same at every served version.
+pub fn storage_version_hash(r: &ResourceMeta) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{}/{}/{}", r.group, r.storage_version, r.kind));
+    base64::engine::general_purpose::STANDARD.encode(&digest[..8])
 }
 
 fn group_versions(group: &str, versions: &[(&str, Vec<ResourceMeta>)]) -> Value {
@@ -57,7 +70,7 @@ pub fn resource_list(resources: &[ResourceMeta], group: &str, version: &str) -> 
     for r in matching {
         let mut main = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced(), "kind": r.kind,
-            "verbs": r.verbs,
+            "verbs": r.verbs, "storageVersionHash": storage_version_hash(r),
         });
         if !r.short_names.is_empty() {
             main["shortNames"] = json!(r.short_names);

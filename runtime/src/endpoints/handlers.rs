@@ -29,6 +29,16 @@ use crate::resource::Target;
 use crate::status::{ApiError, ApiResult};
 
 pub(super) async fn serve(store: Arc<dyn Rest>, target: Target, request: Request) -> Response {
+    // A deprecated version warns on every answer, as kube-apiserver does for CRD versions.
+    let deprecation = store.meta().deprecation;
+    let mut response = respond(store, target, request).await;
+    if let Some(warning) = deprecation {
+        add_warnings(&mut response, vec![warning.to_string()]);
+    }
+    response
+}
+
+async fn respond(store: Arc<dyn Rest>, target: Target, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     // A declared body over the limit is refused before a byte of it is read.
     if parts

@@ -38,15 +38,16 @@ struct Entries {
 }
 
 impl EncodedCache {
-    /// `kv` as clients receive it; `None` when the stored bytes are not a JSON object.
-    pub fn get(&self, kv: &KeyValue) -> Option<Arc<Encoded>> {
+    /// `kv` as clients receive it (`encode`d on a miss); `None` when the stored bytes are not
+    /// a JSON object.
+    pub fn get(&self, kv: &KeyValue, encode: impl FnOnce(&KeyValue) -> Option<Vec<u8>>) -> Option<Arc<Encoded>> {
         let entries = self.lock();
         if let Some((_, hit)) = entries.by_key.get(&kv.key).filter(|(rv, _)| *rv == kv.mod_revision) {
             return Some(hit.clone());
         }
         drop(entries);
         let encoded = Arc::new(Encoded {
-            json: Bytes::from(encode(&kv.value, kv.mod_revision)?),
+            json: Bytes::from(encode(kv)?),
             derived: Derived::default(),
         });
         let size = encoded.json.len();
@@ -247,12 +248,13 @@ mod tests {
             create_revision: 1,
             mod_revision: rv,
         };
-        let first = cache.get(&kv(1, r#"{"metadata":{}}"#)).unwrap();
+        let get = |kv: &KeyValue| cache.get(kv, |kv| encode(&kv.value, kv.mod_revision));
+        let first = get(&kv(1, r#"{"metadata":{}}"#)).unwrap();
         // Same revision: the same shared encoding, even if the stored bytes were read again.
-        assert!(Arc::ptr_eq(&cache.get(&kv(1, r#"{"metadata":{}}"#)).unwrap(), &first));
-        let second = cache.get(&kv(2, r#"{"metadata":{"name":"b"}}"#)).unwrap();
+        assert!(Arc::ptr_eq(&get(&kv(1, r#"{"metadata":{}}"#)).unwrap(), &first));
+        let second = get(&kv(2, r#"{"metadata":{"name":"b"}}"#)).unwrap();
         assert_eq!(&second.json[..], br#"{"metadata":{"resourceVersion":"2","name":"b"}}"#);
         assert_eq!(cache.lock().bytes, second.json.len());
-        assert!(cache.get(&kv(3, "{")).is_none());
+        assert!(get(&kv(3, "{")).is_none());
     }
 }

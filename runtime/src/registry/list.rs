@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
-use super::encoded::{self, Encoded};
+use super::encoded::Encoded;
 use super::options::{ContinueToken, ListOptions, Listed, SharedObject, WatchEvent, decode_continue, encode_continue};
 use super::store::Store;
 use crate::status::{ApiError, ApiResult};
@@ -40,7 +40,7 @@ impl Store {
             if filtered && !options.selects(&self.decode(kv).map_err(|_| ())?) {
                 return Ok(None);
             }
-            self.encoded.get(kv).map(Some).ok_or(())
+            self.encoded(kv).map(Some).ok_or(())
         })
         .await
     }
@@ -260,13 +260,20 @@ impl Store {
             if !event.kv.key.starts_with(&prefix) {
                 return WatchEvent::Progress(revision);
             }
-            // Decoded and encoded once for all watchers of the resource.
-            let derived = change.derived(|e| {
+            // Decoded and encoded once for all watchers of the resource (of its version).
+            let derive = |e: &crate::storage::Event| {
                 let value = store.decode(&e.kv).ok()?;
-                let json = encoded::encode(&e.kv.value, e.kv.mod_revision)?.into();
+                let json = store.encode_for_client(&e.kv)?.into();
                 let old = e.prev.as_ref().and_then(|p| store.decode(p).ok());
                 Some((Arc::new(SharedObject { value, json }), old))
-            });
+            };
+            let derived = if store.codec.converts() {
+                change
+                    .derived(|_| Some(PerVersion::default()))
+                    .and_then(|versions| versions.get(store.meta.version, || derive(&change.event)))
+            } else {
+                change.derived(derive)
+            };
             let Some(derived) = derived else {
                 return WatchEvent::Error(ApiError::internal(format!(
                     "stored object {} does not decode",
@@ -298,5 +305,30 @@ pub(crate) fn watch_type(deleted: bool, old_matches: bool, new_matches: bool) ->
         // A change that moved the object out of the selection.
         (false, true, false) => Some("DELETED"),
         _ => None,
+    }
+}
+
+/// What each version's watchers derive from one change of a kind served at several versions.
+struct PerVersion<T>(std::sync::Mutex<Vec<Derivation<T>>>);
+
+/// One version's derivation (`None`: it failed).
+type Derivation<T> = (&'static str, Option<Arc<T>>);
+
+impl<T> Default for PerVersion<T> {
+    fn default() -> Self {
+        PerVersion(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> PerVersion<T> {
+    /// `version`'s, derived by its first watcher.
+    fn get(&self, version: &'static str, derive: impl FnOnce() -> Option<T>) -> Option<Arc<T>> {
+        let mut derived = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, hit)) = derived.iter().find(|(v, _)| *v == version) {
+            return hit.clone();
+        }
+        let made = derive().map(Arc::new);
+        derived.push((version, made.clone()));
+        made
     }
 }

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::fieldset::{self, Element, FieldSet, Path};
+use super::versions::Codec;
 
 /// `operation` of an apply entry.
 pub const APPLY: &str = "Apply";
@@ -40,9 +41,33 @@ pub struct Writer<'a> {
     pub api_version: String,
     /// The resource's structural schema.
     pub schema: &'a Value,
+    /// The kind's other versions, when it has any: managers who wrote at another version
+    /// see a write as their version has it.
+    pub codec: Option<&'a Codec>,
 }
 
 impl Writer<'_> {
+    /// What a write from `old` (absent: a create) to `new` changed and removed as `api_version`
+    /// has them; `None` at the writer's own version, or when a side does not convert.
+    fn changes_at(&self, api_version: &str, old: Option<&Value>, new: &Value) -> Option<(FieldSet, FieldSet)> {
+        if api_version == self.api_version {
+            return None;
+        }
+        let (new, schema) = self.codec?.view(new, api_version)?;
+        let Some(old) = old else {
+            return Some((fieldset::paths(&new, &schema), FieldSet::new()));
+        };
+        let (old, _) = self.codec?.view(old, api_version)?;
+        let removed = fieldset::paths(&old, &schema)
+            .difference(&fieldset::paths(&new, &schema))
+            .cloned()
+            .collect();
+        Some((
+            owned_part(fieldset::changed(&old, &new, &schema), self.subresource),
+            removed,
+        ))
+    }
+
     fn owns(&self, entry: &Entry, operation: &str) -> bool {
         entry.manager == self.manager && entry.operation == operation && entry.subresource == self.subresource
     }
@@ -144,14 +169,17 @@ pub fn track_update(entries: Vec<Entry>, old: Option<&Value>, new: &Value, write
     let mut out = Vec::new();
     let mut mine = None;
     for mut e in entries {
-        e.fields.retain(|p| !removed.contains(p));
         if writer.owns(&e, UPDATE) {
+            e.fields.retain(|p| !removed.contains(p));
             mine = Some(out.len());
             e.fields.extend(changed.iter().cloned());
             out.push(e);
             continue;
         }
-        e.fields.retain(|p| !changed.contains(p));
+        // Another version's manager loses what the write changed as its version has it.
+        let theirs = writer.changes_at(&e.api_version, old, new);
+        let (changed, removed) = theirs.as_ref().map_or((&changed, &removed), |(c, r)| (c, r));
+        e.fields.retain(|p| !removed.contains(p) && !changed.contains(p));
         out.push(e);
     }
     match mine {
@@ -229,7 +257,18 @@ pub fn apply(
     let empty = json!({});
     let live_value = live.unwrap_or(&empty);
     let mut conflicts = Vec::new();
+    let mut merged = fieldset::merge(live, applied, schema);
     for e in entries.iter().filter(|e| !writer.owns(e, APPLY)) {
+        // A manager of another version conflicts where the apply changes its fields as its
+        // version has them (structured-merge-diff's per-version comparison).
+        if let Some((changed, _)) = writer.changes_at(&e.api_version, live, &merged) {
+            conflicts.extend(changed.intersection(&e.fields).map(|path| Conflict {
+                manager: e.manager.clone(),
+                api_version: e.api_version.clone(),
+                path: path.clone(),
+            }));
+            continue;
+        }
         for path in applied_set.intersection(&e.fields) {
             let ours = fieldset::value_at(applied, schema, path);
             // Containers (maps, list items) conflict through their members only.
@@ -263,7 +302,6 @@ pub fn apply(
             .retain(|p| !conflicts.iter().any(|c| c.path == *p && c.manager == e.manager));
         out.push(e);
     }
-    let mut merged = fieldset::merge(live, applied, schema);
     let owned_by_others: FieldSet = out.iter().flat_map(|e| e.fields.iter().cloned()).collect();
     let dropped: FieldSet = previous
         .difference(&applied_set)
@@ -322,6 +360,7 @@ mod tests {
             subresource,
             api_version: "g/v1".into(),
             schema,
+            codec: None,
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`options`]: what registry calls take and return.
 //! - [`patch`], [`managed`] and [`fieldset`]: JSON and merge patches, `managedFields` and
 //!   the field sets server-side apply works on.
+//! - [`versions`]: one kind at several versions, converted to and from its storage version;
+//!   [`migrate`]: rewriting what is stored at an older version.
 //! - [`custom`]: resources served by user code instead of the key-value store.
 
 pub mod custom;
@@ -19,6 +21,7 @@ pub mod encoded;
 pub mod fieldset;
 pub mod list;
 pub mod managed;
+pub mod migrate;
 pub mod object;
 pub mod object_meta;
 pub mod options;
@@ -28,6 +31,7 @@ pub mod scale;
 pub mod store;
 pub mod strategy;
 pub mod update;
+pub mod versions;
 
 pub use list::MAX_LIMIT;
 pub use object::set_type_meta;

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::encoded::EncodedCache;
+use super::encoded::{self, Encoded, EncodedCache};
 use super::managed::{self, Writer};
 use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
 use super::strategy::{Admission, Change, Strategy};
+use super::versions::{Codec, Versions};
 use crate::admission::Chain;
 
 /// Optimistic-concurrency retries of a write against concurrent writers.
@@ -29,6 +30,8 @@ pub struct Store {
     pub(super) prefix: String,
     /// Objects as clients receive them, one encoding per revision.
     pub(super) encoded: EncodedCache,
+    /// How objects go between the served version and the stored one.
+    pub(super) codec: Codec,
 }
 
 impl Store {
@@ -45,7 +48,18 @@ impl Store {
             storage,
             prefix,
             encoded: EncodedCache::default(),
+            codec: Codec::single(&meta),
         })
+    }
+
+    /// The versions of this store's kind.
+    pub fn versions(&self) -> Arc<Versions> {
+        self.codec.versions()
+    }
+
+    /// The same store, serving one version of a kind served at several (`codec`'s).
+    pub fn with_codec(self, codec: Codec) -> Self {
+        Store { codec, ..self }
     }
 
     /// The same store, running `chain`'s admission steps (the server's, shared by its stores).
@@ -78,19 +92,52 @@ impl Store {
     }
 
     pub(super) fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
-        let mut object = match serde_json::from_slice::<Value>(&kv.value) {
+        let object = match serde_json::from_slice::<Value>(&kv.value) {
             Ok(object @ Value::Object(_)) => object,
             Ok(_) => return Err(corrupt(&[&kv.key], "not a JSON object")),
             Err(e) => return Err(corrupt(&[&kv.key], e)),
         };
+        let mut object = self.codec.decode(object).map_err(|e| corrupt(&[&kv.key], e))?;
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(object)
     }
 
-    fn encode(object: &Value) -> ApiResult<Vec<u8>> {
-        let mut object = object.clone();
+    /// The stored bytes of `object` (at the served version): at the storage version.
+    fn encode(&self, object: &Value) -> ApiResult<Vec<u8>> {
+        let mut object = self.codec.encode(object.clone()).map_err(ApiError::bad_request)?;
         metadata_mut(&mut object).remove("resourceVersion");
         serde_json::to_vec(&object).map_err(ApiError::internal)
+    }
+
+    /// `kv` as clients of this version receive it, encoded once per revision.
+    pub(super) fn encoded(&self, kv: &KeyValue) -> Option<Arc<Encoded>> {
+        self.encoded.get(kv, |kv| self.encode_for_client(kv))
+    }
+
+    /// The JSON a client of this version receives for `kv`: the stored bytes with their
+    /// `resourceVersion` when stored at this version, else converted.
+    pub(super) fn encode_for_client(&self, kv: &KeyValue) -> Option<Vec<u8>> {
+        if self.codec.converts() {
+            let stored: Value = serde_json::from_slice(&kv.value).ok()?;
+            if !self.codec.is_served_version(&stored) {
+                return serde_json::to_vec(&self.decode(kv).ok()?).ok();
+            }
+        }
+        encoded::encode(&kv.value, kv.mod_revision)
+    }
+
+    /// Whether the object under `key` is stored at another version than the storage version
+    /// (so even a no-op update rewrites it: the storage-version migrator's way).
+    async fn stored_elsewhere(&self, key: &str) -> bool {
+        if !self.codec.converts() {
+            return false;
+        }
+        match self.storage.get(key).await {
+            Ok(Some(kv)) => {
+                serde_json::from_slice::<Value>(&kv.value).is_ok_and(|v| !self.codec.is_storage_version(&v))
+            }
+            _ => false,
+        }
     }
 
     fn storage_error(&self, name: &str) -> impl Fn(StorageError) -> ApiError + '_ {
@@ -116,7 +163,7 @@ impl Store {
     /// Read one object as clients receive it, encoded once per revision and shared.
     pub async fn get_encoded(&self, namespace: Option<&str>, name: &str) -> ApiResult<Bytes> {
         let kv = self.read(namespace, name).await?;
-        match self.encoded.get(&kv) {
+        match self.encoded(&kv) {
             Some(encoded) => Ok(encoded.json.clone()),
             // The decoder says what is wrong.
             None => Err(self
@@ -132,6 +179,7 @@ impl Store {
             subresource: options.subresource,
             api_version: self.meta.api_version(),
             schema: &self.admission.schema,
+            codec: self.codec.converts().then_some(&self.codec),
         }
     }
 
@@ -184,7 +232,8 @@ impl Store {
                     m.remove(k);
                 }
             }
-            let attributes = options.attributes(&self.meta, namespace, &name, None, &review);
+            let mut attributes = options.attributes(&self.meta, namespace, &name, None, &review);
+            attributes.codec = Some(&self.codec);
             self.chain.mutate(&attributes, &mut object).await?;
             let mut object = self.admission.prepare(object, &name)?;
             self.chain.validate(&attributes, &object).await?;
@@ -198,7 +247,7 @@ impl Store {
             }
             match self
                 .storage
-                .create(&self.key(namespace, &name), Self::encode(&object)?)
+                .create(&self.key(namespace, &name), self.encode(&object)?)
                 .await
             {
                 Ok(kv) => {
@@ -295,7 +344,8 @@ impl Store {
             m.insert("resourceVersion".into(), json!(current_rv));
         }
         let review = options.review(false);
-        let attributes = options.attributes(&self.meta, namespace, name, Some(current), &review);
+        let mut attributes = options.attributes(&self.meta, namespace, name, Some(current), &review);
+        attributes.codec = Some(&self.codec);
         self.chain.mutate(&attributes, &mut object).await?;
         let change = Change {
             old: current,
@@ -311,7 +361,7 @@ impl Store {
                 + 1;
             metadata_mut(&mut object).insert("generation".into(), json!(generation));
         }
-        if object == *current {
+        if object == *current && !self.stored_elsewhere(&self.key(namespace, name)).await {
             return Ok(Written {
                 object,
                 created: false,
@@ -347,7 +397,7 @@ impl Store {
         }
         let kv = self
             .storage
-            .update(&key, Self::encode(&object)?, expected)
+            .update(&key, self.encode(&object)?, expected)
             .await
             .map_err(self.storage_error(name))?;
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
@@ -369,7 +419,8 @@ impl Store {
             let current = self.get(namespace, name).await?;
             options.check_preconditions(&self.meta, name, &current)?;
             let review = options.review();
-            let attributes = options.attributes(&self.meta, namespace, name, &current, &review);
+            let mut attributes = options.attributes(&self.meta, namespace, name, &current, &review);
+            attributes.codec = Some(&self.codec);
             self.chain.validate(&attributes, &current).await?;
             let expected: Revision = meta_str(&current, "resourceVersion")
                 .unwrap_or_default()
@@ -428,7 +479,7 @@ impl Store {
         }
         let written = self
             .storage
-            .update(key, Self::encode(&object)?, expected)
+            .update(key, self.encode(&object)?, expected)
             .await
             .map_err(self.storage_error(name));
         let Some(kv) = settle(written, false)? else {

@@ -49,6 +49,11 @@ pub struct ServerOptions {
     /// Key prefix of every object in storage.
     #[arg(long, default_value = "/registry")]
     pub etcd_prefix: String,
+    /// Rewrite every object stored at an older version of its kind at the storage version,
+    /// print progress and a summary, and exit instead of serving (safe while other replicas
+    /// serve; run it again to finish an interrupted run).
+    #[arg(long)]
+    pub migrate_storage: bool,
     /// etcd endpoints (comma-separated), with `--storage etcd`.
     #[arg(long, value_delimiter = ',')]
     pub etcd_servers: Vec<String>,

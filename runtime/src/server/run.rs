@@ -25,9 +25,9 @@ use super::options::{ServerOptions, StorageKind};
 use super::tls::{serving_files, tls_config};
 use crate::admission::{Chain, Plugin, TypedAdmission, TypedPlugin};
 use crate::endpoints::{Api, Watching};
+use crate::registry::Store;
 use crate::registry::custom::{CustomStorage, CustomStore};
 use crate::registry::rest::Rest;
-use crate::registry::{Store, TypedStrategy};
 use crate::resource::ApiResource;
 use crate::server::Leadership;
 use crate::storage::{self, Storage, WatchCache};
@@ -94,17 +94,17 @@ impl Server {
         })
     }
 
-    /// Serve `T`.
+    /// Serve `T`. Versions of one kind (types with the same group and kind) share its storage:
+    /// serve each, in any order.
     pub fn resource<T: ApiResource>(mut self) -> Result<Self, String> {
-        let store = Store::new(
-            Arc::new(TypedStrategy::<T>::default()),
-            self.storage.clone(),
-            &self.options.etcd_prefix,
-        )?
-        .with_admission(self.admission.clone());
+        let store = Store::serving::<T>(self.storage.clone(), &self.options.etcd_prefix, &self.stores)?
+            .with_admission(self.admission.clone());
         let store = Arc::new(store);
-        self.metrics.serve(store.meta());
-        self.resources.push(store.clone());
+        // An unserved version is known to its siblings and the migration, and has no routes.
+        if T::META.served {
+            self.metrics.serve(store.meta());
+            self.resources.push(store.clone());
+        }
         self.stores.push(store);
         Ok(self)
     }
@@ -171,9 +171,43 @@ impl Server {
         self.stores.iter().find(|s| *s.meta() == T::META).cloned()
     }
 
+    /// `--migrate-storage`: rewrite each served kind's objects stored at an older version.
+    async fn migrate(self) -> Result<(), String> {
+        let mut failed = 0;
+        let mut seen = Vec::new();
+        for store in &self.stores {
+            let kind = store.meta().group_kind();
+            if seen.contains(&kind) {
+                continue;
+            }
+            seen.push(kind);
+            let name = store.meta().group_resource();
+            let storage = store.versions().storage().to_string();
+            println!("migrating {name} to {storage}");
+            let done = store
+                .migrate(|done| println!("  {name}: {done}"))
+                .await
+                .map_err(|e| format!("migrating {name}: {}", e.message))?;
+            for (key, why) in &done.failed {
+                println!("  {name}: {key} not migrated: {why}");
+            }
+            failed += done.failed.len();
+            println!("{name}: done: {done}");
+        }
+        match failed {
+            0 => Ok(()),
+            n => Err(format!(
+                "{n} objects could not be migrated (see above); fix them and run again"
+            )),
+        }
+    }
+
     /// Bind, print how to reach the server, and serve until SIGTERM or Ctrl-C; then stop
     /// accepting, end watches, and let in-flight requests finish (within `--shutdown-timeout`).
     pub async fn run(self) -> Result<(), String> {
+        if self.options.migrate_storage {
+            return self.migrate().await;
+        }
         let options = self.options;
         let addr = SocketAddr::new(options.bind_address, options.secure_port);
         let listener = TcpListener::bind(addr)

@@ -106,6 +106,35 @@ impl Drop for EtcdProcess {
 /// Where the versioned kubectl binaries are installed.
 pub const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
 
+/// xorshift64*: a deterministic generator for property and fuzz tests (a failing case is
+/// reproduced by its seed), no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn bits(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.bits() % n as u64) as usize
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
 /// The oldest and newest kubectl versions every end-to-end flow runs with.
 pub const VERSIONS: &[&str] = &["1.27", "1.33"];
 
