@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::Attributes;
 use super::namespace::Namespaces;
+use crate::resource::ResourceMeta;
 use crate::status::{ApiError, ApiResult};
 
 /// A step's selectors, and what to call it in an error.
@@ -98,6 +99,75 @@ pub fn rule_matches(rule: &RuleWithOperations, a: &Attributes<'_>) -> bool {
         && any_or(&rule.operations, a.operation.as_str())
         && any_or(&rule.api_groups, a.meta.group)
         && any_or(&rule.api_versions, a.meta.version)
+}
+
+/// A request as rules that name another version of its resource see it (admission's
+/// `matchPolicy: Equivalent`, the default): that version's metadata and the request's objects
+/// converted to it, so a webhook or policy written for v1 also judges v1alpha1 writes.
+pub struct Equivalent {
+    /// The version the rules name.
+    pub meta: ResourceMeta,
+    /// The new object at that version (`None` for a delete).
+    pub object: Option<Value>,
+    /// The old object at that version.
+    pub old: Option<Value>,
+}
+
+impl Equivalent {
+    /// The first other version of `a`'s resource (by version priority) that `named` selects,
+    /// with the objects converted; `None` when there is none, and for `/scale` (a Scale is the
+    /// same at every version, and the rules' version must name it as it is).
+    pub fn find(
+        a: &Attributes<'_>,
+        object: Option<&Value>,
+        named: impl Fn(&Attributes<'_>) -> bool,
+    ) -> ApiResult<Option<Equivalent>> {
+        let Some(codec) = a.codec else { return Ok(None) };
+        if a.subresource == "scale" {
+            return Ok(None);
+        }
+        for meta in codec.others() {
+            if !named(&Attributes { meta: &meta, ..*a }) {
+                continue;
+            }
+            let convert = |v: &Value| {
+                codec
+                    .convert(v.clone(), &meta.api_version())
+                    .map_err(ApiError::bad_request)
+            };
+            return Ok(Some(Equivalent {
+                object: object.map(convert).transpose()?,
+                old: a.old_object.map(convert).transpose()?,
+                meta,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// `a` at this version: the old object converted, the request's own version kept.
+    pub fn attributes<'b>(&'b self, a: &Attributes<'b>) -> Attributes<'b> {
+        Attributes {
+            meta: &self.meta,
+            old_object: self.old.as_ref(),
+            request_meta: Some(a.request_meta.unwrap_or(a.meta)),
+            ..*a
+        }
+    }
+
+    /// `object`, changed by a step at this version, back at the request's version (`None`
+    /// when the step left it as it was).
+    pub fn back(&self, a: &Attributes<'_>, object: Value) -> ApiResult<Option<Value>> {
+        if self.object.as_ref() == Some(&object) {
+            return Ok(None);
+        }
+        let codec = a
+            .codec
+            .ok_or_else(|| ApiError::internal("a converted request without its versions"))?;
+        codec
+            .convert(object, &a.meta.api_version())
+            .map(Some)
+            .map_err(ApiError::bad_request)
+    }
 }
 
 #[cfg(test)]

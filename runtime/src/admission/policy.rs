@@ -22,7 +22,7 @@ use kube::runtime::reflector::{self, Store};
 use serde_json::{Value, json};
 
 use super::cel::{self, Programs, Variables};
-use super::matching::{self, Selection};
+use super::matching::{self, Equivalent, Selection};
 use super::namespace::Namespaces;
 use super::{Attributes, Plugin, async_trait};
 use crate::status::{ApiError, ApiResult};
@@ -88,16 +88,26 @@ impl ValidatingPolicies {
             return Ok(Decision::Admit);
         };
         let owner = format!("ValidatingAdmissionPolicy {policy_name:?}");
-        if !self.matches(spec.match_constraints.as_ref(), &owner, a, object).await? {
+        let Some(matched) = self.selects(spec.match_constraints.as_ref(), &owner, a, object).await? else {
             return Ok(Decision::Admit);
-        }
+        };
         if binding_spec.match_resources.is_some()
-            && !self
-                .matches(binding_spec.match_resources.as_ref(), &owner, a, object)
+            && self
+                .selects(binding_spec.match_resources.as_ref(), &owner, a, object)
                 .await?
+                .is_none()
         {
             return Ok(Decision::Admit);
         }
+        // Matched at another version of the resource: the policy judges the request there.
+        let converted;
+        let (a, object) = match &matched {
+            Some(equivalent) => {
+                converted = equivalent.attributes(a);
+                (&converted, equivalent.object.as_ref())
+            }
+            None => (a, object),
+        };
         let fail_closed = spec.failure_policy.as_deref() != Some("Ignore");
         let failed = |why: String| -> ApiResult<Decision> {
             if fail_closed {
@@ -132,7 +142,14 @@ impl ValidatingPolicies {
                 shared.namespace.get_or_init(|| found).clone()
             }
         };
-        let request = shared.request.get_or_init(|| super::webhook::request_variable(a));
+        let own_request;
+        let request = match matched {
+            Some(_) => {
+                own_request = super::webhook::request_variable(a);
+                &own_request
+            }
+            None => shared.request.get_or_init(|| super::webhook::request_variable(a)),
+        };
         let actions: Vec<&str> = binding_spec
             .validation_actions
             .iter()
@@ -239,37 +256,51 @@ impl ValidatingPolicies {
             .and_then(|p| cel::evaluate(&p, variables))
     }
 
-    /// Whether `resources` (a policy's constraints or a binding's) select the request.
-    async fn matches(
+    /// How `resources` (a policy's constraints or a binding's) select the request: as it is
+    /// (`Some(None)`), at another version of its resource their rules name (`matchPolicy:
+    /// Equivalent`, the default), or not at all (`None`).
+    async fn selects(
         &self,
         resources: Option<&MatchResources>,
         owner: &str,
         a: &Attributes<'_>,
         object: Option<&Value>,
-    ) -> ApiResult<bool> {
-        let Some(resources) = resources else { return Ok(false) };
-        let named = |rule: &NamedRuleWithOperations| {
-            let names = rule.resource_names.as_deref().unwrap_or_default();
-            let rule = RuleWithOperations {
-                api_groups: rule.api_groups.clone(),
-                api_versions: rule.api_versions.clone(),
-                operations: rule.operations.clone(),
-                resources: rule.resources.clone(),
-                scope: rule.scope.clone(),
+    ) -> ApiResult<Option<Option<Equivalent>>> {
+        let Some(resources) = resources else { return Ok(None) };
+        let named = |a: &Attributes<'_>| {
+            let rule_names = |rule: &NamedRuleWithOperations| {
+                let names = rule.resource_names.as_deref().unwrap_or_default();
+                let rule = RuleWithOperations {
+                    api_groups: rule.api_groups.clone(),
+                    api_versions: rule.api_versions.clone(),
+                    operations: rule.operations.clone(),
+                    resources: rule.resources.clone(),
+                    scope: rule.scope.clone(),
+                };
+                matching::rule_matches(&rule, a) && (names.is_empty() || names.iter().any(|n| n == a.name))
             };
-            matching::rule_matches(&rule, a) && (names.is_empty() || names.iter().any(|n| n == a.name))
+            resources.resource_rules.iter().flatten().any(rule_names)
+                && !resources.exclude_resource_rules.iter().flatten().any(rule_names)
         };
-        if !resources.resource_rules.iter().flatten().any(named)
-            || resources.exclude_resource_rules.iter().flatten().any(named)
-        {
-            return Ok(false);
-        }
         let selection = Selection {
             owner: owner.to_string(),
             object_selector: resources.object_selector.as_ref(),
             namespace_selector: resources.namespace_selector.as_ref(),
         };
-        matching::selected(&selection, &self.namespaces, a, object).await
+        if named(a) {
+            return Ok(matching::selected(&selection, &self.namespaces, a, object)
+                .await?
+                .then_some(None));
+        }
+        if resources.match_policy.as_deref() == Some("Exact") {
+            return Ok(None);
+        }
+        let Some(equivalent) = Equivalent::find(a, object, named)? else {
+            return Ok(None);
+        };
+        let at = equivalent.attributes(a);
+        let selected = matching::selected(&selection, &self.namespaces, &at, equivalent.object.as_ref()).await?;
+        Ok(selected.then_some(Some(equivalent)))
     }
 
     /// The params each evaluation sees: `[None]` without a `paramKind`; else the object

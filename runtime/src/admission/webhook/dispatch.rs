@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::super::Attributes;
 use super::super::cel::{self, Programs, Variables};
+use super::super::matching::Equivalent;
 use super::super::metrics::{AdmissionMetrics, Rejection};
 use super::super::namespace::Namespaces;
 use super::client::Caller;
@@ -71,6 +72,30 @@ impl Dispatcher<'_> {
             return Ok(false);
         }
         super::super::matching::selected(&hook.selection(), self.namespaces, a, object).await
+    }
+
+    /// The request as `hook` sees it when its rules name another version of the resource
+    /// (and select it there): `matchPolicy: Equivalent`.
+    pub async fn equivalent(
+        &self,
+        hook: &Hook<'_>,
+        a: &Attributes<'_>,
+        object: Option<&Value>,
+    ) -> ApiResult<Option<Equivalent>> {
+        if !hook.equivalent {
+            return Ok(None);
+        }
+        let Some(found) = Equivalent::find(a, object, |a| hook.rules_match(a))? else {
+            return Ok(None);
+        };
+        let selected = super::super::matching::selected(
+            &hook.selection(),
+            self.namespaces,
+            &found.attributes(a),
+            found.object.as_ref(),
+        )
+        .await?;
+        Ok(selected.then_some(found))
     }
 
     /// Call `hook` (the `index`th webhook of `round`) about `object` (`None` for a delete).

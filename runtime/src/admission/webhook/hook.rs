@@ -37,6 +37,9 @@ pub(super) struct Hook<'a> {
     pub reinvoke: bool,
     /// CEL `matchConditions`: the webhook is called only when all hold.
     pub match_conditions: &'a [MatchCondition],
+    /// `matchPolicy: Equivalent` (the default): rules naming another version of the
+    /// request's resource match too, and the webhook sees the request at that version.
+    pub equivalent: bool,
 }
 
 /// The webhook `$w` (mutating or validating: the fields are the same) of `$configuration`.
@@ -60,6 +63,7 @@ macro_rules! hook_of {
             client: &w.client_config,
             reinvoke: $reinvoke,
             match_conditions: w.match_conditions.as_deref().unwrap_or_default(),
+            equivalent: w.match_policy.as_deref() != Some("Exact"),
         }
     }};
 }
@@ -75,9 +79,10 @@ impl<'a> Hook<'a> {
         hook_of!(configuration, w, false)
     }
 
-    /// Whether a rule names this request. `matchPolicy: Equivalent` would also match the
-    /// same resource at another served version; each kind is served at one version, so
-    /// both policies match the same requests.
+    /// Whether a rule names this request as it is (see [`Dispatcher::equivalent`] for
+    /// `matchPolicy: Equivalent`).
+    ///
+    /// [`Dispatcher::equivalent`]: super::dispatch::Dispatcher::equivalent
     pub fn rules_match(&self, a: &Attributes<'_>) -> bool {
         self.rules.iter().any(|rule| matching::rule_matches(rule, a))
     }

@@ -136,21 +136,45 @@ impl MutatingWebhooks {
         // The object as each reinvocable webhook left it.
         let mut reinvocable: Vec<(usize, Value)> = Vec::new();
         for (index, hook) in hooks.iter().enumerate() {
-            let object = (!deleting).then_some(&*view);
-            if !dispatcher.applies(hook, a, object).await? {
-                continue;
-            }
-            self.call(&dispatcher, hook, a, view, (0, index)).await?;
-            if hook.reinvoke && !deleting {
+            if self.invoke(&dispatcher, hook, a, view, (0, index)).await? && hook.reinvoke && !deleting {
                 reinvocable.push((index, view.clone()));
             }
         }
         for (index, left) in reinvocable {
             if left != *view {
-                self.call(&dispatcher, &hooks[index], a, view, (1, index)).await?;
+                self.invoke(&dispatcher, &hooks[index], a, view, (1, index)).await?;
             }
         }
         Ok(())
+    }
+
+    /// Call `hook` if it applies: to the request as it is, or converted to the version its
+    /// rules name (the patched object converted back); whether it was called.
+    async fn invoke(
+        &self,
+        dispatcher: &Dispatcher<'_>,
+        hook: &Hook<'_>,
+        a: &Attributes<'_>,
+        view: &mut Value,
+        at: (usize, usize),
+    ) -> ApiResult<bool> {
+        let object = (a.operation != Operation::Delete).then_some(&*view);
+        if dispatcher.applies(hook, a, object).await? {
+            self.call(dispatcher, hook, a, view, at).await?;
+            return Ok(true);
+        }
+        let Some(equivalent) = dispatcher.equivalent(hook, a, object).await? else {
+            return Ok(false);
+        };
+        let mut converted = equivalent.object.clone().unwrap_or_default();
+        self.call(dispatcher, hook, &equivalent.attributes(a), &mut converted, at)
+            .await?;
+        if a.operation != Operation::Delete
+            && let Some(back) = equivalent.back(a, converted)?
+        {
+            *view = back;
+        }
+        Ok(true)
     }
 
     async fn call(
@@ -265,6 +289,11 @@ impl Plugin for ValidatingWebhooks {
             async move {
                 if dispatcher.applies(hook, a, object).await? {
                     dispatcher.call(hook, a, object, (0, index)).await?;
+                } else if let Some(equivalent) = dispatcher.equivalent(hook, a, object).await? {
+                    let converted = &equivalent.attributes(a);
+                    dispatcher
+                        .call(hook, converted, equivalent.object.as_ref(), (0, index))
+                        .await?;
                 }
                 Ok::<_, ApiError>(())
             }

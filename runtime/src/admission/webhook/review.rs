@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::super::Attributes;
 use crate::filters::authn::UserInfo;
+use crate::resource::ResourceMeta;
 
 /// The AdmissionReview versions this server speaks, most preferred first.
 const VERSIONS: [&str; 2] = ["v1", "v1beta1"];
@@ -43,20 +44,22 @@ pub(super) fn request(
     uid: &str,
     version: &str,
 ) -> Value {
-    let meta = a.meta;
-    let kind = if a.subresource == "scale" {
-        json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
-    } else {
-        json!({"group": meta.group, "version": meta.version, "kind": meta.kind})
+    let kind = |meta: &ResourceMeta| {
+        if a.subresource == "scale" {
+            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+        } else {
+            json!({"group": meta.group, "version": meta.version, "kind": meta.kind})
+        }
     };
-    let resource = json!({"group": meta.group, "version": meta.version, "resource": meta.plural});
+    let resource = |meta: &ResourceMeta| json!({"group": meta.group, "version": meta.version, "resource": meta.plural});
+    // A request converted for the webhook (matchPolicy Equivalent) keeps its own version here.
+    let requested = a.request_meta.unwrap_or(a.meta);
     let mut request = Map::new();
     request.insert("uid".into(), json!(uid));
-    request.insert("kind".into(), kind.clone());
-    request.insert("resource".into(), resource.clone());
-    // Each kind is served at one version, so the request is never converted for a webhook.
-    request.insert("requestKind".into(), kind);
-    request.insert("requestResource".into(), resource);
+    request.insert("kind".into(), kind(a.meta));
+    request.insert("resource".into(), resource(a.meta));
+    request.insert("requestKind".into(), kind(requested));
+    request.insert("requestResource".into(), resource(requested));
     if !a.subresource.is_empty() {
         request.insert("subResource".into(), json!(a.subresource));
         request.insert("requestSubResource".into(), json!(a.subresource));
