@@ -26,6 +26,10 @@ struct CargoToml<'a> {
 struct LibRs {
     header: String,
     group_versions: String,
+    /// Each group's preferred version, re-exported at the crate root.
+    preferred: Vec<String>,
+    /// A module per version.
+    modules: Vec<String>,
 }
 
 const KEYWORDS: &[&str] = &[
@@ -317,11 +321,27 @@ fn resource_impl(name: &str, m: &ResourceMeta, properties: &serde_json::Map<Stri
     out
 }
 
-/// `Cargo.toml` and `src/lib.rs` of the client crate.
+/// `Cargo.toml`, `src/lib.rs` and a module per API version (`src/v1.rs`, ...) of the client
+/// crate; the crate root re-exports each group's preferred version.
 pub fn render(project: &Project) -> Result<Vec<File>, String> {
-    let mut types = Types::default();
+    let metas = project.metas();
+    let groups = apiary_runtime::discovery::groups(&metas);
+    let mut modules: Vec<(&str, Types)> = Vec::new();
+    let mut preferred: BTreeSet<&str> = BTreeSet::new();
+    for versions in groups.values() {
+        if let Some((first, _)) = versions.first() {
+            preferred.insert(first);
+        }
+        for (version, _) in versions {
+            if !modules.iter().any(|(v, _)| v == version) {
+                modules.push((version, Types::default()));
+            }
+        }
+    }
     for r in &project.resources {
-        types.structure(r.meta.kind, &r.schema, Some(&r.meta));
+        if let Some((_, types)) = modules.iter_mut().find(|(v, _)| *v == r.meta.version) {
+            types.structure(r.meta.kind, &r.schema, Some(&r.meta));
+        }
     }
     let group_versions = project
         .resources
@@ -343,14 +363,12 @@ pub fn render(project: &Project) -> Result<Vec<File>, String> {
     let lib = LibRs {
         header: format!("// {GENERATED}"),
         group_versions,
+        preferred: preferred.into_iter().map(str::to_string).collect(),
+        modules: modules.iter().map(|(v, _)| v.to_string()).collect(),
     }
     .render()
     .map_err(|e| e.to_string())?;
-    let types = format!(
-        "// {GENERATED}\n//! The types.\n#![allow(clippy::derive_partial_eq_without_eq)]\n\nuse std::borrow::Cow;\n\nuse serde::{{Deserialize, Serialize}};\n\nuse super::ObjectMeta;\n\n{}\n",
-        types.out.trim_end()
-    );
-    Ok(vec![
+    let mut files = vec![
         File {
             path: PathBuf::from("Cargo.toml"),
             bytes: format!("{cargo}\n").into_bytes(),
@@ -359,11 +377,18 @@ pub fn render(project: &Project) -> Result<Vec<File>, String> {
             path: PathBuf::from("src/lib.rs"),
             bytes: format!("{lib}\n").into_bytes(),
         },
-        File {
-            path: PathBuf::from("src/types.rs"),
-            bytes: types.into_bytes(),
-        },
-    ])
+    ];
+    for (version, types) in modules {
+        let text = format!(
+            "// {GENERATED}\n//! The {version} types.\n#![allow(clippy::derive_partial_eq_without_eq)]\n\nuse std::borrow::Cow;\n\nuse serde::{{Deserialize, Serialize}};\n\nuse super::ObjectMeta;\n\n{}\n",
+            types.out.trim_end()
+        );
+        files.push(File {
+            path: PathBuf::from(format!("src/{version}.rs")),
+            bytes: text.into_bytes(),
+        });
+    }
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -137,8 +137,11 @@ impl Project {
         }
     }
 
-    /// Add a served resource.
+    /// Add a served resource (a version declared `served = false` adds nothing to generate).
     pub fn resource<T: ApiResource>(mut self) -> Self {
+        if !T::META.served {
+            return self;
+        }
         self.resources.push(Documented {
             meta: T::META,
             schema: T::openapi_schema(),

@@ -89,6 +89,8 @@ struct Pdb<'a> {
 struct GroupVersion {
     group: &'static str,
     version: &'static str,
+    /// `versionPriority`: higher is preferred.
+    priority: usize,
 }
 
 #[derive(Template)]
@@ -183,9 +185,17 @@ pub fn render(project: &Project, certs: &ServingCerts) -> Result<Vec<File>, Stri
             }
         })
         .collect();
+    // Versions come by priority: the first, preferred, gets the highest versionPriority.
     let group_versions = groups
         .iter()
-        .flat_map(|(group, versions)| versions.iter().map(move |(version, _)| GroupVersion { group, version }))
+        .flat_map(|(group, versions)| {
+            let n = versions.len();
+            versions.iter().enumerate().map(move |(i, (version, _))| GroupVersion {
+                group,
+                version,
+                priority: 15 * (n - i),
+            })
+        })
         .collect();
     let p = project;
     let rendered: Vec<(&'static str, Result<String, askama::Error>)> = vec![

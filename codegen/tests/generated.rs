@@ -109,6 +109,7 @@ fn typed<T: serde::de::DeserializeOwned>(doc: &Value) -> T {
 fn manifests_parse_as_kubernetes_types() {
     let ca = std::fs::read(deploy().join("certs/ca.crt")).unwrap();
     let mut kinds = Vec::new();
+    let mut services = Vec::new();
     for (_, docs) in manifests() {
         for doc in docs {
             let kind = doc["kind"].as_str().unwrap().to_string();
@@ -218,7 +219,14 @@ fn manifests_parse_as_kubernetes_types() {
                 "APIService" => {
                     let a: APIService = typed(&doc);
                     let spec = a.spec.unwrap();
-                    assert_eq!(a.metadata.name.as_deref(), Some("v1.custom.example.com"));
+                    assert_eq!(
+                        a.metadata.name,
+                        Some(format!(
+                            "{}.custom.example.com",
+                            spec.version.as_deref().unwrap_or_default()
+                        ))
+                    );
+                    services.push((spec.version.clone().unwrap_or_default(), spec.version_priority));
                     assert_eq!(spec.ca_bundle.unwrap().0, ca, "caBundle is the generated CA");
                     assert_ne!(spec.insecure_skip_tls_verify, Some(true));
                     assert!(spec.group_priority_minimum > 0 && spec.version_priority > 0);
@@ -231,6 +239,11 @@ fn manifests_parse_as_kubernetes_types() {
     kinds.sort();
     kinds.dedup();
     assert_eq!(kinds.len(), 12, "{kinds:?}");
+    // One APIService per served version, the preferred (by Kubernetes version order) first.
+    services.sort_by_key(|(_, priority)| -priority);
+    let versions: Vec<&str> = services.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(versions, ["v1", "v1alpha1"], "{services:?}");
+    assert!(services[0].1 > services[1].1);
 }
 
 /// Whether the serving certificate in `certs` verifies, against the CA there, for `name`.
@@ -294,6 +307,7 @@ fn generation_is_deterministic_and_reuses_certificates() {
         "registry.example.com/apiary/widget-server:0.1.0",
     )
     .resource::<widget_api::Widget>()
+    .resource::<widget_api::v1alpha1::Widget>()
     .resource::<widget_api::WidgetPolicy>();
     let mut written = Vec::new();
     for _ in 0..2 {

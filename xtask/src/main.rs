@@ -13,6 +13,7 @@ fn widget_project() -> Project {
         "registry.example.com/apiary/widget-server:0.1.0",
     )
     .resource::<widget_api::Widget>()
+    .resource::<widget_api::v1alpha1::Widget>()
     .resource::<widget_api::WidgetPolicy>()
 }
 

@@ -1,7 +1,15 @@
-//! The Widget resource (`custom.example.com/v1`), the seed recipe's example type.
+//! The Widget resource (`custom.example.com/v1`), the seed recipe's example type, and its
+//! older shape [`v1alpha1::Widget`], served and deprecated, stored as v1.
 //!
 //! Business logic lives here as strategy hooks: color defaults to "blue", replicas above
 //! [`MAX_REPLICAS`] are invalid. The server fills in status (see `widget-server`).
+
+pub mod v1alpha1;
+
+/// `custom.example.com/v1`, the storage version: the crate root's types.
+pub mod v1 {
+    pub use crate::{Condition, Phase, Widget, WidgetList, WidgetSpec, WidgetStatus};
+}
 
 use apiary_runtime::prelude::*;
 use schemars::JsonSchema;

@@ -1,4 +1,5 @@
-//! `widget-server`: the Widget aggregated API server (`custom.example.com/v1`).
+//! `widget-server`: the Widget aggregated API server (`custom.example.com/v1`, and the
+//! deprecated `v1alpha1` Widget).
 //!
 //! Serves Widgets and WidgetPolicies with the runtime, refuses Widgets whose image a
 //! WidgetPolicy denies (an admission step), and runs the example's status logic: every
@@ -35,6 +36,7 @@ async fn main() {
         let server = Server::new(cli.server)
             .await?
             .resource::<Widget>()?
+            .resource::<widget_api::v1alpha1::Widget>()?
             .resource::<WidgetPolicy>()?;
         let policies = server.store::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
         let server = server.admit::<Widget>(policy::DeniedImages { policies });

@@ -20,6 +20,7 @@ use apiary_runtime::filters::metrics::Metrics;
 use apiary_runtime::registry::rest::Rest;
 use apiary_runtime::registry::{Store, TypedStrategy};
 use apiary_runtime::storage::{self, WatchCache};
+use apiary_runtime::testing::Rng;
 use axum::body::Body;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -52,27 +53,6 @@ static ALLOCATOR: Counting = Counting;
 const ALLOCATION_BOUND: usize = 64 << 20;
 /// Longest a non-watch answer may take in-process.
 const ANSWER_BOUND: Duration = Duration::from_secs(5);
-
-/// xorshift64*: deterministic for a seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
 
 const SEGMENTS: &[&str] = &[
     "w1",
@@ -248,7 +228,7 @@ fn scalar(rng: &mut Rng) -> Value {
     match rng.below(8) {
         0 => Value::Null,
         1 => json!(rng.chance(50)),
-        2 => json!(rng.next() as i64),
+        2 => json!(rng.bits() as i64),
         3 => json!(-1.5),
         4 => json!("x".repeat(rng.below(100))),
         5 => json!([]),

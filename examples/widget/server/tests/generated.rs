@@ -1,6 +1,6 @@
 //! The generated artifacts against a running server: the OpenAPI files are what it serves,
 //! and the generated client crate, built in a scratch project outside this workspace, creates,
-//! scales, patches status and watches Widgets.
+//! scales, patches status and watches Widgets, and reads them at v1alpha1.
 
 mod common;
 
@@ -23,6 +23,10 @@ async fn openapi_files_are_what_the_server_serves() {
         (
             "/openapi/v3/apis/custom.example.com/v1",
             "deploy/openapi/v3/apis/custom.example.com/v1.json",
+        ),
+        (
+            "/openapi/v3/apis/custom.example.com/v1alpha1",
+            "deploy/openapi/v3/apis/custom.example.com/v1alpha1.json",
         ),
     ] {
         let request = http::Request::builder()
@@ -50,7 +54,7 @@ async fn main() {
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     config.cluster_url = std::env::var("APIARY_URL").unwrap().parse().unwrap();
     let client = kube::Client::try_from(config).unwrap();
-    let api: Api<Widget> = Api::namespaced(client, "default");
+    let api: Api<Widget> = Api::namespaced(client.clone(), "default");
     let mut widget = Widget {
         spec: WidgetSpec { replicas: 1, image: "nginx:1.25".into(), color: None },
         ..Default::default()
@@ -78,6 +82,11 @@ async fn main() {
         }
     }
     assert!(saw_scale, "the watch saw the scale");
+
+    // The same object through the v1alpha1 module: 3 replicas is a medium Widget.
+    let alpha: Api<widget_client::v1alpha1::Widget> = Api::namespaced(client, "default");
+    let old = alpha.get("from-client").await.unwrap();
+    assert_eq!(old.spec.size, widget_client::v1alpha1::WidgetSpecSize::Medium);
     println!("generated client: ok");
 }
 "#;
