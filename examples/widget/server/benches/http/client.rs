@@ -126,6 +126,34 @@ pub(crate) fn widget(i: usize) -> Value {
 
 /// Create `count` widgets from `CONNECTIONS` connections; creates per second.
 pub(crate) async fn create_all(addr: &str, tls: &Arc<rustls::ClientConfig>, count: usize) -> f64 {
+    create_each(
+        addr,
+        tls,
+        count,
+        "/apis/custom.example.com/v1/namespaces/default/widgets",
+        widget,
+    )
+    .await
+}
+
+/// A v1alpha1 Widget (`a-000000`...), as the deprecated version's clients write them.
+pub(crate) fn alpha_widget(i: usize) -> Value {
+    json!({
+        "apiVersion": "custom.example.com/v1alpha1", "kind": "Widget",
+        "metadata": {"name": format!("a-{i:06}"), "labels": {"app": "bench", "tier": "backend"},
+                     "annotations": {"description": "x".repeat(300)}},
+        "spec": {"size": "medium", "image": "registry.example.com/team/app:1.2.3"},
+    })
+}
+
+/// POST `body(0..count)` to `path` over `CONNECTIONS` connections; creates a second.
+pub(crate) async fn create_each(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    count: usize,
+    path: &'static str,
+    body: fn(usize) -> Value,
+) -> f64 {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -138,8 +166,7 @@ pub(crate) async fn create_all(addr: &str, tls: &Arc<rustls::ClientConfig>, coun
                 if i >= count {
                     return;
                 }
-                let path = "/apis/custom.example.com/v1/namespaces/default/widgets";
-                let (status, body) = send(&mut sender, "POST", path, "application/json", Some(&widget(i))).await;
+                let (status, body) = send(&mut sender, "POST", path, "application/json", Some(&body(i))).await;
                 assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
             }
         }));
@@ -148,6 +175,18 @@ pub(crate) async fn create_all(addr: &str, tls: &Arc<rustls::ClientConfig>, coun
         t.await.unwrap();
     }
     count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One list of `path` (e.g. the first at a version, converting every item), then the best
+/// of five more.
+pub(crate) async fn list_times(addr: &str, tls: &Arc<rustls::ClientConfig>, path: &str) -> (Duration, Duration) {
+    let sender = tokio::sync::Mutex::new(connect(addr, tls).await);
+    let once = || async {
+        let (status, _) = send(&mut *sender.lock().await, "GET", path, "application/json", None).await;
+        assert_eq!(status, 200);
+    };
+    let first = best(1, once).await;
+    (first, best(5, once).await)
 }
 
 /// The best of `reps` timings of `f`.

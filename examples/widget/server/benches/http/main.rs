@@ -13,7 +13,9 @@ mod references;
 use std::time::Duration;
 
 use apiary_runtime::testing::{EtcdProcess, ServerProcess};
-use client::{client_tls, connect, create_all, get_rate, lists, send, watch_fan_out};
+use client::{
+    alpha_widget, client_tls, connect, create_all, create_each, get_rate, list_times, lists, send, watch_fan_out,
+};
 use references::{bare_endpoint, raw_etcd};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_widget-server");
@@ -112,6 +114,47 @@ async fn main() {
         format!("{creates:.0}/s"),
         "".into(),
         f64::NAN,
+    );
+    // Versions: the same v1 objects read at v1alpha1 (converted), and v1alpha1 creates.
+    let alpha_one = one.replace("/v1/", "/v1alpha1/");
+    let (alpha, stored) = (
+        get_rate(&addr, &anonymous, &alpha_one, seconds).await,
+        get_rate(&addr, &anonymous, one, seconds).await,
+    );
+    row(
+        "GET one object at v1alpha1 (converted once per revision), memory",
+        format!("{alpha:.0}/s"),
+        format!("at v1, as stored: {stored:.0}/s"),
+        alpha / stored,
+    );
+    let collection = "/namespaces/default/widgets";
+    let (first, again) = list_times(&addr, &admin, &format!("/apis/custom.example.com/v1alpha1{collection}")).await;
+    let (_, at_v1) = list_times(&addr, &admin, &format!("/apis/custom.example.com/v1{collection}")).await;
+    row(
+        &format!("LIST {count} at v1alpha1, first (every item converted), memory"),
+        ms(first),
+        format!("at v1: {}", ms(at_v1)),
+        first.as_secs_f64() / at_v1.as_secs_f64(),
+    );
+    row(
+        "same, again (conversions kept)",
+        ms(again),
+        format!("at v1: {}", ms(at_v1)),
+        again.as_secs_f64() / at_v1.as_secs_f64(),
+    );
+    let alpha_creates = create_each(
+        &addr,
+        &admin,
+        count,
+        "/apis/custom.example.com/v1alpha1/namespaces/default/widgets",
+        alpha_widget,
+    )
+    .await;
+    row(
+        "creates at v1alpha1 (converted to v1 to store), 16 conns, memory",
+        format!("{alpha_creates:.0}/s"),
+        format!("at v1: {creates:.0}/s"),
+        alpha_creates / creates,
     );
     let (watchers, rate) = (env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 }), 200);
     let (kept, latencies, missing) = watch_fan_out(&addr, &admin, watchers, rate, seconds.max(5.0)).await;
