@@ -88,12 +88,15 @@ impl ValidatingPolicies {
             return Ok(Decision::Admit);
         };
         let owner = format!("ValidatingAdmissionPolicy {policy_name:?}");
-        let Some(matched) = self.selects(spec.match_constraints.as_ref(), &owner, a, object).await? else {
+        let Some(matched) = self
+            .selects(spec.match_constraints.as_ref(), &owner, a, object, false)
+            .await?
+        else {
             return Ok(Decision::Admit);
         };
         if binding_spec.match_resources.is_some()
             && self
-                .selects(binding_spec.match_resources.as_ref(), &owner, a, object)
+                .selects(binding_spec.match_resources.as_ref(), &owner, a, object, true)
                 .await?
                 .is_none()
         {
@@ -258,15 +261,19 @@ impl ValidatingPolicies {
 
     /// How `resources` (a policy's constraints or a binding's) select the request: as it is
     /// (`Some(None)`), at another version of its resource their rules name (`matchPolicy:
-    /// Equivalent`, the default), or not at all (`None`).
+    /// Equivalent`, the default), or not at all (`None`). A binding's `matchResources`
+    /// without `resourceRules` does not constrain resources (its selectors and exclusions
+    /// still do): the policy's constraints already chose them.
     async fn selects(
         &self,
         resources: Option<&MatchResources>,
         owner: &str,
         a: &Attributes<'_>,
         object: Option<&Value>,
+        binding: bool,
     ) -> ApiResult<Option<Option<Equivalent>>> {
         let Some(resources) = resources else { return Ok(None) };
+        let unconstrained = binding && resources.resource_rules.as_ref().is_none_or(Vec::is_empty);
         let named = |a: &Attributes<'_>| {
             let rule_names = |rule: &NamedRuleWithOperations| {
                 let names = rule.resource_names.as_deref().unwrap_or_default();
@@ -279,7 +286,7 @@ impl ValidatingPolicies {
                 };
                 matching::rule_matches(&rule, a) && (names.is_empty() || names.iter().any(|n| n == a.name))
             };
-            resources.resource_rules.iter().flatten().any(rule_names)
+            (unconstrained || resources.resource_rules.iter().flatten().any(rule_names))
                 && !resources.exclude_resource_rules.iter().flatten().any(rule_names)
         };
         let selection = Selection {

@@ -229,6 +229,24 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
         "{}",
         frozen.stderr
     );
+    // A binding's matchResources without resourceRules leaves resources to the policy; its
+    // namespaceSelector still decides.
+    let only_in = |env: &str| json!({"matchResources": {"namespaceSelector": {"matchLabels": {"env": env}}}});
+    core.set_policy(binding("frozen-binding", "frozen", &["Deny"], only_in("thawed")), false);
+    common::eventually("the selector's binding is seen", || {
+        let run = k.run_with_stdin(&["create", "--dry-run=server", "-f", "-"], &widget("f", "frozen", 1));
+        (run.code == 0).then_some(())
+    });
+    core.set_policy(binding("frozen-binding", "frozen", &["Deny"], only_in("frozen")), false);
+    let selected = common::eventually("the binding selects the namespace", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &widget("f", "frozen", 1));
+        (run.code != 0).then_some(run)
+    });
+    assert!(
+        selected.stderr.contains("denied request: the namespace is frozen"),
+        "{}",
+        selected.stderr
+    );
     // Deleting the binding lifts the policy.
     core.set_policy(binding("frozen-binding", "frozen", &["Deny"], json!({})), true);
     common::eventually("the binding is gone", || {
