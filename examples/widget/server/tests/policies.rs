@@ -2,7 +2,7 @@
 //! kube-apiserver runs here) and enforced on Widgets with CEL, driven by kubectl 1.27 and 1.33:
 //! params from a ConfigMap, each validationAction, failurePolicy with a broken expression,
 //! namespaceObject, variables and messageExpression, and policies and params changed while the
-//! server runs.
+//! server runs; one refusal through the kube client too.
 
 mod common;
 
@@ -176,6 +176,21 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
             && forbidden.stderr.contains("ValidatingAdmissionPolicy 'odd' with binding 'odd-binding' denied request: prefer an even number of replicas"),
         "{}",
         forbidden.stderr
+    );
+
+    // The same refusal through the kube client: the Status's code, reason and message.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime.block_on(async {
+        let api: kube::Api<widget_api::Widget> = kube::Api::namespaced(server.client().await, "default");
+        let mut odd = common::typed_widget("odd-kube", 3);
+        odd.metadata.labels = Some([("scenario".to_string(), "warn".to_string())].into());
+        api.create(&Default::default(), &odd).await.unwrap_err()
+    });
+    let kube::Error::Api(status) = &error else { panic!("{error}") };
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"), "{error}");
+    assert_eq!(
+        status.message,
+        "ValidatingAdmissionPolicy 'odd' with binding 'odd-binding' denied request: prefer an even number of replicas"
     );
 
     // A broken expression: failurePolicy decides.
