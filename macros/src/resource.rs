@@ -568,14 +568,13 @@ fn emit(m: &Model) -> TokenStream {
                 quote!(<#path as #rt::ApiResource>::META.version),
                 quote_spanned!(span=>
                     fn to_storage(object: #rt::__private::serde_json::Value) -> ::std::result::Result<#rt::__private::serde_json::Value, ::std::string::String> {
-                        #rt::registry::versions::convert::<Self, #path>(object)
+                        #rt::registry::versions::to_storage::<Self, #path>(object)
                     }
                     fn from_storage(object: #rt::__private::serde_json::Value) -> ::std::result::Result<#rt::__private::serde_json::Value, ::std::string::String> {
-                        #rt::registry::versions::convert::<#path, Self>(object)
+                        #rt::registry::versions::from_storage::<Self, #path>(object)
                     }
                 ),
                 quote_spanned!(span=>
-                    const _: fn() = || { #rt::__private::assert_converts::<#ident, #path>(); };
                     const _: () = #rt::__private::check_storage_version(&<#ident as #rt::ApiResource>::META, &<#path as #rt::ApiResource>::META);
                 ),
             )

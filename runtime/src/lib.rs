@@ -68,25 +68,6 @@ pub mod __private {
     /// Fails to compile, naming the fix, when `T` is not `Clone`.
     pub const fn assert_deep_copy<T: DeepCopy>() {}
 
-    /// A version and its storage version convert both ways.
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` has no conversion to and from its storage version `{S}`",
-        label = "stored as this type",
-        note = "implement `From<{Self}> for {S}` and `From<{S}> for {Self}` (or `TryFrom`, with an error that displays)"
-    )]
-    pub trait ConvertsWith<S> {}
-    impl<T, S> ConvertsWith<S> for T
-    where
-        S: TryFrom<T>,
-        T: TryFrom<S>,
-        <S as TryFrom<T>>::Error: std::fmt::Display,
-        <T as TryFrom<S>>::Error: std::fmt::Display,
-    {
-    }
-
-    /// Fails to compile, naming the fix, when `T` and its storage version `S` do not convert.
-    pub const fn assert_converts<T: ConvertsWith<S>, S>() {}
-
     const fn same(a: &str, b: &str) -> bool {
         let (a, b) = (a.as_bytes(), b.as_bytes());
         if a.len() != b.len() {

@@ -214,17 +214,53 @@ impl Codec {
     }
 }
 
-/// `object`, a JSON `A`, converted to a JSON `B` with `B`'s `TryFrom<A>` (or `From<A>`):
-/// what the derive's `to_storage`/`from_storage` call.
-pub fn convert<A, B>(object: Value) -> Result<Value, String>
+/// A version and its storage version `S` convert both ways: every pair with `TryFrom` (or
+/// `From`) both ways, whose errors display.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no conversion to and from its storage version `{S}`",
+    label = "`storage = ...` names this type",
+    note = "implement `From<{Self}> for {S}` and `From<{S}> for {Self}` (or `TryFrom`, with an error that displays)"
+)]
+pub trait ConvertsWith<S>: Sized {
+    /// This version's object at the storage version.
+    fn to_storage_type(self) -> Result<S, String>;
+    /// A storage-version object at this version.
+    fn from_storage_type(stored: S) -> Result<Self, String>;
+}
+
+impl<T, S> ConvertsWith<S> for T
 where
-    A: ApiResource,
-    B: ApiResource + TryFrom<A>,
-    <B as TryFrom<A>>::Error: std::fmt::Display,
+    S: TryFrom<T>,
+    T: TryFrom<S>,
+    <S as TryFrom<T>>::Error: std::fmt::Display,
+    <T as TryFrom<S>>::Error: std::fmt::Display,
 {
+    fn to_storage_type(self) -> Result<S, String> {
+        S::try_from(self).map_err(|e| e.to_string())
+    }
+
+    fn from_storage_type(stored: S) -> Result<Self, String> {
+        T::try_from(stored).map_err(|e| e.to_string())
+    }
+}
+
+/// `object`, a JSON `V`, at its storage version `S`: what the derive's `to_storage` calls.
+pub fn to_storage<V: ApiResource + ConvertsWith<S>, S: ApiResource>(object: Value) -> Result<Value, String> {
+    convert_json::<V, S>(object, V::to_storage_type)
+}
+
+/// `object`, a JSON `S`, at its version `V`: what the derive's `from_storage` calls.
+pub fn from_storage<V: ApiResource + ConvertsWith<S>, S: ApiResource>(object: Value) -> Result<Value, String> {
+    convert_json::<S, V>(object, V::from_storage_type)
+}
+
+fn convert_json<A: ApiResource, B: ApiResource>(
+    object: Value,
+    f: impl FnOnce(A) -> Result<B, String>,
+) -> Result<Value, String> {
     let from: A =
         serde_json::from_value(object).map_err(|e| format!("not a {} {}: {e}", A::META.api_version(), A::META.kind))?;
-    let to = B::try_from(from).map_err(|e| {
+    let to = f(from).map_err(|e| {
         format!(
             "cannot convert {} {} to {}: {e}",
             A::META.api_version(),

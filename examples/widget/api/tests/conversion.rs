@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use apiary_runtime::registry::versions::convert;
+use apiary_runtime::registry::versions::{from_storage, to_storage};
 use apiary_runtime::testing::Rng as Random;
 use widget_api::v1alpha1::{self, Size, V1_SPEC};
 use widget_api::{Widget, WidgetSpec, WidgetStatus};
@@ -100,12 +100,12 @@ fn a_new_size_sets_its_replicas_and_keeps_the_color() {
 fn json_conversions_set_the_target_type() {
     let mut r = Random(99);
     let v1 = serde_json::to_value(random_v1(&mut r, 1)).unwrap();
-    let alpha = convert::<Widget, v1alpha1::Widget>(v1.clone()).unwrap();
+    let alpha = from_storage::<v1alpha1::Widget, Widget>(v1.clone()).unwrap();
     assert_eq!(alpha["apiVersion"], "custom.example.com/v1alpha1");
     assert_eq!(alpha["kind"], "Widget");
-    let back = convert::<v1alpha1::Widget, Widget>(alpha).unwrap();
+    let back = to_storage::<v1alpha1::Widget, Widget>(alpha).unwrap();
     assert_eq!(back["apiVersion"], "custom.example.com/v1");
     assert_eq!(back["spec"], v1["spec"]);
-    let error = convert::<v1alpha1::Widget, Widget>(serde_json::json!({"spec": {"size": "huge"}})).unwrap_err();
+    let error = to_storage::<v1alpha1::Widget, Widget>(serde_json::json!({"spec": {"size": "huge"}})).unwrap_err();
     assert!(error.contains("not a custom.example.com/v1alpha1 Widget"), "{error}");
 }

@@ -186,7 +186,9 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
         odd.metadata.labels = Some([("scenario".to_string(), "warn".to_string())].into());
         api.create(&Default::default(), &odd).await.unwrap_err()
     });
-    let kube::Error::Api(status) = &error else { panic!("{error}") };
+    let kube::Error::Api(status) = &error else {
+        panic!("{error}")
+    };
     assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"), "{error}");
     assert_eq!(
         status.message,
