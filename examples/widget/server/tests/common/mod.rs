@@ -304,3 +304,36 @@ pub fn metadata_audit(dir: &Path) -> ([String; 4], std::path::PathBuf) {
     ];
     (flags, log)
 }
+
+/// Manifests and reads of Widget at its two versions (v1 stored, v1alpha1 deprecated).
+pub mod versions {
+    use serde_json::Value;
+
+    use super::Kubectl;
+
+    /// Widgets at v1, for kubectl.
+    pub const V1: &str = "widgets.v1.custom.example.com";
+    /// Widgets at v1alpha1, for kubectl.
+    pub const ALPHA: &str = "widgets.v1alpha1.custom.example.com";
+    /// The v1alpha1 deprecation warning.
+    pub const DEPRECATED: &str = "custom.example.com/v1alpha1 Widget is deprecated; use custom.example.com/v1 Widget";
+
+    /// A v1alpha1 Widget manifest.
+    pub fn alpha(name: &str, size: &str, image: &str) -> String {
+        format!(
+            "apiVersion: custom.example.com/v1alpha1\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n  size: {size}\n  image: {image}\n"
+        )
+    }
+
+    /// A v1 Widget manifest of nginx:1.27.
+    pub fn v1(name: &str, replicas: i32, color: &str) -> String {
+        format!(
+            "apiVersion: custom.example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  image: nginx:1.27\n  color: {color}\n"
+        )
+    }
+
+    /// `kubectl get resource name -o json`.
+    pub fn get(k: &Kubectl, resource: &str, name: &str) -> Value {
+        serde_json::from_str(&k.ok(&["get", resource, name, "-o", "json"])).unwrap()
+    }
+}
