@@ -76,18 +76,16 @@ fn ours<'a, T: ApiResource>(attributes: &Attributes<'a>) -> Ours<'a> {
 }
 
 impl Ours<'_> {
-    /// `object` at `T`'s version.
-    fn to_step<T: ApiResource>(&self, object: &Value) -> ApiResult<Value> {
-        match self {
-            Ours::Converted(codec) => codec
-                .convert(object.clone(), &T::META.api_version())
-                .map_err(ApiError::bad_request),
-            _ => Ok(object.clone()),
-        }
-    }
-
+    /// `object` as a `T`: converted first when it is at another version.
     fn decode<T: ApiResource>(&self, object: &Value) -> ApiResult<T> {
-        decode(&self.to_step::<T>(object)?)
+        match self {
+            Ours::Converted(codec) => decode(
+                &codec
+                    .convert(object.clone(), &T::META.api_version())
+                    .map_err(ApiError::bad_request)?,
+            ),
+            _ => decode(object),
+        }
     }
 }
 

@@ -68,6 +68,26 @@ impl Writer<'_> {
         ))
     }
 
+    /// [`Writer::changes_at`] once for each other version among `entries`' managers (a
+    /// conversion each), looked up per entry.
+    fn changes_by_version(
+        &self,
+        entries: &[Entry],
+        old: Option<&Value>,
+        new: &Value,
+    ) -> Vec<(String, Option<(FieldSet, FieldSet)>)> {
+        let mut out: Vec<(String, Option<(FieldSet, FieldSet)>)> = Vec::new();
+        if self.codec.is_none() {
+            return out;
+        }
+        for e in entries {
+            if e.api_version != self.api_version && !out.iter().any(|(v, _)| *v == e.api_version) {
+                out.push((e.api_version.clone(), self.changes_at(&e.api_version, old, new)));
+            }
+        }
+        out
+    }
+
     fn owns(&self, entry: &Entry, operation: &str) -> bool {
         entry.manager == self.manager && entry.operation == operation && entry.subresource == self.subresource
     }
@@ -166,6 +186,7 @@ pub fn track_update(entries: Vec<Entry>, old: Option<&Value>, new: &Value, write
         return entries;
     }
     // The writer's entry keeps its place (a new one goes last), so order is stable.
+    let by_version = writer.changes_by_version(&entries, old, new);
     let mut out = Vec::new();
     let mut mine = None;
     for mut e in entries {
@@ -177,8 +198,11 @@ pub fn track_update(entries: Vec<Entry>, old: Option<&Value>, new: &Value, write
             continue;
         }
         // Another version's manager loses what the write changed as its version has it.
-        let theirs = writer.changes_at(&e.api_version, old, new);
-        let (changed, removed) = theirs.as_ref().map_or((&changed, &removed), |(c, r)| (c, r));
+        let theirs = by_version
+            .iter()
+            .find(|(v, _)| *v == e.api_version)
+            .and_then(|(_, c)| c.as_ref());
+        let (changed, removed) = theirs.map_or((&changed, &removed), |(c, r)| (c, r));
         e.fields.retain(|p| !removed.contains(p) && !changed.contains(p));
         out.push(e);
     }
@@ -258,10 +282,15 @@ pub fn apply(
     let live_value = live.unwrap_or(&empty);
     let mut conflicts = Vec::new();
     let mut merged = fieldset::merge(live, applied, schema);
+    let by_version = writer.changes_by_version(&entries, live, &merged);
     for e in entries.iter().filter(|e| !writer.owns(e, APPLY)) {
         // A manager of another version conflicts where the apply changes its fields as its
         // version has them (structured-merge-diff's per-version comparison).
-        if let Some((changed, _)) = writer.changes_at(&e.api_version, live, &merged) {
+        let theirs = by_version
+            .iter()
+            .find(|(v, _)| *v == e.api_version)
+            .and_then(|(_, c)| c.as_ref());
+        if let Some((changed, _)) = theirs {
             conflicts.extend(changed.intersection(&e.fields).map(|path| Conflict {
                 manager: e.manager.clone(),
                 api_version: e.api_version.clone(),

@@ -117,11 +117,8 @@ impl Store {
     /// The JSON a client of this version receives for `kv`: the stored bytes with their
     /// `resourceVersion` when stored at this version, else converted.
     pub(super) fn encode_for_client(&self, kv: &KeyValue) -> Option<Vec<u8>> {
-        if self.codec.converts() {
-            let stored: Value = serde_json::from_slice(&kv.value).ok()?;
-            if !self.codec.is_served_version(&stored) {
-                return serde_json::to_vec(&self.decode(kv).ok()?).ok();
-            }
+        if self.codec.converts() && !self.codec.stored_at_served(&kv.value)? {
+            return serde_json::to_vec(&self.decode(kv).ok()?).ok();
         }
         encoded::encode(&kv.value, kv.mod_revision)
     }

@@ -162,9 +162,16 @@ impl Codec {
         self.versions.several() || self.served != self.versions.storage
     }
 
-    /// Whether `object` (as stored) is at the served version.
-    pub fn is_served_version(&self, object: &Value) -> bool {
-        object.get("apiVersion").and_then(Value::as_str) == Some(self.served.as_str())
+    /// Whether `stored` (bytes) is at the served version; `None` when it is not JSON. Reads
+    /// `apiVersion` alone, skipping the rest without building a `Value`.
+    pub fn stored_at_served(&self, stored: &[u8]) -> Option<bool> {
+        #[derive(serde::Deserialize)]
+        struct TypeMeta {
+            #[serde(rename = "apiVersion")]
+            api_version: Option<String>,
+        }
+        let meta: TypeMeta = serde_json::from_slice(stored).ok()?;
+        Some(meta.api_version.as_deref() == Some(self.served.as_str()))
     }
 
     /// Whether `object` (as stored) is at the storage version.
@@ -185,7 +192,7 @@ impl Codec {
         if self.served == self.versions.storage {
             return Ok(object);
         }
-        self.versions.convert(object, &self.versions.storage.clone())
+        self.versions.convert(object, &self.versions.storage)
     }
 
     /// The kind's other served versions, by version priority.
