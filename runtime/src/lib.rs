@@ -12,10 +12,12 @@
 //! | [`schema`] | structural schemas and what is evaluated against objects: validation, JSON paths, selectors |
 //! | [`storage`] | a revisioned key-value store shaped like etcd (memory, embedded redb, etcd) behind the watch cache |
 //!
-//! Beside them: [`resource`] (the contract with the derive), [`status`] (errors as `Status`
+//! Beside them: [`cel`] (CEL with cost limits, for the schema's rules and admission),
+//! [`resource`] (the contract with the derive), [`status`] (errors as `Status`
 //! objects, shared by every layer) and [`certs`] (local certificates).
 
 pub mod admission;
+pub mod cel;
 pub mod certs;
 pub mod endpoints;
 pub mod filters;

@@ -1,7 +1,8 @@
 //! CEL validation rules (`x-kubernetes-validations`) declared on the types with schemars and
 //! enforced on every write as kube-apiserver enforces a CRD's: field- and type-level rules,
 //! `fieldPath` and `reason`, `messageExpression`, a rule over a list-map, transition rules with
-//! `oldSelf` (updates only), and rules refused when the resource is served.
+//! `oldSelf` (updates only), rules refused when the resource is served, and a rule that only
+//! proves expensive at run time cut off by the cost budget, with kube-apiserver's words.
 
 use std::sync::Arc;
 
@@ -169,4 +170,132 @@ fn rules_that_do_not_compile_or_cost_too_much_are_refused_at_start() {
     let error = store::<Costly>().err().expect("an unbounded rule is refused");
     assert!(error.starts_with("Costly: spec: "), "{error}");
     assert!(error.contains("maxItems"), "{error}");
+}
+
+/// A rule kube-cel's static estimate passes (it does not count what a comprehension ranges
+/// over) whose cost is quadratic in the list: every pair of tags, made and then read.
+#[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[api(group = "example.com", version = "v1", kind = "Tagged", namespaced)]
+pub struct Tagged {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.map(a, self.map(b, a + b)).all(pairs, pairs.size() >= 0)"},
+        {"rule": "self.size() < 100000", "message": "never reached once the budget is spent"},
+    ]))]
+    spec: Vec<String>,
+}
+
+#[tokio::test]
+async fn a_rule_that_proves_expensive_is_cut_off_with_a_422_not_a_stall() {
+    let store = store::<Tagged>().expect("the static estimate lets the rule through");
+    let tags = |n: usize| json!((0..n).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    store
+        .create(Some("default"), pool("few", tags(20)), &WriteOptions::default())
+        .await
+        .expect("20 tags: 400 pairs, well within the budget");
+    // 1,500 tags: 2.25 million pairs, past the per-rule limit of 1,000,000 steps (or 100 ms).
+    let message = refused(&store, pool("many", tags(1500))).await;
+    assert!(
+        message.contains(
+            "spec: Invalid value: \"array\": 'operation cancelled: actual cost limit exceeded': no further validation rules will be run due to call cost exceeds limit for rule: self.map(a, self.map(b, a + b)).all(pairs, pairs.size() >= 0)"
+        ),
+        "{message}"
+    );
+    assert!(
+        !message.contains("never reached"),
+        "no rule runs after the cut: {message}"
+    );
+}
+
+/// Values as kube-apiserver hands them to rules: list-map items correlated with their old
+/// selves by key (not by position), formatted strings as CEL types, escaped property names.
+#[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[api(group = "example.com", version = "v1", kind = "Shaped", namespaced)]
+pub struct Shaped {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: ShapedSpec,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.x__dash__retries >= 0", "message": "x-retries must not be negative"},
+]))]
+pub struct ShapedSpec {
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    ports: Vec<ImmutablePort>,
+    #[schemars(extend("format" = "date-time", "x-kubernetes-validations" = [
+        {"rule": "self < timestamp('2030-01-01T00:00:00Z')", "message": "must be before 2030"},
+    ]))]
+    until: String,
+    #[serde(rename = "x-retries", default)]
+    x_retries: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.port == oldSelf.port", "message": "a port's number is immutable"},
+]))]
+pub struct ImmutablePort {
+    name: String,
+    port: i64,
+}
+
+#[tokio::test]
+async fn rules_see_values_as_kube_apiserver_hands_them_over() {
+    let store = store::<Shaped>().unwrap();
+    let shaped = |ports: Value, until: &str| json!({"metadata": {"name": "s"}, "spec": {"ports": ports, "until": until, "x-retries": 1}});
+    let ports = json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}]);
+    store
+        .create(
+            Some("default"),
+            shaped(ports, "2029-06-01T00:00:00Z"),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let update = |body: Value| {
+        let store = &store;
+        async move {
+            store
+                .update(Some("default"), "s", body, Part::Main, &WriteOptions::default())
+                .await
+        }
+    };
+    // Reordered, and a new port: each item meets its old self by name; the new one has none.
+    let reordered =
+        json!([{"name": "metrics", "port": 9090}, {"name": "https", "port": 443}, {"name": "http", "port": 80}]);
+    update(shaped(reordered, "2029-06-01T00:00:00Z"))
+        .await
+        .expect("list-map items correlate by key, not position");
+    let changed =
+        json!([{"name": "metrics", "port": 9090}, {"name": "https", "port": 8443}, {"name": "http", "port": 80}]);
+    let error = update(shaped(changed.clone(), "2029-06-01T00:00:00Z"))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .message
+            .contains("spec.ports[1]: Invalid value: \"object\": a port's number is immutable"),
+        "{}",
+        error.message
+    );
+    // A date-time string is a timestamp to CEL.
+    let error = update(shaped(changed, "2031-01-01T00:00:00Z")).await.unwrap_err();
+    assert!(
+        error
+            .message
+            .contains("spec.until: Invalid value: \"string\": must be before 2030"),
+        "{}",
+        error.message
+    );
+    // An escaped property name (x-retries) is read as CEL names it.
+    let body = json!({"metadata": {"name": "r"}, "spec": {"until": "2029-01-01T00:00:00Z", "x-retries": -1}});
+    let message = refused(&store, body).await;
+    assert!(
+        message.contains("spec: Invalid value: \"object\": x-retries must not be negative"),
+        "{message}"
+    );
 }

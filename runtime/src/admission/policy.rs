@@ -25,6 +25,7 @@ use super::cel::{self, Programs, Variables};
 use super::matching::{self, Equivalent, Selection};
 use super::namespace::Namespaces;
 use super::{Attributes, Plugin, async_trait};
+use crate::cel::{Budget, Failure};
 use crate::status::{ApiError, ApiResult};
 
 /// Params one binding may select at most.
@@ -160,6 +161,9 @@ impl ValidatingPolicies {
             .map(String::as_str)
             .collect();
         for params in params {
+            // As upstream, each evaluation of the policy (one binding, one params object) has
+            // its own budget; running out is the policy's failure.
+            let budget = Budget::default();
             let mut variables = Variables::new(object, a.old_object, request);
             variables.bind("params", params.as_ref());
             variables.bind("namespaceObject", namespace.as_ref());
@@ -167,9 +171,10 @@ impl ValidatingPolicies {
             let mut errors = Vec::new();
             let mut applies = true;
             for condition in spec.match_conditions.iter().flatten() {
-                match self.run(&condition.expression, &variables) {
+                match self.run(&condition.expression, &variables, &budget) {
                     Ok(true) => {}
                     Ok(false) => applies = false,
+                    Err(Failure::OutOfBudget) => return failed(Failure::OutOfBudget.to_string()),
                     Err(e) => errors.push(format!("matchCondition '{}': {e}", condition.name)),
                 }
             }
@@ -185,20 +190,24 @@ impl ValidatingPolicies {
                 let value = self
                     .programs
                     .compile(&variable.expression)
-                    .and_then(|p| cel::value(&p, &variables.with_variables(&bound)));
-                if let Ok(value) = value {
-                    bound.push((variable.name.clone(), value));
+                    .map_err(Failure::Error)
+                    .and_then(|p| cel::value(&p, &variables.with_variables(&bound), &budget));
+                match value {
+                    Ok(value) => bound.push((variable.name.clone(), value)),
+                    Err(Failure::OutOfBudget) => return failed(Failure::OutOfBudget.to_string()),
+                    Err(_) => {}
                 }
             }
             let variables = variables.with_variables(&bound);
             for (index, validation) in spec.validations.iter().flatten().enumerate() {
-                let message = match self.run(&validation.expression, &variables) {
+                let message = match self.run(&validation.expression, &variables, &budget) {
                     Ok(true) => continue,
+                    Err(Failure::OutOfBudget) => return failed(Failure::OutOfBudget.to_string()),
                     Ok(false) => validation
                         .message_expression
                         .as_deref()
                         .and_then(|e| self.programs.compile(e).ok())
-                        .and_then(|p| cel::value(&p, &variables).ok())
+                        .and_then(|p| cel::value(&p, &variables, &budget).ok())
                         .and_then(|v| cel::string(&v))
                         .filter(|m| !m.trim().is_empty())
                         .or_else(|| validation.message.clone())
@@ -243,7 +252,8 @@ impl ValidatingPolicies {
                     let value = self
                         .programs
                         .compile(&annotation.value_expression)
-                        .and_then(|p| cel::value(&p, &variables));
+                        .map_err(Failure::Error)
+                        .and_then(|p| cel::value(&p, &variables, &budget));
                     if let Some(value) = value.ok().as_ref().and_then(cel::string) {
                         scope.annotate(format!("{policy_name}/{}", annotation.key), value);
                     }
@@ -253,10 +263,11 @@ impl ValidatingPolicies {
         Ok(Decision::Admit)
     }
 
-    fn run(&self, expression: &str, variables: &Variables) -> Result<bool, String> {
+    fn run(&self, expression: &str, variables: &Variables, budget: &Budget) -> Result<bool, Failure> {
         self.programs
             .compile(expression)
-            .and_then(|p| cel::evaluate(&p, variables))
+            .map_err(Failure::Error)
+            .and_then(|p| cel::evaluate(&p, variables, budget))
     }
 
     /// How `resources` (a policy's constraints or a binding's) select the request: as it is

@@ -1,28 +1,76 @@
-//! CEL validation rules (`x-kubernetes-validations`) as CRDs carry them, evaluated with
-//! kube-rs's `kube-cel` on the `cel` crate: compiled once when the resource is served (a rule
-//! that does not compile, or whose estimated cost passes Kubernetes' per-rule budget, is a
-//! start-up error naming the type and field), then run on every write with `self` at the rule's
-//! node and `oldSelf` on updates (transition rules run only where the old value exists).
+//! CEL validation rules (`x-kubernetes-validations`) as CRDs carry them: compiled once when
+//! the resource is served (a rule that does not compile, or whose estimated cost passes
+//! Kubernetes' per-rule budget, is a start-up error naming the type and field), then run on
+//! every write with `self` at the rule's node and `oldSelf` where the old value correlates
+//! (properties, map values, list-map items by key, set items by value; transition rules run
+//! only where it does, or with `optionalOldSelf`). Every write's rules share one cost budget
+//! ([`crate::cel::Budget`]); a rule cut off ends the validation with kube-apiserver's words.
 //!
 //! Rules are declared with schemars, at a field or a type:
 //! `#[schemars(extend("x-kubernetes-validations" = [{"rule": "self <= 10", "message": "at most 10"}]))]`.
 
-use kube_cel::{CompiledSchema, RootContext, ValidationError, Validator, compile_schema, estimate_rule_cost};
+use std::collections::HashMap;
+
+use kube_cel::{CompiledSchema, compile_schema, estimate_rule_cost};
 use serde_json::Value;
 
+use crate::cel::{self, Budget, Failure, Format, Program, Shape};
 use crate::resource::{FieldError, ResourceMeta};
 
 /// A resource's compiled rules.
 pub struct Rules {
-    compiled: CompiledSchema,
-    root: RootContext,
+    root: Node,
+    /// `apiVersion`, `apiGroup` and `kind`, bound at the root as kube-cel binds them.
+    identity: [(&'static str, cel::Value); 3],
 }
 
-thread_local! {
-    // The registry of Kubernetes' CEL functions: built once per thread (it is not `Sync`),
-    // never per request.
-    static VALIDATOR: Validator = Validator::new();
+/// One rule, compiled.
+struct Rule {
+    program: Program,
+    message: Option<String>,
+    message_program: Option<Program>,
+    field_path: Option<String>,
+    reason: Option<String>,
+    transition: bool,
+    optional_old_self: bool,
 }
+
+/// How a list's items correlate with the old list's.
+enum ListType {
+    Atomic,
+    Set,
+    Map(Vec<String>),
+}
+
+/// One node of the structural schema, as the rules and the CEL conversion need it.
+struct Node {
+    rules: Vec<Rule>,
+    properties: HashMap<String, Node>,
+    items: Option<Box<Node>>,
+    values: Option<Box<Node>>,
+    list: ListType,
+    format: Format,
+    /// Whether a rule sits here or below: the walk skips subtrees without.
+    ruled: bool,
+}
+
+impl Shape for Node {
+    fn property(&self, name: &str) -> Option<&Node> {
+        self.properties.get(name).or(self.values.as_deref())
+    }
+    fn items(&self) -> Option<&Node> {
+        self.items.as_deref()
+    }
+    fn format(&self) -> Format {
+        self.format
+    }
+    fn is_map(&self) -> bool {
+        self.values.is_some()
+    }
+}
+
+/// Why the walk stopped early: a rule was cut off, or the budget ran out.
+struct Stopped;
 
 impl Rules {
     /// Compile the rules of `schema` (a resource's structural schema); None when it has none.
@@ -30,28 +78,234 @@ impl Rules {
         if !has_rules(schema) {
             return Ok(None);
         }
-        let compiled = compile_schema(schema);
         let mut problems = Vec::new();
-        refused(&compiled, "", &mut problems);
+        refused(&compile_schema(schema), "", &mut problems);
+        let root = node(schema, "", &mut problems);
         if let Some(first) = problems.first() {
             return Err(format!("{}: {first}", meta.kind));
         }
-        let root = RootContext {
-            api_version: meta.api_version(),
-            api_group: meta.group.to_string(),
-            kind: meta.kind.to_string(),
-        };
-        Ok(Some(Rules { compiled, root }))
+        let text = |s: String| cel::Value::String(std::sync::Arc::new(s));
+        let identity = [
+            ("apiVersion", text(meta.api_version())),
+            ("apiGroup", text(meta.group.to_string())),
+            ("kind", text(meta.kind.to_string())),
+        ];
+        Ok(Some(Rules { root, identity }))
     }
 
     /// The rules `object` breaks (`old`: the stored object of an update), as 422 field errors.
     pub fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
-        let result =
-            VALIDATOR.with(|v| v.validate_compiled_with_context(&self.compiled, object, old, Some(&self.root)));
-        match result {
-            Ok(()) => Vec::new(),
-            Err(errors) => errors.into_vec().into_iter().map(|e| field_error(object, e)).collect(),
+        let mut run = Run {
+            rules: self,
+            budget: Budget::default(),
+            errors: Vec::new(),
+        };
+        let _ = run.walk(&self.root, object, old, "");
+        run.errors
+    }
+}
+
+/// One write's validation: its budget and the errors so far.
+struct Run<'a> {
+    rules: &'a Rules,
+    budget: Budget,
+    errors: Vec<FieldError>,
+}
+
+impl Run<'_> {
+    fn walk(&mut self, node: &Node, value: &Value, old: Option<&Value>, path: &str) -> Result<(), Stopped> {
+        if !node.ruled {
+            return Ok(());
         }
+        if !node.rules.is_empty() {
+            self.check(node, value, old, path)?;
+        }
+        let join = |name: &str| {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
+        };
+        match value {
+            Value::Object(fields) => {
+                for (name, child) in fields {
+                    let Some(schema) = node.property(name) else { continue };
+                    let old_child = old.and_then(|o| o.get(name));
+                    self.walk(schema, child, old_child, &join(name))?;
+                }
+            }
+            Value::Array(items) => {
+                let Some(schema) = node.items() else { return Ok(()) };
+                let old_items = old.and_then(Value::as_array);
+                for (i, item) in items.iter().enumerate() {
+                    let old_item = old_items.and_then(|olds| correlate(&node.list, item, olds));
+                    self.walk(schema, item, old_item, &format!("{path}[{i}]"))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Run the rules at `node` on `value`.
+    fn check(&mut self, node: &Node, value: &Value, old: Option<&Value>, path: &str) -> Result<(), Stopped> {
+        let (budget, errors) = (&self.budget, &mut self.errors);
+        let this = cel::to_cel_shaped(value, Some(node));
+        let before = old.map(|o| cel::to_cel_shaped(o, Some(node)));
+        let null = cel::Value::Null;
+        let mut bindings: Vec<(&str, &cel::Value)> = vec![("self", &this)];
+        if path.is_empty() {
+            bindings.extend(self.rules.identity.iter().map(|(name, v)| (*name, v)));
+        }
+        let type_name = kind_of(value);
+        for rule in &node.rules {
+            let mut bindings = bindings.clone();
+            match (&before, rule.transition) {
+                (Some(before), _) => bindings.push(("oldSelf", before)),
+                (None, true) if rule.optional_old_self => bindings.push(("oldSelf", &null)),
+                (None, true) => continue,
+                (None, false) => {}
+            }
+            let at = match &rule.field_path {
+                Some(relative) => format!("{path}{relative}").trim_start_matches('.').to_string(),
+                None => path.to_string(),
+            };
+            let message = match cel::run_bool(&rule.program, &bindings, budget) {
+                Ok(true) => continue,
+                Ok(false) => rule
+                    .message_program
+                    .as_ref()
+                    .and_then(|p| cel::run(p, &bindings, budget).ok())
+                    .as_ref()
+                    .and_then(cel::string)
+                    .filter(|m| !m.trim().is_empty())
+                    .or_else(|| rule.message.clone())
+                    .unwrap_or_else(|| format!("failed rule: {}", rule.program.source())),
+                Err(Failure::Error(e)) => {
+                    errors.push(FieldError::invalid(
+                        path,
+                        &type_name,
+                        format!("{e} evaluating rule: {}", rule.program.source()),
+                    ));
+                    continue;
+                }
+                // kube-apiserver's words, and as there, no further rule runs.
+                Err(cut @ Failure::CallLimit) => {
+                    errors.push(FieldError::invalid(
+                        path,
+                        &type_name,
+                        format!(
+                            "'{cut}': no further validation rules will be run due to call cost exceeds limit for rule: {}",
+                            rule.program.source()
+                        ),
+                    ));
+                    return Err(Stopped);
+                }
+                Err(out @ Failure::OutOfBudget) => {
+                    errors.push(FieldError::invalid(path, &type_name, out));
+                    return Err(Stopped);
+                }
+            };
+            errors.push(match rule.reason.as_deref() {
+                Some("FieldValueForbidden") => FieldError::forbidden(at, message),
+                Some("FieldValueRequired") => FieldError::required(at, message),
+                // As kube-apiserver: the rule's message stands where the duplicate value would.
+                Some("FieldValueDuplicate") => FieldError::duplicate(at, &message),
+                _ => FieldError::invalid(at, &type_name, message),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The old list's item that `item` is the new version of, where the list's type says.
+fn correlate<'a>(list: &ListType, item: &Value, olds: &'a [Value]) -> Option<&'a Value> {
+    match list {
+        ListType::Atomic => None,
+        ListType::Set => olds.iter().find(|old| *old == item),
+        ListType::Map(keys) => olds.iter().find(|old| keys.iter().all(|k| old.get(k) == item.get(k))),
+    }
+}
+
+/// Build the node for `schema` at `path`, compiling its rules; problems go to `problems`.
+fn node(schema: &Value, path: &str, problems: &mut Vec<String>) -> Node {
+    let at = if path.is_empty() { "the type" } else { path };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let mut rules = Vec::new();
+    for rule in schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let source = text(rule, "rule").unwrap_or_default();
+        let compiled = Program::compile(&source).map_err(|e| format!("rule \"{source}\": {e}"));
+        let message_program = text(rule, "messageExpression")
+            .map(|m| Program::compile(&m).map_err(|e| format!("messageExpression \"{m}\": {e}")))
+            .transpose();
+        match (compiled, message_program) {
+            (Ok(program), Ok(message_program)) => rules.push(Rule {
+                transition: program.reads("oldSelf"),
+                program,
+                message: text(rule, "message"),
+                message_program,
+                field_path: text(rule, "fieldPath"),
+                reason: text(rule, "reason"),
+                optional_old_self: rule.get("optionalOldSelf").and_then(Value::as_bool) == Some(true),
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                problems.push(format!("{at}: {e}; fix the rule in its x-kubernetes-validations"))
+            }
+        }
+    }
+    let child = |key: &str, suffix: &str, problems: &mut Vec<String>| {
+        schema
+            .get(key)
+            .filter(|s| s.is_object())
+            .map(|s| Box::new(node(s, &format!("{path}{suffix}"), problems)))
+    };
+    let items = child("items", "[*]", problems);
+    let values = child("additionalProperties", "[*]", problems);
+    let properties: HashMap<String, Node> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(name, s)| {
+            let next = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            (name.clone(), node(s, &next, problems))
+        })
+        .collect();
+    let list = match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        Some("set") => ListType::Set,
+        Some("map") => ListType::Map(
+            schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => ListType::Atomic,
+    };
+    let ruled = !rules.is_empty()
+        || properties.values().any(|n| n.ruled)
+        || items.as_ref().is_some_and(|n| n.ruled)
+        || values.as_ref().is_some_and(|n| n.ruled);
+    Node {
+        rules,
+        properties,
+        items,
+        values,
+        list,
+        format: Format::named(schema.get("format").and_then(Value::as_str)),
+        ruled,
     }
 }
 
@@ -64,19 +318,17 @@ fn has_rules(schema: &Value) -> bool {
     }
 }
 
-/// Rules that do not compile or cost too much, each with the field it is declared at.
+/// Rules whose estimated cost passes Kubernetes' per-rule budget, each with its field
+/// (kube-cel's static estimate; the run-time budget catches what it cannot see).
 fn refused(schema: &CompiledSchema, path: &str, out: &mut Vec<String>) {
     let at = if path.is_empty() { "the type" } else { path };
-    for validation in &schema.validations {
-        match validation {
-            Err(e) => out.push(format!("{at}: {e}; fix the rule in its x-kubernetes-validations")),
-            Ok(rule) => out.extend(estimate_rule_cost(&rule.rule.rule, schema).into_iter().map(|w| {
-                format!(
-                    "{at}: rule \"{}\" may cost more than Kubernetes allows one rule ({w:?}); bound the lists and strings it reads with maxItems/maxLength",
-                    rule.rule.rule
-                )
-            })),
-        }
+    for rule in schema.validations.iter().flatten() {
+        out.extend(estimate_rule_cost(&rule.rule.rule, schema).into_iter().map(|w| {
+            format!(
+                "{at}: rule \"{}\" may cost more than Kubernetes allows one rule ({w:?}); bound the lists and strings it reads with maxItems/maxLength",
+                rule.rule.rule
+            )
+        }));
     }
     for (name, property) in &schema.properties {
         let next = if path.is_empty() {
@@ -94,31 +346,16 @@ fn refused(schema: &CompiledSchema, path: &str, out: &mut Vec<String>) {
     }
 }
 
-/// One rule failure in kube-apiserver's words: the field (the rule's node, or its
-/// `fieldPath`), the value's type as the "value" (`Invalid value: "object": ...`), and the
-/// reason's kind of error.
-fn field_error(object: &Value, e: ValidationError) -> FieldError {
-    let field = e.field_path.trim_start_matches('.').to_string();
-    let value = kind_of(crate::schema::jsonpath::get(object, &format!(".{field}")));
-    match e.reason.as_deref() {
-        Some("FieldValueForbidden") => FieldError::forbidden(field, e.message),
-        Some("FieldValueRequired") => FieldError::required(field, e.message),
-        // As kube-apiserver: the rule's message stands where the duplicate value would.
-        Some("FieldValueDuplicate") => FieldError::duplicate(field, &e.message),
-        _ => FieldError::invalid(field, &value, e.message),
-    }
-}
-
 /// The CEL type name kube-apiserver puts where the value would be.
-fn kind_of(value: Option<&Value>) -> String {
+fn kind_of(value: &Value) -> String {
     match value {
-        Some(Value::Object(_)) | None => "object",
-        Some(Value::Array(_)) => "array",
-        Some(Value::String(_)) => "string",
-        Some(Value::Bool(_)) => "boolean",
-        Some(Value::Number(n)) if n.is_f64() => "number",
-        Some(Value::Number(_)) => "integer",
-        Some(Value::Null) => "null",
+        Value::Object(_) => "object",
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::Null => "null",
     }
     .to_string()
 }

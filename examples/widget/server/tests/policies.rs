@@ -1,8 +1,9 @@
 //! The cluster's ValidatingAdmissionPolicies, watched from the core API (a stand-in: no
 //! kube-apiserver runs here) and enforced on Widgets with CEL, driven by kubectl 1.27 and 1.33:
-//! params from a ConfigMap, each validationAction, failurePolicy with a broken expression,
-//! namespaceObject, variables and messageExpression, and policies and params changed while the
-//! server runs; one refusal through the kube client too.
+//! params from a ConfigMap, each validationAction, failurePolicy with a broken expression, an
+//! expensive expression cut off by the cost budget, namespaceObject, variables and
+//! messageExpression, and policies and params changed while the server runs; one refusal
+//! through the kube client too.
 
 mod common;
 
@@ -225,6 +226,41 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
         failed.stderr
     );
     k.ok_stdin(&["create", "-f", "-"], &widget("i", "ignored", 1));
+
+    // An expression that proves expensive is cut off by the cost budget instead of holding a
+    // server thread: every pair of the names in an annotation, 2,000 names making 4,000,000
+    // pairs, past the per-expression limit. failurePolicy Fail refuses.
+    core.set_policy(
+        policy(
+            "pairs",
+            "pairs",
+            json!({
+                "variables": [{"name": "names", "expression": "object.metadata.annotations['names'].split(',')"}],
+                "validations": [{"expression": "variables.names.all(a, variables.names.all(b, a == b || a != b))"}],
+            }),
+        ),
+        false,
+    );
+    core.set_policy(binding("pairs-binding", "pairs", &["Deny"], json!({})), false);
+    let named = |name: &str, n: usize| {
+        let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+        widget(name, "pairs", 1).replace(
+            "  labels:\n",
+            &format!("  annotations:\n    names: \"{}\"\n  labels:\n", names.join(",")),
+        )
+    };
+    let cut = common::eventually("the expensive policy is seen", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &named("pairs-many", 2000));
+        (run.code != 0).then_some(run)
+    });
+    assert!(
+        cut.stderr.contains(
+            "ValidatingAdmissionPolicy 'pairs' with binding 'pairs-binding' denied request: expression 'variables.names.all(a, variables.names.all(b, a == b || a != b))' resulted in error: operation cancelled: actual cost limit exceeded"
+        ),
+        "{}",
+        cut.stderr
+    );
+    k.ok_stdin(&["create", "-f", "-"], &named("pairs-few", 30));
 
     // namespaceObject: the namespace's labels from the core API.
     core.set_namespace_labels("default", "Active", &[("env", "frozen")]);

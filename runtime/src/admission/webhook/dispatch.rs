@@ -165,12 +165,14 @@ impl Dispatcher<'_> {
             return Ok(true);
         }
         let variables = Variables::new(object, a.old_object, &super::request_variable(a));
+        let budget = crate::cel::Budget::default();
         let mut errors = Vec::new();
         for condition in hook.match_conditions {
             let holds = self
                 .programs
                 .compile(&condition.expression)
-                .and_then(|program| cel::evaluate(&program, &variables));
+                .map_err(crate::cel::Failure::Error)
+                .and_then(|program| cel::evaluate(&program, &variables, &budget));
             match holds {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
