@@ -7,6 +7,7 @@
 
 mod checks;
 mod resource;
+mod rules;
 
 use proc_macro::TokenStream;
 

@@ -142,6 +142,7 @@ const COLUMN_FORMATS: &[&str] = &[
 
 fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
     let mut errors = darling::Error::accumulator();
+    errors.handle(crate::rules::check(input));
 
     let fields = match &input.data {
         Data::Struct(s) => match &s.fields {

@@ -140,14 +140,20 @@ async fn transition_rules_see_the_stored_object_on_update_only() {
     );
 }
 
-/// A rule that does not compile.
+/// A rule that does not compile, on a type the derive does not see (on the resource type or
+/// its fields it is a compile error: `tests/ui/bad_cel_rule.rs`).
 #[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[api(group = "example.com", version = "v1", kind = "Broken", namespaced)]
 pub struct Broken {
     #[serde(default)]
     metadata: ObjectMeta,
+    spec: BrokenSpec,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct BrokenSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.size >", "message": "x"}]))]
-    spec: PoolSpec,
+    size: i64,
 }
 
 /// A rule whose cost has no bound: every pair of an unbounded list's items.
@@ -165,7 +171,7 @@ fn rules_that_do_not_compile_or_cost_too_much_are_refused_at_start() {
     let error = store::<Broken>()
         .err()
         .expect("a rule that does not compile is refused");
-    assert!(error.starts_with("Broken: spec: "), "{error}");
+    assert!(error.starts_with("Broken: spec.size: "), "{error}");
     assert!(error.contains("self.size >"), "{error}");
     let error = store::<Costly>().err().expect("an unbounded rule is refused");
     assert!(error.starts_with("Costly: spec: "), "{error}");
