@@ -214,8 +214,9 @@ async fn a_rule_that_proves_expensive_is_cut_off_with_a_422_not_a_stall() {
     );
 }
 
-/// Values as kube-apiserver hands them to rules: list-map items correlated with their old
-/// selves by key (not by position), formatted strings as CEL types, escaped property names.
+/// Values as kube-apiserver hands them to rules: defaulted, list-map items correlated with
+/// their old selves by key (not by position), formatted strings as CEL types, escaped
+/// property names.
 #[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[api(group = "example.com", version = "v1", kind = "Shaped", namespaced)]
 pub struct Shaped {
@@ -227,8 +228,12 @@ pub struct Shaped {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.x__dash__retries >= 0", "message": "x-retries must not be negative"},
+    {"rule": "self.mode in ['fast', 'safe']", "message": "mode must be fast or safe"},
 ]))]
 pub struct ShapedSpec {
+    /// Defaulted by serde: the rules see the default where the body has none.
+    #[serde(default = "fast")]
+    mode: String,
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     ports: Vec<ImmutablePort>,
@@ -238,6 +243,10 @@ pub struct ShapedSpec {
     until: String,
     #[serde(rename = "x-retries", default)]
     x_retries: i64,
+}
+
+fn fast() -> String {
+    "fast".into()
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -302,6 +311,16 @@ async fn rules_see_values_as_kube_apiserver_hands_them_over() {
     let message = refused(&store, body).await;
     assert!(
         message.contains("spec: Invalid value: \"object\": x-retries must not be negative"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("mode"),
+        "the body has no mode; its default is fast: {message}"
+    );
+    let body = json!({"metadata": {"name": "m"}, "spec": {"until": "2029-01-01T00:00:00Z", "mode": "slow"}});
+    let message = refused(&store, body).await;
+    assert!(
+        message.contains("spec: Invalid value: \"object\": mode must be fast or safe"),
         "{message}"
     );
 }

@@ -225,12 +225,9 @@ impl Admission {
     fn judge(&self, mut object: Value, name: &str, change: Option<Change<'_>>) -> ApiResult<Value> {
         let mut errors = object_meta::validate(&self.meta, &object);
         errors.extend(self.validator.validate(&object));
-        if let Some(rules) = &self.rules {
-            errors.extend(rules.validate(&object, change.as_ref().map(|c| c.old)));
-        }
         let prepared = self.strategy.prepare(&object, change.map(|c| c.old));
         // The hook still runs when the schema found errors, so one 422 lists everything.
-        let prepared = match prepared {
+        let mut prepared = match prepared {
             Ok(Prepared { object, errors: more }) => {
                 let more: Vec<_> = more
                     .into_iter()
@@ -242,6 +239,16 @@ impl Admission {
             Err(_) if !errors.is_empty() => None,
             Err(m) => return Err(ApiError::bad_request(format!("error decoding {}: {m}", self.meta.kind))),
         };
+        if let Some(rules) = &self.rules {
+            // As kube-apiserver, rules see the object defaulted (serde's and the hook's
+            // defaults, what the schema publishes), with the metadata as sent.
+            let mut prepared = prepared.as_mut();
+            if let (Some(p), Some(metadata)) = (prepared.as_deref_mut(), object.get("metadata")) {
+                p["metadata"] = metadata.clone();
+            }
+            let judged = prepared.map_or(&object, |p| &*p);
+            errors.extend(rules.validate(judged, change.as_ref().map(|c| c.old)));
+        }
         if let Some(change) = change {
             errors.retain(|e| change.counts(e, &object));
         }
