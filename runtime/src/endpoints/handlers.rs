@@ -129,9 +129,9 @@ async fn handle(
     // put it in the extensions): namespace and name come from it, never from the router.
     let info = parts
         .extensions
-        .get::<RequestInfo>()
+        .get::<std::sync::Arc<RequestInfo>>()
         .cloned()
-        .unwrap_or_else(|| request_info_of(method.as_str(), parts.uri.path(), q));
+        .unwrap_or_else(|| std::sync::Arc::new(request_info_of(method.as_str(), parts.uri.path(), q)));
     info.check_path_segments()?;
     check_query(q)?;
     let namespace = match target {
@@ -141,7 +141,13 @@ async fn handle(
     };
     let ns = namespace.as_deref();
     // Who writes, for admission (the impersonated user when impersonating).
-    let user = parts.extensions.get::<crate::filters::authn::UserInfo>().cloned();
+    // (Copied for writes only: a read does not need it.)
+    let user = || {
+        let user = parts
+            .extensions
+            .get::<std::sync::Arc<crate::filters::authn::UserInfo>>();
+        user.map(|u| crate::filters::authn::UserInfo::clone(u))
+    };
     let name = info.name.as_str();
     let needs_namespace = meta.namespaced() && target != Target::AllNamespaces;
     let needs_name = !matches!(target, Target::Collection | Target::AllNamespaces);
@@ -214,13 +220,13 @@ async fn handle(
             })
         }
         (Target::Collection, "POST") => {
-            let mut options = write_options(q, headers, target)?.by(user.clone(), scope);
+            let mut options = write_options(q, headers, target)?.by(user(), scope);
             let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
             options.duplicate_fields = duplicates;
             Ok(written(store.create(ns, object, &options).await?, output))
         }
         (Target::Collection, "DELETE") => {
-            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone(), scope);
+            let delete = delete_options(q, &read_body(body).await?)?.by(user(), scope);
             if delete.ignore_store_read_error {
                 return Err(ApiError::bad_request(format!(
                     "{IGNORE_STORE_READ_ERROR}: Invalid value: true: not allowed for deletecollection"
@@ -267,7 +273,7 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let mut options = write_options(q, headers, target)?.by(user.clone(), scope);
+            let mut options = write_options(q, headers, target)?.by(user(), scope);
             let (object, duplicates) = decode_object(headers, &read_body(body).await?)?;
             options.duplicate_fields = duplicates;
             Ok(written(store.update(ns, name, object, part, &options).await?, output))
@@ -278,12 +284,12 @@ async fn handle(
             } else {
                 Part::Main
             };
-            let options = write_options(q, headers, target)?.by(user.clone(), scope);
+            let options = write_options(q, headers, target)?.by(user(), scope);
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(store.patch(ns, name, &patch, part, &options).await?, output))
         }
         (Target::Object, "DELETE") => {
-            let delete = delete_options(q, &read_body(body).await?)?.by(user.clone(), scope);
+            let delete = delete_options(q, &read_body(body).await?)?.by(user(), scope);
             if delete.ignore_store_read_error {
                 let more = parts.extensions.get::<crate::filters::AuthorizeMore>();
                 match more {
@@ -308,7 +314,7 @@ async fn handle(
         }
         (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),
         (Target::Scale, "PUT") => {
-            let options = write_options(q, headers, target)?.by(user.clone(), scope);
+            let options = write_options(q, headers, target)?.by(user(), scope);
             let (scale, _) = decode_object(headers, &read_body(body).await?)?;
             Ok(written(
                 store
@@ -318,7 +324,7 @@ async fn handle(
             ))
         }
         (Target::Scale, "PATCH") => {
-            let options = write_options(q, headers, target)?.by(user.clone(), scope);
+            let options = write_options(q, headers, target)?.by(user(), scope);
             let patch = decode_patch(headers, &read_body(body).await?)?;
             Ok(written(
                 store

@@ -15,12 +15,21 @@ use crate::endpoints::params::Query;
 use crate::endpoints::request_info::{RequestInfo, request_info_of};
 use crate::status::ApiError;
 
-/// The request's attributes, as the outermost filter found them.
-pub(super) fn info_of(request: &Request) -> RequestInfo {
-    request.extensions().get::<RequestInfo>().cloned().unwrap_or_else(|| {
-        let query = Query::of(request.extensions(), request.uri());
-        request_info_of(request.method().as_str(), request.uri().path(), &query.0)
-    })
+/// The request's attributes, as the outermost filter found them (shared, not copied: every
+/// filter and the handler reads the same parse).
+pub(super) fn info_of(request: &Request) -> Arc<RequestInfo> {
+    request
+        .extensions()
+        .get::<Arc<RequestInfo>>()
+        .cloned()
+        .unwrap_or_else(|| {
+            let query = Query::of(request.extensions(), request.uri());
+            Arc::new(request_info_of(
+                request.method().as_str(),
+                request.uri().path(),
+                &query.0,
+            ))
+        })
 }
 
 /// Authentication and authorization state.
@@ -36,6 +45,7 @@ pub struct Guard {
 pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     // The server's own in-process client: set only by `Server::client`, never from a socket.
     if let Some(Loopback(user)) = request.extensions().get::<Loopback>().cloned() {
+        let user = Arc::new(user);
         request.extensions_mut().insert(user.clone());
         let mut response = next.run(request).await;
         response.extensions_mut().insert(user);
@@ -49,6 +59,8 @@ pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request,
         .await
     {
         Ok(user) => {
+            // Shared by every filter, the handler and the response's log line: one allocation.
+            let user = Arc::new(user);
             request.extensions_mut().insert(user.clone());
             let mut response = next.run(request).await;
             response.extensions_mut().insert(user);
@@ -72,9 +84,13 @@ pub struct Loopback(pub UserInfo);
 /// Authorize the authenticated user (403, or 500 when the review fails).
 pub async fn authorize(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let info = info_of(&request);
-    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
-        // Only the always-allowed health checks get here unauthenticated.
-        return next.run(request).await;
+    let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
+        // Only the always-allowed health checks get here unauthenticated; anything else
+        // without a user fails closed rather than skip authorization.
+        if always_allowed(&info.path) {
+            return next.run(request).await;
+        }
+        return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     };
     if let Err(e) = check(&guard, &user, &info).await {
         return error_response(&e);
@@ -105,8 +121,8 @@ async fn check(guard: &Guard, user: &UserInfo, info: &RequestInfo) -> Result<(),
 #[derive(Clone)]
 pub struct AuthorizeMore {
     guard: Arc<Guard>,
-    user: UserInfo,
-    info: RequestInfo,
+    user: Arc<UserInfo>,
+    info: Arc<RequestInfo>,
 }
 
 impl AuthorizeMore {
@@ -114,7 +130,7 @@ impl AuthorizeMore {
     pub async fn verb(&self, verb: &str) -> Result<(), ApiError> {
         let info = RequestInfo {
             verb: verb.to_string(),
-            ..self.info.clone()
+            ..RequestInfo::clone(&self.info)
         };
         check(&self.guard, &self.user, &info).await
     }
@@ -141,7 +157,7 @@ pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, 
     if name.is_none() && groups.is_empty() && uid.is_none() && extra.is_empty() {
         return next.run(request).await;
     }
-    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+    let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
         return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     };
     let Some(name) = name else {
@@ -202,7 +218,7 @@ pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, 
     for header in names {
         request.headers_mut().remove(header);
     }
-    request.extensions_mut().insert(impersonated);
-    request.extensions_mut().insert(Impersonator(user));
+    request.extensions_mut().insert(Arc::new(impersonated));
+    request.extensions_mut().insert(Impersonator(UserInfo::clone(&user)));
     next.run(request).await
 }

@@ -74,7 +74,10 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
     body.settle(&mut response);
     // As k8s.io/apiserver's httplog: every request at -v 3 (debug), server errors always. The
     // macros evaluate their fields only when their level is on.
-    let user = response.extensions().get::<UserInfo>().map_or("", |u| u.name.as_str());
+    let user = response
+        .extensions()
+        .get::<Arc<UserInfo>>()
+        .map_or("", |u| u.name.as_str());
     let (path, latency_ms) = (info.path.as_str(), started.elapsed().as_secs_f64() * 1000.0);
     if code >= 500 {
         tracing::info!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
@@ -99,7 +102,7 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
 /// so every event has a user; before authorization, so denials are audited too).
 pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Next) -> Response {
     let info = info_of(&request);
-    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+    let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
         return next.run(request).await;
     };
     let (level, omit) = log.policy().decide(&user, &info);
