@@ -9,6 +9,8 @@
 //!
 //! - [`scope`]: what one request's steps share (deadline, warnings, audit annotations).
 //! - [`namespace`]: NamespaceLifecycle, from the core API's namespaces.
+//! - [`policy`]: ValidatingAdmissionPolicies, with [`params`] (their params' informers) and
+//!   [`cel`] (the CEL variables of a request).
 //! - [`webhook`]: the cluster's Mutating- and ValidatingAdmissionWebhooks.
 //! - [`cluster`]: which of the cluster's plugins run, from the flags.
 //! - [`metrics`]: upstream's admission metrics.
@@ -18,6 +20,7 @@ pub mod cluster;
 pub mod matching;
 pub mod metrics;
 pub mod namespace;
+pub mod params;
 pub mod policy;
 pub mod scope;
 pub mod typed;
@@ -276,18 +279,31 @@ pub(crate) fn watched<K>(client: &kube::Client, who: &'static str) -> kube::runt
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
+    watched_with(kube::Api::<K>::all(client.clone()), (), who).0
+}
+
+/// [`watched`] for a kind known at run time (`dyntype`), with the task's handle to stop it.
+pub(crate) fn watched_with<K>(
+    api: kube::Api<K>,
+    dyntype: K::DynamicType,
+    who: &'static str,
+) -> (kube::runtime::reflector::Store<K>, tokio::task::AbortHandle)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
     use futures::StreamExt as _;
     use kube::runtime::WatchStreamExt as _;
-    let (store, writer) = kube::runtime::reflector::store();
-    let api = kube::Api::<K>::all(client.clone());
+    let plural = K::plural(&dyntype).to_string();
+    let writer = kube::runtime::reflector::store::Writer::new(dyntype);
+    let store = writer.as_reader();
     let feed = kube::runtime::reflector::reflector(writer, kube::runtime::watcher(api, Default::default()))
         .default_backoff()
         .for_each(move |event| {
             if let Err(e) = event {
-                tracing::warn!("{who}: watching {}: {e}", K::plural(&()));
+                tracing::warn!("{who}: watching {plural}: {e}");
             }
             futures::future::ready(())
         });
-    tokio::spawn(feed);
-    store
+    (store, tokio::spawn(feed).abort_handle())
 }

@@ -17,31 +17,24 @@ use k8s_openapi::api::admissionregistration::v1::{
     MatchResources, NamedRuleWithOperations, RuleWithOperations, ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding,
 };
-use kube::api::{DynamicObject, ListParams};
 use kube::runtime::reflector::{self, Store};
 use serde_json::{Value, json};
 
 use super::cel::{self, Programs, Variables};
 use super::matching::{self, Equivalent, Selection};
 use super::namespace::Namespaces;
+use super::params::Params;
 use super::{Attributes, Plugin, async_trait};
 use crate::cel::{Budget, Failure};
 use crate::status::{ApiError, ApiResult};
-
-/// Params one binding may select at most.
-const MAX_PARAMS: usize = 100;
-/// Params kinds whose discovery is remembered; then the memory starts over.
-const MAX_KINDS: usize = 256;
 
 /// The ValidatingAdmissionPolicy plugin.
 pub struct ValidatingPolicies {
     policies: Store<ValidatingAdmissionPolicy>,
     bindings: Store<ValidatingAdmissionPolicyBinding>,
     namespaces: Arc<Namespaces>,
-    client: kube::Client,
+    params: Params,
     programs: Programs,
-    /// Params kinds already discovered: their resource and whether it is namespaced.
-    kinds: std::sync::Mutex<std::collections::HashMap<String, (kube::api::ApiResource, bool)>>,
 }
 
 /// What every binding of one request shares, built when the first policy applies.
@@ -66,9 +59,8 @@ impl ValidatingPolicies {
             policies: super::watched(&client, "ValidatingAdmissionPolicy"),
             bindings: super::watched(&client, "ValidatingAdmissionPolicy"),
             namespaces,
-            client,
+            params: Params::new(client),
             programs: Programs::default(),
-            kinds: Default::default(),
         }
     }
 
@@ -128,7 +120,8 @@ impl ValidatingPolicies {
             }
         };
         let params = match self
-            .params(spec.param_kind.as_ref(), binding_spec.param_ref.as_ref(), a)
+            .params
+            .select(spec.param_kind.as_ref(), binding_spec.param_ref.as_ref(), a.namespace)
             .await
         {
             Ok(params) => params,
@@ -319,94 +312,6 @@ impl ValidatingPolicies {
         let at = equivalent.attributes(a);
         let selected = matching::selected(&selection, &self.namespaces, &at, equivalent.object.as_ref()).await?;
         Ok(selected.then_some(Some(equivalent)))
-    }
-
-    /// The params each evaluation sees: `[None]` without a `paramKind`; else the object
-    /// `paramRef` names, or those its selector picks (none found: `parameterNotFoundAction`
-    /// Allow admits, Deny refuses).
-    async fn params(
-        &self,
-        kind: Option<&k8s_openapi::api::admissionregistration::v1::ParamKind>,
-        reference: Option<&k8s_openapi::api::admissionregistration::v1::ParamRef>,
-        a: &Attributes<'_>,
-    ) -> Result<Vec<Option<Value>>, String> {
-        let Some(kind) = kind else { return Ok(vec![None]) };
-        let Some(reference) = reference else {
-            return Err("the policy has a paramKind but the binding no paramRef".into());
-        };
-        let (api_version, kind_name) = (
-            kind.api_version.clone().unwrap_or_default(),
-            kind.kind.clone().unwrap_or_default(),
-        );
-        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind_name);
-        let known = self
-            .lock_kinds()
-            .get(&api_version_kind(&api_version, &kind_name))
-            .cloned();
-        let (resource, namespaced) = match known {
-            Some(known) => known,
-            None => {
-                let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
-                    .await
-                    .map_err(|e| format!("params of kind {kind_name}: {e}"))?;
-                let found = (resource, capabilities.scope == kube::discovery::Scope::Namespaced);
-                let mut kinds = self.lock_kinds();
-                if kinds.len() >= MAX_KINDS {
-                    kinds.clear();
-                }
-                kinds.insert(api_version_kind(&api_version, &kind_name), found.clone());
-                found
-            }
-        };
-        let namespace = reference.namespace.as_deref().or(a.namespace);
-        let api: kube::Api<DynamicObject> = match (namespaced, namespace) {
-            (true, Some(ns)) => kube::Api::namespaced_with(self.client.clone(), ns, &resource),
-            _ => kube::Api::all_with(self.client.clone(), &resource),
-        };
-        let found: Vec<Value> = match (&reference.name, &reference.selector) {
-            (Some(name), _) => match api.get_opt(name).await.map_err(|e| e.to_string())? {
-                Some(object) => vec![serde_json::to_value(object).map_err(|e| e.to_string())?],
-                None => Vec::new(),
-            },
-            (None, selector) => {
-                let selector = selector
-                    .clone()
-                    .map(kube_core::Selector::try_from)
-                    .transpose()
-                    .map_err(|e| format!("paramRef selector: {e}"))?;
-                let mut list = ListParams::default().limit(MAX_PARAMS as u32);
-                if let Some(selector) = selector {
-                    list = list.labels_from(&selector);
-                }
-                api.list(&list)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .items
-                    .into_iter()
-                    .filter_map(|o| serde_json::to_value(o).ok())
-                    .collect()
-            }
-        };
-        if !found.is_empty() {
-            return Ok(found.into_iter().map(Some).collect());
-        }
-        match reference.parameter_not_found_action.as_deref() {
-            Some("Allow") => Ok(Vec::new()),
-            _ => Err("no params found for policy binding with `Deny` parameterNotFoundAction".to_string()),
-        }
-    }
-}
-
-fn api_version_kind(api_version: &str, kind: &str) -> String {
-    format!("{api_version}/{kind}")
-}
-
-impl ValidatingPolicies {
-    fn lock_kinds(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (kube::api::ApiResource, bool)>> {
-        self.kinds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

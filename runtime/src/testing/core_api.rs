@@ -31,8 +31,8 @@ struct StandInState {
     validating: Collection,
     policies: Collection,
     bindings: Collection,
-    /// `namespace/name` → a ConfigMap (policy params).
-    configmaps: std::collections::BTreeMap<String, serde_json::Value>,
+    /// ConfigMaps (policy params), keyed `namespace/name`.
+    configmaps: Collection,
     /// `namespace/name` → the Lease (leader election), with its resourceVersion.
     leases: std::collections::BTreeMap<String, serde_json::Value>,
     lease_revision: u64,
@@ -56,6 +56,7 @@ enum Which {
     Validating,
     Policies,
     Bindings,
+    ConfigMaps,
 }
 
 impl Collection {
@@ -75,9 +76,12 @@ impl Collection {
         let rv = self.revision;
         let event = match object {
             Some(mut object) => {
-                object["metadata"]["name"] = serde_json::json!(name);
+                // A namespaced object keeps its own name; its key is `namespace/name`.
+                if object["metadata"]["name"].is_null() {
+                    object["metadata"]["name"] = serde_json::json!(name);
+                }
                 object["metadata"]["resourceVersion"] = serde_json::json!(rv.to_string());
-                object["metadata"]["uid"] = serde_json::json!(format!("{}-{name}", self.kind));
+                object["metadata"]["uid"] = serde_json::json!(format!("{}-{}", self.kind, name.replace('/', "-")));
                 let kind = if self.objects.contains_key(name) {
                     "MODIFIED"
                 } else {
@@ -118,6 +122,7 @@ impl StandInState {
             Which::Validating => &mut self.validating,
             Which::Policies => &mut self.policies,
             Which::Bindings => &mut self.bindings,
+            Which::ConfigMaps => &mut self.configmaps,
         }
     }
 }
@@ -136,7 +141,7 @@ impl Default for StandInState {
             validating: Collection::new("ValidatingWebhookConfiguration"),
             policies: Collection::new("ValidatingAdmissionPolicy"),
             bindings: Collection::new("ValidatingAdmissionPolicyBinding"),
-            configmaps: Default::default(),
+            configmaps: Collection::new("ConfigMap"),
             leases: Default::default(),
             lease_revision: 0,
         };
@@ -186,7 +191,10 @@ impl CoreApiStandIn {
                 "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
                 get(configmap),
             )
-            .route("/api/v1/namespaces/{namespace}/configmaps/{name}", get(param_configmap))
+            .route(
+                "/api/v1/configmaps",
+                get(|state, query| list_or_watch(state, query, Which::ConfigMaps)),
+            )
             .route("/api/v1", get(core_resources))
             .route(
                 "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
@@ -287,18 +295,12 @@ impl CoreApiStandIn {
 
     /// Create or replace (or with `None` delete) the ConfigMap `namespace/name` (policy params).
     pub fn set_param_configmap(&self, namespace: &str, name: &str, data: Option<&[(&str, &str)]>) {
-        let key = format!("{namespace}/{name}");
-        self.with(|s| match data {
-            Some(data) => {
-                let data: std::collections::BTreeMap<&str, &str> = data.iter().copied().collect();
-                let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": name, "namespace": namespace}, "data": data});
-                s.configmaps.insert(key, object);
-            }
-            None => {
-                s.configmaps.remove(&key);
-            }
+        let object = data.map(|data| {
+            let data: std::collections::BTreeMap<&str, &str> = data.iter().copied().collect();
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace}, "data": data})
         });
+        self.with(|s| s.configmaps.set(&format!("{namespace}/{name}"), object));
     }
 
     /// The ConfigMap's data.
@@ -406,25 +408,12 @@ async fn configmap(axum::extract::State(state): StandIn) -> axum::response::Resp
     .into_response()
 }
 
-/// `GET /api/v1/namespaces/{namespace}/configmaps/{name}`: a params ConfigMap, or 404.
-async fn param_configmap(
-    axum::extract::State(state): StandIn,
-    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let s = state.lock().unwrap_or_else(|e| e.into_inner());
-    match s.configmaps.get(&format!("{namespace}/{name}")) {
-        Some(object) => axum::Json(object.clone()).into_response(),
-        None => status(404, "NotFound", format!("configmaps \"{name}\" not found")),
-    }
-}
-
 /// `GET /api/v1`: the core resources the stand-in serves (what discovery of a params kind reads).
 async fn core_resources() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
         "resources": [
-            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "list"]},
+            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "list", "watch"]},
             {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace", "verbs": ["get", "list", "watch"]},
         ],
     }))
@@ -448,7 +437,7 @@ async fn list_or_watch(
     if !watch {
         let items: Vec<serde_json::Value> = collection.objects.values().cloned().collect();
         let api_version = match which {
-            Which::Namespaces => "v1",
+            Which::Namespaces | Which::ConfigMaps => "v1",
             _ => "admissionregistration.k8s.io/v1",
         };
         return axum::Json(serde_json::json!({

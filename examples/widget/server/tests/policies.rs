@@ -1,6 +1,6 @@
 //! The cluster's ValidatingAdmissionPolicies, watched from the core API (a stand-in: no
 //! kube-apiserver runs here) and enforced on Widgets with CEL, driven by kubectl 1.27 and 1.33:
-//! params from a ConfigMap, each validationAction, failurePolicy with a broken expression, an
+//! params from a ConfigMap (watched: the stand-in serves ConfigMaps only as a list and watch), each validationAction, failurePolicy with a broken expression, an
 //! expensive expression cut off by the cost budget, namespaceObject, variables and
 //! messageExpression, and policies and params changed while the server runs; one refusal
 //! through the kube client too.
@@ -107,12 +107,18 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
             &widget(&format!("small-{version}"), "limits", 3),
         );
     }
-    // Params changed while the server runs: read on each request.
+    // Params changed while the server runs: seen once the params informer has the change.
     core.set_param_configmap("default", "limits", Some(&[("maxReplicas", "10")]));
-    k.ok_stdin(&["create", "-f", "-"], &widget("now-fine", "limits", 9));
+    common::eventually("the changed params are seen", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &widget("now-fine", "limits", 9));
+        (run.code == 0).then_some(())
+    });
     // No params: parameterNotFoundAction Deny.
     core.set_param_configmap("default", "limits", None);
-    let missing = k.run_with_stdin(&["create", "-f", "-"], &widget("no-params", "limits", 1));
+    let missing = common::eventually("the deleted params are seen", || {
+        let run = k.run_with_stdin(&["create", "-f", "-"], &widget("no-params", "limits", 1));
+        (run.code != 0).then_some(run)
+    });
     assert!(
         missing
             .stderr
