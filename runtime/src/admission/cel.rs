@@ -13,12 +13,12 @@ use crate::cel::{self as engine, Budget, Failure, Program, to_cel};
 pub use crate::cel::{Programs, Value as CelValue, string};
 
 /// The variables of one request.
+#[derive(Clone)]
 pub struct Variables(Vec<(&'static str, CelValue)>);
 
 impl Variables {
     /// `object` and `oldObject` (null when absent) and `request` (its objects left out).
-    pub fn new(object: Option<&Value>, old: Option<&Value>, request: &Value) -> Variables {
-        let mut request = request.clone();
+    pub fn new(object: Option<&Value>, old: Option<&Value>, mut request: Value) -> Variables {
         if let Value::Object(map) = &mut request {
             map.remove("object");
             map.remove("oldObject");
@@ -74,7 +74,7 @@ mod tests {
         let programs = Programs::default();
         let object = json!({"metadata": {"labels": {"app.kubernetes.io/name": "w"}}, "spec": {"replicas": 3}});
         let request = json!({"operation": "CREATE", "userInfo": {"username": "alice"}, "object": {}});
-        let variables = Variables::new(Some(&object), None, &request);
+        let variables = Variables::new(Some(&object), None, request);
         let budget = Budget::default();
         let run = |e: &str| evaluate(&programs.compile(e).unwrap(), &variables, &budget);
         assert_eq!(run("object.spec.replicas > 2"), Ok(true));

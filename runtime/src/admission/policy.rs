@@ -40,7 +40,8 @@ pub struct ValidatingPolicies {
 /// What every binding of one request shares, built when the first policy applies.
 #[derive(Default)]
 struct Shared {
-    request: std::sync::OnceLock<Value>,
+    /// `object`, `oldObject` and `request` as CEL values, converted once for every binding.
+    variables: std::sync::OnceLock<Variables>,
     namespace: std::sync::OnceLock<Option<Value>>,
 }
 
@@ -139,13 +140,14 @@ impl ValidatingPolicies {
                 shared.namespace.get_or_init(|| found).clone()
             }
         };
-        let own_request;
-        let request = match matched {
+        let converted_variables;
+        let base = || Variables::new(object, a.old_object, super::webhook::request_variable(a));
+        let base = match matched {
             Some(_) => {
-                own_request = super::webhook::request_variable(a);
-                &own_request
+                converted_variables = base();
+                &converted_variables
             }
-            None => shared.request.get_or_init(|| super::webhook::request_variable(a)),
+            None => shared.variables.get_or_init(base),
         };
         let actions: Vec<&str> = binding_spec
             .validation_actions
@@ -157,7 +159,7 @@ impl ValidatingPolicies {
             // As upstream, each evaluation of the policy (one binding, one params object) has
             // its own budget; running out is the policy's failure.
             let budget = Budget::default();
-            let mut variables = Variables::new(object, a.old_object, request);
+            let mut variables = base.clone();
             variables.bind("params", params.as_ref());
             variables.bind("namespaceObject", namespace.as_ref());
             // Conditions: one false and the policy does not apply; else errors are failures.

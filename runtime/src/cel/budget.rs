@@ -1,6 +1,6 @@
 //! The cost limits of CEL evaluation, as kube-apiserver's `PerCallLimit` and
 //! `RuntimeCELCostBudget`: one evaluation may take so many comprehension steps and so much
-//! time, one request (one write's schema rules, one policy binding, one webhook's match
+//! CPU time (the thread's, so a loaded machine does not cut off a cheap rule), one request (one write's schema rules, one policy binding, one webhook's match
 //! conditions) so many together. The `cel` crate cannot be interrupted from outside, so the
 //! steps are counted from inside: every comprehension's loop condition calls [`STEP`], which
 //! charges the evaluation's meter and fails once a limit is passed. A failed step cannot be
@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube_cel::cel::{Context, FunctionContext, ResolveResult};
 
@@ -17,11 +17,11 @@ use super::Failure;
 
 /// Comprehension steps one evaluation may take.
 pub const CALL_STEPS: u64 = 1_000_000;
-/// Time one evaluation may take.
+/// CPU time one evaluation may take.
 pub const CALL_TIME: Duration = Duration::from_millis(100);
 /// Comprehension steps all evaluations of one request may take together.
 pub const REQUEST_STEPS: u64 = 10_000_000;
-/// Time all evaluations of one request may take together.
+/// CPU time all evaluations of one request may take together.
 pub const REQUEST_TIME: Duration = Duration::from_secs(1);
 
 /// The step counter's function name; `@` keeps it out of reach of expressions' own text.
@@ -43,7 +43,8 @@ struct Meter {
     used: u64,
     steps: u64,
     steps_limit: Limit,
-    deadline: Instant,
+    /// The thread's CPU time at which the evaluation is cut off.
+    deadline: Duration,
     deadline_limit: Limit,
     tripped: Option<Limit>,
 }
@@ -79,7 +80,7 @@ impl Budget {
         if steps_left == 0 || nanos_left == 0 {
             return Err(Failure::OutOfBudget);
         }
-        let start = Instant::now();
+        let start = cpu_now();
         let time_left = Duration::from_nanos(nanos_left);
         let meter = Meter {
             used: 0,
@@ -100,7 +101,7 @@ impl Budget {
         let outer = METER.replace(Some(meter));
         let result = evaluate();
         let meter = METER.replace(outer).unwrap_or(meter);
-        let elapsed = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let elapsed = u64::try_from(cpu_now().saturating_sub(start).as_nanos()).unwrap_or(u64::MAX);
         spend(&self.steps, meter.used);
         spend(&self.nanos, elapsed.max(1));
         match meter.tripped {
@@ -112,6 +113,15 @@ impl Budget {
             None => result.map_err(Failure::Error),
         }
     }
+}
+
+/// The CPU time this thread has used.
+fn cpu_now() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }
 
 fn spend(left: &AtomicU64, amount: u64) {
@@ -132,7 +142,7 @@ fn step(ftx: &FunctionContext) -> ResolveResult {
         if meter.tripped.is_none() {
             if meter.used > meter.steps {
                 meter.tripped = Some(meter.steps_limit);
-            } else if meter.used % CLOCK_EVERY == 0 && Instant::now() > meter.deadline {
+            } else if meter.used % CLOCK_EVERY == 0 && cpu_now() > meter.deadline {
                 meter.tripped = Some(meter.deadline_limit);
             }
         }

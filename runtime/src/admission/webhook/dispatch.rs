@@ -164,7 +164,7 @@ impl Dispatcher<'_> {
         if hook.match_conditions.is_empty() {
             return Ok(true);
         }
-        let variables = Variables::new(object, a.old_object, &super::request_variable(a));
+        let variables = Variables::new(object, a.old_object, super::request_variable(a));
         let budget = crate::cel::Budget::default();
         let mut errors = Vec::new();
         for condition in hook.match_conditions {
