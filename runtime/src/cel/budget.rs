@@ -43,8 +43,11 @@ struct Meter {
     used: u64,
     steps: u64,
     steps_limit: Limit,
-    /// The thread's CPU time at which the evaluation is cut off.
-    deadline: Duration,
+    /// The thread's CPU time at the first step (the clock is read only by evaluations that
+    /// loop: one without a comprehension is bounded by its text and its data).
+    started: Option<Duration>,
+    /// CPU time the evaluation may take from its first step.
+    time: Duration,
     deadline_limit: Limit,
     tripped: Option<Limit>,
 }
@@ -80,7 +83,6 @@ impl Budget {
         if steps_left == 0 || nanos_left == 0 {
             return Err(Failure::OutOfBudget);
         }
-        let start = cpu_now();
         let time_left = Duration::from_nanos(nanos_left);
         let meter = Meter {
             used: 0,
@@ -90,7 +92,8 @@ impl Budget {
             } else {
                 Limit::Call
             },
-            deadline: start + time_left.min(CALL_TIME),
+            started: None,
+            time: time_left.min(CALL_TIME),
             deadline_limit: if time_left < CALL_TIME {
                 Limit::Request
             } else {
@@ -101,9 +104,14 @@ impl Budget {
         let outer = METER.replace(Some(meter));
         let result = evaluate();
         let meter = METER.replace(outer).unwrap_or(meter);
-        let elapsed = u64::try_from(cpu_now().saturating_sub(start).as_nanos()).unwrap_or(u64::MAX);
         spend(&self.steps, meter.used);
-        spend(&self.nanos, elapsed.max(1));
+        if let Some(started) = meter.started {
+            let elapsed = cpu_now().saturating_sub(started);
+            spend(
+                &self.nanos,
+                u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1),
+            );
+        }
         match meter.tripped {
             Some(Limit::Request) => {
                 self.steps.store(0, Ordering::Relaxed);
@@ -139,10 +147,11 @@ fn step(ftx: &FunctionContext) -> ResolveResult {
     let tripped = METER.with(|cell| {
         let mut meter = cell.get()?;
         meter.used += 1;
+        let started = *meter.started.get_or_insert_with(cpu_now);
         if meter.tripped.is_none() {
             if meter.used > meter.steps {
                 meter.tripped = Some(meter.steps_limit);
-            } else if meter.used % CLOCK_EVERY == 0 && cpu_now() > meter.deadline {
+            } else if meter.used % CLOCK_EVERY == 0 && cpu_now().saturating_sub(started) > meter.time {
                 meter.tripped = Some(meter.deadline_limit);
             }
         }
