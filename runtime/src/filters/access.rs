@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::authn::{Authenticator, PeerCertificates, Unauthenticated, UserInfo};
 use super::authz::{Authorizer, Decision, always_allowed};
+use super::limits::{Bounds, bounded};
 use crate::endpoints::error_response;
 use crate::endpoints::params::Query;
 use crate::endpoints::request_info::{RequestInfo, request_info_of};
@@ -40,38 +41,47 @@ pub struct Guard {
     pub authorizer: Authorizer,
 }
 
-/// Authenticate (401); the user goes into the request's extensions (and the response's, for
-/// the request log). Health checks pass without credentials.
-pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
-    // The server's own in-process client: set only by `Server::client`, never from a socket.
-    if let Some(Loopback(user)) = request.extensions().get::<Loopback>().cloned() {
-        let user = Arc::new(user);
+/// Authenticate (401), then impersonate: the user goes into the request's extensions (and
+/// the authenticated one into the response's, for the request log). Health checks pass
+/// without credentials.
+pub async fn identify(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+    let user = match authenticated(&guard, &mut request).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    if let Some(user) = &user {
+        // Shared by every filter, the handler and the response's log line: one allocation.
         request.extensions_mut().insert(user.clone());
-        let mut response = next.run(request).await;
-        response.extensions_mut().insert(user);
+    }
+    if let Err(response) = impersonated(&guard, &mut request, user.as_ref()).await {
         return response;
     }
+    let mut response = next.run(request).await;
+    if let Some(user) = user {
+        response.extensions_mut().insert(user);
+    }
+    response
+}
+
+/// Who is asking: None for a health check without credentials.
+async fn authenticated(guard: &Guard, request: &mut Request) -> Result<Option<Arc<UserInfo>>, Response> {
+    // The server's own in-process client: set only by `Server::client`, never from a socket.
+    if let Some(Loopback(user)) = request.extensions().get::<Loopback>().cloned() {
+        return Ok(Some(Arc::new(user)));
+    }
     let peer = request.extensions().get::<PeerCertificates>().cloned();
-    let info = info_of(&request);
     match guard
         .authenticator
         .authenticate(peer.as_ref(), request.headers_mut())
         .await
     {
-        Ok(user) => {
-            // Shared by every filter, the handler and the response's log line: one allocation.
-            let user = Arc::new(user);
-            request.extensions_mut().insert(user.clone());
-            let mut response = next.run(request).await;
-            response.extensions_mut().insert(user);
-            response
-        }
-        Err(_) if always_allowed(&info.path) => next.run(request).await,
+        Ok(user) => Ok(Some(Arc::new(user))),
+        Err(_) if always_allowed(request.uri().path()) => Ok(None),
         Err(why) => {
             if let Unauthenticated::Token(reason) = why {
-                tracing::info!(path = info.path, "unauthorized: {reason}");
+                tracing::info!(path = request.uri().path(), "unauthorized: {reason}");
             }
-            error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"))
+            Err(error_response(&ApiError::new(401, "Unauthorized", "Unauthorized")))
         }
     }
 }
@@ -81,14 +91,20 @@ pub async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request,
 #[derive(Clone, Debug)]
 pub struct Loopback(pub UserInfo);
 
-/// Authorize the authenticated user (403, or 500 when the review fails).
-pub async fn authorize(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+/// Authorize the authenticated user (403, or 500 when the review fails), then run the rest
+/// of the chain within the request's [`Bounds`] (one layer, not three: each layer is a future
+/// nested in the one outside it, moved and polled on every request).
+pub async fn authorize(
+    State((guard, bounds)): State<(Arc<Guard>, Arc<Bounds>)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let info = info_of(&request);
     let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
         // Only the always-allowed health checks get here unauthenticated; anything else
         // without a user fails closed rather than skip authorization.
         if always_allowed(&info.path) {
-            return next.run(request).await;
+            return bounded(&bounds, request, next).await;
         }
         return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     };
@@ -96,7 +112,7 @@ pub async fn authorize(State(guard): State<Arc<Guard>>, mut request: Request, ne
         return error_response(&e);
     }
     request.extensions_mut().insert(AuthorizeMore { guard, user, info });
-    next.run(request).await
+    bounded(&bounds, request, next).await
 }
 
 async fn check(guard: &Guard, user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {
@@ -140,9 +156,9 @@ impl AuthorizeMore {
 #[derive(Clone, Debug)]
 pub struct Impersonator(pub UserInfo);
 
-/// `Impersonate-User`/`-Group`/`-Uid`/`-Extra-*`: act as another user when allowed to
+/// `Impersonate-User`/`-Group`/`-Uid`/`-Extra-*`: act as another user when `user` may
 /// `impersonate` each part (users, groups, uids, userextras), as kube-apiserver does.
-pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+async fn impersonated(guard: &Guard, request: &mut Request, user: Option<&Arc<UserInfo>>) -> Result<(), Response> {
     let headers = request.headers();
     let values = |name: &str| super::authn::header_values(headers, name);
     let name = values("Impersonate-User").into_iter().next();
@@ -155,15 +171,15 @@ pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, 
         }
     }
     if name.is_none() && groups.is_empty() && uid.is_none() && extra.is_empty() {
-        return next.run(request).await;
+        return Ok(());
     }
-    let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
-        return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+    let Some(user) = user else {
+        return Err(error_response(&ApiError::new(401, "Unauthorized", "Unauthorized")));
     };
     let Some(name) = name else {
-        return error_response(&ApiError::bad_request(
+        return Err(error_response(&ApiError::bad_request(
             "requested impersonation of groups, uid or extras without impersonating a user",
-        ));
+        )));
     };
     // Each part is authorized as `impersonate` on its own resource.
     let check = |group: &str, resource: &str, subresource: &str, name: &str| RequestInfo {
@@ -186,16 +202,16 @@ pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, 
         );
     }
     for check in &checks {
-        match guard.authorizer.authorize(&user, check).await {
+        match guard.authorizer.authorize(user, check).await {
             Decision::Allow => {}
             Decision::Deny(reason) => {
-                return error_response(&ApiError::new(
+                return Err(error_response(&ApiError::new(
                     403,
                     "Forbidden",
                     check.forbidden_message(&user.name, &reason),
-                ));
+                )));
             }
-            Decision::Error(e) => return error_response(&ApiError::internal(e)),
+            Decision::Error(e) => return Err(error_response(&ApiError::internal(e))),
         }
     }
     let mut impersonated = if name == "system:anonymous" {
@@ -219,6 +235,6 @@ pub async fn impersonate(State(guard): State<Arc<Guard>>, mut request: Request, 
         request.headers_mut().remove(header);
     }
     request.extensions_mut().insert(Arc::new(impersonated));
-    request.extensions_mut().insert(Impersonator(UserInfo::clone(&user)));
-    next.run(request).await
+    request.extensions_mut().insert(Impersonator(UserInfo::clone(user)));
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -26,48 +26,58 @@ pub struct InFlight {
     pub writes: Semaphore,
 }
 
-/// 429 with `Retry-After` when the request's class is at its limit.
-pub async fn max_in_flight(State(limits): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
-    let metrics = request.extensions().get::<Arc<Metrics>>().cloned();
-    if info_of(&request).verb == "watch" || always_allowed(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
-    let limit = if mutating { &limits.writes } else { &limits.reads };
-    let _counted = metrics.map(|m| m.inflight(if mutating { "mutating" } else { "readOnly" }));
-    let Ok(_permit) = limit.try_acquire() else {
-        let mut response = error_response(&ApiError::new(
-            429,
-            "TooManyRequests",
-            "Too many requests, please try again later.",
-        ));
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
-    };
-    next.run(request).await
-}
-
 /// When a request times out (in its extensions, for the steps that must finish before).
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(pub std::time::Instant);
 
-/// 504 Timeout when a request (other than a watch) takes longer than `limit`.
-pub async fn timeout(State(limit): State<Duration>, mut request: Request, next: Next) -> Response {
+/// The bounds of a request's work: the in-flight limits and the request timeout.
+pub struct Bounds {
+    /// `--max-requests-inflight`, `--max-mutating-requests-inflight`.
+    pub in_flight: InFlight,
+    /// `--request-timeout`.
+    pub timeout: Duration,
+}
+
+/// Run the rest of the chain within the in-flight limits (429 with `Retry-After` when the
+/// request's class is at its limit) and `timeout` (504); watches are exempt from both, health
+/// checks from the in-flight limits.
+pub async fn bounded(bounds: &Bounds, mut request: Request, next: Next) -> Response {
+    let (limits, timeout) = (&bounds.in_flight, bounds.timeout);
     if info_of(&request).verb == "watch" {
         return next.run(request).await;
     }
+    let mut _permit = None;
+    let mut _counted = None;
+    if !always_allowed(request.uri().path()) {
+        let mutating = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+        let limit = if mutating { &limits.writes } else { &limits.reads };
+        _counted = request
+            .extensions()
+            .get::<Arc<Metrics>>()
+            .map(|m| m.inflight(if mutating { "mutating" } else { "readOnly" }));
+        let Ok(permit) = limit.try_acquire() else {
+            let mut response = error_response(&ApiError::new(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            ));
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        };
+        _permit = Some(permit);
+    }
     request
         .extensions_mut()
-        .insert(Deadline(std::time::Instant::now() + limit));
-    match tokio::time::timeout(limit, next.run(request)).await {
+        .insert(Deadline(std::time::Instant::now() + timeout));
+    match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => error_response(&ApiError::new(
             504,
             "Timeout",
             format!(
-                "the server was unable to return a response in the time allotted ({limit:?}), but may still be processing the request"
+                "the server was unable to return a response in the time allotted ({timeout:?}), but may still be processing the request"
             ),
         )),
     }

@@ -1,7 +1,9 @@
 //! The handler chain's filters, as k8s.io/apiserver's `server/filters/`: each an axum
 //! middleware over shared state, wrapped around the router outermost first as
-//! [`instrument`] (audit ID, metrics, log line), [`audit`](fn@audit), [`authenticate`], [`impersonate`],
-//! [`authorize`], [`max_in_flight`], [`timeout`].
+//! [`instrument`] (audit ID, metrics, log line), [`identify`] (authentication, impersonation),
+//! [`audit`](fn@audit), [`authorize`] (authorization, then the in-flight limits and the
+//! timeout, [`limits::bounded`]). Steps that always follow each other share a layer: every
+//! layer is one more future moved and polled on every request.
 //!
 //! - [`access`]: the authentication, impersonation and authorization filters; the decisions
 //!   themselves are [`authn`] (request-header, client certificates, TokenReview), with [`x509`] for certificate chains, and [`authz`]
@@ -19,6 +21,6 @@ pub mod observe;
 pub mod ttl_cache;
 pub mod x509;
 
-pub use access::{AuthorizeMore, Guard, Impersonator, Loopback, authenticate, authorize, impersonate};
-pub use limits::{InFlight, max_in_flight, timeout};
+pub use access::{AuthorizeMore, Guard, Impersonator, Loopback, authorize, identify};
+pub use limits::{Bounds, InFlight};
 pub use observe::{AuditId, RemoteAddr, audit, instrument};

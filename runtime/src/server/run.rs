@@ -262,9 +262,12 @@ impl Server {
             self.admission.clone(),
             Some(serving.cert_file().to_path_buf()),
         );
-        let in_flight = Arc::new(InFlight {
-            reads: Semaphore::new(options.max_requests_inflight.max(1)),
-            writes: Semaphore::new(options.max_mutating_requests_inflight.max(1)),
+        let bounds = Arc::new(filters::Bounds {
+            in_flight: InFlight {
+                reads: Semaphore::new(options.max_requests_inflight.max(1)),
+                writes: Semaphore::new(options.max_mutating_requests_inflight.max(1)),
+            },
+            timeout: Duration::from_secs(options.request_timeout.max(1)),
         });
         let scrape = metrics.clone();
         let router = api
@@ -289,18 +292,15 @@ impl Server {
             // The router's own routes have this already; again for `/metrics`.
             .method_not_allowed_fallback(crate::endpoints::router::method_not_allowed)
             .layer(middleware::from_fn_with_state(
-                Duration::from_secs(options.request_timeout.max(1)),
-                filters::timeout,
-            ))
-            .layer(middleware::from_fn_with_state(in_flight, filters::max_in_flight))
-            .layer(middleware::from_fn_with_state(guard.clone(), filters::authorize));
+                (guard.clone(), bounds),
+                filters::authorize,
+            ));
         let router = match audit {
             Some(log) => router.layer(middleware::from_fn_with_state(log, filters::audit)),
             None => router,
         };
         let router = router
-            .layer(middleware::from_fn_with_state(guard.clone(), filters::impersonate))
-            .layer(middleware::from_fn_with_state(guard, filters::authenticate))
+            .layer(middleware::from_fn_with_state(guard, filters::identify))
             .layer(middleware::from_fn_with_state(metrics, filters::instrument));
         self.loopback.send_replace(Some(router.clone()));
         match serving.kubeconfig {
