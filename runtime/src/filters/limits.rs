@@ -95,7 +95,7 @@ type Slot = Arc<std::sync::Mutex<Option<Body>>>;
 /// The request body as the outermost filter holds it: inner layers read it through a proxy,
 /// and whatever they left unread is dealt with by [`HeldBody::settle`].
 pub struct HeldBody {
-    slot: Slot,
+    slot: Option<Slot>,
     declared: Option<u64>,
     http1: bool,
 }
@@ -121,6 +121,16 @@ impl axum::body::HttpBody for Proxy {
 
 /// Keep `request`'s body in a slot; the request gets a proxy reading from it.
 pub fn hold_body(request: Request) -> (Request, HeldBody) {
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    // A request without a body (most GETs) has nothing to hold.
+    if axum::body::HttpBody::is_end_stream(request.body()) {
+        let nothing = HeldBody {
+            slot: None,
+            declared: None,
+            http1,
+        };
+        return (request, nothing);
+    }
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -128,9 +138,9 @@ pub fn hold_body(request: Request) -> (Request, HeldBody) {
         .and_then(|v| v.to_str().ok()?.parse().ok());
     let slot: Slot = Arc::new(std::sync::Mutex::new(Some(body)));
     let held = HeldBody {
-        slot: slot.clone(),
+        slot: Some(slot.clone()),
         declared,
-        http1: parts.version <= axum::http::Version::HTTP_11,
+        http1,
     };
     (Request::from_parts(parts, Body::new(Proxy(slot))), held)
 }
@@ -141,9 +151,7 @@ impl HeldBody {
     pub fn settle(self, response: &mut Response) {
         let Some(body) = self
             .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+            .and_then(|slot| slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take())
         else {
             return;
         };
