@@ -2,7 +2,6 @@
 //! for it work here: requests, latencies, response sizes, in-flight and long-running requests,
 //! watchers and watch events, stored objects, storage latency by backend, and the process.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,19 +35,21 @@ pub struct Metrics {
     watch_events: IntCounterVec,
     storage: HistogramVec,
     objects: IntGaugeVec,
-    /// `group/version/resource` of what is served: other paths are labelled "other".
-    served: std::sync::RwLock<HashSet<String>>,
+    /// `(group, version, resource)` of what is served: other paths are labelled "other".
+    /// Few, so a scan; their labels are static, so a request's labels allocate nothing.
+    served: std::sync::RwLock<Vec<(&'static str, &'static str, &'static str)>>,
 }
 
 /// The labels of one request, as kube-apiserver reports them.
 #[derive(Clone)]
 pub struct RequestLabels {
-    verb: String,
+    verb: &'static str,
     dry_run: &'static str,
-    group: String,
-    version: String,
-    resource: String,
-    subresource: String,
+    group: &'static str,
+    version: &'static str,
+    resource: &'static str,
+    /// A served resource's subresource, or the path of a known non-resource request.
+    subresource: std::borrow::Cow<'static, str>,
     scope: &'static str,
 }
 
@@ -161,25 +162,41 @@ impl Metrics {
 
     /// Label requests for `meta` by resource (others are labelled by path, or "other").
     pub fn serve(&self, meta: &ResourceMeta) {
-        self.served
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(format!("{}/{}/{}", meta.group, meta.version, meta.plural));
+        let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
+        let resource = (meta.group, meta.version, meta.plural);
+        if !served.contains(&resource) {
+            served.push(resource);
+        }
     }
 
     /// The labels of a request; `apply` for server-side apply patches, `dry_run` for `dryRun=All`.
     pub fn labels(&self, info: &RequestInfo, apply: bool, dry_run: bool) -> RequestLabels {
-        let served = info.is_resource
-            && self
-                .served
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&format!("{}/{}/{}", info.group, info.version, info.resource));
+        let served = info
+            .is_resource
+            .then(|| {
+                let served = self.served.read().unwrap_or_else(|e| e.into_inner());
+                served
+                    .iter()
+                    .find(|(g, v, r)| *g == info.group && *v == info.version && *r == info.resource)
+                    .copied()
+            })
+            .flatten();
         let verb = match info.verb.as_str() {
-            "create" => "POST".to_string(),
-            "update" => "PUT".to_string(),
-            "patch" if apply => "APPLY".to_string(),
-            other => other.to_ascii_uppercase(),
+            "create" => "POST",
+            "update" => "PUT",
+            "patch" if apply => "APPLY",
+            "patch" => "PATCH",
+            "get" => "GET",
+            "list" => "LIST",
+            "watch" => "WATCH",
+            "delete" => "DELETE",
+            "deletecollection" => "DELETECOLLECTION",
+            "post" => "POST",
+            "put" => "PUT",
+            "head" => "HEAD",
+            "options" => "OPTIONS",
+            "connect" => "CONNECT",
+            _ => "OTHER",
         };
         let scope = if !info.namespace.is_empty() {
             "namespace"
@@ -190,7 +207,7 @@ impl Metrics {
         } else {
             ""
         };
-        if !served {
+        let Some((group, version, resource)) = served else {
             // Unknown paths are one series, whatever a client sends.
             let known = info.path.starts_with("/apis")
                 || info.path.starts_with("/openapi")
@@ -198,43 +215,57 @@ impl Metrics {
             return RequestLabels {
                 verb,
                 dry_run: "",
-                group: String::new(),
-                version: String::new(),
-                resource: String::new(),
+                group: "",
+                version: "",
+                resource: "",
                 subresource: if known && !info.is_resource {
-                    info.path.clone()
+                    info.path.clone().into()
                 } else {
                     "other".into()
                 },
                 scope: "",
             };
-        }
+        };
+        let subresource = match info.subresource.as_str() {
+            "" => "",
+            "status" => "status",
+            "scale" => "scale",
+            _ => "other",
+        };
         RequestLabels {
             verb,
             dry_run: if dry_run { "All" } else { "" },
-            group: info.group.clone(),
-            version: info.version.clone(),
-            resource: info.resource.clone(),
-            subresource: info.subresource.clone(),
+            group,
+            version,
+            resource,
+            subresource: subresource.into(),
             scope,
         }
     }
 
     /// Record a finished request (for a watch: when its response started).
     pub fn observe(&self, l: &RequestLabels, code: u16, elapsed: Duration, size: Option<u64>) {
-        let base = [
-            l.verb.as_str(),
+        // A valid status code's text needs no allocation.
+        let status = axum::http::StatusCode::from_u16(code).ok();
+        let other = if status.is_none() {
+            code.to_string()
+        } else {
+            String::new()
+        };
+        let code = status.as_ref().map_or(other.as_str(), |s| s.as_str());
+        let [verb, group, version, resource, subresource, scope, component] = l.resource_labels();
+        let base = [verb, l.dry_run, group, version, resource, subresource, scope, component];
+        let with_code = [
+            verb,
             l.dry_run,
-            &l.group,
-            &l.version,
-            &l.resource,
-            &l.subresource,
-            l.scope,
-            COMPONENT,
+            group,
+            version,
+            resource,
+            subresource,
+            scope,
+            component,
+            code,
         ];
-        let mut with_code = base.to_vec();
-        let code = code.to_string();
-        with_code.push(&code);
         self.requests.with_label_values(&with_code).inc();
         if l.verb != "WATCH" {
             self.durations.with_label_values(&base).observe(elapsed.as_secs_f64());
@@ -246,7 +277,7 @@ impl Metrics {
 
     /// The size of a GET's or LIST's answer (streamed ones: once written).
     pub fn observe_size(&self, l: &RequestLabels, size: u64) {
-        if matches!(l.verb.as_str(), "GET" | "LIST") {
+        if matches!(l.verb, "GET" | "LIST") {
             self.sizes.with_label_values(&l.resource_labels()).observe(size as f64);
         }
     }
@@ -294,10 +325,10 @@ impl RequestLabels {
     /// verb, group, version, resource, subresource, scope, component.
     fn resource_labels(&self) -> [&str; 7] {
         [
-            &self.verb,
-            &self.group,
-            &self.version,
-            &self.resource,
+            self.verb,
+            self.group,
+            self.version,
+            self.resource,
             &self.subresource,
             self.scope,
             COMPONENT,
