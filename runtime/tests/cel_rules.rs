@@ -324,3 +324,33 @@ async fn rules_see_values_as_kube_apiserver_hands_them_over() {
         "{message}"
     );
 }
+
+/// Rules at the resource's root see `metadata.name` and `generateName` only, as upstream.
+#[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[api(group = "example.com", version = "v1", kind = "Named", namespaced)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.metadata.name.startsWith('n-')", "message": "names start with n-"},
+    {"rule": "!has(self.metadata.labels) && !has(self.metadata.namespace)", "message": "the root sees only name and generateName"},
+]))]
+pub struct Named {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<i64>,
+}
+
+#[tokio::test]
+async fn rules_at_the_root_see_only_the_name_of_the_metadata() {
+    let store = store::<Named>().unwrap();
+    let body = |name: &str| json!({"metadata": {"name": name, "labels": {"team": "a"}}, "spec": 1});
+    store
+        .create(Some("default"), body("n-1"), &WriteOptions::default())
+        .await
+        .expect("labels and namespace are not the root rules' to see");
+    let message = refused(&store, body("m-1")).await;
+    assert!(
+        message.contains("Invalid value: \"object\": names start with n-"),
+        "{message}"
+    );
+    assert!(!message.contains("only name"), "{message}");
+}

@@ -69,7 +69,7 @@ impl Default for Budget {
 }
 
 impl Budget {
-    /// A budget of `steps` comprehension steps and `time` of evaluation.
+    /// A budget of `steps` comprehension steps and `time` of evaluation (the thread's CPU time).
     pub fn new(steps: u64, time: Duration) -> Budget {
         Budget {
             steps: AtomicU64::new(steps),

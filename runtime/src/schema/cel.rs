@@ -151,8 +151,9 @@ impl Run<'_> {
     /// Run the rules at `node` on `value`.
     fn check(&mut self, node: &Node, value: &Value, old: Option<&Value>, path: &str) -> Result<(), Stopped> {
         let (budget, errors) = (&self.budget, &mut self.errors);
-        let this = cel::to_cel_shaped(value, Some(node));
-        let before = old.map(|o| cel::to_cel_shaped(o, Some(node)));
+        let root = path.is_empty();
+        let this = as_seen(cel::to_cel_shaped(value, Some(node)), root);
+        let before = old.map(|o| as_seen(cel::to_cel_shaped(o, Some(node)), root));
         let null = cel::Value::Null;
         let mut bindings: Vec<(&str, &cel::Value)> = vec![("self", &this)];
         if path.is_empty() {
@@ -217,6 +218,37 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// The object as a rule at the type sees it: kube-apiserver gives the resource's root rules
+/// only `metadata.name` and `metadata.generateName` (the rest of the metadata is the API
+/// server's to judge, and may change without the object changing).
+fn as_seen(value: cel::Value, root: bool) -> cel::Value {
+    use kube_cel::cel::objects::Key;
+    let cel::Value::Map(mut object) = value else {
+        return value;
+    };
+    if !root {
+        return cel::Value::Map(object);
+    }
+    let fields = std::sync::Arc::make_mut(&mut object.map);
+    let metadata = Key::String(std::sync::Arc::new("metadata".to_string()));
+    if let Some(cel::Value::Map(meta)) = fields.get(&metadata) {
+        let kept: HashMap<Key, cel::Value> = ["name", "generateName"]
+            .into_iter()
+            .filter_map(|name| {
+                let key = Key::String(std::sync::Arc::new(name.to_string()));
+                meta.map.get(&key).map(|v| (key, v.clone()))
+            })
+            .collect();
+        fields.insert(
+            metadata,
+            cel::Value::Map(kube_cel::cel::objects::Map {
+                map: std::sync::Arc::new(kept),
+            }),
+        );
+    }
+    cel::Value::Map(object)
 }
 
 /// The old list's item that `item` is the new version of, where the list's type says.
