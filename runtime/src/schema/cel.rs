@@ -75,12 +75,12 @@ struct Stopped;
 impl Rules {
     /// Compile the rules of `schema` (a resource's structural schema); None when it has none.
     pub fn new(meta: &ResourceMeta, schema: &Value) -> Result<Option<Rules>, String> {
-        if !has_rules(schema) {
+        let mut problems = Vec::new();
+        let root = node(schema, "", &mut problems);
+        if !root.ruled && problems.is_empty() {
             return Ok(None);
         }
-        let mut problems = Vec::new();
         refused(&compile_schema(schema), "", &mut problems);
-        let root = node(schema, "", &mut problems);
         if let Some(first) = problems.first() {
             return Err(format!("{}: {first}", meta.kind));
         }
@@ -159,7 +159,8 @@ impl Run<'_> {
         if path.is_empty() {
             bindings.extend(self.rules.identity.iter().map(|(name, v)| (*name, v)));
         }
-        let type_name = kind_of(value);
+        // kube-apiserver puts the node's type where the value would be.
+        let type_name = super::validation::json_type(value);
         for rule in &node.rules {
             let mut bindings = bindings.clone();
             match (&before, rule.transition) {
@@ -341,15 +342,6 @@ fn node(schema: &Value, path: &str, problems: &mut Vec<String>) -> Node {
     }
 }
 
-/// Whether any node of `schema` carries `x-kubernetes-validations`.
-fn has_rules(schema: &Value) -> bool {
-    match schema {
-        Value::Object(map) => map.contains_key("x-kubernetes-validations") || map.values().any(has_rules),
-        Value::Array(items) => items.iter().any(has_rules),
-        _ => false,
-    }
-}
-
 /// Rules whose estimated cost passes Kubernetes' per-rule budget, each with its field
 /// (kube-cel's static estimate; the run-time budget catches what it cannot see).
 fn refused(schema: &CompiledSchema, path: &str, out: &mut Vec<String>) {
@@ -376,18 +368,4 @@ fn refused(schema: &CompiledSchema, path: &str, out: &mut Vec<String>) {
     if let Some(values) = &schema.additional_properties {
         refused(values, &format!("{path}[*]"), out);
     }
-}
-
-/// The CEL type name kube-apiserver puts where the value would be.
-fn kind_of(value: &Value) -> String {
-    match value {
-        Value::Object(_) => "object",
-        Value::Array(_) => "array",
-        Value::String(_) => "string",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_f64() => "number",
-        Value::Number(_) => "integer",
-        Value::Null => "null",
-    }
-    .to_string()
 }

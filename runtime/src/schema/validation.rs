@@ -253,7 +253,8 @@ fn display(path: &str) -> String {
     path.trim_start_matches('.').to_string()
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// The JSON type name of `v`, as the schema's `type` and kube-apiserver's messages say it.
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
