@@ -26,6 +26,11 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Whether the run includes `section` (`APIARY_BENCH_ONLY=etcd,memory`; all when unset).
+fn section(name: &str) -> bool {
+    std::env::var("APIARY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -40,7 +45,7 @@ async fn main() {
         rows.push(format!("| {path} | {apiary} | {reference} | {ratio:.2} |"));
     };
 
-    // Memory storage.
+    // Memory storage (its GET gives every section the object to compare sizes with).
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--storage",
@@ -66,184 +71,190 @@ async fn main() {
         None,
     )
     .await;
-    let bare = bare_endpoint(dir.path(), object.clone(), false).await;
-    let bare_mtls = bare_endpoint(dir.path(), object.clone(), true).await;
-    let (got, limit) = (
-        get_rate(&addr, &anonymous, one, seconds).await,
-        get_rate(&bare, &anonymous, one, seconds).await,
-    );
-    row(
-        "GET one object, 16 conns, memory, anonymous",
-        format!("{got:.0}/s"),
-        format!("bare endpoint: {limit:.0}/s"),
-        got / limit,
-    );
-    let (got, limit) = (
-        get_rate(&addr, &admin, one, seconds).await,
-        get_rate(&bare_mtls, &admin, one, seconds).await,
-    );
-    row(
-        "same, admin client certificate",
-        format!("{got:.0}/s"),
-        format!("bare endpoint, client certs: {limit:.0}/s"),
-        got / limit,
-    );
-    let listed = lists(&server, &admin, count).await;
-    let mb = listed.bytes as f64 / 1e6;
-    row(
-        &format!("LIST {count} ({mb:.1} MB), memory"),
-        ms(listed.json),
-        format!("serde_json: {}", ms(listed.serde)),
-        listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
-    );
-    row(
-        &format!("LIST {count} as Table, memory"),
-        ms(listed.table),
-        format!("serde_json: {}", ms(listed.serde)),
-        listed.table.as_secs_f64() / listed.serde.as_secs_f64(),
-    );
-    let growth = listed.rss_growth as f64 / 1e6;
-    row(
-        "peak RSS growth during that list",
-        format!("{growth:.1} MB"),
-        format!("the list: {mb:.1} MB"),
-        growth / mb,
-    );
-    row(
-        "creates, 16 conns, memory",
-        format!("{creates:.0}/s"),
-        "".into(),
-        f64::NAN,
-    );
-    // Versions: the same v1 objects read at v1alpha1 (converted), and v1alpha1 creates.
-    let alpha_one = one.replace("/v1/", "/v1alpha1/");
-    let (alpha, stored) = (
-        get_rate(&addr, &anonymous, &alpha_one, seconds).await,
-        get_rate(&addr, &anonymous, one, seconds).await,
-    );
-    row(
-        "GET one object at v1alpha1 (converted once per revision), memory",
-        format!("{alpha:.0}/s"),
-        format!("at v1, as stored: {stored:.0}/s"),
-        alpha / stored,
-    );
-    let collection = "/namespaces/default/widgets";
-    let (first, again) = list_times(&addr, &admin, &format!("/apis/custom.example.com/v1alpha1{collection}")).await;
-    let (_, at_v1) = list_times(&addr, &admin, &format!("/apis/custom.example.com/v1{collection}")).await;
-    row(
-        &format!("LIST {count} at v1alpha1, first (every item converted), memory"),
-        ms(first),
-        format!("at v1: {}", ms(at_v1)),
-        first.as_secs_f64() / at_v1.as_secs_f64(),
-    );
-    row(
-        "same, again (conversions kept)",
-        ms(again),
-        format!("at v1: {}", ms(at_v1)),
-        again.as_secs_f64() / at_v1.as_secs_f64(),
-    );
-    let alpha_creates = create_each(
-        &addr,
-        &admin,
-        count,
-        "/apis/custom.example.com/v1alpha1/namespaces/default/widgets",
-        alpha_widget,
-    )
-    .await;
-    row(
-        "creates at v1alpha1 (converted to v1 to store), 16 conns, memory",
-        format!("{alpha_creates:.0}/s"),
-        format!("at v1: {creates:.0}/s"),
-        alpha_creates / creates,
-    );
-    let (watchers, rate) = (env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 }), 200);
-    let (kept, latencies, missing) = watch_fan_out(&addr, &admin, watchers, rate, seconds.max(5.0)).await;
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    row(
-        &format!("{watchers} watchers, creates offered at {rate}/s, memory"),
-        format!(
-            "writes kept {kept:.0}/s; delivery p50 {}, p99 {}, {missing} not delivered",
-            ms(at(0.5)),
-            ms(at(0.99))
-        ),
-        format!("offered: {rate}/s"),
-        kept / rate as f64,
-    );
+    if section("memory") {
+        let bare = bare_endpoint(dir.path(), object.clone(), false).await;
+        let bare_mtls = bare_endpoint(dir.path(), object.clone(), true).await;
+        let (got, limit) = (
+            get_rate(&addr, &anonymous, one, seconds).await,
+            get_rate(&bare, &anonymous, one, seconds).await,
+        );
+        row(
+            "GET one object, 16 conns, memory, anonymous",
+            format!("{got:.0}/s"),
+            format!("bare endpoint: {limit:.0}/s"),
+            got / limit,
+        );
+        let (got, limit) = (
+            get_rate(&addr, &admin, one, seconds).await,
+            get_rate(&bare_mtls, &admin, one, seconds).await,
+        );
+        row(
+            "same, admin client certificate",
+            format!("{got:.0}/s"),
+            format!("bare endpoint, client certs: {limit:.0}/s"),
+            got / limit,
+        );
+        let listed = lists(&server, &admin, count).await;
+        let mb = listed.bytes as f64 / 1e6;
+        row(
+            &format!("LIST {count} ({mb:.1} MB), memory"),
+            ms(listed.json),
+            format!("serde_json: {}", ms(listed.serde)),
+            listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
+        );
+        row(
+            &format!("LIST {count} as Table, memory"),
+            ms(listed.table),
+            format!("serde_json: {}", ms(listed.serde)),
+            listed.table.as_secs_f64() / listed.serde.as_secs_f64(),
+        );
+        let growth = listed.rss_growth as f64 / 1e6;
+        row(
+            "peak RSS growth during that list",
+            format!("{growth:.1} MB"),
+            format!("the list: {mb:.1} MB"),
+            growth / mb,
+        );
+        row(
+            "creates, 16 conns, memory",
+            format!("{creates:.0}/s"),
+            "".into(),
+            f64::NAN,
+        );
+        // Versions: the same v1 objects read at v1alpha1 (converted), and v1alpha1 creates.
+        let alpha_one = one.replace("/v1/", "/v1alpha1/");
+        let (alpha, stored) = (
+            get_rate(&addr, &anonymous, &alpha_one, seconds).await,
+            get_rate(&addr, &anonymous, one, seconds).await,
+        );
+        row(
+            "GET one object at v1alpha1 (converted once per revision), memory",
+            format!("{alpha:.0}/s"),
+            format!("at v1, as stored: {stored:.0}/s"),
+            alpha / stored,
+        );
+        let collection = "/namespaces/default/widgets";
+        let (first, again) = list_times(&addr, &admin, &format!("/apis/custom.example.com/v1alpha1{collection}")).await;
+        let (_, at_v1) = list_times(&addr, &admin, &format!("/apis/custom.example.com/v1{collection}")).await;
+        row(
+            &format!("LIST {count} at v1alpha1, first (every item converted), memory"),
+            ms(first),
+            format!("at v1: {}", ms(at_v1)),
+            first.as_secs_f64() / at_v1.as_secs_f64(),
+        );
+        row(
+            "same, again (conversions kept)",
+            ms(again),
+            format!("at v1: {}", ms(at_v1)),
+            again.as_secs_f64() / at_v1.as_secs_f64(),
+        );
+        let alpha_creates = create_each(
+            &addr,
+            &admin,
+            count,
+            "/apis/custom.example.com/v1alpha1/namespaces/default/widgets",
+            alpha_widget,
+        )
+        .await;
+        row(
+            "creates at v1alpha1 (converted to v1 to store), 16 conns, memory",
+            format!("{alpha_creates:.0}/s"),
+            format!("at v1: {creates:.0}/s"),
+            alpha_creates / creates,
+        );
+        let (watchers, rate) = (env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 }), 200);
+        let (kept, latencies, missing) = watch_fan_out(&addr, &admin, watchers, rate, seconds.max(5.0)).await;
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        row(
+            &format!("{watchers} watchers, creates offered at {rate}/s, memory"),
+            format!(
+                "writes kept {kept:.0}/s; delivery p50 {}, p99 {}, {missing} not delivered",
+                ms(at(0.5)),
+                ms(at(0.99))
+            ),
+            format!("offered: {rate}/s"),
+            kept / rate as f64,
+        );
+    }
     drop(server);
 
     // Embedded (redb): lists and creates (each create is durable before it is acknowledged).
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::spawn(
-        BINARY,
-        dir.path(),
-        &["--storage", "embedded", "--status-controller", "false"],
-    );
-    let addr = server.url.trim_start_matches("https://").to_string();
-    let admin = client_tls(dir.path(), true);
-    let creates = create_all(&addr, &admin, count).await;
-    row(
-        "creates, 16 conns, embedded",
-        format!("{creates:.0}/s"),
-        "".into(),
-        f64::NAN,
-    );
-    let listed = lists(&server, &admin, count).await;
-    row(
-        &format!("LIST {count}, embedded"),
-        ms(listed.json),
-        format!("serde_json: {}", ms(listed.serde)),
-        listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
-    );
-    drop(server);
+    if section("embedded") {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::spawn(
+            BINARY,
+            dir.path(),
+            &["--storage", "embedded", "--status-controller", "false"],
+        );
+        let addr = server.url.trim_start_matches("https://").to_string();
+        let admin = client_tls(dir.path(), true);
+        let creates = create_all(&addr, &admin, count).await;
+        row(
+            "creates, 16 conns, embedded",
+            format!("{creates:.0}/s"),
+            "".into(),
+            f64::NAN,
+        );
+        let listed = lists(&server, &admin, count).await;
+        row(
+            &format!("LIST {count}, embedded"),
+            ms(listed.json),
+            format!("serde_json: {}", ms(listed.serde)),
+            listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
+        );
+        drop(server);
+    }
 
     // etcd.
-    let etcd_dir = tempfile::tempdir().unwrap();
-    let etcd = EtcdProcess::start(etcd_dir.path());
-    let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--storage",
-        "etcd",
-        "--etcd-servers",
-        &etcd.endpoint(),
-        "--status-controller",
-        "false",
-    ];
-    let server = ServerProcess::spawn(BINARY, dir.path(), &args);
-    let addr = server.url.trim_start_matches("https://").to_string();
-    let admin = client_tls(dir.path(), true);
-    let creates = create_all(&addr, &admin, count).await;
-    let raw = raw_etcd(&etcd.endpoint(), count, object.len(), seconds).await;
-    row(
-        "creates over HTTPS on etcd, 16 conns",
-        format!("{creates:.0}/s"),
-        format!("raw put-if-absent: {:.0}/s", raw.creates),
-        creates / raw.creates,
-    );
-    let got = get_rate(&addr, &admin, one, seconds).await;
-    row(
-        "GET on etcd, 16 conns",
-        format!("{got:.0}/s"),
-        format!("raw get: {:.0}/s", raw.gets),
-        got / raw.gets,
-    );
-    let listed = lists(&server, &admin, count).await;
-    row(
-        &format!("LIST {count} on etcd"),
-        ms(listed.json),
-        format!("serde_json: {}", ms(listed.serde)),
-        listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
-    );
-    row(
-        &format!("LIST {count} on etcd, against the raw range"),
-        ms(listed.json),
-        format!("raw paged range: {}", ms(raw.range)),
-        listed.json.as_secs_f64() / raw.range.as_secs_f64(),
-    );
+    if section("etcd") {
+        let etcd_dir = tempfile::tempdir().unwrap();
+        let etcd = EtcdProcess::start(etcd_dir.path());
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--storage",
+            "etcd",
+            "--etcd-servers",
+            &etcd.endpoint(),
+            "--status-controller",
+            "false",
+        ];
+        let server = ServerProcess::spawn(BINARY, dir.path(), &args);
+        let addr = server.url.trim_start_matches("https://").to_string();
+        let admin = client_tls(dir.path(), true);
+        let creates = create_all(&addr, &admin, count).await;
+        let raw = raw_etcd(&etcd.endpoint(), count, object.len(), seconds).await;
+        row(
+            "creates over HTTPS on etcd, 16 conns",
+            format!("{creates:.0}/s"),
+            format!("raw put-if-absent: {:.0}/s", raw.creates),
+            creates / raw.creates,
+        );
+        let got = get_rate(&addr, &admin, one, seconds).await;
+        row(
+            "GET on etcd, 16 conns",
+            format!("{got:.0}/s"),
+            format!("raw get: {:.0}/s", raw.gets),
+            got / raw.gets,
+        );
+        let listed = lists(&server, &admin, count).await;
+        row(
+            &format!("LIST {count} on etcd"),
+            ms(listed.json),
+            format!("serde_json: {}", ms(listed.serde)),
+            listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
+        );
+        row(
+            &format!("LIST {count} on etcd, against the raw range"),
+            ms(listed.json),
+            format!("raw paged range: {}", ms(raw.range)),
+            listed.json.as_secs_f64() / raw.range.as_secs_f64(),
+        );
+    }
 
     println!(
         "{count} widgets of ~{} bytes; {CONNECTIONS} connections; best of 5 for lists\n",
