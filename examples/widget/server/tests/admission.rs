@@ -119,7 +119,7 @@ fn widget_policies_deny_images_through_kubectl() {
         let policy = format!(
             "apiVersion: custom.example.com/v1\nkind: WidgetPolicy\nmetadata:\n  name: no-evil-{i}\nspec:\n  deniedImages: [\"evil.example.com/*\", \"nginx:1.0\"]\n"
         );
-        k.ok_stdin(&["apply", "-f", "-"], &policy);
+        common::apply_policy(&k, &policy);
         let denied = k.run_with_stdin(
             &["apply", "-f", "-"],
             &widget(&format!("bad-{i}"), 1, "").replace("nginx:1.25", "evil.example.com/miner"),

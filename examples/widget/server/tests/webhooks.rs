@@ -566,7 +566,7 @@ fn webhook_answers_are_checked_and_credentials_presented() {
     });
     k.ok_stdin(&["create", "-f", "-"], &labelled("u", "uid", 1));
     let policy = "apiVersion: custom.example.com/v1\nkind: WidgetPolicy\nmetadata:\n  name: p\nspec:\n  deniedImages: [\"nginx:1.25\"]\n";
-    k.ok_stdin(&["apply", "-f", "-"], policy);
+    common::apply_policy(&k, policy);
     k.ok_stdin(&["create", "-f", "-"], &labelled("p", "none", 1));
     assert_eq!(webhook.received().len(), before, "no webhook was called");
     drop(server);

@@ -337,3 +337,21 @@ pub mod versions {
         serde_json::from_str(&k.ok(&["get", resource, name, "-o", "json"])).unwrap()
     }
 }
+
+/// Apply a WidgetPolicy and wait until the admission step can see it: the step reads the watch
+/// cache (as an informer-fed plugin does), which has a write within milliseconds, not at once.
+pub fn apply_policy(k: &Kubectl, yaml: &str) {
+    k.ok_stdin(&["apply", "-f", "-"], yaml);
+    let name = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name: "))
+        .expect("the policy has a name");
+    eventually("the watch cache holds the policy", || {
+        let cached = k.run(&[
+            "get",
+            "--raw",
+            "/apis/custom.example.com/v1/widgetpolicies?resourceVersion=0",
+        ]);
+        cached.stdout.contains(&format!("\"name\":\"{name}\"")).then_some(())
+    });
+}
