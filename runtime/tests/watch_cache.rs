@@ -15,11 +15,12 @@ use apiary_runtime::testing::EtcdProcess;
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 
-/// A backend that counts the watches opened and the ranges read on it.
+/// A backend that counts the watches opened, the ranges read and the censuses taken on it.
 struct Counting {
     inner: Arc<dyn Storage>,
     watches: AtomicUsize,
     ranges: AtomicUsize,
+    censuses: AtomicUsize,
 }
 
 impl Counting {
@@ -28,6 +29,7 @@ impl Counting {
             inner,
             watches: AtomicUsize::new(0),
             ranges: AtomicUsize::new(0),
+            censuses: AtomicUsize::new(0),
         })
     }
 }
@@ -58,6 +60,7 @@ impl Storage for Counting {
         self.inner.current_revision().await
     }
     async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
+        self.censuses.fetch_add(1, Ordering::SeqCst);
         self.inner.census(prefix, after).await
     }
     async fn count(&self, prefix: &str) -> Result<u64, StorageError> {
@@ -257,11 +260,15 @@ async fn consistent_lists_from_the_cache(inner: Arc<dyn Storage>) {
     // Quiet now: lists come from the cache, a write elsewhere (another resource) included.
     let other = backend.create("/other/x", vec![]).await.unwrap();
     let before = backend.ranges.load(Ordering::SeqCst);
+    let censuses = backend.censuses.load(Ordering::SeqCst);
     for _ in 0..20 {
         let listed = cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
         assert_eq!(listed.kvs.len(), written.len());
         assert!(listed.revision >= other.mod_revision, "read as of the newest revision");
     }
+    // One census vouched for the cache up to `other`; while the store stays there, the others
+    // only read its revision.
+    assert_eq!(backend.censuses.load(Ordering::SeqCst), censuses + 1);
     // Not older than a revision the cache never saw (another prefix's): the census vouches for
     // the cache, so no wait for it and no storage read (counted below).
     let listed = cache
@@ -285,6 +292,45 @@ async fn consistent_lists_from_the_cache(inner: Arc<dyn Storage>) {
     let rest = cache.list("/r/", &next, Freshness::Consistent).await.unwrap();
     assert_eq!(rest.kvs.len() + 7, written.len());
     assert_eq!(backend.ranges.load(Ordering::SeqCst), before + 1);
+}
+
+/// Writes made through the cache (this server's own, to this resource and to others, as the
+/// leader lease is) let lists vouch for the cache without a census, and every list still sees
+/// every write before it; one write by someone else brings the census back.
+async fn own_writes_need_no_census(inner: Arc<dyn Storage>) {
+    let backend = Counting::new(inner);
+    let cache = WatchCache::new(backend.clone(), 1000);
+    cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+    let censuses = backend.censuses.load(Ordering::SeqCst);
+    for i in 0..50 {
+        let kv = cache.create(&format!("/r/k{i:03}"), vec![b'1']).await.unwrap();
+        cache.create(&format!("/lease/l{i:03}"), vec![b'1']).await.unwrap();
+        let listed = cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+        assert_eq!(listed.kvs.len(), i + 1, "list {i} sees the write before it");
+        assert!(listed.revision > kv.mod_revision, "read as of the newest revision");
+    }
+    assert_eq!(backend.censuses.load(Ordering::SeqCst), censuses, "no census");
+    // Someone else's write, elsewhere: the cache cannot know it was elsewhere without asking.
+    let foreign = backend.create("/elsewhere/theirs", vec![]).await.unwrap();
+    let listed = cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+    assert!(listed.revision >= foreign.mod_revision);
+    assert_eq!(backend.censuses.load(Ordering::SeqCst), censuses + 1, "a census for it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn own_writes_need_no_census_on_memory() {
+    own_writes_need_no_census(Arc::new(Engine::memory())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn own_writes_need_no_census_on_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let config = EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        ..Default::default()
+    };
+    own_writes_need_no_census(Arc::new(Etcd::connect(&config).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

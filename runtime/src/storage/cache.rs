@@ -55,11 +55,16 @@ impl Change {
 /// A stream of shared changes; an `Err` ends it.
 pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<Arc<Change>, StorageError>> + Send>>;
 
+/// Own writes the cache remembers, to vouch for lists without a census.
+const JOURNAL: usize = 4096;
+
 /// A backend with a shared watch cache in front of it.
 pub struct WatchCache {
     inner: Arc<dyn Storage>,
     window: usize,
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
+    /// The revisions of the latest writes made through this cache, and their keys.
+    journal: Mutex<BTreeMap<Revision, String>>,
 }
 
 /// One prefix's backend watch and its window of recent events.
@@ -74,6 +79,10 @@ struct Window {
     from: Revision,
     /// Every event up to this revision has been received (the backend watch resumes here).
     progress: Revision,
+    /// The state is the store's newest as of this revision: `progress`, or later when a
+    /// [`Census`](super::Census) found no key written between the two. A consistent list
+    /// while the store is still at this revision needs no census.
+    vouched: Revision,
     events: VecDeque<Arc<Change>>,
     /// Every key under the prefix as of `progress`: what lists are served from.
     state: BTreeMap<String, KeyValue>,
@@ -84,6 +93,7 @@ impl Window {
         Window {
             from: listed.revision,
             progress: listed.revision,
+            vouched: listed.revision,
             events: VecDeque::new(),
             state: listed.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
         }
@@ -133,6 +143,7 @@ impl WatchCache {
             inner,
             window: window.max(1),
             feeds: Mutex::new(HashMap::new()),
+            journal: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -177,35 +188,81 @@ impl WatchCache {
         let deadline = Instant::now() + FRESH_WAIT;
         loop {
             let mut changed = feed.changed.subscribe();
-            let progress = lock(&feed.window).progress;
-            let (target, census) = match freshness {
-                Freshness::NotOlderThan(revision) if revision <= progress => (revision, None),
-                // Newer than the cache (say, a revision another resource's list returned): the
-                // census can vouch for the cache as for a consistent read.
-                Freshness::NotOlderThan(_) | Freshness::Consistent => {
-                    match self.inner.census(feed_prefix, progress).await? {
-                        Some(census) => (census.revision, Some(census)),
-                        None => return self.inner.range(request.clone()).await,
+            let (progress, vouched) = {
+                let window = lock(&feed.window);
+                (window.progress, window.vouched)
+            };
+            let target = match freshness {
+                Freshness::NotOlderThan(revision) if revision <= vouched => revision,
+                // A consistent read (or one newer than the cache, say a revision another
+                // resource's list returned): the store not having moved since the last vouch
+                // costs one revision read; otherwise a census can vouch for the state.
+                Freshness::NotOlderThan(_) | Freshness::Consistent => self.inner.current_revision().await?,
+            };
+            if target > vouched {
+                // Every revision since the vouch was this server's own write (a store no one
+                // else writes, the usual case): the feed needs only those under its prefix.
+                // Otherwise a census tells whether anything under it changed since `progress`.
+                if let Some(needed) = self.own_writes_since(feed_prefix, vouched, target) {
+                    let mut window = lock(&feed.window);
+                    if window.progress >= needed {
+                        window.vouched = window.vouched.max(target);
+                    }
+                } else {
+                    let Some(census) = self.inner.census(feed_prefix, progress).await? else {
+                        return self.inner.range(request.clone()).await;
+                    };
+                    // Nothing changed since `progress` (no key written since, none deleted):
+                    // the state is the newest one.
+                    let mut window = lock(&feed.window);
+                    if window.progress == progress && !census.written_after && census.keys == window.state.len() as u64
+                    {
+                        window.vouched = window.vouched.max(census.revision);
                     }
                 }
-            };
+            }
             {
                 let window = lock(&feed.window);
-                // Caught up: every event to `target` is in. Or nothing changed since `progress`
-                // (no key written since, none deleted): the state is the newest one.
-                let unchanged = census
-                    .filter(|c| window.progress == progress && !c.written_after && c.keys == window.state.len() as u64);
-                if window.progress >= target {
-                    return Ok(window.page(request, window.progress));
-                }
-                if let Some(census) = unchanged {
-                    return Ok(window.page(request, census.revision));
+                // Caught up: every event to `target` is in, or vouched for.
+                if window.vouched >= target {
+                    return Ok(window.page(request, window.vouched));
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !matches!(tokio::time::timeout(left, changed.changed()).await, Ok(Ok(()))) {
                 return self.inner.range(request.clone()).await;
             }
+        }
+    }
+
+    /// When every revision in `(after, to]` is a write made through this cache, the newest of
+    /// them under `prefix` (`after` when none is): what a feed must have received to be
+    /// current at `to`. `None` when some revision there was written by someone else.
+    fn own_writes_since(&self, prefix: &str, after: Revision, to: Revision) -> Option<Revision> {
+        if to.saturating_sub(after) > JOURNAL as Revision {
+            return None;
+        }
+        let journal = lock(&self.journal);
+        let mut needed = after;
+        let mut expected = after + 1;
+        for (&revision, key) in journal.range(expected..=to) {
+            if revision != expected {
+                return None;
+            }
+            if key.starts_with(prefix) {
+                needed = revision;
+            }
+            expected += 1;
+        }
+        (expected > to).then_some(needed)
+    }
+
+    /// Remember a write made through the cache.
+    fn wrote(&self, written: &KeyValue) {
+        let mut journal = lock(&self.journal);
+        journal.insert(written.mod_revision, written.key.clone());
+        while journal.len() > JOURNAL {
+            journal.pop_first();
         }
     }
 
@@ -290,6 +347,7 @@ impl Feed {
             return; // a replay of what we hold, after a re-established watch
         }
         window.progress = revision;
+        window.vouched = window.vouched.max(revision);
         match event.kind {
             EventKind::Put => {
                 window.state.insert(event.kv.key.clone(), event.kv.clone());
@@ -366,15 +424,21 @@ impl Storage for WatchCache {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StorageError> {
-        self.inner.create(key, value).await
+        let written = self.inner.create(key, value).await?;
+        self.wrote(&written);
+        Ok(written)
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StorageError> {
-        self.inner.update(key, value, expected).await
+        let written = self.inner.update(key, value, expected).await?;
+        self.wrote(&written);
+        Ok(written)
     }
 
     async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError> {
-        self.inner.delete(key, expected).await
+        let deleted = self.inner.delete(key, expected).await?;
+        self.wrote(&deleted);
+        Ok(deleted)
     }
 
     /// Watches through the cache; the stream ends after its first error, like every backend's.
