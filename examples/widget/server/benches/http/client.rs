@@ -91,27 +91,60 @@ pub(crate) async fn send(
     (status, response.into_body().collect().await.unwrap().to_bytes())
 }
 
-/// Requests per second of `path` from `CONNECTIONS` connections for `seconds`.
-pub(crate) async fn get_rate(addr: &str, tls: &Arc<rustls::ClientConfig>, path: &str, seconds: f64) -> f64 {
+/// Operations before a rate is counted.
+const WARM_UP: Duration = Duration::from_millis(500);
+
+/// Operations per second of one loop of `op` per client for `seconds`, counted from the end of
+/// a warm-up, the same for every endpoint measured: the first requests on a connection (and a
+/// process's first busy second) run slower than the rest. `op` hands its client back.
+pub(crate) async fn rate<C, F, Fut>(clients: Vec<C>, seconds: f64, op: F) -> f64
+where
+    C: Send + 'static,
+    F: Fn(C) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = C> + Send,
+{
     let done = Arc::new(AtomicUsize::new(0));
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let counted_from = Instant::now() + WARM_UP;
+    let until = counted_from + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let mut sender = connect(addr, tls).await;
-        let (done, path) = (done.clone(), path.to_string());
+    for client in clients {
+        let (done, op) = (done.clone(), op.clone());
         tasks.push(tokio::spawn(async move {
-            while Instant::now() < until {
-                let (status, _) = send(&mut sender, "GET", &path, "application/json", None).await;
-                assert_eq!(status, 200);
-                done.fetch_add(1, Ordering::Relaxed);
+            let mut client = client;
+            loop {
+                let sent = Instant::now();
+                if sent >= until {
+                    break;
+                }
+                client = op(client).await;
+                if sent >= counted_from {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     }
-    let started = Instant::now();
     for t in tasks {
         t.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    done.load(Ordering::Relaxed) as f64 / seconds
+}
+
+/// GETs of `path` per second over `CONNECTIONS` connections for `seconds`.
+pub(crate) async fn get_rate(addr: &str, tls: &Arc<rustls::ClientConfig>, path: &str, seconds: f64) -> f64 {
+    let mut senders = Vec::new();
+    for _ in 0..CONNECTIONS {
+        senders.push(connect(addr, tls).await);
+    }
+    let path = Arc::new(path.to_string());
+    rate(senders, seconds, move |mut sender| {
+        let path = path.clone();
+        async move {
+            let (status, _) = send(&mut sender, "GET", &path, "application/json", None).await;
+            assert_eq!(status, 200);
+            sender
+        }
+    })
+    .await
 }
 
 /// A widget of about 1.3 KB as stored (with its managedFields).

@@ -13,7 +13,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::CONNECTIONS;
-use super::client::{best, pem_certs, provider};
+use super::client::{best, pem_certs, provider, rate};
 
 /// A bare HTTPS endpoint answering every request with `body`, on the server's certificate
 /// (asking for client certificates when `client_ca` is given, as the server does).
@@ -102,28 +102,15 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds:
         t.await.unwrap();
     }
     let creates = count as f64 / started.elapsed().as_secs_f64();
-    let done = Arc::new(AtomicUsize::new(0));
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let (mut client, done) = (client.clone(), done.clone());
-            tokio::spawn(async move {
-                while Instant::now() < until {
-                    let get = raw::RangeRequest {
-                        key: b"/raw/000001".to_vec(),
-                        ..Default::default()
-                    };
-                    assert_eq!(client.range(get).await.unwrap().into_inner().kvs.len(), 1);
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let gets = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let gets = rate(vec![client.clone(); CONNECTIONS], seconds, |mut client| async move {
+        let get = raw::RangeRequest {
+            key: b"/raw/000001".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(client.range(get).await.unwrap().into_inner().kvs.len(), 1);
+        client
+    })
+    .await;
     let range = best(5, || {
         let mut client = client.clone();
         async move {
