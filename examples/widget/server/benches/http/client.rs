@@ -129,6 +129,28 @@ where
     done.load(Ordering::Relaxed) as f64 / seconds
 }
 
+/// Repetitions of each side of a compared pair of rates.
+const PAIRED: usize = 3;
+
+/// Two rates measured in turns (`a`, `b`, `a`, `b`, ...), so drift on a shared machine falls
+/// on both alike; the median of each.
+pub(crate) async fn paired<FA, FB>(a: impl Fn() -> FA, b: impl Fn() -> FB) -> (f64, f64)
+where
+    FA: std::future::Future<Output = f64>,
+    FB: std::future::Future<Output = f64>,
+{
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for _ in 0..PAIRED {
+        first.push(a().await);
+        second.push(b().await);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(first), median(second))
+}
+
 /// GETs of `path` per second over `CONNECTIONS` connections for `seconds`.
 pub(crate) async fn get_rate(addr: &str, tls: &Arc<rustls::ClientConfig>, path: &str, seconds: f64) -> f64 {
     let mut senders = Vec::new();

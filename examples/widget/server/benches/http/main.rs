@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use apiary_runtime::testing::{EtcdProcess, ServerProcess};
 use client::{
-    alpha_widget, client_tls, connect, create_all, create_each, get_rate, list_times, lists, send, watch_fan_out,
+    alpha_widget, client_tls, connect, create_all, create_each, get_rate, list_times, lists, paired, send,
+    watch_fan_out,
 };
 use references::{bare_endpoint, raw_etcd};
 
@@ -37,6 +38,10 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(references::BARE) {
+        return references::serve_bare(&args[1..]).await;
+    }
     let quick = !std::env::args().any(|a| a == "--bench");
     let count = env("APIARY_BENCH_OBJECTS", if quick { 200 } else { 10_000 });
     let seconds = env("APIARY_BENCH_SECONDS", if quick { 1 } else { 3 }) as f64;
@@ -72,22 +77,24 @@ async fn main() {
     )
     .await;
     if section("memory") {
-        let bare = bare_endpoint(dir.path(), object.clone(), false).await;
-        let bare_mtls = bare_endpoint(dir.path(), object.clone(), true).await;
-        let (got, limit) = (
-            get_rate(&addr, &anonymous, one, seconds).await,
-            get_rate(&bare, &anonymous, one, seconds).await,
-        );
+        let bare = bare_endpoint(dir.path(), &object, false);
+        let bare_mtls = bare_endpoint(dir.path(), &object, true);
+        let (got, limit) = paired(
+            || get_rate(&addr, &anonymous, one, seconds),
+            || get_rate(&bare.addr, &anonymous, one, seconds),
+        )
+        .await;
         row(
             "GET one object, 16 conns, memory, anonymous",
             format!("{got:.0}/s"),
             format!("bare endpoint: {limit:.0}/s"),
             got / limit,
         );
-        let (got, limit) = (
-            get_rate(&addr, &admin, one, seconds).await,
-            get_rate(&bare_mtls, &admin, one, seconds).await,
-        );
+        let (got, limit) = paired(
+            || get_rate(&addr, &admin, one, seconds),
+            || get_rate(&bare_mtls.addr, &admin, one, seconds),
+        )
+        .await;
         row(
             "same, admin client certificate",
             format!("{got:.0}/s"),
@@ -123,10 +130,11 @@ async fn main() {
         );
         // Versions: the same v1 objects read at v1alpha1 (converted), and v1alpha1 creates.
         let alpha_one = one.replace("/v1/", "/v1alpha1/");
-        let (alpha, stored) = (
-            get_rate(&addr, &anonymous, &alpha_one, seconds).await,
-            get_rate(&addr, &anonymous, one, seconds).await,
-        );
+        let (alpha, stored) = paired(
+            || get_rate(&addr, &anonymous, &alpha_one, seconds),
+            || get_rate(&addr, &anonymous, one, seconds),
+        )
+        .await;
         row(
             "GET one object at v1alpha1 (converted once per revision), memory",
             format!("{alpha:.0}/s"),
@@ -227,19 +235,24 @@ async fn main() {
         let addr = server.url.trim_start_matches("https://").to_string();
         let admin = client_tls(dir.path(), true);
         let creates = create_all(&addr, &admin, count).await;
-        let raw = raw_etcd(&etcd.endpoint(), count, object.len(), seconds).await;
+        let endpoint = etcd.endpoint();
+        let raw = raw_etcd(&endpoint, count, object.len()).await;
         row(
             "creates over HTTPS on etcd, 16 conns",
             format!("{creates:.0}/s"),
             format!("raw put-if-absent: {:.0}/s", raw.creates),
             creates / raw.creates,
         );
-        let got = get_rate(&addr, &admin, one, seconds).await;
+        let (got, raw_gets) = paired(
+            || get_rate(&addr, &admin, one, seconds),
+            || references::raw_gets(&endpoint, seconds),
+        )
+        .await;
         row(
             "GET on etcd, 16 conns",
             format!("{got:.0}/s"),
-            format!("raw get: {:.0}/s", raw.gets),
-            got / raw.gets,
+            format!("raw get: {raw_gets:.0}/s"),
+            got / raw_gets,
         );
         let listed = lists(&server, &admin, count).await;
         row(

@@ -15,9 +15,60 @@ use rustls_pki_types::pem::PemObject;
 use super::CONNECTIONS;
 use super::client::{best, pem_certs, provider, rate};
 
+/// The argument that makes this benchmark's binary a bare endpoint (see [`bare_endpoint`]).
+pub(crate) const BARE: &str = "bare-endpoint";
+
+/// A bare endpoint in a process of its own, killed when dropped.
+pub(crate) struct Bare {
+    /// `host:port`.
+    pub(crate) addr: String,
+    child: std::process::Child,
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A bare HTTPS endpoint answering every request with `body`, on the server's certificate
-/// (asking for client certificates when `client_ca` is given, as the server does).
-pub(crate) async fn bare_endpoint(dir: &Path, body: Bytes, client_ca: bool) -> String {
+/// (asking for client certificates when `client_ca` is given, as the server does). It runs in
+/// a process of its own, as the server does: in the load generator's process it would share
+/// its threads and skip the switches between processes the server pays for.
+pub(crate) fn bare_endpoint(dir: &Path, body: &Bytes, client_ca: bool) -> Bare {
+    use std::io::BufRead;
+    let file = dir.join(if client_ca { "bare-body-mtls" } else { "bare-body" });
+    std::fs::write(&file, body).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([BARE, &dir.display().to_string(), &file.display().to_string()])
+        .arg(if client_ca { "mtls" } else { "anonymous" })
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Bare {
+        addr: line.trim().to_string(),
+        child,
+    }
+}
+
+/// Serve [`bare_endpoint`] in this process: `bare-endpoint <dir> <body file> <mtls|anonymous>`;
+/// prints the address, then serves until killed.
+pub(crate) async fn serve_bare(args: &[String]) {
+    let [dir, body, mode] = args else {
+        panic!("usage: {BARE} <dir> <body file> <mtls|anonymous>")
+    };
+    let body = Bytes::from(std::fs::read(body).unwrap());
+    let addr = listen_bare(Path::new(dir), body, mode == "mtls").await;
+    println!("{addr}");
+    std::future::pending::<()>().await;
+}
+
+async fn listen_bare(dir: &Path, body: Bytes, client_ca: bool) -> String {
     let certs = dir.join(".apiary/certs");
     let key = PrivateKeyDer::from_pem_file(certs.join("apiserver.key")).unwrap();
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -68,17 +119,31 @@ pub(crate) async fn bare_endpoint(dir: &Path, body: Bytes, client_ca: bool) -> S
     addr
 }
 
+/// Gets of one key written by [`raw_etcd`] per second, with the raw etcd client.
+pub(crate) async fn raw_gets(endpoint: &str, seconds: f64) -> f64 {
+    use apiary_runtime::testing::raw_etcd as raw;
+    let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
+    rate(vec![client; CONNECTIONS], seconds, |mut client| async move {
+        let get = raw::RangeRequest {
+            key: b"/raw/000001".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(client.range(get).await.unwrap().into_inner().kvs.len(), 1);
+        client
+    })
+    .await
+}
+
 /// What the raw etcd client achieves.
 pub(crate) struct Raw {
     pub(crate) creates: f64,
-    pub(crate) gets: f64,
     pub(crate) range: Duration,
 }
 
 /// The raw etcd client on the same etcd: put-if-absent of `count` new keys of `size` bytes,
-/// gets of one key, and a paged range over them (1,000 keys a page: one answer would pass
+/// and a paged range over them (1,000 keys a page: one answer would pass
 /// gRPC's 4 MiB limit).
-pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds: f64) -> Raw {
+pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize) -> Raw {
     use apiary_runtime::testing::raw_etcd as raw;
     let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
     let value = vec![b'x'; size];
@@ -102,15 +167,6 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds:
         t.await.unwrap();
     }
     let creates = count as f64 / started.elapsed().as_secs_f64();
-    let gets = rate(vec![client.clone(); CONNECTIONS], seconds, |mut client| async move {
-        let get = raw::RangeRequest {
-            key: b"/raw/000001".to_vec(),
-            ..Default::default()
-        };
-        assert_eq!(client.range(get).await.unwrap().into_inner().kvs.len(), 1);
-        client
-    })
-    .await;
     let range = best(5, || {
         let mut client = client.clone();
         async move {
@@ -133,5 +189,5 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize, seconds:
         }
     })
     .await;
-    Raw { creates, gets, range }
+    Raw { creates, range }
 }
