@@ -109,6 +109,9 @@ pub fn request_info_of(method: &str, path: &str, q: &std::collections::HashMap<S
 /// escape is malformed or the bytes are not UTF-8.
 pub fn percent_decode(s: &str, plus_as_space: bool) -> Option<String> {
     let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || (plus_as_space && b == b'+')) {
+        return Some(s.to_string());
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {

@@ -160,6 +160,9 @@ pub struct Impersonator(pub UserInfo);
 /// `impersonate` each part (users, groups, uids, userextras), as kube-apiserver does.
 async fn impersonated(guard: &Guard, request: &mut Request, user: Option<&Arc<UserInfo>>) -> Result<(), Response> {
     let headers = request.headers();
+    if !headers.keys().any(|k| k.as_str().starts_with("impersonate-")) {
+        return Ok(());
+    }
     let values = |name: &str| super::authn::header_values(headers, name);
     let name = values("Impersonate-User").into_iter().next();
     let groups = values("Impersonate-Group");

@@ -97,16 +97,18 @@ impl Default for RequestHeader {
 impl RequestHeader {
     /// Whether `header` is one of the request-header headers (stripped from every request).
     fn carries_identity(&self, header: &str) -> bool {
-        let lower = header.to_ascii_lowercase();
+        // Asked for every header of every request: compared in place, nothing allocated.
         self.username_headers
             .iter()
             .chain(&self.uid_headers)
             .chain(&self.group_headers)
-            .any(|h| h.eq_ignore_ascii_case(&lower))
-            || self
-                .extra_prefixes
-                .iter()
-                .any(|p| lower.starts_with(&p.to_ascii_lowercase()))
+            .any(|h| h.eq_ignore_ascii_case(header))
+            || self.extra_prefixes.iter().any(|p| {
+                header
+                    .as_bytes()
+                    .get(..p.len())
+                    .is_some_and(|start| start.eq_ignore_ascii_case(p.as_bytes()))
+            })
     }
 }
 
