@@ -94,21 +94,45 @@ pub(crate) async fn send(
 /// Operations before a rate is counted.
 const WARM_UP: Duration = Duration::from_millis(500);
 
+/// A measured rate and what it cost the process serving it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Measured {
+    /// Operations per second, after the warm-up.
+    pub(crate) per_second: f64,
+    /// The serving process's CPU time (user and system) per operation, warm-up included, in
+    /// microseconds; NaN when not measured.
+    pub(crate) cpu_us: f64,
+}
+
+/// A process's CPU time so far (user and system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces): utime and stime are the
+    // 12th and 13th of them.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
 /// Operations per second of one loop of `op` per client for `seconds`, counted from the end of
 /// a warm-up, the same for every endpoint measured: the first requests on a connection (and a
-/// process's first busy second) run slower than the rest. `op` hands its client back.
-pub(crate) async fn rate<C, F, Fut>(clients: Vec<C>, seconds: f64, op: F) -> f64
+/// process's first busy second) run slower than the rest. `op` hands its client back. With
+/// `pid`, also that process's CPU time per operation.
+pub(crate) async fn rate<C, F, Fut>(clients: Vec<C>, seconds: f64, pid: Option<u32>, op: F) -> Measured
 where
     C: Send + 'static,
     F: Fn(C) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = C> + Send,
 {
-    let done = Arc::new(AtomicUsize::new(0));
+    let (done, all) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let ticks = pid.map(cpu_ticks);
     let counted_from = Instant::now() + WARM_UP;
     let until = counted_from + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for client in clients {
-        let (done, op) = (done.clone(), op.clone());
+        let (done, all, op) = (done.clone(), all.clone(), op.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = client;
             loop {
@@ -117,6 +141,7 @@ where
                     break;
                 }
                 client = op(client).await;
+                all.fetch_add(1, Ordering::Relaxed);
                 if sent >= counted_from {
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -126,39 +151,60 @@ where
     for t in tasks {
         t.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / seconds
+    let cpu_us = match (pid, ticks) {
+        (Some(pid), Some(before)) => {
+            (cpu_ticks(pid) - before) as f64 / TICKS * 1e6 / all.load(Ordering::Relaxed).max(1) as f64
+        }
+        _ => f64::NAN,
+    };
+    Measured {
+        per_second: done.load(Ordering::Relaxed) as f64 / seconds,
+        cpu_us,
+    }
 }
 
 /// Repetitions of each side of a compared pair of rates.
 const PAIRED: usize = 3;
 
 /// Two rates measured in turns (`a`, `b`, `a`, `b`, ...), so drift on a shared machine falls
-/// on both alike; the median of each.
-pub(crate) async fn paired<FA, FB>(a: impl Fn() -> FA, b: impl Fn() -> FB) -> (f64, f64)
+/// on both alike; the median of each (rate and CPU cost apart).
+pub(crate) async fn paired<FA, FB>(a: impl Fn() -> FA, b: impl Fn() -> FB) -> (Measured, Measured)
 where
-    FA: std::future::Future<Output = f64>,
-    FB: std::future::Future<Output = f64>,
+    FA: std::future::Future<Output = Measured>,
+    FB: std::future::Future<Output = Measured>,
 {
     let (mut first, mut second) = (Vec::new(), Vec::new());
     for _ in 0..PAIRED {
         first.push(a().await);
         second.push(b().await);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    let median = |v: &[Measured], field: fn(&Measured) -> f64| {
+        let mut values: Vec<f64> = v.iter().map(field).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
     };
-    (median(first), median(second))
+    let of = |v: &[Measured]| Measured {
+        per_second: median(v, |m| m.per_second),
+        cpu_us: median(v, |m| m.cpu_us),
+    };
+    (of(&first), of(&second))
 }
 
-/// GETs of `path` per second over `CONNECTIONS` connections for `seconds`.
-pub(crate) async fn get_rate(addr: &str, tls: &Arc<rustls::ClientConfig>, path: &str, seconds: f64) -> f64 {
+/// GETs of `path` per second over `CONNECTIONS` connections for `seconds`, and the CPU time
+/// each cost process `pid` (the server, or the bare endpoint).
+pub(crate) async fn get_rate(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+    seconds: f64,
+    pid: u32,
+) -> Measured {
     let mut senders = Vec::new();
     for _ in 0..CONNECTIONS {
         senders.push(connect(addr, tls).await);
     }
     let path = Arc::new(path.to_string());
-    rate(senders, seconds, move |mut sender| {
+    rate(senders, seconds, Some(pid), move |mut sender| {
         let path = path.clone();
         async move {
             let (status, _) = send(&mut sender, "GET", &path, "application/json", None).await;

@@ -79,27 +79,34 @@ async fn main() {
     if section("memory") {
         let bare = bare_endpoint(dir.path(), &object, false);
         let bare_mtls = bare_endpoint(dir.path(), &object, true);
+        let pid = server.pid();
         let (got, limit) = paired(
-            || get_rate(&addr, &anonymous, one, seconds),
-            || get_rate(&bare.addr, &anonymous, one, seconds),
+            || get_rate(&addr, &anonymous, one, seconds, pid),
+            || get_rate(&bare.addr, &anonymous, one, seconds, bare.pid()),
         )
         .await;
         row(
             "GET one object, 16 conns, memory, anonymous",
-            format!("{got:.0}/s"),
-            format!("bare endpoint: {limit:.0}/s"),
-            got / limit,
+            format!("{:.0}/s", got.per_second),
+            format!("bare endpoint: {:.0}/s", limit.per_second),
+            got.per_second / limit.per_second,
+        );
+        row(
+            "CPU time per GET of the process serving it",
+            format!("{:.1} µs", got.cpu_us),
+            format!("bare endpoint: {:.1} µs", limit.cpu_us),
+            got.cpu_us / limit.cpu_us,
         );
         let (got, limit) = paired(
-            || get_rate(&addr, &admin, one, seconds),
-            || get_rate(&bare_mtls.addr, &admin, one, seconds),
+            || get_rate(&addr, &admin, one, seconds, pid),
+            || get_rate(&bare_mtls.addr, &admin, one, seconds, bare_mtls.pid()),
         )
         .await;
         row(
             "same, admin client certificate",
-            format!("{got:.0}/s"),
-            format!("bare endpoint, client certs: {limit:.0}/s"),
-            got / limit,
+            format!("{:.0}/s", got.per_second),
+            format!("bare endpoint, client certs: {:.0}/s", limit.per_second),
+            got.per_second / limit.per_second,
         );
         let listed = lists(&server, &admin, count).await;
         let mb = listed.bytes as f64 / 1e6;
@@ -131,15 +138,15 @@ async fn main() {
         // Versions: the same v1 objects read at v1alpha1 (converted), and v1alpha1 creates.
         let alpha_one = one.replace("/v1/", "/v1alpha1/");
         let (alpha, stored) = paired(
-            || get_rate(&addr, &anonymous, &alpha_one, seconds),
-            || get_rate(&addr, &anonymous, one, seconds),
+            || get_rate(&addr, &anonymous, &alpha_one, seconds, pid),
+            || get_rate(&addr, &anonymous, one, seconds, pid),
         )
         .await;
         row(
             "GET one object at v1alpha1 (converted once per revision), memory",
-            format!("{alpha:.0}/s"),
-            format!("at v1, as stored: {stored:.0}/s"),
-            alpha / stored,
+            format!("{:.0}/s", alpha.per_second),
+            format!("at v1, as stored: {:.0}/s", stored.per_second),
+            alpha.per_second / stored.per_second,
         );
         let collection = "/namespaces/default/widgets";
         let (first, again) = list_times(&addr, &admin, &format!("/apis/custom.example.com/v1alpha1{collection}")).await;
@@ -244,15 +251,15 @@ async fn main() {
             creates / raw.creates,
         );
         let (got, raw_gets) = paired(
-            || get_rate(&addr, &admin, one, seconds),
+            || get_rate(&addr, &admin, one, seconds, server.pid()),
             || references::raw_gets(&endpoint, seconds),
         )
         .await;
         row(
             "GET on etcd, 16 conns",
-            format!("{got:.0}/s"),
-            format!("raw get: {raw_gets:.0}/s"),
-            got / raw_gets,
+            format!("{:.0}/s", got.per_second),
+            format!("raw get: {:.0}/s", raw_gets.per_second),
+            got.per_second / raw_gets.per_second,
         );
         let listed = lists(&server, &admin, count).await;
         row(

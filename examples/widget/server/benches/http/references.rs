@@ -13,7 +13,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::CONNECTIONS;
-use super::client::{best, pem_certs, provider, rate};
+use super::client::{Measured, best, pem_certs, provider, rate};
 
 /// The argument that makes this benchmark's binary a bare endpoint (see [`bare_endpoint`]).
 pub(crate) const BARE: &str = "bare-endpoint";
@@ -23,6 +23,13 @@ pub(crate) struct Bare {
     /// `host:port`.
     pub(crate) addr: String,
     child: std::process::Child,
+}
+
+impl Bare {
+    /// The endpoint's process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Bare {
@@ -120,10 +127,10 @@ async fn listen_bare(dir: &Path, body: Bytes, client_ca: bool) -> String {
 }
 
 /// Gets of one key written by [`raw_etcd`] per second, with the raw etcd client.
-pub(crate) async fn raw_gets(endpoint: &str, seconds: f64) -> f64 {
+pub(crate) async fn raw_gets(endpoint: &str, seconds: f64) -> Measured {
     use apiary_runtime::testing::raw_etcd as raw;
     let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
-    rate(vec![client; CONNECTIONS], seconds, |mut client| async move {
+    rate(vec![client; CONNECTIONS], seconds, None, |mut client| async move {
         let get = raw::RangeRequest {
             key: b"/raw/000001".to_vec(),
             ..Default::default()
