@@ -49,6 +49,16 @@ async fn bounded<T>(
     }
 }
 
+/// [`bounded`] for [`client::unary`] calls.
+async fn bounded_unary<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, StorageError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(timed_out()),
+    }
+}
+
 fn timed_out() -> StorageError {
     StorageError::Unavailable(format!("etcd did not answer within {REQUEST_TIMEOUT:?}"))
 }
@@ -123,6 +133,16 @@ impl Etcd {
         KvClient::new(self.channel.clone())
     }
 
+    /// A small range (one key, a count), in one frame each way.
+    async fn small_range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, StorageError> {
+        bounded_unary(client::unary(&self.channel, "/etcdserverpb.KV/Range", &request)).await
+    }
+
+    /// A transaction, in one frame each way.
+    async fn transaction(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, StorageError> {
+        bounded_unary(client::unary(&self.channel, "/etcdserverpb.KV/Txn", &request)).await
+    }
+
     /// Compact history up to `revision` (tests and operators; kube-apiserver does this periodically).
     pub async fn compact(&self, revision: Revision) -> Result<(), StorageError> {
         let request = pb::CompactionRequest {
@@ -190,7 +210,7 @@ impl Etcd {
             success: vec![then],
             failure: vec![read],
         };
-        let response = bounded(self.kv().txn(request)).await?;
+        let response = self.transaction(request).await?;
         let revision = revision_of(response.header.as_ref());
         let mut answers = response.responses.into_iter().filter_map(|r| r.response);
         if response.succeeded {
@@ -220,7 +240,7 @@ impl Storage for Etcd {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         };
-        let response = bounded(self.kv().range(request)).await?;
+        let response = self.small_range(request).await?;
         response.kvs.into_iter().next().map(to_kv).transpose()
     }
 
@@ -361,7 +381,7 @@ impl Storage for Etcd {
             count_only: true,
             ..Default::default()
         };
-        let response = bounded(self.kv().range(request)).await?;
+        let response = self.small_range(request).await?;
         Ok(revision_of(response.header.as_ref()))
     }
 
@@ -371,7 +391,7 @@ impl Storage for Etcd {
             count_only: true,
             ..prefix_range(prefix)
         };
-        let response = bounded(self.kv().range(request)).await?;
+        let response = self.small_range(request).await?;
         Ok(response.count as u64)
     }
 
@@ -396,7 +416,7 @@ impl Storage for Etcd {
             ],
             failure: Vec::new(),
         };
-        let response = bounded(self.kv().txn(request)).await?;
+        let response = self.transaction(request).await?;
         let revision = revision_of(response.header.as_ref());
         let answers: Vec<(u64, usize)> = response
             .responses
