@@ -49,7 +49,7 @@ async fn conformance(s: Arc<dyn Storage>) {
     let a = s.create("/t/p/a", b"1".to_vec()).await.unwrap();
     assert!(a.mod_revision > start);
     assert_eq!(a.create_revision, a.mod_revision);
-    assert_eq!(s.get("/t/p/a").await.unwrap().unwrap().value, b"1");
+    assert_eq!(s.get("/t/p/a").await.unwrap().unwrap().value[..], b"1"[..]);
     assert_eq!(
         s.create("/t/p/a", b"x".to_vec()).await.unwrap_err(),
         StorageError::AlreadyExists
@@ -110,7 +110,7 @@ async fn conformance(s: Arc<dyn Storage>) {
     s.create("/t/p/e", b"e".to_vec()).await.unwrap();
     let past = range(&*s, "/t/p/", None, 0, Some(before)).await;
     assert_eq!(keys(&past.kvs), ["/t/p/a", "/t/p/b", "/t/p/c", "/t/p/d"]);
-    assert_eq!(past.kvs[1].value, b"b");
+    assert_eq!(past.kvs[1].value[..], b"b"[..]);
     assert_eq!(past.revision, before);
     let now = range(&*s, "/t/p/", None, 0, None).await;
     assert_eq!(keys(&now.kvs), ["/t/p/a", "/t/p/b", "/t/p/d", "/t/p/e"]);
@@ -122,7 +122,7 @@ async fn conformance(s: Arc<dyn Storage>) {
         StorageError::Conflict { .. }
     ));
     let deleted = s.delete("/t/p/d", d.mod_revision).await.unwrap();
-    assert_eq!(deleted.value, b"d");
+    assert_eq!(deleted.value[..], b"d"[..]);
     assert!(deleted.mod_revision > d.mod_revision, "a deletion has its own revision");
     assert_eq!(
         s.delete("/t/p/d", d.mod_revision).await.unwrap_err(),
@@ -140,13 +140,13 @@ async fn conformance(s: Arc<dyn Storage>) {
     };
     let e1 = next().await;
     assert_eq!(
-        (e1.kind, e1.kv.key.as_str(), e1.kv.value.as_slice()),
+        (e1.kind, e1.kv.key.as_str(), &e1.kv.value[..]),
         (EventKind::Put, "/t/p/b", &b"B"[..])
     );
-    assert_eq!(e1.prev.as_ref().unwrap().value, b"b");
+    assert_eq!(e1.prev.as_ref().unwrap().value[..], b"b"[..]);
     let e2 = next().await;
     assert_eq!((e2.kind, e2.kv.key.as_str()), (EventKind::Delete, "/t/p/c"));
-    assert_eq!(e2.prev.as_ref().unwrap().value, b"c");
+    assert_eq!(e2.prev.as_ref().unwrap().value[..], b"c"[..]);
     assert_eq!(next().await.kv.key, "/t/p/e");
     assert_eq!(next().await.kind, EventKind::Delete);
     s.create("/t/q/ignored", b"-".to_vec()).await.unwrap();

@@ -105,7 +105,7 @@ async fn many_watchers_share_one_backend_watch() {
             assert_eq!(&change.event.kv.key, key);
             let derived = change.derived(|e| {
                 decodes.fetch_add(1, Ordering::SeqCst);
-                Some(serde_json::json!(e.kv.value))
+                Some(serde_json::json!(e.kv.value.to_vec()))
             });
             assert_eq!(derived.as_deref(), Some(&serde_json::json!([i])));
             if i == 0 {

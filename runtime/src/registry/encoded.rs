@@ -244,7 +244,7 @@ mod tests {
         let cache = EncodedCache::default();
         let kv = |rv, value: &str| KeyValue {
             key: "/k".into(),
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
             create_revision: 1,
             mod_revision: rv,
         };

@@ -148,7 +148,7 @@ fn load(path: &Path) -> Result<(redb::Database, State), StorageError> {
                 key.clone(),
                 KeyValue {
                     key,
-                    value,
+                    value: value.into(),
                     create_revision,
                     mod_revision,
                 },
@@ -178,7 +178,7 @@ impl Inner {
                 kind: EventKind::Put,
                 kv: KeyValue {
                     key: key.to_string(),
-                    value,
+                    value: value.into(),
                     create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
                     mod_revision: revision,
                 },

@@ -26,8 +26,9 @@ pub type Revision = u64;
 pub struct KeyValue {
     /// Full key, e.g. `/registry/custom.example.com/widgets/default/w1`.
     pub key: String,
-    /// Serialized object (JSON, without resourceVersion).
-    pub value: Vec<u8>,
+    /// Serialized object (JSON, without resourceVersion), shared: the watch cache, its events
+    /// and every read hold the same bytes, not copies.
+    pub value: bytes::Bytes,
     /// Revision of the write that created the key.
     pub create_revision: Revision,
     /// Revision of the last write to the key (for a deletion event: the deletion's revision).

@@ -66,7 +66,7 @@ fn timed_out() -> StorageError {
 fn to_kv(kv: mvccpb::KeyValue) -> Result<KeyValue, StorageError> {
     Ok(KeyValue {
         key: String::from_utf8(kv.key).map_err(|e| StorageError::Internal(e.to_string()))?,
-        value: kv.value,
+        value: kv.value.into(),
         create_revision: kv.create_revision as Revision,
         mod_revision: kv.mod_revision as Revision,
     })
@@ -293,7 +293,8 @@ impl Storage for Etcd {
             compare::CompareTarget::Create,
             compare::TargetUnion::CreateRevision(0),
         );
-        match self.txn(key, compare, put(key, value.clone())).await {
+        let value = bytes::Bytes::from(value);
+        match self.txn(key, compare, put(key, value.to_vec())).await {
             Ok((revision, _)) => Ok(KeyValue {
                 key: key.into(),
                 value,
@@ -311,7 +312,8 @@ impl Storage for Etcd {
             compare::CompareTarget::Mod,
             compare::TargetUnion::ModRevision(expected as i64),
         );
-        let (revision, _) = self.txn(key, compare, put(key, value.clone())).await?;
+        let value = bytes::Bytes::from(value);
+        let (revision, _) = self.txn(key, compare, put(key, value.to_vec())).await?;
         // create_revision is not returned by a put; callers use mod_revision only.
         Ok(KeyValue {
             key: key.into(),
