@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiary_runtime::registry::{ListOptions, Store, TypedStrategy, WatchEvent, WriteOptions};
-use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
 use apiary_runtime::storage::{self, Storage, WatchCache};
 use apiary_runtime::testing::{EtcdProcess, raw_etcd as raw};
 use common::{Item, Row, env, item, load};
@@ -239,12 +238,7 @@ async fn main() {
         };
         warm.put(put).await.unwrap();
     }
-    let backend = Etcd::connect(&EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let backend = etcd.client().await;
     rows.extend(registry("apiary etcd", Arc::new(backend), objects, concurrency).await);
     rows.extend(raw_etcd(&etcd.endpoint(), objects, concurrency).await);
     println!("{objects} objects, {concurrency} concurrent clients, {WATCHERS} watchers\n");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
+use apiary_runtime::storage::etcd::Etcd;
 use apiary_runtime::storage::{self, Engine, EventKind, RangeRequest, Revision, Storage, StorageError};
 use apiary_runtime::testing::EtcdProcess;
 use futures::StreamExt;
@@ -33,11 +33,7 @@ async fn range(
 /// A real etcd in `dir` and a client of it.
 async fn etcd(dir: &std::path::Path) -> (EtcdProcess, Etcd) {
     let etcd = EtcdProcess::start(dir);
-    let config = EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    };
-    let client = Etcd::connect(&config).await.unwrap();
+    let client = etcd.client().await;
     (etcd, client)
 }
 

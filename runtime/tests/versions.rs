@@ -9,7 +9,6 @@ use std::sync::Arc;
 use apiary_runtime::prelude::*;
 use apiary_runtime::registry::patch::Patch;
 use apiary_runtime::registry::{Part, Store, WriteOptions};
-use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
 use apiary_runtime::storage::{RangeRequest, Storage, WatchCache};
 use apiary_runtime::testing::EtcdProcess;
 use schemars::JsonSchema;
@@ -269,12 +268,7 @@ async fn storage_version_change_on_the_embedded_store() {
 async fn storage_version_change_on_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdProcess::start(dir.path());
-    let config = EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    };
-    let storage = Etcd::connect(&config).await.unwrap();
-    change_storage_version_and_migrate(WatchCache::new(Arc::new(storage), 1000)).await;
+    change_storage_version_and_migrate(WatchCache::new(Arc::new(etcd.client().await), 1000)).await;
 }
 
 /// v1alpha1 retired: still known (objects stored at it are read and migrated), not served.

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apiary_runtime::storage::cache::Change;
-use apiary_runtime::storage::etcd::{Etcd, EtcdConfig};
 use apiary_runtime::storage::{
     Census, Engine, EventStream, Freshness, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
     WatchCache,
@@ -178,12 +177,7 @@ async fn a_watcher_left_behind_by_the_window_gets_expired() {
 async fn the_feed_survives_an_etcd_outage_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let mut etcd = EtcdProcess::start(dir.path());
-    let backend = Etcd::connect(&EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let backend = etcd.client().await;
     let cache = WatchCache::new(Arc::new(backend), 100);
     let start = cache.current_revision().await.unwrap();
     let mut watcher = cache.changes("/r/", start).await.unwrap();
@@ -326,11 +320,7 @@ async fn own_writes_need_no_census_on_memory() {
 async fn own_writes_need_no_census_on_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdProcess::start(dir.path());
-    let config = EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    };
-    own_writes_need_no_census(Arc::new(Etcd::connect(&config).await.unwrap())).await;
+    own_writes_need_no_census(Arc::new(etcd.client().await)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -342,9 +332,5 @@ async fn lists_come_from_the_cache_consistently_on_memory() {
 async fn lists_come_from_the_cache_consistently_on_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdProcess::start(dir.path());
-    let config = EtcdConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..Default::default()
-    };
-    consistent_lists_from_the_cache(Arc::new(Etcd::connect(&config).await.unwrap())).await;
+    consistent_lists_from_the_cache(Arc::new(etcd.client().await)).await;
 }

@@ -63,6 +63,17 @@ impl EtcdProcess {
         )
     }
 
+    /// The etcd storage backend on this etcd (plain endpoints; TLS setups build their own).
+    pub async fn client(&self) -> crate::storage::etcd::Etcd {
+        let config = crate::storage::etcd::EtcdConfig {
+            endpoints: vec![self.endpoint()],
+            ..Default::default()
+        };
+        crate::storage::etcd::Etcd::connect(&config)
+            .await
+            .expect("an etcd backend connects lazily")
+    }
+
     /// Kill etcd (SIGKILL), keeping its data.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
