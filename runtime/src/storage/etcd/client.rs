@@ -99,12 +99,13 @@ pub fn channel(config: &EtcdConfig) -> Result<Channel, StorageError> {
 /// The generated client streams its request body: headers, the message and an empty frame
 /// ending the stream reach etcd as three writes and three reads. Here the body is one frame
 /// that ends the stream, so a call is typically one write each way: the server's hottest etcd
-/// calls (writes, gets, revision checks) cost it and etcd less.
+/// calls (writes, gets, revision checks) cost it and etcd less. Answers as the generated
+/// client's calls do, so the same bound applies to both.
 pub(crate) async fn unary<Q: prost::Message, A: prost::Message + Default>(
     channel: &Channel,
     method: &'static str,
     message: &Q,
-) -> Result<A, Status> {
+) -> Result<tonic::Response<A>, Status> {
     let length = message.encoded_len();
     let mut frame = Vec::with_capacity(5 + length);
     frame.put_u8(0); // not compressed
@@ -146,5 +147,7 @@ pub(crate) async fn unary<Q: prost::Message, A: prost::Message + Default>(
         _ => None,
     }
     .ok_or_else(|| Status::internal("etcd's answer is not one uncompressed gRPC message"))?;
-    A::decode(body).map_err(|e| Status::internal(e.to_string()))
+    A::decode(body)
+        .map(tonic::Response::new)
+        .map_err(|e| Status::internal(e.to_string()))
 }

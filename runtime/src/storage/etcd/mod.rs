@@ -49,16 +49,6 @@ async fn bounded<T>(
     }
 }
 
-/// [`bounded`] for [`client::unary`] calls.
-async fn bounded_unary<T>(
-    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
-) -> Result<T, StorageError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-        Ok(result) => result.map_err(unavailable),
-        Err(_) => Err(timed_out()),
-    }
-}
-
 fn timed_out() -> StorageError {
     StorageError::Unavailable(format!("etcd did not answer within {REQUEST_TIMEOUT:?}"))
 }
@@ -135,12 +125,12 @@ impl Etcd {
 
     /// A small range (one key, a count), in one frame each way.
     async fn small_range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, StorageError> {
-        bounded_unary(client::unary(&self.channel, "/etcdserverpb.KV/Range", &request)).await
+        bounded(client::unary(&self.channel, "/etcdserverpb.KV/Range", &request)).await
     }
 
     /// A transaction, in one frame each way.
     async fn transaction(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, StorageError> {
-        bounded_unary(client::unary(&self.channel, "/etcdserverpb.KV/Txn", &request)).await
+        bounded(client::unary(&self.channel, "/etcdserverpb.KV/Txn", &request)).await
     }
 
     /// Compact history up to `revision` (tests and operators; kube-apiserver does this periodically).
