@@ -156,7 +156,7 @@ impl Run<'_> {
         let before = old.map(|o| as_seen(cel::to_cel_shaped(o, Some(node)), root));
         let null = cel::Value::Null;
         let mut bindings: Vec<(&str, &cel::Value)> = vec![("self", &this)];
-        if path.is_empty() {
+        if root {
             bindings.extend(self.rules.identity.iter().map(|(name, v)| (*name, v)));
         }
         // kube-apiserver puts the node's type where the value would be.
@@ -226,12 +226,12 @@ impl Run<'_> {
 /// server's to judge, and may change without the object changing).
 fn as_seen(value: cel::Value, root: bool) -> cel::Value {
     use kube_cel::cel::objects::Key;
+    if !root {
+        return value;
+    }
     let cel::Value::Map(mut object) = value else {
         return value;
     };
-    if !root {
-        return cel::Value::Map(object);
-    }
     let fields = std::sync::Arc::make_mut(&mut object.map);
     let metadata = Key::String(std::sync::Arc::new("metadata".to_string()));
     if let Some(cel::Value::Map(meta)) = fields.get(&metadata) {
