@@ -6,6 +6,7 @@
 //!
 //! cargo bench -p widget-server --bench http
 //! APIARY_BENCH_OBJECTS=10000 APIARY_BENCH_SECONDS=3 cargo bench -p widget-server --bench http
+//! APIARY_BENCH_ONLY=etcd cargo bench -p widget-server --bench http
 
 mod client;
 mod references;
