@@ -9,8 +9,6 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::free_port;
-
 /// A running test HTTPS server; it stops when dropped.
 pub struct HttpsServer {
     /// The port it listens on (127.0.0.1).
@@ -43,7 +41,10 @@ impl HttpsServer {
                 .expect("test TLS");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let port = free_port();
+        // Bound here, not by port number in the thread: a released port may be taken meanwhile.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("test server port");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
+        let port = listener.local_addr().expect("a bound port").port();
         let handshakes = Arc::new(AtomicUsize::new(0));
         let counted = handshakes.clone();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -55,9 +56,7 @@ impl HttpsServer {
                 .build()
                 .expect("test server runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .expect("test server port");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("test server port");
                 let _ = ready_tx.send(());
                 loop {
                     let (tcp, _) = tokio::select! {

@@ -16,12 +16,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released; the OS does not hand it out again at once).
+/// A free loopback port (bound and released: another process may take it before it is used,
+/// so a caller that can should bind port 0 itself, and one that cannot should retry).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports, held together until all are chosen.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"));
+    listeners.map(|l| l.local_addr().expect("a bound port").port())
 }
 
 /// A real `etcd` (Debian's etcd-server) with its own data directory; killed on drop.
@@ -42,15 +46,30 @@ impl EtcdProcess {
     /// Start etcd with extra flags: its TLS flags (`--cert-file=…`, `--key-file=…`,
     /// `--trusted-ca-file=…`, `--client-cert-auth=true`) make clients use https.
     pub fn start_with(dir: &Path, flags: &[String]) -> EtcdProcess {
-        let mut etcd = EtcdProcess {
-            flags: flags.to_vec(),
-            child: None,
-            data_dir: dir.join("etcd"),
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
-        etcd.restart();
-        etcd
+        // A released port can be taken by anyone (another test's server binding port 0) before
+        // etcd binds it; etcd then exits at once, and fresh ports are the remedy.
+        let data_dir = dir.join("etcd");
+        let fresh = !data_dir.exists();
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let [client_port, peer_port] = free_ports();
+            let mut etcd = EtcdProcess {
+                flags: flags.to_vec(),
+                child: None,
+                data_dir: data_dir.clone(),
+                client_port,
+                peer_port,
+            };
+            match etcd.launch() {
+                Ok(()) => return etcd,
+                Err(failure) => failures.push(failure),
+            }
+            // A new member records its peer address; the next try must not inherit this one's.
+            if fresh {
+                let _ = std::fs::remove_dir_all(&data_dir);
+            }
+        }
+        panic!("etcd did not start: {failures:#?}");
     }
 
     /// `http://127.0.0.1:PORT` (https with TLS flags).
@@ -85,8 +104,18 @@ impl EtcdProcess {
     /// Start etcd again on the same ports and data, and wait until it answers.
     pub fn restart(&mut self) {
         self.stop();
+        if let Err(failure) = self.launch() {
+            panic!("etcd did not restart: {failure}");
+        }
+    }
+
+    /// Spawn etcd and wait until its client port answers; an early exit is reported with
+    /// etcd's own log at once rather than after the whole wait.
+    fn launch(&mut self) -> Result<(), String> {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log_path = self.data_dir.with_extension("log");
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let child = Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))
             .args(["--name", "apiary-test", "--data-dir"])
             .arg(&self.data_dir)
@@ -96,15 +125,24 @@ impl EtcdProcess {
             .args(["--log-level", "error", "--logger", "zap"])
             .args(&self.flags)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("etcd starts (install Debian's etcd-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not listen within 20 s");
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!("etcd on {client} exited ({status}): {}", log()));
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!("etcd on {client} did not listen within 60 s: {}", log()));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 }
 
