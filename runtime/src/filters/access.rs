@@ -1,10 +1,10 @@
 //! Who is asking and may they: the authentication, impersonation and authorization filters
 //! over [`Guard`], which holds the authenticator and the authorizer.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use serde_json::json;
 
@@ -44,8 +44,12 @@ pub struct Guard {
 /// Authenticate (401), then impersonate: the user goes into the request's extensions (and
 /// the authenticated one into the response's, for the request log). Health checks pass
 /// without credentials.
-pub async fn identify(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
-    let user = match authenticated(&guard, &mut request).await {
+pub async fn identify<F: Future<Output = Response>>(
+    guard: &Guard,
+    mut request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
+    let user = match authenticated(guard, &mut request).await {
         Ok(user) => user,
         Err(response) => return response,
     };
@@ -53,10 +57,10 @@ pub async fn identify(State(guard): State<Arc<Guard>>, mut request: Request, nex
         // Shared by every filter, the handler and the response's log line: one allocation.
         request.extensions_mut().insert(user.clone());
     }
-    if let Err(response) = impersonated(&guard, &mut request, user.as_ref()).await {
+    if let Err(response) = impersonated(guard, &mut request, user.as_ref()).await {
         return response;
     }
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     if let Some(user) = user {
         response.extensions_mut().insert(user);
     }
@@ -94,25 +98,27 @@ pub struct Loopback(pub UserInfo);
 /// Authorize the authenticated user (403, or 500 when the review fails), then run the rest
 /// of the chain within the request's [`Bounds`] (one layer, not three: each layer is a future
 /// nested in the one outside it, moved and polled on every request).
-pub async fn authorize(
-    State((guard, bounds)): State<(Arc<Guard>, Arc<Bounds>)>,
+pub async fn authorize<F: Future<Output = Response>>(
+    guard: &Arc<Guard>,
+    bounds: &Bounds,
     mut request: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
     let info = info_of(&request);
     let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
         // Only the always-allowed health checks get here unauthenticated; anything else
         // without a user fails closed rather than skip authorization.
         if always_allowed(&info.path) {
-            return bounded(&bounds, request, next).await;
+            return bounded(bounds, request, next).await;
         }
         return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     };
-    if let Err(e) = check(&guard, &user, &info).await {
+    if let Err(e) = check(guard, &user, &info).await {
         return error_response(&e);
     }
+    let guard = guard.clone();
     request.extensions_mut().insert(AuthorizeMore { guard, user, info });
-    bounded(&bounds, request, next).await
+    bounded(bounds, request, next).await
 }
 
 async fn check(guard: &Guard, user: &UserInfo, info: &RequestInfo) -> Result<(), ApiError> {

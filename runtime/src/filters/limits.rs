@@ -1,13 +1,13 @@
 //! Bounds on work in progress: max-in-flight (429 with `Retry-After`) and the request
 //! timeout (504); watches are long-running and exempt from both.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 use tokio::sync::Semaphore;
 
@@ -41,10 +41,14 @@ pub struct Bounds {
 /// Run the rest of the chain within the in-flight limits (429 with `Retry-After` when the
 /// request's class is at its limit) and `timeout` (504); watches are exempt from both, health
 /// checks from the in-flight limits.
-pub async fn bounded(bounds: &Bounds, mut request: Request, next: Next) -> Response {
+pub async fn bounded<F: Future<Output = Response>>(
+    bounds: &Bounds,
+    mut request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let (limits, timeout) = (&bounds.in_flight, bounds.timeout);
     if info_of(&request).verb == "watch" {
-        return next.run(request).await;
+        return next(request).await;
     }
     let mut _permit = None;
     let mut _counted = None;
@@ -71,7 +75,7 @@ pub async fn bounded(bounds: &Bounds, mut request: Request, next: Next) -> Respo
     request
         .extensions_mut()
         .insert(Deadline(std::time::Instant::now() + timeout));
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    match tokio::time::timeout(timeout, next(request)).await {
         Ok(response) => response,
         Err(_) => error_response(&ApiError::new(
             504,

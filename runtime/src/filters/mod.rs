@@ -1,9 +1,8 @@
-//! The handler chain's filters, as k8s.io/apiserver's `server/filters/`: each an axum
-//! middleware over shared state, wrapped around the router outermost first as
-//! [`instrument`] (audit ID, metrics, log line), [`identify`] (authentication, impersonation),
-//! [`audit`](fn@audit), [`authorize`] (authorization, then the in-flight limits and the
-//! timeout, [`limits::bounded`]). Steps that always follow each other share a layer: every
-//! layer is one more future moved and polled on every request.
+//! The handler chain's filters, as k8s.io/apiserver's `server/filters/`: each an async
+//! function of the request and the rest of the chain, run outermost first by [`FilterChain`]
+//! as [`instrument`] (audit ID, metrics, log line), [`identify`] (authentication,
+//! impersonation), [`audit`](fn@audit), [`authorize`] (authorization, then the in-flight
+//! limits and the timeout, [`limits::bounded`]).
 //!
 //! - [`access`]: the authentication, impersonation and authorization filters; the decisions
 //!   themselves are [`authn`] (request-header, client certificates, TokenReview), with [`x509`] for certificate chains, and [`authz`]
@@ -15,6 +14,7 @@ pub mod access;
 pub mod audit;
 pub mod authn;
 pub mod authz;
+pub mod chain;
 pub mod limits;
 pub mod metrics;
 pub mod observe;
@@ -22,5 +22,6 @@ pub mod ttl_cache;
 pub mod x509;
 
 pub use access::{AuthorizeMore, Guard, Impersonator, Loopback, authorize, identify};
+pub use chain::FilterChain;
 pub use limits::{Bounds, InFlight};
 pub use observe::{AuditId, RemoteAddr, audit, instrument};

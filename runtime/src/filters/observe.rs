@@ -1,13 +1,13 @@
 //! The outermost filters: the audit ID, metrics and the request log line ([`instrument`]),
 //! then the audit log's stages ([`audit`]).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 use futures::FutureExt;
 use serde_json::Value;
@@ -40,7 +40,11 @@ fn is_apply(request: &Request) -> bool {
 
 /// Outermost: the audit ID (honoured from the client, always returned), metrics, and one
 /// log line per request (method, path, user, code, latency; never bodies).
-pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
+pub async fn instrument<F: Future<Output = Response>>(
+    metrics: &Arc<Metrics>,
+    mut request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let started = Instant::now();
     // The one parse of the query, shared with the request info and the handler.
     let query = Query::of(request.extensions(), request.uri());
@@ -64,7 +68,7 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
     request.extensions_mut().insert(AuditId(audit_id.clone()));
     request.extensions_mut().insert(metrics.clone());
     request.extensions_mut().insert(info.clone());
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     let code = response.status().as_u16();
     let size = axum::body::HttpBody::size_hint(response.body()).exact();
     metrics.observe(&labels, code, started.elapsed(), size);
@@ -100,14 +104,18 @@ pub async fn instrument(State(metrics): State<Arc<Metrics>>, mut request: Reques
 
 /// Write the audit events of a request at the level its policy gives (after authentication,
 /// so every event has a user; before authorization, so denials are audited too).
-pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Next) -> Response {
+pub async fn audit<F: Future<Output = Response>>(
+    log: &Arc<AuditLog>,
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let info = info_of(&request);
     let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
-        return next.run(request).await;
+        return next(request).await;
     };
     let (level, omit) = log.policy().decide(&user, &info);
     if level == Level::None {
-        return next.run(request).await;
+        return next(request).await;
     }
     let audit_id = request
         .extensions()
@@ -164,7 +172,7 @@ pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Nex
     if let Some(event) = record.at(Stage::RequestReceived) {
         log.write(&event);
     }
-    let response = match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+    let response = match std::panic::AssertUnwindSafe(next(request)).catch_unwind().await {
         Ok(response) => response,
         Err(_) => {
             record.respond(500, None);
@@ -184,7 +192,10 @@ pub async fn audit(State(log): State<Arc<AuditLog>>, request: Request, next: Nex
             log.write(&event);
         }
         let (parts, body) = response.into_parts();
-        let finished = WatchDone { log, record };
+        let finished = WatchDone {
+            log: log.clone(),
+            record,
+        };
         return Response::from_parts(parts, super::limits::with_guard(body, finished));
     }
     // The body is read only when the event needs it: the object at RequestResponse, the

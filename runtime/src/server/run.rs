@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::middleware;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
 
 use crate::filters::audit::{AuditLog, Policy, Rotation};
 use crate::filters::authn::{self, Authenticator, FlagsSet, PeerCertificates, RequestHeader, Trust};
@@ -59,7 +57,7 @@ pub struct Server {
     /// Whether this replica leads (runs the in-process controllers).
     leading: tokio::sync::watch::Sender<bool>,
     /// The full filter chain and routes, once `run` has built them, for `client`.
-    loopback: tokio::sync::watch::Sender<Option<axum::Router>>,
+    loopback: tokio::sync::watch::Sender<Option<filters::FilterChain>>,
 }
 
 impl Server {
@@ -153,7 +151,7 @@ impl Server {
                     .ok_or("the server stopped")?;
                 let mut request = request.map(axum::body::Body::new);
                 request.extensions_mut().insert(filters::Loopback(user));
-                let response = router.oneshot(request).await.map_err(|e| e.to_string())?;
+                let response = router.serve(request).await;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response)
             }
         });
@@ -290,18 +288,8 @@ impl Server {
                 }),
             )
             // The router's own routes have this already; again for `/metrics`.
-            .method_not_allowed_fallback(crate::endpoints::router::method_not_allowed)
-            .layer(middleware::from_fn_with_state(
-                (guard.clone(), bounds),
-                filters::authorize,
-            ));
-        let router = match audit {
-            Some(log) => router.layer(middleware::from_fn_with_state(log, filters::audit)),
-            None => router,
-        };
-        let router = router
-            .layer(middleware::from_fn_with_state(guard, filters::identify))
-            .layer(middleware::from_fn_with_state(metrics, filters::instrument));
+            .method_not_allowed_fallback(crate::endpoints::router::method_not_allowed);
+        let router = filters::FilterChain::new(metrics, guard, audit, bounds, router);
         self.loopback.send_replace(Some(router.clone()));
         match serving.kubeconfig {
             Some(path) => println!(
@@ -371,9 +359,9 @@ impl Server {
                     request.extensions_mut().insert(peer.clone());
                     request.extensions_mut().insert(RemoteAddr(remote));
                     request.extensions_mut().insert(watching.clone());
-                    let response = router.clone().oneshot(request.map(axum::body::Body::new));
+                    let response = router.clone().serve(request.map(axum::body::Body::new));
                     async move {
-                        let response = response.await?;
+                        let response = response.await;
                         Ok::<_, std::convert::Infallible>(response.map(|body| filters::limits::with_guard(body, busy)))
                     }
                 });

@@ -375,9 +375,13 @@ fn router() -> axum::Router {
     .unwrap();
     let stores: Vec<Arc<dyn Rest>> = vec![Arc::new(store)];
     let api = Api::new(stores, json!({"gitVersion": "v0.0.0"}));
-    api.router().layer(axum::middleware::from_fn_with_state(
-        Metrics::new(),
-        apiary_runtime::filters::instrument,
+    // The outermost filter alone (it parses the query and the request info once for all).
+    let metrics = Metrics::new();
+    api.router().layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let metrics = metrics.clone();
+            async move { apiary_runtime::filters::instrument(&metrics, request, |r| next.run(r)).await }
+        },
     ))
 }
 
