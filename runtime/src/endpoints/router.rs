@@ -49,6 +49,8 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 /// Everything the handlers share.
 pub struct Api {
     stores: Vec<Arc<dyn Rest>>,
+    /// Every resource route, matched as the router matches it.
+    resource_routes: matchit::Router<(Arc<dyn Rest>, crate::resource::Target)>,
     metas: Vec<ResourceMeta>,
     openapi_v2: Doc,
     openapi_v2_proto: Doc,
@@ -108,7 +110,16 @@ impl Api {
                 openapi_v3.insert(key, doc);
             }
         }
+        let mut resource_routes = matchit::Router::new();
+        for store in &stores {
+            for route in store.meta().routes() {
+                resource_routes
+                    .insert(route.path, (store.clone(), route.target))
+                    .expect("resource routes are distinct");
+            }
+        }
         Arc::new(Api {
+            resource_routes,
             stores,
             openapi_v2: Doc::new(&v2),
             openapi_v2_proto,
@@ -119,6 +130,20 @@ impl Api {
             admission,
             serving_cert,
         })
+    }
+
+    /// Serve `request` if its path is a resource route (matched by the same route table and
+    /// matcher as [`Api::router`], without the router's boxed services and path parameters);
+    /// else hand it back. HEAD is handed back: the router answers it without a body.
+    pub async fn serve_resource(&self, request: Request) -> Result<Response, Request> {
+        if request.method() == axum::http::Method::HEAD {
+            return Err(request);
+        }
+        let Ok(matched) = self.resource_routes.at(request.uri().path()) else {
+            return Err(request);
+        };
+        let (store, target) = matched.value.clone();
+        Ok(serve(store, target, request).await)
     }
 
     /// The router: discovery, OpenAPI, health, and every resource's route table.

@@ -12,9 +12,11 @@ use tower::ServiceExt;
 use super::audit::AuditLog;
 use super::metrics::Metrics;
 use super::{Bounds, Guard, audit, authorize, identify, instrument};
+use crate::endpoints::Api;
 
 /// The handler chain: [`instrument`], [`identify`], [`audit`] (when an audit log is kept),
-/// [`authorize`] (with the bounds), then the routes.
+/// [`authorize`] (with the bounds), then the resource routes ([`Api::serve_resource`]) or
+/// the router.
 #[derive(Clone)]
 pub struct FilterChain(Arc<Parts>);
 
@@ -23,16 +25,18 @@ struct Parts {
     guard: Arc<Guard>,
     audit: Option<Arc<AuditLog>>,
     bounds: Arc<Bounds>,
+    api: Arc<Api>,
     routes: Router,
 }
 
 impl FilterChain {
-    /// The chain around `routes`.
+    /// The chain around `api`'s resources and `routes` (`api`'s router and any more).
     pub fn new(
         metrics: Arc<Metrics>,
         guard: Arc<Guard>,
         audit: Option<Arc<AuditLog>>,
         bounds: Arc<Bounds>,
+        api: Arc<Api>,
         routes: Router,
     ) -> FilterChain {
         FilterChain(Arc::new(Parts {
@@ -40,6 +44,7 @@ impl FilterChain {
             guard,
             audit,
             bounds,
+            api,
             routes,
         }))
     }
@@ -62,6 +67,10 @@ impl FilterChain {
 impl Parts {
     async fn authorized(&self, request: Request) -> Response {
         authorize(&self.guard, &self.bounds, request, |request| async move {
+            let request = match self.api.serve_resource(request).await {
+                Ok(response) => return response,
+                Err(request) => request,
+            };
             match self.routes.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},

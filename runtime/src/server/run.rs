@@ -289,7 +289,7 @@ impl Server {
             )
             // The router's own routes have this already; again for `/metrics`.
             .method_not_allowed_fallback(crate::endpoints::router::method_not_allowed);
-        let router = filters::FilterChain::new(metrics, guard, audit, bounds, router);
+        let router = filters::FilterChain::new(metrics, guard, audit, bounds, api, router);
         self.loopback.send_replace(Some(router.clone()));
         match serving.kubeconfig {
             Some(path) => println!(

@@ -365,7 +365,7 @@ fn request(rng: &mut Rng) -> (String, String, axum::http::Request<Body>) {
     (method.to_string(), uri, request)
 }
 
-fn router() -> axum::Router {
+fn api() -> Arc<Api> {
     let cache = WatchCache::new(storage::memory(), 1000);
     let store = Store::new(
         Arc::new(TypedStrategy::<widget_api::Widget>::default()),
@@ -374,7 +374,11 @@ fn router() -> axum::Router {
     )
     .unwrap();
     let stores: Vec<Arc<dyn Rest>> = vec![Arc::new(store)];
-    let api = Api::new(stores, json!({"gitVersion": "v0.0.0"}));
+    Api::new(stores, json!({"gitVersion": "v0.0.0"}))
+}
+
+fn router() -> axum::Router {
+    let api = api();
     // The outermost filter alone (it parses the query and the request info once for all).
     let metrics = Metrics::new();
     api.router().layer(axum::middleware::from_fn(
@@ -447,6 +451,50 @@ async fn fuzz(seed: u64, budget: Duration, max: usize) -> BTreeMap<String, usize
         *classes.entry(format!("{code} {reason}")).or_insert(0) += 1;
     }
     classes
+}
+
+/// The server dispatches resource routes without the router (`Api::serve_resource`): every
+/// path it serves that way must get the router's answer, for generated paths of every shape.
+#[tokio::test(flavor = "current_thread")]
+async fn resource_routes_are_matched_as_the_router_matches() {
+    let api = api();
+    let router = api.router();
+    let get = |uri: &str| axum::http::Request::get(uri).body(Body::empty()).unwrap();
+    let answer = |response: axum::response::Response| async move {
+        let code = response.status();
+        (code, response.into_body().collect().await.unwrap().to_bytes())
+    };
+    let widget = json!({"apiVersion": "custom.example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w1", "namespace": "default"}, "spec": {"replicas": 1, "image": "nginx:1"}});
+    let create = axum::http::Request::post("/apis/custom.example.com/v1/namespaces/default/widgets")
+        .header("content-type", "application/json")
+        .body(Body::from(widget.to_string()))
+        .unwrap();
+    assert_eq!(router.clone().oneshot(create).await.unwrap().status(), 201);
+    let mut rng = Rng(11);
+    let (mut direct, mut handed_back) = (BTreeMap::new(), 0);
+    for _ in 0..3000 {
+        let collection = rng.chance(50);
+        let uri = path(&mut rng, collection);
+        let Ok(uri) = uri.parse::<axum::http::Uri>() else {
+            continue;
+        };
+        let uri = uri.to_string();
+        match api.serve_resource(get(&uri)).await {
+            Ok(response) => {
+                let served = answer(response).await;
+                let routed = answer(router.clone().oneshot(get(&uri)).await.unwrap()).await;
+                assert_eq!(served, routed, "GET {uri}");
+                *direct.entry(served.0.as_u16()).or_insert(0) += 1;
+            }
+            Err(_) => handed_back += 1,
+        }
+    }
+    // Both ways are taken, and the direct one answers found, not found and refused paths.
+    assert!(handed_back > 100, "{handed_back} handed back");
+    for code in [200, 400, 404] {
+        assert!(direct.get(&code).is_some_and(|n| *n > 10), "{direct:?}");
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
