@@ -54,7 +54,9 @@ async fn respond(store: Arc<dyn Rest>, target: Target, request: Request) -> Resp
     let pretty = flag(q, "pretty");
     let watching = parts.extensions.get::<Watching>().cloned();
     let scope = RequestScope::until(parts.extensions.get::<Deadline>().map(|d| d.0));
-    let result = handle(&store, target, &parts, q, body, watching, &scope).await;
+    // Boxed: the verbs' future is kilobytes, and each async layer awaiting it would hold room
+    // for it (rustc keeps an awaited future's slot apart from its caller's other state).
+    let result = Box::pin(handle(&store, target, &parts, q, body, watching, &scope)).await;
     let mut response = match result {
         Ok(Reply::Stream(response)) => return response,
         Ok(Reply::Object {
@@ -190,7 +192,8 @@ async fn handle(
             let options = list_options(store.as_ref(), q, namespace.clone())?;
             if info.verb == "watch" {
                 let metrics = parts.extensions.get::<Arc<crate::filters::metrics::Metrics>>().cloned();
-                return watch(store, options, q, output, watching, metrics).await;
+                // Boxed: a watch's future is large, and every request's would carry room for it.
+                return Box::pin(watch(store, options, q, output, watching, metrics)).await;
             }
             if matches!(output, Output::Json | Output::Table)
                 && !flag(q, "pretty")

@@ -105,19 +105,20 @@ pub async fn authorize<F: Future<Output = Response>>(
     next: impl FnOnce(Request) -> F,
 ) -> Response {
     let info = info_of(&request);
-    let Some(user) = request.extensions().get::<Arc<UserInfo>>().cloned() else {
+    match request.extensions().get::<Arc<UserInfo>>().cloned() {
+        Some(user) => {
+            if let Err(e) = check(guard, &user, &info).await {
+                return error_response(&e);
+            }
+            let guard = guard.clone();
+            request.extensions_mut().insert(AuthorizeMore { guard, user, info });
+        }
         // Only the always-allowed health checks get here unauthenticated; anything else
         // without a user fails closed rather than skip authorization.
-        if always_allowed(&info.path) {
-            return bounded(bounds, request, next).await;
-        }
-        return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
-    };
-    if let Err(e) = check(guard, &user, &info).await {
-        return error_response(&e);
+        None if always_allowed(&info.path) => {}
+        None => return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized")),
     }
-    let guard = guard.clone();
-    request.extensions_mut().insert(AuthorizeMore { guard, user, info });
+    // One call site: each would hold room for the rest of the chain's future.
     bounded(bounds, request, next).await
 }
 

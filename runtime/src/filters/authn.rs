@@ -225,8 +225,9 @@ impl TokenReviewer {
             ..Default::default()
         };
         let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
-        let answer = api
-            .create(&kube::api::PostParams::default(), &review)
+        // Boxed with the review: the HTTP call's future is kilobytes, and every request's
+        // future would otherwise carry (and move) room for it.
+        let answer = Box::pin(async move { api.create(&kube::api::PostParams::default(), &review).await })
             .await
             .map_err(|e| format!("TokenReview failed: {e}"))?;
         let status = answer.status.unwrap_or_default();

@@ -96,7 +96,10 @@ impl Authorizer {
             return decision;
         }
         let api: kube::Api<SubjectAccessReview> = kube::Api::all(client.clone());
-        let decision = match api.create(&kube::api::PostParams::default(), &review).await {
+        // Boxed with the review: the HTTP call's future is kilobytes, and every request's
+        // future would otherwise carry (and move) room for it.
+        let asked = Box::pin(async move { api.create(&kube::api::PostParams::default(), &review).await });
+        let decision = match asked.await {
             Ok(answer) => {
                 let status = answer.status.unwrap_or_default();
                 if status.allowed && status.denied != Some(true) {

@@ -359,7 +359,9 @@ impl Server {
                     request.extensions_mut().insert(peer.clone());
                     request.extensions_mut().insert(RemoteAddr(remote));
                     request.extensions_mut().insert(watching.clone());
-                    let response = router.clone().serve(request.map(axum::body::Body::new));
+                    // On the heap at once: hyper moves the future it is handed a few times, and
+                    // the whole chain's future is kilobytes.
+                    let response = Box::pin(router.clone().serve(request.map(axum::body::Body::new)));
                     async move {
                         let response = response.await;
                         Ok::<_, std::convert::Infallible>(response.map(|body| filters::limits::with_guard(body, busy)))
