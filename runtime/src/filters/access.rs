@@ -79,7 +79,7 @@ async fn authenticated(guard: &Guard, request: &mut Request) -> Result<Option<Ar
         .authenticate(peer.as_ref(), request.headers_mut())
         .await
     {
-        Ok(user) => Ok(Some(Arc::new(user))),
+        Ok(user) => Ok(Some(user)),
         Err(_) if always_allowed(request.uri().path()) => Ok(None),
         Err(why) => {
             if let Unauthenticated::Token(reason) = why {

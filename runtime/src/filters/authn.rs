@@ -249,6 +249,8 @@ pub struct Authenticator {
     verifiers: RwLock<Arc<Verifiers>>,
     tokens: Option<TokenReviewer>,
     anonymous: bool,
+    /// Every anonymous request's user, shared.
+    anonymous_user: Arc<UserInfo>,
 }
 
 /// Why a request is not authenticated.
@@ -267,6 +269,7 @@ impl Authenticator {
             verifiers: RwLock::new(Arc::new(Verifiers::new(trust)?)),
             tokens,
             anonymous,
+            anonymous_user: Arc::new(UserInfo::anonymous()),
         })
     }
 
@@ -291,7 +294,7 @@ impl Authenticator {
         &self,
         peer: Option<&PeerCertificates>,
         headers: &mut HeaderMap,
-    ) -> Result<UserInfo, Unauthenticated> {
+    ) -> Result<Arc<UserInfo>, Unauthenticated> {
         let verifiers = self.verifiers.read().unwrap_or_else(|e| e.into_inner()).clone();
         let requestheader = &verifiers.trust.requestheader;
         // What the client chain proves, worked out once per connection.
@@ -306,10 +309,10 @@ impl Authenticator {
             headers.remove(name);
         }
         if let Some(Some(user)) = from_proxy {
-            return Ok(user);
+            return Ok(Arc::new(user));
         }
-        if let Some((name, groups)) = proof.client {
-            return Ok(UserInfo::authenticated(name, groups));
+        if let Some(user) = proof.client {
+            return Ok(user);
         }
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -322,13 +325,13 @@ impl Authenticator {
                 return Err(Unauthenticated::Token("no token reviewer is configured".into()));
             };
             return match reviewer.review(token).await {
-                Ok(Some(user)) => Ok(user),
+                Ok(Some(user)) => Ok(Arc::new(user)),
                 Ok(None) => Err(Unauthenticated::Token("invalid bearer token".into())),
                 Err(e) => Err(Unauthenticated::Token(e)),
             };
         }
         if self.anonymous {
-            return Ok(UserInfo::anonymous());
+            return Ok(self.anonymous_user.clone());
         }
         Err(Unauthenticated::Missing)
     }

@@ -33,8 +33,9 @@ struct Proven {
 pub(super) struct Proof {
     /// It is the front proxy's (request-header CA, allowed name).
     pub(super) front_proxy: bool,
-    /// A user's own certificate from the client CA: its CN and O values.
-    pub(super) client: Option<(String, Vec<String>)>,
+    /// A user's own certificate from the client CA: the user its CN and O values name
+    /// (shared by every request on the connection).
+    pub(super) client: Option<Arc<super::authn::UserInfo>>,
 }
 
 impl PeerCertificates {
@@ -70,7 +71,8 @@ impl PeerCertificates {
                 .client
                 .as_ref()
                 .filter(|client| verifies(client.as_ref(), &self.chain))
-                .and_then(|_| self.chain.first().and_then(subject)),
+                .and_then(|_| self.chain.first().and_then(subject))
+                .map(|(name, groups)| Arc::new(super::authn::UserInfo::authenticated(name, groups))),
         };
         *proven = Some(Proven {
             verifiers: verifiers.clone(),
@@ -205,7 +207,10 @@ mod tests {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let leaf = params.signed_by(&key, &issuer).unwrap();
         let peer = PeerCertificates::new(vec![leaf.der().clone()]);
-        let alice = Some(("alice".to_string(), vec!["devs".to_string()]));
+        let alice = Some(Arc::new(super::super::authn::UserInfo::authenticated(
+            "alice".into(),
+            vec!["devs".into()],
+        )));
         let verifiers = trusting(&pem);
         assert_eq!(peer.proof(&verifiers).client, alice);
         let until = peer.proven.lock().unwrap().as_ref().unwrap().until;
