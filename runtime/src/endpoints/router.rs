@@ -146,6 +146,18 @@ impl Api {
         Ok(serve(store, target, request).await)
     }
 
+    /// Serve `request` from a resource route ([`Api::serve_resource`]), else from `routes`
+    /// (this API's [`Api::router`] and any more).
+    pub async fn dispatch(&self, routes: &Router, request: Request) -> Response {
+        match self.serve_resource(request).await {
+            Ok(response) => response,
+            Err(request) => match tower::ServiceExt::oneshot(routes.clone(), request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+        }
+    }
+
     /// The router: discovery, OpenAPI, health, and every resource's route table.
     pub fn router(self: &Arc<Self>) -> Router {
         let version = get(|State(api): State<Arc<Api>>| async move { json_response(StatusCode::OK, &api.version) });

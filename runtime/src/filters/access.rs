@@ -71,7 +71,7 @@ pub async fn identify<F: Future<Output = Response>>(
 async fn authenticated(guard: &Guard, request: &mut Request) -> Result<Option<Arc<UserInfo>>, Response> {
     // The server's own in-process client: set only by `Server::client`, never from a socket.
     if let Some(Loopback(user)) = request.extensions().get::<Loopback>().cloned() {
-        return Ok(Some(Arc::new(user)));
+        return Ok(Some(user));
     }
     let peer = request.extensions().get::<PeerCertificates>().cloned();
     match guard
@@ -93,7 +93,7 @@ async fn authenticated(guard: &Guard, request: &mut Request) -> Result<Option<Ar
 /// The identity of the server's in-process client (k8s.io/apiserver's loopback client):
 /// a request extension, which no request from a connection can carry.
 #[derive(Clone, Debug)]
-pub struct Loopback(pub UserInfo);
+pub struct Loopback(pub Arc<UserInfo>);
 
 /// Authorize the authenticated user (403, or 500 when the review fails), then run the rest
 /// of the chain within the request's [`Bounds`] (one layer, not three: each layer is a future

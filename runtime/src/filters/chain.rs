@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use tower::ServiceExt;
 
 use super::audit::AuditLog;
 use super::metrics::Metrics;
@@ -15,40 +14,33 @@ use super::{Bounds, Guard, audit, authorize, identify, instrument};
 use crate::endpoints::Api;
 
 /// The handler chain: [`instrument`], [`identify`], [`audit`] (when an audit log is kept),
-/// [`authorize`] (with the bounds), then the resource routes ([`Api::serve_resource`]) or
-/// the router.
+/// [`authorize`] (with the bounds), then [`Api::dispatch`].
 #[derive(Clone)]
-pub struct FilterChain(Arc<Parts>);
+pub struct FilterChain(Arc<Filters>);
 
-struct Parts {
-    metrics: Arc<Metrics>,
-    guard: Arc<Guard>,
-    audit: Option<Arc<AuditLog>>,
-    bounds: Arc<Bounds>,
-    api: Arc<Api>,
-    routes: Router,
+/// What the chain's filters and routes use.
+pub struct Filters {
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Authentication and authorization.
+    pub guard: Arc<Guard>,
+    /// The audit log, when one is kept.
+    pub audit: Option<Arc<AuditLog>>,
+    /// In-flight limits and the request timeout.
+    pub bounds: Arc<Bounds>,
+    /// The resources.
+    pub api: Arc<Api>,
+    /// `api`'s router and any more routes.
+    pub routes: Router,
+}
+
+impl From<Filters> for FilterChain {
+    fn from(filters: Filters) -> FilterChain {
+        FilterChain(Arc::new(filters))
+    }
 }
 
 impl FilterChain {
-    /// The chain around `api`'s resources and `routes` (`api`'s router and any more).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        guard: Arc<Guard>,
-        audit: Option<Arc<AuditLog>>,
-        bounds: Arc<Bounds>,
-        api: Arc<Api>,
-        routes: Router,
-    ) -> FilterChain {
-        FilterChain(Arc::new(Parts {
-            metrics,
-            guard,
-            audit,
-            bounds,
-            api,
-            routes,
-        }))
-    }
-
     /// Answer one request.
     pub async fn serve(self, request: Request) -> Response {
         let parts = &*self.0;
@@ -64,17 +56,10 @@ impl FilterChain {
     }
 }
 
-impl Parts {
+impl Filters {
     async fn authorized(&self, request: Request) -> Response {
-        authorize(&self.guard, &self.bounds, request, |request| async move {
-            let request = match self.api.serve_resource(request).await {
-                Ok(response) => return response,
-                Err(request) => request,
-            };
-            match self.routes.clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
+        authorize(&self.guard, &self.bounds, request, |request| {
+            self.api.dispatch(&self.routes, request)
         })
         .await
     }
@@ -109,14 +94,14 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         let api = Api::new(Vec::new(), serde_json::json!({}));
-        let chain = FilterChain::new(
-            Metrics::new(),
-            Arc::new(guard),
-            None,
-            Arc::new(bounds),
+        let chain = FilterChain::from(Filters {
+            metrics: Metrics::new(),
+            guard: Arc::new(guard),
+            audit: None,
+            bounds: Arc::new(bounds),
             api,
-            Router::new(),
-        );
+            routes: Router::new(),
+        });
         let size = std::mem::size_of_val(&chain.serve(Request::new(Body::empty())));
         // 6 KB now; 11 KB with the verbs' future unboxed.
         assert!(size <= 8 * 1024, "a request's future is {size} bytes");

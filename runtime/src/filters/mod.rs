@@ -22,6 +22,6 @@ pub mod ttl_cache;
 pub mod x509;
 
 pub use access::{AuthorizeMore, Guard, Impersonator, Loopback, authorize, identify};
-pub use chain::FilterChain;
+pub use chain::{FilterChain, Filters};
 pub use limits::{Bounds, InFlight};
 pub use observe::{AuditId, RemoteAddr, audit, instrument};

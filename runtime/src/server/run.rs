@@ -136,10 +136,10 @@ impl Server {
     /// outside; its requests wait until the server runs.
     pub fn client(&self) -> kube::Client {
         let routes = self.loopback.subscribe();
-        let user = crate::filters::authn::UserInfo {
+        let user = Arc::new(crate::filters::authn::UserInfo {
             uid: uuid::Uuid::new_v4().to_string(),
             ..crate::filters::authn::UserInfo::authenticated("system:apiserver".into(), vec!["system:masters".into()])
-        };
+        });
         let service = tower::service_fn(move |request: hyper::Request<kube::client::Body>| {
             let (mut routes, user) = (routes.clone(), user.clone());
             async move {
@@ -289,7 +289,14 @@ impl Server {
             )
             // The router's own routes have this already; again for `/metrics`.
             .method_not_allowed_fallback(crate::endpoints::router::method_not_allowed);
-        let router = filters::FilterChain::new(metrics, guard, audit, bounds, api, router);
+        let router = filters::FilterChain::from(filters::Filters {
+            metrics,
+            guard,
+            audit,
+            bounds,
+            api,
+            routes: router,
+        });
         self.loopback.send_replace(Some(router.clone()));
         match serving.kubeconfig {
             Some(path) => println!(

@@ -377,16 +377,18 @@ fn api() -> Arc<Api> {
     Api::new(stores, json!({"gitVersion": "v0.0.0"}))
 }
 
+/// The outermost filter (it parses the query and the request info once for all), then the
+/// resources dispatched as the server dispatches them.
 fn router() -> axum::Router {
     let api = api();
-    // The outermost filter alone (it parses the query and the request info once for all).
-    let metrics = Metrics::new();
-    api.router().layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let metrics = metrics.clone();
-            async move { apiary_runtime::filters::instrument(&metrics, request, |r| next.run(r)).await }
-        },
-    ))
+    let (metrics, routes) = (Metrics::new(), api.router());
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (metrics, api, routes) = (metrics.clone(), api.clone(), routes.clone());
+        async move {
+            apiary_runtime::filters::instrument(&metrics, request, |r| async move { api.dispatch(&routes, r).await })
+                .await
+        }
+    })
 }
 
 /// Run generated requests for `budget` (or `max` requests); the classes of answers seen.
