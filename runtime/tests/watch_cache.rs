@@ -2,7 +2,7 @@
 //! window, 410 for watchers that fall out of it, and recovery when etcd goes away and returns.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apiary_runtime::storage::cache::Change;
@@ -14,11 +14,15 @@ use apiary_runtime::testing::EtcdProcess;
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 
-/// A backend that counts the watches opened, the ranges read and the censuses taken on it.
+/// A backend that counts the watches opened, the keys and ranges read, the revision reads and
+/// the censuses taken on it; its revision reads take `revision_delay` milliseconds more.
 struct Counting {
     inner: Arc<dyn Storage>,
     watches: AtomicUsize,
+    gets: AtomicUsize,
     ranges: AtomicUsize,
+    revisions: AtomicUsize,
+    revision_delay: AtomicU64,
     censuses: AtomicUsize,
 }
 
@@ -27,7 +31,10 @@ impl Counting {
         Arc::new(Counting {
             inner,
             watches: AtomicUsize::new(0),
+            gets: AtomicUsize::new(0),
             ranges: AtomicUsize::new(0),
+            revisions: AtomicUsize::new(0),
+            revision_delay: AtomicU64::new(0),
             censuses: AtomicUsize::new(0),
         })
     }
@@ -36,6 +43,7 @@ impl Counting {
 #[async_trait]
 impl Storage for Counting {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(key).await
     }
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StorageError> {
@@ -56,6 +64,9 @@ impl Storage for Counting {
         self.inner.watch(prefix, after).await
     }
     async fn current_revision(&self) -> Result<Revision, StorageError> {
+        self.revisions.fetch_add(1, Ordering::SeqCst);
+        let delay = self.revision_delay.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.current_revision().await
     }
     async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
@@ -304,6 +315,23 @@ async fn own_writes_need_no_census(inner: Arc<dyn Storage>) {
         assert!(listed.revision > kv.mod_revision, "read as of the newest revision");
     }
     assert_eq!(backend.censuses.load(Ordering::SeqCst), censuses, "no census");
+    // Own writes elsewhere only (the lease's renewals), after the cache was vouched for past its
+    // feed's last event: lists and reads are served at once, none waits out its time and falls
+    // back to the backend.
+    let (ranges, gets) = (
+        backend.ranges.load(Ordering::SeqCst),
+        backend.gets.load(Ordering::SeqCst),
+    );
+    for i in 0..5 {
+        let lease = cache.create(&format!("/lease/m{i:03}"), vec![b'1']).await.unwrap();
+        let listed = cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+        assert_eq!(listed.kvs.len(), 50);
+        assert!(listed.revision >= lease.mod_revision, "read as of the newest revision");
+        assert!(cache.read("/r/", "/r/k000").await.unwrap().is_some());
+    }
+    assert_eq!(backend.ranges.load(Ordering::SeqCst), ranges, "lists from the cache");
+    assert_eq!(backend.gets.load(Ordering::SeqCst), gets, "reads from the cache");
+    assert_eq!(backend.censuses.load(Ordering::SeqCst), censuses, "no census");
     // Someone else's write, elsewhere: the cache cannot know it was elsewhere without asking.
     let foreign = backend.create("/elsewhere/theirs", vec![]).await.unwrap();
     let listed = cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
@@ -333,4 +361,92 @@ async fn lists_come_from_the_cache_consistently_on_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdProcess::start(dir.path());
     consistent_lists_from_the_cache(Arc::new(etcd.client().await)).await;
+}
+
+/// GETs from the cache see every write acknowledged before them, including writes made straight
+/// to the backend (another replica's), while many run at once; concurrent GETs share their
+/// revision reads; and a quiet store's GETs read no object from the backend.
+async fn consistent_reads_from_the_cache(inner: Arc<dyn Storage>) {
+    let backend = Counting::new(inner);
+    let cache = WatchCache::new(backend.clone(), 1000);
+    let key = "/r/ns/counted";
+    let first = backend.create(key, b"0".to_vec()).await.unwrap();
+    assert_eq!(
+        cache.read("/r/", key).await.unwrap().map(|kv| kv.value),
+        Some(first.value)
+    );
+    // One writer updates the key straight on the backend, counting what was acknowledged;
+    // eight readers check that each read sees at least what was acknowledged before it began.
+    let acked = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (backend, acked) = (backend.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut revision = first.mod_revision;
+            for n in 1..=200u64 {
+                revision = backend
+                    .update(key, n.to_string().into_bytes(), revision)
+                    .await
+                    .unwrap()
+                    .mod_revision;
+                acked.store(n, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (cache, acked) = (cache.clone(), acked.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0;
+            while acked.load(Ordering::SeqCst) < 200 {
+                let floor = acked.load(Ordering::SeqCst);
+                let kv = cache.read("/r/", key).await.unwrap().expect("the key exists");
+                let seen: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
+                assert!(seen >= floor, "a read saw {seen} after {floor} was acknowledged");
+                reads += 1;
+                // A read of a quiet memory store never waits: let the writer run.
+                tokio::task::yield_now().await;
+            }
+            reads
+        }));
+    }
+    writer.await.unwrap();
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+    // A delete is seen at once, an unknown key is absent, a key outside the feed reads the backend.
+    let current = backend.get(key).await.unwrap().unwrap();
+    backend.delete(key, current.mod_revision).await.unwrap();
+    assert_eq!(cache.read("/r/", key).await.unwrap(), None);
+    assert_eq!(cache.read("/r/", "/r/ns/never").await.unwrap(), None);
+    // Quiet now: reads come from the cache, and concurrent ones share their revision reads.
+    let kept = backend.create("/r/ns/kept", b"k".to_vec()).await.unwrap();
+    cache.read("/r/", &kept.key).await.unwrap();
+    let (gets, revisions) = (
+        backend.gets.load(Ordering::SeqCst),
+        backend.revisions.load(Ordering::SeqCst),
+    );
+    backend.revision_delay.store(100, Ordering::SeqCst);
+    let reads = (0..64).map(|_| {
+        let (cache, key) = (cache.clone(), kept.key.clone());
+        tokio::spawn(async move { cache.read("/r/", &key).await.unwrap().unwrap().mod_revision })
+    });
+    for read in futures::future::join_all(reads.collect::<Vec<_>>()).await {
+        assert_eq!(read.unwrap(), kept.mod_revision);
+    }
+    backend.revision_delay.store(0, Ordering::SeqCst);
+    let shared = backend.revisions.load(Ordering::SeqCst) - revisions;
+    assert!(shared <= 3, "64 concurrent reads took {shared} revision reads");
+    assert_eq!(backend.gets.load(Ordering::SeqCst), gets, "served from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_come_from_the_cache_consistently_on_memory() {
+    consistent_reads_from_the_cache(Arc::new(Engine::memory())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_come_from_the_cache_consistently_on_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    consistent_reads_from_the_cache(Arc::new(etcd.client().await)).await;
 }

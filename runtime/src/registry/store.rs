@@ -142,11 +142,12 @@ impl Store {
         move |e| ApiError::from_storage(&self.meta, &name, e)
     }
 
-    /// The stored object, or 404.
+    /// The stored object as of the newest revision (from the watch cache once it is current),
+    /// or 404.
     async fn read(&self, namespace: Option<&str>, name: &str) -> ApiResult<KeyValue> {
         let kv = self
             .storage
-            .get(&self.key(namespace, name))
+            .read(&self.prefix, &self.key(namespace, name))
             .await
             .map_err(self.storage_error(name))?;
         kv.ok_or_else(|| ApiError::not_found(&self.meta, name))

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 
+use super::newest::Newest;
 use super::{
     Derived, Event, EventKind, EventStream, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
 };
@@ -65,6 +66,8 @@ pub struct WatchCache {
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     /// The revisions of the latest writes made through this cache, and their keys.
     journal: Mutex<BTreeMap<Revision, String>>,
+    /// The store's newest revision, read once for every consistent read waiting on it.
+    newest: Newest,
 }
 
 /// One prefix's backend watch and its window of recent events.
@@ -131,7 +134,8 @@ pub enum Freshness {
     NotOlderThan(Revision),
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// `m` locked, also after a panic elsewhere while it was held.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves the window consistent (every update is one push).
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -140,6 +144,7 @@ impl WatchCache {
     /// Put a watch cache holding `window` events per prefix in front of `inner`.
     pub fn new(inner: Arc<dyn Storage>, window: usize) -> Arc<Self> {
         Arc::new(WatchCache {
+            newest: Newest::new(inner.clone()),
             inner,
             window: window.max(1),
             feeds: Mutex::new(HashMap::new()),
@@ -171,10 +176,9 @@ impl WatchCache {
     }
 
     /// Keys under `request.prefix` (within the feed of `feed_prefix`) from the cache's state
-    /// once it is as fresh as asked, as kube-apiserver's watch cache serves lists (KEP-2340):
-    /// a consistent read checks with a [`Census`](super::Census) that no key changed since the
-    /// cache's progress, else waits for the cache to catch up. Reads at a past revision, and
-    /// any the cache cannot vouch for within [`FRESH_WAIT`], go to the backend.
+    /// once it is as fresh as asked, as kube-apiserver's watch cache serves lists (KEP-2340).
+    /// Reads at a past revision, and any the cache cannot vouch for within [`FRESH_WAIT`], go
+    /// to the backend.
     pub async fn list(
         &self,
         feed_prefix: &str,
@@ -185,6 +189,34 @@ impl WatchCache {
             return self.inner.range(request.clone()).await;
         }
         let feed = self.feed(feed_prefix).await?;
+        if !self.catch_up(&feed, feed_prefix, freshness).await? {
+            return self.inner.range(request.clone()).await;
+        }
+        let window = lock(&feed.window);
+        Ok(window.page(request, window.vouched))
+    }
+
+    /// The object at `key` (within the feed of `feed_prefix`) as of the store's newest
+    /// revision, from the cache's state once it is current (as [`list`](Self::list) reads),
+    /// else from the backend. Concurrent reads share their revision reads, so under load a
+    /// GET costs the backend a fraction of a round trip instead of one.
+    pub async fn read(&self, feed_prefix: &str, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        if !key.starts_with(feed_prefix) {
+            return self.inner.get(key).await;
+        }
+        let feed = self.feed(feed_prefix).await?;
+        if !self.catch_up(&feed, feed_prefix, Freshness::Consistent).await? {
+            return self.inner.get(key).await;
+        }
+        Ok(lock(&feed.window).state.get(key).cloned())
+    }
+
+    /// Wait until `feed`'s state is as fresh as asked: a consistent read takes the store's
+    /// newest revision (a read shared with concurrent ones), then checks that every revision
+    /// since the cache's last vouch was its own write or, failing that, that a
+    /// [`Census`](super::Census) finds no key changed since the cache's progress; else it waits
+    /// for the feed to catch up. `false` when it cannot vouch within [`FRESH_WAIT`].
+    async fn catch_up(&self, feed: &Feed, feed_prefix: &str, freshness: Freshness) -> Result<bool, StorageError> {
         let deadline = Instant::now() + FRESH_WAIT;
         loop {
             let mut changed = feed.changed.subscribe();
@@ -197,7 +229,7 @@ impl WatchCache {
                 // A consistent read (or one newer than the cache, say a revision another
                 // resource's list returned): the store not having moved since the last vouch
                 // costs one revision read; otherwise a census can vouch for the state.
-                Freshness::NotOlderThan(_) | Freshness::Consistent => self.inner.current_revision().await?,
+                Freshness::NotOlderThan(_) | Freshness::Consistent => self.newest.revision().await?,
             };
             if target > vouched {
                 // Every revision since the vouch was this server's own write (a store no one
@@ -210,7 +242,7 @@ impl WatchCache {
                     }
                 } else {
                     let Some(census) = self.inner.census(feed_prefix, progress).await? else {
-                        return self.inner.range(request.clone()).await;
+                        return Ok(false);
                     };
                     // Nothing changed since `progress` (no key written since, none deleted):
                     // the state is the newest one.
@@ -221,29 +253,29 @@ impl WatchCache {
                     }
                 }
             }
-            {
-                let window = lock(&feed.window);
-                // Caught up: every event to `target` is in, or vouched for.
-                if window.vouched >= target {
-                    return Ok(window.page(request, window.vouched));
-                }
+            // Caught up: every event to `target` is in, or vouched for.
+            if lock(&feed.window).vouched >= target {
+                return Ok(true);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !matches!(tokio::time::timeout(left, changed.changed()).await, Ok(Ok(()))) {
-                return self.inner.range(request.clone()).await;
+                return Ok(false);
             }
         }
     }
 
     /// When every revision in `(after, to]` is a write made through this cache, the newest of
-    /// them under `prefix` (`after` when none is): what a feed must have received to be
-    /// current at `to`. `None` when some revision there was written by someone else.
+    /// them under `prefix` (0 when none is: the feed, current at `after`, still is): what a
+    /// feed current at `after` must have received to be current at `to`. `None` when some
+    /// revision there was written by someone else.
     fn own_writes_since(&self, prefix: &str, after: Revision, to: Revision) -> Option<Revision> {
         if to.saturating_sub(after) > JOURNAL as Revision {
             return None;
         }
         let journal = lock(&self.journal);
-        let mut needed = after;
+        // Not `after`: a feed is vouched for past its last event (`progress`), and with no
+        // write under its prefix it never receives `after` itself.
+        let mut needed = 0;
         let mut expected = after + 1;
         for (&revision, key) in journal.range(expected..=to) {
             if revision != expected {

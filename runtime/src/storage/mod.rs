@@ -7,6 +7,7 @@
 pub mod cache;
 mod engine;
 pub mod etcd;
+mod newest;
 
 use std::path::Path;
 use std::pin::Pin;
