@@ -421,4 +421,8 @@ impl Storage for InstrumentedStorage {
     async fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready().await
     }
+
+    fn in_process(&self) -> bool {
+        self.inner.in_process()
+    }
 }

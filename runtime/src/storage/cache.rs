@@ -199,9 +199,10 @@ impl WatchCache {
     /// The object at `key` (within the feed of `feed_prefix`) as of the store's newest
     /// revision, from the cache's state once it is current (as [`list`](Self::list) reads),
     /// else from the backend. Concurrent reads share their revision reads, so under load a
-    /// GET costs the backend a fraction of a round trip instead of one.
+    /// GET costs the backend a fraction of a round trip instead of one. A backend in this
+    /// process answers itself: its read is cheaper than the cache's checks.
     pub async fn read(&self, feed_prefix: &str, key: &str) -> Result<Option<KeyValue>, StorageError> {
-        if !key.starts_with(feed_prefix) {
+        if self.inner.in_process() || !key.starts_with(feed_prefix) {
             return self.inner.get(key).await;
         }
         let feed = self.feed(feed_prefix).await?;
@@ -493,5 +494,9 @@ impl Storage for WatchCache {
 
     async fn ready(&self) -> Result<(), StorageError> {
         self.inner.ready().await
+    }
+
+    fn in_process(&self) -> bool {
+        self.inner.in_process()
     }
 }

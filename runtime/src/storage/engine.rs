@@ -405,6 +405,10 @@ impl Storage for Engine {
         Ok(self.inner.state.read().map_err(internal)?.revision)
     }
 
+    fn in_process(&self) -> bool {
+        true
+    }
+
     async fn ready(&self) -> Result<(), StorageError> {
         if let Some(db) = &self.inner.file {
             db.begin_read().map_err(|e| StorageError::Unavailable(e.to_string()))?;

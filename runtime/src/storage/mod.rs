@@ -151,6 +151,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn count(&self, prefix: &str) -> Result<u64, StorageError>;
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> Result<(), StorageError>;
+    /// Whether reads are answered in this process (memory, embedded), not over a network: the
+    /// watch cache then leaves single reads to the backend, as they cost no round trip to save.
+    fn in_process(&self) -> bool;
 }
 
 /// A watch stream that ends right after its first error (the client must re-list).

@@ -430,6 +430,10 @@ impl Storage for Etcd {
         }))
     }
 
+    fn in_process(&self) -> bool {
+        false
+    }
+
     async fn ready(&self) -> Result<(), StorageError> {
         let mut client = MaintenanceClient::new(self.channel.clone());
         bounded(client.status(pb::StatusRequest {})).await?;
