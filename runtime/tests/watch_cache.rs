@@ -219,6 +219,13 @@ async fn the_feed_survives_an_etcd_outage_without_loss_or_duplicates() {
     assert!(extra.is_err(), "no duplicate: {extra:?}");
 }
 
+/// Run `test` on a fresh etcd, stopped after it.
+async fn on_etcd<F: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Storage>) -> F) {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    test(Arc::new(etcd.client().await)).await;
+}
+
 fn whole(prefix: &str) -> RangeRequest {
     RangeRequest {
         prefix: prefix.into(),
@@ -351,9 +358,7 @@ async fn own_writes_need_no_census_on_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn own_writes_need_no_census_on_etcd() {
-    let dir = tempfile::tempdir().unwrap();
-    let etcd = EtcdProcess::start(dir.path());
-    own_writes_need_no_census(Arc::new(etcd.client().await)).await;
+    on_etcd(own_writes_need_no_census).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -363,9 +368,7 @@ async fn lists_come_from_the_cache_consistently_on_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lists_come_from_the_cache_consistently_on_etcd() {
-    let dir = tempfile::tempdir().unwrap();
-    let etcd = EtcdProcess::start(dir.path());
-    consistent_lists_from_the_cache(Arc::new(etcd.client().await)).await;
+    on_etcd(consistent_lists_from_the_cache).await;
 }
 
 /// GETs from the cache see every write acknowledged before them, including writes made straight
@@ -460,7 +463,5 @@ async fn reads_come_from_the_cache_consistently_on_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_come_from_the_cache_consistently_on_etcd() {
-    let dir = tempfile::tempdir().unwrap();
-    let etcd = EtcdProcess::start(dir.path());
-    consistent_reads_from_the_cache(Arc::new(etcd.client().await)).await;
+    on_etcd(consistent_reads_from_the_cache).await;
 }

@@ -136,7 +136,8 @@ pub enum Freshness {
 
 /// `m` locked, also after a panic elsewhere while it was held.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves the window consistent (every update is one push).
+    // A panic while holding one of these locks (a window, the journal, the revision rounds)
+    // leaves a usable state: each update is one push, insert or swap, at worst untrimmed.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
