@@ -1,6 +1,7 @@
 //! The load side: TLS clients (anonymous or the admin's certificate), requests, creates,
 //! timed lists with the server's peak memory, and the watch fan-out.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -225,12 +226,12 @@ pub(crate) fn widget(i: usize) -> Value {
     })
 }
 
-/// Create `count` widgets from `CONNECTIONS` connections; creates per second.
-pub(crate) async fn create_all(addr: &str, tls: &Arc<rustls::ClientConfig>, count: usize) -> f64 {
+/// Create widgets `names` (`w-000000`...) from `CONNECTIONS` connections; creates per second.
+pub(crate) async fn create_all(addr: &str, tls: &Arc<rustls::ClientConfig>, names: Range<usize>) -> f64 {
     create_each(
         addr,
         tls,
-        count,
+        names,
         "/apis/custom.example.com/v1/namespaces/default/widgets",
         widget,
     )
@@ -247,15 +248,17 @@ pub(crate) fn alpha_widget(i: usize) -> Value {
     })
 }
 
-/// POST `body(0..count)` to `path` over `CONNECTIONS` connections; creates a second.
+/// POST `body(i)` for each `i` of `names` to `path` over `CONNECTIONS` connections; creates a
+/// second.
 pub(crate) async fn create_each(
     addr: &str,
     tls: &Arc<rustls::ClientConfig>,
-    count: usize,
+    names: Range<usize>,
     path: &'static str,
     body: fn(usize) -> Value,
 ) -> f64 {
-    let next = Arc::new(AtomicUsize::new(0));
+    let (count, end) = (names.len(), names.end);
+    let next = Arc::new(AtomicUsize::new(names.start));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -264,7 +267,7 @@ pub(crate) async fn create_each(
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
+                if i >= end {
                     return;
                 }
                 let (status, body) = send(&mut sender, "POST", path, "application/json", Some(&body(i))).await;

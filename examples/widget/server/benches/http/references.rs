@@ -1,6 +1,7 @@
 //! The physical limits measured next to the server: a bare hyper+rustls endpoint and the raw
 //! etcd client.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,7 +127,7 @@ async fn listen_bare(dir: &Path, body: Bytes, client_ca: bool) -> String {
     addr
 }
 
-/// Gets of one key written by [`raw_etcd`] per second, with the raw etcd client.
+/// Gets of one key written by [`raw_creates`] per second, with the raw etcd client.
 pub(crate) async fn raw_gets(endpoint: &str, seconds: f64) -> Measured {
     use apiary_runtime::testing::raw_etcd as raw;
     let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
@@ -141,20 +142,14 @@ pub(crate) async fn raw_gets(endpoint: &str, seconds: f64) -> Measured {
     .await
 }
 
-/// What the raw etcd client achieves.
-pub(crate) struct Raw {
-    pub(crate) creates: f64,
-    pub(crate) range: Duration,
-}
-
-/// The raw etcd client on the same etcd: put-if-absent of `count` new keys of `size` bytes,
-/// and a paged range over them (1,000 keys a page: one answer would pass
-/// gRPC's 4 MiB limit).
-pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize) -> Raw {
+/// Put-if-absent of the new keys `{prefix}{i:06}` for each `i` of `keys`, values of `size`
+/// bytes, from `CONNECTIONS` tasks on one channel (as the server's); puts per second.
+pub(crate) async fn raw_creates(endpoint: &str, prefix: &'static str, keys: Range<usize>, size: usize) -> f64 {
     use apiary_runtime::testing::raw_etcd as raw;
     let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
     let value = vec![b'x'; size];
-    let next = Arc::new(AtomicUsize::new(0));
+    let (count, end) = (keys.len(), keys.end);
+    let next = Arc::new(AtomicUsize::new(keys.start));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -162,10 +157,10 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize) -> Raw {
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
+                if i >= end {
                     return;
                 }
-                let txn = raw::create(format!("/raw/{i:06}"), value.clone());
+                let txn = raw::create(format!("{prefix}{i:06}"), value.clone());
                 assert!(client.txn(txn).await.unwrap().into_inner().succeeded);
             }
         }));
@@ -173,16 +168,23 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize) -> Raw {
     for t in tasks {
         t.await.unwrap();
     }
-    let creates = count as f64 / started.elapsed().as_secs_f64();
-    let range = best(5, || {
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The best of five paged ranges (1,000 keys a page: one answer would pass gRPC's 4 MiB
+/// limit) over the `count` keys under `prefix`.
+pub(crate) async fn raw_range(endpoint: &str, prefix: &str, count: usize) -> Duration {
+    use apiary_runtime::testing::raw_etcd as raw;
+    let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
+    best(5, || {
         let mut client = client.clone();
         async move {
-            let (mut start, mut total) = (b"/raw/".to_vec(), 0);
+            let (mut start, mut total) = (prefix.as_bytes().to_vec(), 0);
             loop {
                 let page = raw::RangeRequest {
                     key: start.clone(),
                     limit: 1_000,
-                    ..raw::prefix("/raw/")
+                    ..raw::prefix(prefix)
                 };
                 let answer = client.range(page).await.unwrap().into_inner();
                 total += answer.kvs.len();
@@ -195,6 +197,5 @@ pub(crate) async fn raw_etcd(endpoint: &str, count: usize, size: usize) -> Raw {
             assert_eq!(total, count);
         }
     })
-    .await;
-    Raw { creates, range }
+    .await
 }
