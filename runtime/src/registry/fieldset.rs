@@ -113,20 +113,18 @@ fn key_of(item: &Value, keys: &[String]) -> String {
 
 /// The paths `value` sets: leaves, maps and list-map items (as SMD's ToFieldSet).
 pub fn paths(value: &Value, schema: &Value) -> FieldSet {
-    let mut out = FieldSet::new();
+    // Collected first: building the set from a (mostly sorted) list beats inserting one by one.
+    let mut out = Vec::new();
     walk(value, schema, &mut Vec::new(), &mut out);
-    out
+    out.into_iter().collect()
 }
 
-fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut FieldSet) {
+fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut Vec<Path>) {
     let schema = resolve(schema);
     match (shape(schema), value) {
-        (Shape::Struct | Shape::Map, Value::Object(map)) => {
-            if shape(schema) == Shape::Map && !path.is_empty() {
-                out.insert(path.clone());
-            }
-            if map.is_empty() && !path.is_empty() {
-                out.insert(path.clone());
+        (shape @ (Shape::Struct | Shape::Map), Value::Object(map)) => {
+            if !path.is_empty() && (shape == Shape::Map || map.is_empty()) {
+                out.push(path.clone());
             }
             for (k, v) in map {
                 path.push(Element::Field(k.clone()));
@@ -138,7 +136,7 @@ fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut FieldSet) {
             let item_schema = items(schema);
             for item in list {
                 path.push(Element::Key(key_of(item, &keys)));
-                out.insert(path.clone());
+                out.push(path.clone());
                 if let Value::Object(fields) = item {
                     for (k, v) in fields {
                         path.push(Element::Field(k.clone()));
@@ -152,13 +150,13 @@ fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut FieldSet) {
         (Shape::ListSet, Value::Array(list)) => {
             for item in list {
                 path.push(Element::Value(item.to_string()));
-                out.insert(path.clone());
+                out.push(path.clone());
                 path.pop();
             }
         }
         _ => {
             if !path.is_empty() {
-                out.insert(path.clone());
+                out.push(path.clone());
             }
         }
     }
@@ -288,40 +286,43 @@ pub fn changed(old: &Value, new: &Value, schema: &Value) -> FieldSet {
 /// `FieldsV1` JSON for a set: a trie of `f:`/`k:`/`v:` members, `.` marking a node that is
 /// itself in the set and has members.
 pub fn to_fields_v1(set: &FieldSet) -> Value {
-    let mut root = Map::new();
-    for path in set {
-        let mut node = &mut root;
-        for element in path {
-            let key = match element {
-                Element::Field(f) => format!("f:{f}"),
-                Element::Key(k) => format!("k:{k}"),
-                Element::Value(v) => format!("v:{v}"),
+    // In the set's order a path comes right before the paths under it, so each trie node is
+    // one run of paths sharing an element, and the run's first path is the node itself if
+    // the set holds it.
+    fn node(paths: &[&Path], depth: usize) -> Map<String, Value> {
+        let mut out = Map::new();
+        let mut rest = paths;
+        while let Some((first, _)) = rest.split_first() {
+            let element = &first[depth];
+            let run = rest.iter().take_while(|p| &p[depth] == element).count();
+            let (group, tail) = rest.split_at(run);
+            let (is_member, deeper) = match group.split_first() {
+                Some((p, deeper)) if p.len() == depth + 1 => (true, deeper),
+                _ => (false, group),
             };
-            node = node
-                .entry(key)
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("trie nodes are objects");
-        }
-    }
-    // Mark nodes that are members and have members of their own.
-    fn mark(node: &mut Map<String, Value>, set: &FieldSet, path: &mut Path) {
-        for (key, child) in node.iter_mut() {
-            let element = parse_key(key).expect("keys we wrote parse");
-            path.push(element);
-            if let Value::Object(inner) = child
-                && !inner.is_empty()
-            {
-                mark(inner, set, path);
-                if set.contains(path) {
-                    inner.insert(".".into(), json!({}));
-                }
+            let mut inner = node(deeper, depth + 1);
+            if is_member && !inner.is_empty() {
+                inner.insert(".".into(), Value::Object(Map::new()));
             }
-            path.pop();
+            out.insert(key(element), Value::Object(inner));
+            rest = tail;
         }
+        out
     }
-    mark(&mut root, set, &mut Vec::new());
-    Value::Object(root)
+    fn key(element: &Element) -> String {
+        let (kind, text) = match element {
+            Element::Field(f) => ("f:", f),
+            Element::Key(k) => ("k:", k),
+            Element::Value(v) => ("v:", v),
+        };
+        let mut key = String::with_capacity(kind.len() + text.len());
+        key.push_str(kind);
+        key.push_str(text);
+        key
+    }
+    // The empty path (the object itself) has no place in the trie.
+    let paths: Vec<&Path> = set.iter().filter(|p| !p.is_empty()).collect();
+    Value::Object(node(&paths, 0))
 }
 
 fn parse_key(key: &str) -> Option<Element> {
