@@ -64,7 +64,8 @@ async fn respond(store: Arc<dyn Rest>, target: Target, request: Request) -> Resp
             value,
             output,
             warnings,
-        }) => match encode(output, &value, pretty) {
+            json,
+        }) => match answer(json, output, &value, pretty) {
             Ok((bytes, media)) => {
                 let mut response = (code, bytes).into_response();
                 response
@@ -86,6 +87,14 @@ async fn respond(store: Arc<dyn Rest>, target: Target, request: Request) -> Resp
     response
 }
 
+/// The reply's body: the write's own JSON when that is what the client asked for.
+fn answer(json: Option<Vec<u8>>, output: Output, value: &Value, pretty: bool) -> ApiResult<(Vec<u8>, &'static str)> {
+    match json {
+        Some(bytes) if matches!(output, Output::Json) && !pretty => Ok((bytes, output.media_type())),
+        _ => encode(output, value, pretty),
+    }
+}
+
 /// `Warning: 299 - "..."` headers.
 fn add_warnings(response: &mut Response, warnings: Vec<String>) {
     for w in warnings {
@@ -102,6 +111,8 @@ pub(super) enum Reply {
         value: Value,
         output: Output,
         warnings: Vec<String>,
+        /// `value` already encoded as JSON.
+        json: Option<Vec<u8>>,
     },
     Stream(Response),
 }
@@ -113,6 +124,7 @@ fn written(w: Written, output: Output) -> Reply {
         value: w.object,
         output,
         warnings: w.warnings,
+        json: w.json,
     }
 }
 
@@ -185,6 +197,7 @@ async fn handle(
             value,
             output,
             warnings: Vec::new(),
+            json: None,
         })
     };
     match (target, method.as_str()) {
@@ -220,6 +233,7 @@ async fn handle(
                 value,
                 output,
                 warnings: Vec::new(),
+                json: None,
             })
         }
         (Target::Collection, "POST") => {
@@ -259,6 +273,7 @@ async fn handle(
                 value,
                 output,
                 warnings: Vec::new(),
+                json: None,
             })
         }
         (Target::Object | Target::Status, "GET") => {
@@ -313,6 +328,7 @@ async fn handle(
                 value: object,
                 output,
                 warnings: Vec::new(),
+                json: None,
             })
         }
         (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),

@@ -333,6 +333,7 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
                 object: served(&object, log.revision),
                 created: false,
                 warnings: Vec::new(),
+                json: None,
             });
         }
         let updated = self.storage.update(self.typed(object)?).await?;
@@ -340,6 +341,7 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
             object: self.record(&mut log, updated)?.0,
             created: false,
             warnings: Vec::new(),
+            json: None,
         })
     }
 
@@ -515,6 +517,7 @@ impl<T: ApiResource, S: CustomStorage<T>> Rest for CustomStore<T, S> {
                 object,
                 created: true,
                 warnings,
+                json: None,
             });
         }
         let mut log = self.log.lock().await;
@@ -523,6 +526,7 @@ impl<T: ApiResource, S: CustomStorage<T>> Rest for CustomStore<T, S> {
             object: self.record(&mut log, created)?.0,
             created: true,
             warnings,
+            json: None,
         })
     }
 

@@ -90,7 +90,7 @@ pub fn encode(stored: &[u8], revision: Revision) -> Option<Vec<u8>> {
 
 /// Insert `"resourceVersion":"<revision>"` first in the top-level `metadata` object of valid
 /// JSON, if there is one without a resourceVersion.
-fn splice(json: &[u8], revision: Revision) -> Option<Vec<u8>> {
+pub(crate) fn splice(json: &[u8], revision: Revision) -> Option<Vec<u8>> {
     let top = skip_ws(json, 0);
     (json.get(top) == Some(&b'{')).then_some(())?;
     let i = value_of(json, top, b"metadata")?;
@@ -135,14 +135,14 @@ fn skip_ws(json: &[u8], mut i: usize) -> usize {
 /// Past the string starting at `i` (its opening quote).
 fn skip_string(json: &[u8], mut i: usize) -> usize {
     i += 1;
-    while let Some(&c) = json.get(i) {
-        match c {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
+    while let Some(at) = json.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+        i += at;
+        if json[i] == b'"' {
+            return i + 1;
         }
+        i += 2;
     }
-    i
+    json.len()
 }
 
 /// Past the (valid) JSON value starting at `i`.

@@ -141,6 +141,9 @@ pub struct Written {
     pub created: bool,
     /// `Warning` header texts.
     pub warnings: Vec<String>,
+    /// `object` as JSON, when the write already has it (the bytes it stored, with their
+    /// `resourceVersion`): the answer is those bytes, not a second encoding.
+    pub json: Option<Vec<u8>>,
 }
 
 /// List parameters.

@@ -84,6 +84,8 @@ impl Store {
             match settle(written, precondition)? {
                 Some(written) => Ok(Some(Written {
                     object: self.to_scale(&written.object)?,
+                    // The write's JSON is the whole object's, not the Scale's.
+                    json: None,
                     ..written
                 })),
                 None => Ok(None),

@@ -103,10 +103,24 @@ impl Store {
     }
 
     /// The stored bytes of `object` (at the served version): at the storage version.
-    fn encode(&self, object: &Value) -> ApiResult<Vec<u8>> {
-        let mut object = self.codec.encode(object.clone()).map_err(ApiError::bad_request)?;
-        metadata_mut(&mut object).remove("resourceVersion");
-        serde_json::to_vec(&object).map_err(ApiError::internal)
+    /// The bytes to store for `object`, which loses its `resourceVersion` (the write that
+    /// stores them sets the new one).
+    fn encode(&self, object: &mut Value) -> ApiResult<Vec<u8>> {
+        metadata_mut(object).remove("resourceVersion");
+        if self.codec.stores_served() {
+            return serde_json::to_vec(object).map_err(ApiError::internal);
+        }
+        let stored = self.codec.encode(object.clone()).map_err(ApiError::bad_request)?;
+        serde_json::to_vec(&stored).map_err(ApiError::internal)
+    }
+
+    /// The answer to a write stored as `kv`: its bytes with their `resourceVersion` when they
+    /// are at the served version (otherwise the handler encodes the object).
+    fn answer(&self, kv: &KeyValue) -> Option<Vec<u8>> {
+        self.codec
+            .stores_served()
+            .then(|| encoded::splice(&kv.value, kv.mod_revision))
+            .flatten()
     }
 
     /// `kv` as clients of this version receive it, encoded once per revision.
@@ -241,11 +255,12 @@ impl Store {
                     object,
                     created: true,
                     warnings,
+                    json: None,
                 });
             }
             match self
                 .storage
-                .create(&self.key(namespace, &name), self.encode(&object)?)
+                .create(&self.key(namespace, &name), self.encode(&mut object)?)
                 .await
             {
                 Ok(kv) => {
@@ -255,6 +270,7 @@ impl Store {
                         object,
                         created: true,
                         warnings,
+                        json: self.answer(&kv),
                     });
                 }
                 // A generated name collided: draw another.
@@ -364,6 +380,7 @@ impl Store {
                 object,
                 created: false,
                 warnings: Vec::new(),
+                json: None,
             });
         }
         self.track(Some(current), &mut object, options);
@@ -377,6 +394,7 @@ impl Store {
                 object,
                 created: false,
                 warnings: Vec::new(),
+                json: None,
             });
         }
         let expected: Revision = current_rv.parse().map_err(ApiError::internal)?;
@@ -391,11 +409,12 @@ impl Store {
                 object,
                 created: false,
                 warnings: Vec::new(),
+                json: None,
             });
         }
         let kv = self
             .storage
-            .update(&key, self.encode(&object)?, expected)
+            .update(&key, self.encode(&mut object)?, expected)
             .await
             .map_err(self.storage_error(name))?;
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
@@ -403,6 +422,7 @@ impl Store {
             object,
             created: false,
             warnings: Vec::new(),
+            json: self.answer(&kv),
         })
     }
 
@@ -477,7 +497,7 @@ impl Store {
         }
         let written = self
             .storage
-            .update(key, self.encode(&object)?, expected)
+            .update(key, self.encode(&mut object)?, expected)
             .await
             .map_err(self.storage_error(name));
         let Some(kv) = settle(written, false)? else {

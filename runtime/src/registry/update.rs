@@ -127,6 +127,7 @@ impl Store {
                     object: current,
                     created: false,
                     warnings: warnings.clone(),
+                    json: None,
                 }));
             }
             managed::set(&mut merged, &entries);

@@ -187,9 +187,14 @@ impl Codec {
         self.versions.convert(stored, &self.served)
     }
 
+    /// Whether objects are stored at the served version (a write stores them as they are).
+    pub fn stores_served(&self) -> bool {
+        self.served == self.versions.storage
+    }
+
     /// A served-version object at the storage version.
     pub fn encode(&self, object: Value) -> Result<Value, String> {
-        if self.served == self.versions.storage {
+        if self.stores_served() {
             return Ok(object);
         }
         self.versions.convert(object, &self.versions.storage)

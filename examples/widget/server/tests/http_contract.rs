@@ -295,3 +295,99 @@ async fn anonymous(url: &str, path: &str) -> u16 {
         .unwrap();
     response.status().as_u16()
 }
+
+/// A write answers with the object as stored (its stored bytes with their resourceVersion,
+/// not a second encoding): the same object a GET then returns, in the media type and form the
+/// client asked for; the scale subresource and other versions still answer in their own shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_answers_are_the_stored_object() {
+    let dir = tempfile::tempdir().unwrap();
+    // No status loop: nothing but the test writes, so each answer can be held against a GET.
+    let server = ServerProcess::start_in(dir.path(), &["--storage", "memory", "--status-controller", "false"]);
+    let c = server.client().await;
+    let json = [("content-type", "application/json")];
+    let get = |name: &'static str| {
+        let c = c.clone();
+        async move { send(&c, "GET", &format!("{BASE}/{name}"), &[], b"").await.json() }
+    };
+
+    let created = send(&c, "POST", BASE, &json, &widget("answer")).await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.header("content-type"), "application/json");
+    let stored = get("answer").await;
+    assert_eq!(created.json(), stored);
+    assert!(
+        stored["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| !rv.is_empty())
+    );
+    assert_eq!(stored["metadata"]["managedFields"][0]["operation"], "Update");
+
+    // Updates and patches answer with the new revision.
+    let mut changed = stored.clone();
+    changed["spec"]["replicas"] = json!(2);
+    let put = send(
+        &c,
+        "PUT",
+        &format!("{BASE}/answer"),
+        &json,
+        changed.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    assert_eq!(put.json(), get("answer").await);
+    assert_ne!(
+        put.json()["metadata"]["resourceVersion"],
+        stored["metadata"]["resourceVersion"]
+    );
+    let merge = [("content-type", "application/merge-patch+json")];
+    let patched = send(
+        &c,
+        "PATCH",
+        &format!("{BASE}/answer"),
+        &merge,
+        br#"{"spec":{"replicas":3}}"#,
+    )
+    .await;
+    assert_eq!(patched.status, 200);
+    assert_eq!(patched.json(), get("answer").await);
+    assert_eq!(patched.json()["spec"]["replicas"], 3);
+
+    // The form asked for: pretty JSON, YAML.
+    let pretty = send(&c, "POST", &format!("{BASE}?pretty=true"), &json, &widget("pretty")).await;
+    assert_eq!(pretty.status, 201);
+    assert!(String::from_utf8_lossy(&pretty.body).contains("\n  \"metadata\""));
+    assert_eq!(pretty.json(), get("pretty").await);
+    let yaml = [("content-type", "application/json"), ("accept", "application/yaml")];
+    let as_yaml = send(&c, "POST", BASE, &yaml, &widget("yaml")).await;
+    assert_eq!(as_yaml.status, 201);
+    assert_eq!(as_yaml.header("content-type"), "application/yaml");
+    let from_yaml: Value = serde_saphyr::from_slice(&as_yaml.body).unwrap();
+    assert_eq!(from_yaml, get("yaml").await);
+
+    // The scale subresource answers with a Scale; another version with its own shape.
+    let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": "answer", "namespace": "default"}, "spec": {"replicas": 4}});
+    let scaled = send(
+        &c,
+        "PUT",
+        &format!("{BASE}/answer/scale"),
+        &json,
+        scale.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(scaled.status, 200, "{}", String::from_utf8_lossy(&scaled.body));
+    assert_eq!(scaled.json()["kind"], "Scale");
+    assert_eq!(scaled.json()["spec"]["replicas"], 4);
+    let alpha = json!({"apiVersion": "custom.example.com/v1alpha1", "kind": "Widget",
+        "metadata": {"name": "alpha"}, "spec": {"size": "small", "image": "nginx"}});
+    let alpha_path = "/apis/custom.example.com/v1alpha1/namespaces/default/widgets";
+    let old = send(&c, "POST", alpha_path, &json, alpha.to_string().as_bytes()).await;
+    assert_eq!(old.status, 201, "{}", String::from_utf8_lossy(&old.body));
+    assert_eq!(old.json()["apiVersion"], "custom.example.com/v1alpha1");
+    assert_eq!(old.json()["spec"]["size"], "small");
+    assert_eq!(
+        old.json(),
+        send(&c, "GET", &format!("{alpha_path}/alpha"), &[], b"").await.json()
+    );
+}
