@@ -130,13 +130,18 @@ impl Run<'_> {
         match value {
             Value::Object(fields) => {
                 for (name, child) in fields {
-                    let Some(schema) = node.property(name) else { continue };
+                    // Skipped before its path is formatted: most fields carry no rules.
+                    let Some(schema) = node.property(name).filter(|s| s.ruled) else {
+                        continue;
+                    };
                     let old_child = old.and_then(|o| o.get(name));
                     self.walk(schema, child, old_child, &join(name))?;
                 }
             }
             Value::Array(items) => {
-                let Some(schema) = node.items() else { return Ok(()) };
+                let Some(schema) = node.items().filter(|s| s.ruled) else {
+                    return Ok(());
+                };
                 let old_items = old.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
                     let old_item = old_items.and_then(|olds| correlate(&node.list, item, olds));

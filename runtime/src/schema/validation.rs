@@ -2,6 +2,7 @@
 //! patterns, plus the unknown fields that `fieldValidation` reports.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use regex::Regex;
 use serde_json::Value;
@@ -25,18 +26,18 @@ impl Validator {
     /// Every schema violation in `object`, with dotted field paths (`metadata` is checked elsewhere).
     pub fn validate(&self, object: &Value) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        self.check(&self.schema, object, "", &mut errors);
+        self.check(&self.schema, object, &mut String::new(), &mut errors);
         errors
     }
 
     /// Paths of fields the schema does not declare (`spec.colour`), for fieldValidation.
     pub fn unknown_fields(&self, object: &Value) -> Vec<String> {
         let mut out = Vec::new();
-        unknown(&self.schema, object, "", &mut out);
+        unknown(&self.schema, object, &mut String::new(), &mut out);
         out
     }
 
-    fn check(&self, schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    fn check(&self, schema: &Value, value: &Value, path: &mut String, errors: &mut Vec<FieldError>) {
         if schema.get("$ref").is_some() {
             return;
         }
@@ -158,16 +159,21 @@ impl Validator {
                 }
                 let props = schema.get("properties").and_then(Value::as_object);
                 for (k, v) in map {
-                    let child = format!("{path}.{k}");
                     if path.is_empty() && (k == "metadata" || k == "apiVersion" || k == "kind") {
                         continue;
                     }
-                    if let Some(sub) = props.and_then(|p| p.get(k)) {
-                        self.check(sub, v, &child, errors);
-                    } else if let Some(sub @ Value::Object(_)) = schema.get("additionalProperties") {
-                        self.check(sub, v, &child, errors);
-                    }
                     // Unknown fields are pruned; fieldValidation decides whether to say so.
+                    let Some(sub) = props
+                        .and_then(|p| p.get(k))
+                        .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
+                    else {
+                        continue;
+                    };
+                    let end = path.len();
+                    path.push('.');
+                    path.push_str(k);
+                    self.check(sub, v, path, errors);
+                    path.truncate(end);
                 }
             }
             Value::Array(items) => {
@@ -190,8 +196,11 @@ impl Validator {
                     ));
                 }
                 if let Some(sub) = schema.get("items") {
+                    let end = path.len();
                     for (i, item) in items.iter().enumerate() {
-                        self.check(sub, item, &format!("{path}[{i}]"), errors);
+                        let _ = write!(path, "[{i}]");
+                        self.check(sub, item, path, errors);
+                        path.truncate(end);
                     }
                 }
             }
@@ -214,7 +223,7 @@ fn collect_patterns(schema: &Value, out: &mut HashMap<String, Regex>) -> Result<
     }
 }
 
-fn unknown(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+fn unknown(schema: &Value, value: &Value, path: &mut String, out: &mut Vec<String>) {
     if schema.get("$ref").is_some() || schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
         return;
     }
@@ -226,22 +235,26 @@ fn unknown(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
                 if path.is_empty() && (k == "metadata" || k == "apiVersion" || k == "kind") {
                     continue;
                 }
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let end = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
                 match (props.and_then(|p| p.get(k)), additional) {
-                    (Some(sub), _) | (None, Some(sub)) => unknown(sub, v, &child, out),
-                    (None, None) if props.is_some() => out.push(child),
+                    (Some(sub), _) | (None, Some(sub)) => unknown(sub, v, path, out),
+                    (None, None) if props.is_some() => out.push(path.clone()),
                     _ => {}
                 }
+                path.truncate(end);
             }
         }
         Value::Array(items) => {
             if let Some(sub) = schema.get("items") {
+                let end = path.len();
                 for (i, item) in items.iter().enumerate() {
-                    unknown(sub, item, &format!("{path}[{i}]"), out);
+                    let _ = write!(path, "[{i}]");
+                    unknown(sub, item, path, out);
+                    path.truncate(end);
                 }
             }
         }
