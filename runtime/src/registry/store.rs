@@ -156,6 +156,11 @@ impl Store {
         move |e| ApiError::from_storage(&self.meta, &name, e)
     }
 
+    /// Start the watch cache's feed of this resource (see [`WatchCache::start`]).
+    pub async fn start_cache(&self) -> Result<(), StorageError> {
+        self.storage.start(&self.prefix).await
+    }
+
     /// The stored object as of the newest revision (from the watch cache once it is current),
     /// or 404.
     async fn read(&self, namespace: Option<&str>, name: &str) -> ApiResult<KeyValue> {

@@ -219,6 +219,15 @@ impl Server {
         let admission_metrics = crate::admission::metrics::AdmissionMetrics::new(self.metrics.registry());
         self.admission.observe(admission_metrics.clone());
         crate::admission::cluster::install(&self.admission, &options, admission_metrics).await?;
+        // One after another: versions of a kind share a feed, which the first one starts.
+        let stores = self.stores.clone();
+        tokio::spawn(async move {
+            for store in stores {
+                if let Err(e) = store.start_cache().await {
+                    tracing::debug!(resource = store.meta().plural, "watch cache starts on first read: {e}");
+                }
+            }
+        });
         let (stop_electing, electing) = tokio::sync::watch::channel(false);
         let election = elect(
             &options,

@@ -158,6 +158,16 @@ impl WatchCache {
         &self.inner
     }
 
+    /// Start following `prefix` now, as kube-apiserver starts its cacher with the server, so
+    /// that the first list, watch or GET does not pay for a range over the whole prefix. A
+    /// store in this process needs no head start; an error leaves the start to the first read.
+    pub async fn start(&self, prefix: &str) -> Result<(), StorageError> {
+        if !self.inner.in_process() {
+            self.feed(prefix).await?;
+        }
+        Ok(())
+    }
+
     /// How many backend watches are open (one per watched prefix).
     pub fn feeds(&self) -> usize {
         lock(&self.feeds).len()

@@ -188,3 +188,49 @@ fn etcd_outage_gives_503_and_recovers() {
     );
     k.ok_stdin(&["create", "-f", "-"], &common::widget("after", 1, ""));
 }
+
+/// The watch cache follows each resource from start-up, as kube-apiserver's cacher does: the
+/// range over the whole resource happens before the first read asks, not during it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watch_cache_starts_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    // No status loop: it would list the widgets itself and start the cache anyway.
+    let args = [
+        "--storage",
+        "etcd",
+        "--etcd-servers",
+        &etcd.endpoint(),
+        "--status-controller",
+        "false",
+    ];
+    let server = ServerProcess::start_in(dir.path(), &args);
+    let c = server.client().await;
+    // Ranges the server sent etcd; /metrics itself reads no storage.
+    let ranges = || async {
+        let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+        let text = c.request_text(request).await.unwrap();
+        let count = r#"apiary_storage_request_duration_seconds_count{backend="etcd",operation="list"} "#;
+        text.lines()
+            .find_map(|l| l.strip_prefix(count))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ranges().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no range over the widgets before the first read"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The cache it filled answers reads.
+    let widgets: Api<Widget> = Api::namespaced(c.clone(), "default");
+    widgets
+        .create(&PostParams::default(), &common::typed_widget("early", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        widgets.get("early").await.unwrap().metadata.name.as_deref(),
+        Some("early")
+    );
+}
