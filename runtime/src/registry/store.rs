@@ -102,9 +102,8 @@ impl Store {
         Ok(object)
     }
 
-    /// The stored bytes of `object` (at the served version): at the storage version.
-    /// The bytes to store for `object`, which loses its `resourceVersion` (the write that
-    /// stores them sets the new one).
+    /// The stored bytes of `object` (at the served version): at the storage version, without
+    /// its `resourceVersion`, which `object` loses too (the write that stores them sets the new one).
     fn encode(&self, object: &mut Value) -> ApiResult<Vec<u8>> {
         metadata_mut(object).remove("resourceVersion");
         if self.codec.stores_served() {
