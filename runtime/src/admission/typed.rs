@@ -50,8 +50,7 @@ impl<T: ApiResource, A: TypedAdmission<T>> TypedPlugin<T, A> {
 }
 
 fn decode<T: ApiResource>(value: &Value) -> ApiResult<T> {
-    serde_json::from_value(value.clone())
-        .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", T::META.kind)))
+    T::deserialize(value).map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", T::META.kind)))
 }
 
 /// How a write concerns `T`'s step: not at all, at `T`'s version, or at another version of

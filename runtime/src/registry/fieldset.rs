@@ -85,14 +85,31 @@ fn shape(schema: &Value) -> Shape {
 
 /// The schema of `field` inside a struct or map.
 fn child<'a>(schema: &'a Value, field: &str) -> &'a Value {
-    let schema = resolve(schema);
-    if let Some(p) = schema.get("properties").and_then(|p| p.get(field)) {
-        return resolve(p);
+    Fields::of(schema).get(field)
+}
+
+/// Where the fields of one struct or map find their schemas: read once for all its fields.
+struct Fields<'a> {
+    schema: &'a Value,
+    properties: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(schema: &'a Value) -> Self {
+        let schema = resolve(schema);
+        let properties = schema.get("properties").and_then(Value::as_object);
+        Fields { schema, properties }
     }
-    match schema.get("additionalProperties") {
-        Some(a) if a.is_object() => a,
-        _ if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => &SCHEMALESS,
-        _ => &UNKNOWN,
+
+    fn get(&self, field: &str) -> &'a Value {
+        if let Some(p) = self.properties.and_then(|p| p.get(field)) {
+            return resolve(p);
+        }
+        match self.schema.get("additionalProperties") {
+            Some(a) if a.is_object() => a,
+            _ if self.schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => &SCHEMALESS,
+            _ => &UNKNOWN,
+        }
     }
 }
 
@@ -126,9 +143,10 @@ fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut Vec<Path>) {
             if !path.is_empty() && (shape == Shape::Map || map.is_empty()) {
                 out.push(path.clone());
             }
+            let fields = Fields::of(schema);
             for (k, v) in map {
                 path.push(Element::Field(k.clone()));
-                walk(v, child(schema, k), path, out);
+                walk(v, fields.get(k), path, out);
                 path.pop();
             }
         }
@@ -137,10 +155,11 @@ fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut Vec<Path>) {
             for item in list {
                 path.push(Element::Key(key_of(item, &keys)));
                 out.push(path.clone());
-                if let Value::Object(fields) = item {
-                    for (k, v) in fields {
+                if let Value::Object(map) = item {
+                    let fields = Fields::of(item_schema);
+                    for (k, v) in map {
                         path.push(Element::Field(k.clone()));
-                        walk(v, child(item_schema, k), path, out);
+                        walk(v, fields.get(k), path, out);
                         path.pop();
                     }
                 }

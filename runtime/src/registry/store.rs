@@ -232,7 +232,12 @@ impl Store {
             } else {
                 given.clone()
             };
-            let mut object = body.clone();
+            // Only a generated name may need another attempt, and the body again.
+            let mut object = if given.is_empty() && attempt < 2 {
+                body.clone()
+            } else {
+                std::mem::take(&mut body)
+            };
             {
                 let m = metadata_mut(&mut object);
                 m.insert("name".into(), json!(name));
