@@ -302,6 +302,126 @@ pub fn changed(old: &Value, new: &Value, schema: &Value) -> FieldSet {
         .collect()
 }
 
+/// `FieldsV1` of the paths `value` sets, as `to_fields_v1(&paths(value, schema))` but in one
+/// walk without building the set, keeping a path only when `keep` accepts its first field and
+/// its second element (when that is a field).
+pub fn fields_v1_of(value: &Value, schema: &Value, keep: impl Fn(&str, Option<&str>) -> bool) -> Value {
+    let mut out = Map::new();
+    let schema = resolve(schema);
+    let (Shape::Struct | Shape::Map, Value::Object(map)) = (shape(schema), value) else {
+        return Value::Object(out);
+    };
+    let fields = Fields::of(schema);
+    for (k, v) in map {
+        let Some(mut node) = fields_node(v, fields.get(k)) else {
+            continue;
+        };
+        // The node itself: a leaf member `{}`, or `.` among its members.
+        let member = node.is_empty() || node.contains_key(".");
+        node.retain(|key, _| match key.strip_prefix("f:") {
+            Some(second) => keep(k, Some(second)),
+            None => key == "." || keep(k, None),
+        });
+        let member = member && keep(k, None);
+        node.remove(".");
+        if member && !node.is_empty() {
+            node.insert(".".into(), Value::Object(Map::new()));
+        }
+        if member || !node.is_empty() {
+            out.insert(prefixed("f:", k), Value::Object(node));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The `FieldsV1` node of `value` below the root; `None` when it sets nothing.
+fn fields_node(value: &Value, schema: &Value) -> Option<Map<String, Value>> {
+    let schema = resolve(schema);
+    let mut members = Map::new();
+    let member = match (shape(schema), value) {
+        (shape @ (Shape::Struct | Shape::Map), Value::Object(map)) => {
+            let fields = Fields::of(schema);
+            for (k, v) in map {
+                if let Some(node) = fields_node(v, fields.get(k)) {
+                    members.insert(prefixed("f:", k), Value::Object(node));
+                }
+            }
+            shape == Shape::Map || map.is_empty()
+        }
+        (Shape::ListMap(keys), Value::Array(list)) => {
+            let fields = Fields::of(items(schema));
+            for item in list {
+                let mut node = Map::new();
+                if let Value::Object(map) = item {
+                    for (k, v) in map {
+                        if let Some(inner) = fields_node(v, fields.get(k)) {
+                            node.insert(prefixed("f:", k), Value::Object(inner));
+                        }
+                    }
+                }
+                // Items with the same key are one path: their members join.
+                match members.entry(prefixed("k:", &key_of(item, &keys))) {
+                    serde_json::map::Entry::Vacant(e) => {
+                        e.insert(Value::Object(node));
+                    }
+                    serde_json::map::Entry::Occupied(mut e) => {
+                        if let Value::Object(have) = e.get_mut() {
+                            union(have, node);
+                        }
+                    }
+                }
+            }
+            for item in members.values_mut() {
+                if let Value::Object(node) = item
+                    && !node.is_empty()
+                {
+                    node.insert(".".into(), Value::Object(Map::new()));
+                }
+            }
+            false
+        }
+        (Shape::ListSet, Value::Array(list)) => {
+            for item in list {
+                members.insert(format!("v:{item}"), Value::Object(Map::new()));
+            }
+            false
+        }
+        _ => true,
+    };
+    if member && !members.is_empty() {
+        members.insert(".".into(), Value::Object(Map::new()));
+    }
+    (member || !members.is_empty()).then_some(members)
+}
+
+/// `into` with the members of `other` too (a node is a member if it is one in either).
+fn union(into: &mut Map<String, Value>, other: Map<String, Value>) {
+    let member = |m: &Map<String, Value>| m.is_empty() || m.contains_key(".");
+    let was = member(into) || member(&other);
+    for (k, v) in other {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Object(have)), Value::Object(more)) => union(have, more),
+            (None, v) => {
+                into.insert(k, v);
+            }
+            _ => {}
+        }
+    }
+    into.remove(".");
+    if was && !into.is_empty() {
+        into.insert(".".into(), Value::Object(Map::new()));
+    }
+}
+
+/// A `FieldsV1` member's name: `kind` (`f:`, `k:` or `v:`) and its text (no `format!`: this
+/// runs for every field of every write).
+fn prefixed(kind: &str, text: &str) -> String {
+    let mut key = String::with_capacity(kind.len() + text.len());
+    key.push_str(kind);
+    key.push_str(text);
+    key
+}
+
 /// `FieldsV1` JSON for a set: a trie of `f:`/`k:`/`v:` members, `.` marking a node that is
 /// itself in the set and has members.
 pub fn to_fields_v1(set: &FieldSet) -> Value {
@@ -329,15 +449,11 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
         out
     }
     fn key(element: &Element) -> String {
-        let (kind, text) = match element {
-            Element::Field(f) => ("f:", f),
-            Element::Key(k) => ("k:", k),
-            Element::Value(v) => ("v:", v),
-        };
-        let mut key = String::with_capacity(kind.len() + text.len());
-        key.push_str(kind);
-        key.push_str(text);
-        key
+        match element {
+            Element::Field(f) => prefixed("f:", f),
+            Element::Key(k) => prefixed("k:", k),
+            Element::Value(v) => prefixed("v:", v),
+        }
     }
     // The empty path (the object itself) has no place in the trie.
     let paths: Vec<&Path> = set.iter().filter(|p| !p.is_empty()).collect();

@@ -97,11 +97,16 @@ impl Writer<'_> {
             manager: self.manager.into(),
             operation: operation.into(),
             api_version: self.api_version.clone(),
-            time: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            time: now(),
             subresource: self.subresource.into(),
             fields,
         }
     }
+}
+
+/// An entry's time: now, to the second.
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The entries of `object`; `None` when absent or malformed.
@@ -127,25 +132,69 @@ pub fn decode(object: &Value) -> Option<Vec<Entry>> {
 
 /// Entries as `metadata.managedFields`.
 pub fn encode(entries: &[Entry]) -> Value {
-    Value::Array(
-        entries
-            .iter()
-            .map(|e| {
-                let mut v = json!({
-                    "manager": e.manager, "operation": e.operation, "apiVersion": e.api_version,
-                    "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": fieldset::to_fields_v1(&e.fields),
-                });
-                if !e.subresource.is_empty() {
-                    v["subresource"] = json!(e.subresource);
-                }
-                v
-            })
-            .collect(),
-    )
+    Value::Array(encoded(entries))
+}
+
+fn encoded(entries: &[Entry]) -> Vec<Value> {
+    entries
+        .iter()
+        .map(|e| {
+            let fields = fieldset::to_fields_v1(&e.fields);
+            entry_value(
+                &e.manager,
+                &e.operation,
+                &e.api_version,
+                &e.time,
+                &e.subresource,
+                fields,
+            )
+        })
+        .collect()
+}
+
+/// One `managedFields` entry.
+fn entry_value(
+    manager: &str,
+    operation: &str,
+    api_version: &str,
+    time: &str,
+    subresource: &str,
+    fields: Value,
+) -> Value {
+    // Built by hand: `json!` would serialize `fields` into a copy of itself.
+    let text = |s: &str| Value::String(s.to_string());
+    let mut v = Map::new();
+    v.insert("manager".into(), text(manager));
+    v.insert("operation".into(), text(operation));
+    v.insert("apiVersion".into(), text(api_version));
+    v.insert("time".into(), text(time));
+    v.insert("fieldsType".into(), text("FieldsV1"));
+    v.insert("fieldsV1".into(), fields);
+    if !subresource.is_empty() {
+        v.insert("subresource".into(), text(subresource));
+    }
+    Value::Object(v)
 }
 
 /// Fields nobody owns: type and server-set metadata, and the part a subresource does not write.
 fn owned_part(set: FieldSet, subresource: &str) -> FieldSet {
+    set.into_iter()
+        .filter(|p| match p.as_slice() {
+            [Element::Field(first), rest @ ..] => {
+                let second = match rest.first() {
+                    Some(Element::Field(f)) => Some(f.as_str()),
+                    _ => None,
+                };
+                owned(subresource, first, second)
+            }
+            _ => subresource != "status",
+        })
+        .collect()
+}
+
+/// Whether a write to `subresource` owns a path by its first field and its second element
+/// (when that is a field): see [`owned_part`].
+fn owned(subresource: &str, first: &str, second: Option<&str>) -> bool {
     const SERVER: &[&str] = &[
         "name",
         "namespace",
@@ -159,14 +208,35 @@ fn owned_part(set: FieldSet, subresource: &str) -> FieldSet {
         "selfLink",
         "generateName",
     ];
-    set.into_iter()
-        .filter(|p| match p.as_slice() {
-            [Element::Field(f), ..] if f == "apiVersion" || f == "kind" => false,
-            [Element::Field(m), Element::Field(f), ..] if m == "metadata" => !SERVER.contains(&f.as_str()),
-            [Element::Field(s), ..] if s == "status" => subresource == "status",
-            _ => subresource != "status",
-        })
-        .collect()
+    match (first, second) {
+        ("apiVersion" | "kind", _) => false,
+        ("metadata", Some(f)) => !SERVER.contains(&f),
+        ("status", _) => subresource == "status",
+        _ => subresource != "status",
+    }
+}
+
+/// Record the create of `object` by `writer` in its managedFields: as [`track_update`] with
+/// no old object and no entries, but in one walk of the object, without a field set.
+pub fn track_create(object: &mut Value, writer: &Writer<'_>) {
+    let fields = fieldset::fields_v1_of(object, writer.schema, |first, second| {
+        owned(writer.subresource, first, second)
+    });
+    let entries = match fields.as_object() {
+        Some(f) if f.is_empty() => Vec::new(),
+        _ => {
+            let time = now();
+            vec![entry_value(
+                writer.manager,
+                UPDATE,
+                &writer.api_version,
+                &time,
+                writer.subresource,
+                fields,
+            )]
+        }
+    };
+    set_encoded(object, entries);
 }
 
 /// Record a non-apply write of `new` (over `old`, absent for a create) by `writer`: it owns
@@ -350,16 +420,21 @@ pub fn apply(
 
 /// Put `entries` into `object`'s metadata (removing the key when there are none).
 pub fn set(object: &mut Value, entries: &[Entry]) {
+    set_encoded(object, encoded(entries));
+}
+
+/// `metadata.managedFields` as these encoded entries (none: removed).
+fn set_encoded(object: &mut Value, entries: Vec<Value>) {
     if let Some(Value::Object(meta)) = object.get_mut("metadata") {
         if entries.is_empty() {
             meta.remove("managedFields");
         } else {
-            meta.insert("managedFields".into(), encode(entries));
+            meta.insert("managedFields".into(), Value::Array(entries));
         }
     } else if let Value::Object(map) = object {
         let mut meta = Map::new();
         if !entries.is_empty() {
-            meta.insert("managedFields".into(), encode(entries));
+            meta.insert("managedFields".into(), Value::Array(entries));
         }
         map.insert("metadata".into(), Value::Object(meta));
     }
@@ -399,6 +474,65 @@ mod tests {
             .filter(|e| e.manager == manager)
             .flat_map(|e| e.fields.iter().map(|p| fieldset::display(p)))
             .collect()
+    }
+
+    /// A create's entry built in one walk equals the entry the field-set route builds, for
+    /// every list type, empty and schemaless parts, server-set metadata and each subresource.
+    #[test]
+    fn a_create_records_what_the_field_set_route_records() {
+        let s = json!({"type": "object", "properties": {
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+            "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
+            "spec": {"type": "object", "properties": {
+                "replicas": {"type": "integer"},
+                "args": {"type": "array", "items": {"type": "string"}},
+                "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+                "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "protocol"],
+                    "items": {"type": "object", "properties": {"name": {"type": "string"}, "protocol": {"type": "string"},
+                        "port": {"type": "integer"}, "extra": {"type": "object", "properties": {"a": {"type": "string"}}}}}},
+                "settings": {"type": "object", "additionalProperties": {"type": "string"}},
+                "template": {"type": "object", "properties": {"inner": {"type": "object", "properties": {"x": {"type": "integer"}}}}},
+                "selector": {"type": "object", "x-kubernetes-map-type": "atomic", "properties": {"k": {"type": "string"}}},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            }},
+            "status": {"type": "object", "properties": {"ready": {"type": "integer"}}},
+            "members": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+        }});
+        let objects = [
+            json!({}),
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "a", "uid": "u", "generation": 1}}),
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {}, "spec": {}}),
+            json!({"metadata": {"name": "a", "labels": {"app": "x"}, "annotations": {},
+                    "finalizers": ["f1", "f2", "f1"], "ownerReferences": [{"uid": "1", "name": "o"}],
+                    "managedFields": [{"manager": "m"}]},
+                "spec": {"replicas": 1, "args": ["a", "b"], "tags": ["t", 1, {"o": true}, "t"],
+                    "ports": [{"name": "http", "protocol": "TCP", "port": 80, "extra": {}},
+                              {"name": "http", "protocol": "TCP", "extra": {"a": "b"}},
+                              {"name": "dns", "protocol": "UDP"}, {"port": 9}, "not an object"],
+                    "settings": {}, "template": {"inner": {}}, "selector": {"k": "v"},
+                    "free": {"deep": {"er": [1, 2]}, "e": {}}, "unknown": {"z": 1}},
+                "status": {"ready": 2}, "members": ["a"], "other": [1], "nothing": null}),
+            json!({"metadata": {"name": "only-server-fields", "namespace": "n"}, "status": {}}),
+        ];
+        let keep_time = |mut v: Value| {
+            if let Some(Value::Array(list)) = v.pointer_mut("/metadata/managedFields") {
+                for e in list {
+                    e["time"] = json!("t");
+                }
+            }
+            v
+        };
+        for object in objects {
+            for subresource in ["", "status", "scale"] {
+                let w = writer("m", subresource, &s);
+                let mut by_walk = object.clone();
+                track_create(&mut by_walk, &w);
+                let mut by_set = object.clone();
+                let entries = track_update(Vec::new(), None, &object, &w);
+                set(&mut by_set, &entries);
+                assert_eq!(keep_time(by_walk), keep_time(by_set), "{object} at {subresource:?}");
+            }
+        }
     }
 
     #[test]

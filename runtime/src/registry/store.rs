@@ -207,8 +207,11 @@ impl Store {
         if sent.is_some() && sent != had && managed::decode(object).is_some_and(|e| !e.is_empty()) {
             return;
         }
-        let entries = current.and_then(managed::decode).unwrap_or_default();
-        let entries = managed::track_update(entries, current, object, &self.writer(options));
+        let Some(current) = current else {
+            return managed::track_create(object, &self.writer(options));
+        };
+        let entries = managed::decode(current).unwrap_or_default();
+        let entries = managed::track_update(entries, Some(current), object, &self.writer(options));
         managed::set(object, &entries);
     }
 
