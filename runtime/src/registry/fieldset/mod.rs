@@ -8,6 +8,9 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 
+mod fields_v1;
+pub use fields_v1::{fields_v1_of, from_fields_v1, to_fields_v1};
+
 /// One step of a path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Element {
@@ -130,52 +133,81 @@ fn key_of(item: &Value, keys: &[String]) -> String {
 
 /// The paths `value` sets: leaves, maps and list-map items (as SMD's ToFieldSet).
 pub fn paths(value: &Value, schema: &Value) -> FieldSet {
-    // Collected first: building the set from a (mostly sorted) list beats inserting one by one.
-    let mut out = Vec::new();
-    walk(value, schema, &mut Vec::new(), &mut out);
-    out.into_iter().collect()
+    /// Collected first: building the set from a (mostly sorted) list beats inserting one by one.
+    struct Collect {
+        path: Path,
+        out: Vec<Path>,
+    }
+    impl Visit for Collect {
+        fn enter(&mut self, element: Element) {
+            self.path.push(element);
+        }
+        fn member(&mut self) {
+            self.out.push(self.path.clone());
+        }
+        fn leave(&mut self) {
+            self.path.pop();
+        }
+    }
+    let mut collect = Collect {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    walk(value, schema, true, &mut collect);
+    collect.out.into_iter().collect()
 }
 
-fn walk(value: &Value, schema: &Value, path: &mut Path, out: &mut Vec<Path>) {
+/// What a walk of an object through its schema reports, depth first.
+trait Visit {
+    /// One step down.
+    fn enter(&mut self, element: Element);
+    /// The path walked so far is itself in the set.
+    fn member(&mut self);
+    /// One step back up.
+    fn leave(&mut self);
+}
+
+/// Walk the paths `value` sets (the one place that reads structs, maps, list-maps and sets
+/// from the schema for a field set).
+fn walk(value: &Value, schema: &Value, root: bool, visit: &mut impl Visit) {
     let schema = resolve(schema);
     match (shape(schema), value) {
         (shape @ (Shape::Struct | Shape::Map), Value::Object(map)) => {
-            if !path.is_empty() && (shape == Shape::Map || map.is_empty()) {
-                out.push(path.clone());
+            if !root && (shape == Shape::Map || map.is_empty()) {
+                visit.member();
             }
             let fields = Fields::of(schema);
             for (k, v) in map {
-                path.push(Element::Field(k.clone()));
-                walk(v, fields.get(k), path, out);
-                path.pop();
+                visit.enter(Element::Field(k.clone()));
+                walk(v, fields.get(k), false, visit);
+                visit.leave();
             }
         }
         (Shape::ListMap(keys), Value::Array(list)) => {
-            let item_schema = items(schema);
+            let fields = Fields::of(items(schema));
             for item in list {
-                path.push(Element::Key(key_of(item, &keys)));
-                out.push(path.clone());
+                visit.enter(Element::Key(key_of(item, &keys)));
+                visit.member();
                 if let Value::Object(map) = item {
-                    let fields = Fields::of(item_schema);
                     for (k, v) in map {
-                        path.push(Element::Field(k.clone()));
-                        walk(v, fields.get(k), path, out);
-                        path.pop();
+                        visit.enter(Element::Field(k.clone()));
+                        walk(v, fields.get(k), false, visit);
+                        visit.leave();
                     }
                 }
-                path.pop();
+                visit.leave();
             }
         }
         (Shape::ListSet, Value::Array(list)) => {
             for item in list {
-                path.push(Element::Value(item.to_string()));
-                out.push(path.clone());
-                path.pop();
+                visit.enter(Element::Value(item.to_string()));
+                visit.member();
+                visit.leave();
             }
         }
         _ => {
-            if !path.is_empty() {
-                out.push(path.clone());
+            if !root {
+                visit.member();
             }
         }
     }
@@ -300,198 +332,6 @@ pub fn changed(old: &Value, new: &Value, schema: &Value) -> FieldSet {
             }
         })
         .collect()
-}
-
-/// `FieldsV1` of the paths `value` sets, as `to_fields_v1(&paths(value, schema))` but in one
-/// walk without building the set, keeping a path only when `keep` accepts its first field and
-/// its second element (when that is a field).
-pub fn fields_v1_of(value: &Value, schema: &Value, keep: impl Fn(&str, Option<&str>) -> bool) -> Value {
-    let mut out = Map::new();
-    let schema = resolve(schema);
-    let (Shape::Struct | Shape::Map, Value::Object(map)) = (shape(schema), value) else {
-        return Value::Object(out);
-    };
-    let fields = Fields::of(schema);
-    for (k, v) in map {
-        let Some(mut node) = fields_node(v, fields.get(k)) else {
-            continue;
-        };
-        // The node itself: a leaf member `{}`, or `.` among its members.
-        let member = node.is_empty() || node.contains_key(".");
-        node.retain(|key, _| match key.strip_prefix("f:") {
-            Some(second) => keep(k, Some(second)),
-            None => key == "." || keep(k, None),
-        });
-        let member = member && keep(k, None);
-        node.remove(".");
-        if member && !node.is_empty() {
-            node.insert(".".into(), Value::Object(Map::new()));
-        }
-        if member || !node.is_empty() {
-            out.insert(prefixed("f:", k), Value::Object(node));
-        }
-    }
-    Value::Object(out)
-}
-
-/// The `FieldsV1` node of `value` below the root; `None` when it sets nothing.
-fn fields_node(value: &Value, schema: &Value) -> Option<Map<String, Value>> {
-    let schema = resolve(schema);
-    let mut members = Map::new();
-    let member = match (shape(schema), value) {
-        (shape @ (Shape::Struct | Shape::Map), Value::Object(map)) => {
-            let fields = Fields::of(schema);
-            for (k, v) in map {
-                if let Some(node) = fields_node(v, fields.get(k)) {
-                    members.insert(prefixed("f:", k), Value::Object(node));
-                }
-            }
-            shape == Shape::Map || map.is_empty()
-        }
-        (Shape::ListMap(keys), Value::Array(list)) => {
-            let fields = Fields::of(items(schema));
-            for item in list {
-                let mut node = Map::new();
-                if let Value::Object(map) = item {
-                    for (k, v) in map {
-                        if let Some(inner) = fields_node(v, fields.get(k)) {
-                            node.insert(prefixed("f:", k), Value::Object(inner));
-                        }
-                    }
-                }
-                // Items with the same key are one path: their members join.
-                match members.entry(prefixed("k:", &key_of(item, &keys))) {
-                    serde_json::map::Entry::Vacant(e) => {
-                        e.insert(Value::Object(node));
-                    }
-                    serde_json::map::Entry::Occupied(mut e) => {
-                        if let Value::Object(have) = e.get_mut() {
-                            union(have, node);
-                        }
-                    }
-                }
-            }
-            for item in members.values_mut() {
-                if let Value::Object(node) = item
-                    && !node.is_empty()
-                {
-                    node.insert(".".into(), Value::Object(Map::new()));
-                }
-            }
-            false
-        }
-        (Shape::ListSet, Value::Array(list)) => {
-            for item in list {
-                members.insert(format!("v:{item}"), Value::Object(Map::new()));
-            }
-            false
-        }
-        _ => true,
-    };
-    if member && !members.is_empty() {
-        members.insert(".".into(), Value::Object(Map::new()));
-    }
-    (member || !members.is_empty()).then_some(members)
-}
-
-/// `into` with the members of `other` too (a node is a member if it is one in either).
-fn union(into: &mut Map<String, Value>, other: Map<String, Value>) {
-    let member = |m: &Map<String, Value>| m.is_empty() || m.contains_key(".");
-    let was = member(into) || member(&other);
-    for (k, v) in other {
-        match (into.get_mut(&k), v) {
-            (Some(Value::Object(have)), Value::Object(more)) => union(have, more),
-            (None, v) => {
-                into.insert(k, v);
-            }
-            _ => {}
-        }
-    }
-    into.remove(".");
-    if was && !into.is_empty() {
-        into.insert(".".into(), Value::Object(Map::new()));
-    }
-}
-
-/// A `FieldsV1` member's name: `kind` (`f:`, `k:` or `v:`) and its text (no `format!`: this
-/// runs for every field of every write).
-fn prefixed(kind: &str, text: &str) -> String {
-    let mut key = String::with_capacity(kind.len() + text.len());
-    key.push_str(kind);
-    key.push_str(text);
-    key
-}
-
-/// `FieldsV1` JSON for a set: a trie of `f:`/`k:`/`v:` members, `.` marking a node that is
-/// itself in the set and has members.
-pub fn to_fields_v1(set: &FieldSet) -> Value {
-    // In the set's order a path comes right before the paths under it, so each trie node is
-    // one run of paths sharing an element, and the run's first path is the node itself if
-    // the set holds it.
-    fn node(paths: &[&Path], depth: usize) -> Map<String, Value> {
-        let mut out = Map::new();
-        let mut rest = paths;
-        while let Some((first, _)) = rest.split_first() {
-            let element = &first[depth];
-            let run = rest.iter().take_while(|p| &p[depth] == element).count();
-            let (group, tail) = rest.split_at(run);
-            let (is_member, deeper) = match group.split_first() {
-                Some((p, deeper)) if p.len() == depth + 1 => (true, deeper),
-                _ => (false, group),
-            };
-            let mut inner = node(deeper, depth + 1);
-            if is_member && !inner.is_empty() {
-                inner.insert(".".into(), Value::Object(Map::new()));
-            }
-            out.insert(key(element), Value::Object(inner));
-            rest = tail;
-        }
-        out
-    }
-    fn key(element: &Element) -> String {
-        match element {
-            Element::Field(f) => prefixed("f:", f),
-            Element::Key(k) => prefixed("k:", k),
-            Element::Value(v) => prefixed("v:", v),
-        }
-    }
-    // The empty path (the object itself) has no place in the trie.
-    let paths: Vec<&Path> = set.iter().filter(|p| !p.is_empty()).collect();
-    Value::Object(node(&paths, 0))
-}
-
-fn parse_key(key: &str) -> Option<Element> {
-    let (kind, rest) = key.split_at_checked(2)?;
-    Some(match kind {
-        "f:" => Element::Field(rest.into()),
-        "k:" => Element::Key(serde_json::from_str::<Value>(rest).ok()?.to_string()),
-        "v:" => Element::Value(serde_json::from_str::<Value>(rest).ok()?.to_string()),
-        _ => return None,
-    })
-}
-
-/// Decode `FieldsV1`; `None` when it is not well-formed.
-pub fn from_fields_v1(fields: &Value) -> Option<FieldSet> {
-    fn read(node: &Map<String, Value>, path: &mut Path, out: &mut FieldSet) -> Option<()> {
-        for (key, child) in node {
-            if key == "." {
-                out.insert(path.clone());
-                continue;
-            }
-            path.push(parse_key(key)?);
-            let inner = child.as_object()?;
-            if inner.is_empty() {
-                out.insert(path.clone());
-            } else {
-                read(inner, path, out)?;
-            }
-            path.pop();
-        }
-        Some(())
-    }
-    let mut out = FieldSet::new();
-    read(fields.as_object()?, &mut Vec::new(), &mut out)?;
-    Some(out)
 }
 
 /// A path as kube-apiserver prints it in conflicts: `.spec.ports[name="http"].port`.
