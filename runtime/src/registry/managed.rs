@@ -444,18 +444,12 @@ fn set_encoded(object: &mut Value, entries: Vec<Value>) {
 mod tests {
     use super::*;
 
-    /// A resource whose spec has a list-map of ports, an atomic list and a scalar; and status.
+    /// A resource whose spec has a list-map of ports, an atomic list, a set, a map and a
+    /// scalar; and status.
     fn schema() -> Value {
-        json!({"type": "object", "properties": {
-            "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
-            "spec": {"type": "object", "properties": {
-                "replicas": {"type": "integer"},
-                "args": {"type": "array", "items": {"type": "string"}},
-                "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
-                    "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
-            }},
-            "status": {"type": "object", "properties": {"ready": {"type": "integer"}}},
-        }})
+        let mut schema = fieldset::tests::schema();
+        schema["properties"]["status"] = json!({"type": "object", "properties": {"ready": {"type": "integer"}}});
+        schema
     }
 
     pub(super) fn writer<'a>(manager: &'a str, subresource: &'a str, schema: &'a Value) -> Writer<'a> {

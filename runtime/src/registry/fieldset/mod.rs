@@ -355,11 +355,11 @@ pub fn display(path: &[Element]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A deployment-like schema: a struct spec with an atomic list, a set and a list-map.
-    fn schema() -> Value {
+    pub(in crate::registry) fn schema() -> Value {
         json!({"type": "object", "properties": {
             "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
             "spec": {"type": "object", "properties": {
