@@ -432,12 +432,10 @@ impl Engine {
             }),
             _ => Ok(()),
         };
-        // A durable commit waits for fsync: keep it off the async workers. A write to memory
-        // alone is shorter than the hand-off to a blocking thread and back.
-        if self.inner.file.is_none() {
-            return Ok(self.inner.write(&key, check, value)?.kv);
-        }
         let inner = self.inner.clone();
+        // A durable commit waits for fsync: keep it off the async workers. A write to memory
+        // alone would be quicker inline (25% more creates), but it then wakes every watcher
+        // from one async worker: the 1,000-watcher bench wrote slower and delivered later.
         let event = tokio::task::spawn_blocking(move || inner.write(&key, check, value))
             .await
             .map_err(internal)??;
