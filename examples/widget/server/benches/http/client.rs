@@ -415,21 +415,19 @@ pub(crate) async fn watch_fan_out(
                     let Some(Ok(frame)) = frame else { break };
                     let Ok(data) = frame.into_data() else { continue };
                     buffer.extend_from_slice(&data);
-                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
-                        let at = line.windows(10).position(|w| w == b"\"a-sent\":\"");
-                        if let Some(sent) = at.and_then(|at| {
-                            let rest = &line[at + 10..];
-                            std::str::from_utf8(&rest[..rest.iter().position(|b| *b == b'"')?])
-                                .ok()?
-                                .parse::<u128>()
-                                .ok()
-                        }) {
+                    // 1,000 watchers read 200 events a second each: a byte-by-byte search here
+                    // took more CPU than the server's fan-out, on the same two cores.
+                    let mut start = 0;
+                    while let Some(end) = memchr::memchr(b'\n', &buffer[start..]) {
+                        let line = &buffer[start..start + end];
+                        start += end + 1;
+                        if let Some(sent) = sent_at(line) {
                             let now = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos();
                             mine.push(Duration::from_nanos(now.saturating_sub(sent) as u64));
                             seen += 1;
                         }
                     }
+                    buffer.drain(..start);
                 }
                 latencies.lock().unwrap().extend(mine);
             }));
@@ -478,4 +476,14 @@ pub(crate) async fn watch_fan_out(
     let missing = (count * writes).saturating_sub(latencies.len());
     latencies.sort();
     (write_rate, latencies, missing)
+}
+
+/// The `a-sent` annotation (nanoseconds since the Unix epoch) in one watch event's line.
+fn sent_at(line: &[u8]) -> Option<u128> {
+    const KEY: &[u8] = b"\"a-sent\":\"";
+    let rest = &line[memchr::memmem::find(line, KEY)? + KEY.len()..];
+    std::str::from_utf8(&rest[..memchr::memchr(b'"', rest)?])
+        .ok()?
+        .parse()
+        .ok()
 }
