@@ -329,20 +329,10 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
         let object = self.admission.prepare_update(body, name, change)?;
         self.chain.validate(&attributes, &object).await?;
         if options.dry_run {
-            return Ok(Written {
-                object: served(&object, log.revision),
-                created: false,
-                warnings: Vec::new(),
-                json: None,
-            });
+            return Ok(Written::new(served(&object, log.revision), false));
         }
         let updated = self.storage.update(self.typed(object)?).await?;
-        Ok(Written {
-            object: self.record(&mut log, updated)?.0,
-            created: false,
-            warnings: Vec::new(),
-            json: None,
-        })
+        Ok(Written::new(self.record(&mut log, updated)?.0, false))
     }
 
     /// Changes after `position` for one watcher, or None when it fell out of the history.
@@ -513,21 +503,11 @@ impl<T: ApiResource, S: CustomStorage<T>> Rest for CustomStore<T, S> {
         let object = self.admission.prepare(body, &name)?;
         self.chain.validate(&attributes, &object).await?;
         if options.dry_run {
-            return Ok(Written {
-                object,
-                created: true,
-                warnings,
-                json: None,
-            });
+            return Ok(Written::new(object, true).with_warnings(warnings));
         }
         let mut log = self.log.lock().await;
         let created = self.storage.create(self.typed(object)?).await?;
-        Ok(Written {
-            object: self.record(&mut log, created)?.0,
-            created: true,
-            warnings,
-            json: None,
-        })
+        Ok(Written::new(self.record(&mut log, created)?.0, true).with_warnings(warnings))
     }
 
     async fn update(

@@ -146,6 +146,24 @@ pub struct Written {
     pub json: Option<Vec<u8>>,
 }
 
+impl Written {
+    /// `object`, written (created or not), with no warnings and no JSON of its own yet.
+    pub fn new(object: Value, created: bool) -> Self {
+        Written {
+            object,
+            created,
+            warnings: Vec::new(),
+            json: None,
+        }
+    }
+
+    /// With these `Warning` header texts.
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+}
+
 /// List parameters.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {

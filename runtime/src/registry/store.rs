@@ -263,12 +263,7 @@ impl Store {
             self.chain.validate(&attributes, &object).await?;
             self.track(None, &mut object, options);
             if options.dry_run {
-                return Ok(Written {
-                    object,
-                    created: true,
-                    warnings,
-                    json: None,
-                });
+                return Ok(Written::new(object, true).with_warnings(warnings));
             }
             match self
                 .storage
@@ -388,12 +383,7 @@ impl Store {
             metadata_mut(&mut object).insert("generation".into(), json!(generation));
         }
         if object == *current && !self.stored_elsewhere(&self.key(namespace, name)).await {
-            return Ok(Written {
-                object,
-                created: false,
-                warnings: Vec::new(),
-                json: None,
-            });
+            return Ok(Written::new(object, false));
         }
         self.track(Some(current), &mut object, options);
         let finalized = meta_str(&object, "deletionTimestamp").is_some()
@@ -402,12 +392,7 @@ impl Store {
                 .and_then(Value::as_array)
                 .is_none_or(Vec::is_empty);
         if options.dry_run {
-            return Ok(Written {
-                object,
-                created: false,
-                warnings: Vec::new(),
-                json: None,
-            });
+            return Ok(Written::new(object, false));
         }
         let expected: Revision = current_rv.parse().map_err(ApiError::internal)?;
         let key = self.key(namespace, name);
@@ -417,12 +402,7 @@ impl Store {
                 .delete(&key, expected)
                 .await
                 .map_err(self.storage_error(name))?;
-            return Ok(Written {
-                object,
-                created: false,
-                warnings: Vec::new(),
-                json: None,
-            });
+            return Ok(Written::new(object, false));
         }
         let kv = self
             .storage

@@ -123,12 +123,7 @@ impl Store {
             let mut live = current.clone();
             metadata_mut(&mut live).remove("managedFields");
             if unmanaged == live && same_fields(&before, &entries) {
-                return Ok(Some(Written {
-                    object: current,
-                    created: false,
-                    warnings: warnings.clone(),
-                    json: None,
-                }));
+                return Ok(Some(Written::new(current, false).with_warnings(warnings.clone())));
             }
             managed::set(&mut merged, &entries);
             let precondition = meta_str(applied, "resourceVersion").is_some();
