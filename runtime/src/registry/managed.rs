@@ -135,6 +135,7 @@ pub fn encode(entries: &[Entry]) -> Value {
     Value::Array(encoded(entries))
 }
 
+/// Each entry as its `managedFields` JSON.
 fn encoded(entries: &[Entry]) -> Vec<Value> {
     entries
         .iter()

@@ -257,21 +257,40 @@ pub(crate) async fn create_each(
     path: &'static str,
     body: fn(usize) -> Value,
 ) -> f64 {
+    let mut senders = Vec::new();
+    for _ in 0..CONNECTIONS {
+        senders.push(connect(addr, tls).await);
+    }
+    each_name(senders, names, move |mut sender, i| async move {
+        let (status, answer) = send(&mut sender, "POST", path, "application/json", Some(&body(i))).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+        sender
+    })
+    .await
+}
+
+/// `op` for each of `names`, from one task per client, each taking the next name until none is
+/// left; operations per second.
+pub(crate) async fn each_name<C, F, Fut>(clients: Vec<C>, names: Range<usize>, op: F) -> f64
+where
+    C: Send + 'static,
+    F: Fn(C, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = C> + Send,
+{
     let (count, end) = (names.len(), names.end);
     let next = Arc::new(AtomicUsize::new(names.start));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let mut sender = connect(addr, tls).await;
-        let next = next.clone();
+    for client in clients {
+        let (next, op) = (next.clone(), op.clone());
         tasks.push(tokio::spawn(async move {
+            let mut client = client;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= end {
                     return;
                 }
-                let (status, body) = send(&mut sender, "POST", path, "application/json", Some(&body(i))).await;
-                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+                client = op(client, i).await;
             }
         }));
     }

@@ -4,8 +4,7 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,7 +13,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::CONNECTIONS;
-use super::client::{Measured, best, pem_certs, provider, rate};
+use super::client::{Measured, best, each_name, pem_certs, provider, rate};
 
 /// The argument that makes this benchmark's binary a bare endpoint (see [`bare_endpoint`]).
 pub(crate) const BARE: &str = "bare-endpoint";
@@ -148,27 +147,14 @@ pub(crate) async fn raw_creates(endpoint: &str, prefix: &'static str, keys: Rang
     use apiary_runtime::testing::raw_etcd as raw;
     let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
     let value = vec![b'x'; size];
-    let (count, end) = (keys.len(), keys.end);
-    let next = Arc::new(AtomicUsize::new(keys.start));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let (mut client, next, value) = (client.clone(), next.clone(), value.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= end {
-                    return;
-                }
-                let txn = raw::create(format!("{prefix}{i:06}"), value.clone());
-                assert!(client.txn(txn).await.unwrap().into_inner().succeeded);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    count as f64 / started.elapsed().as_secs_f64()
+    each_name(vec![client; CONNECTIONS], keys, move |mut client, i| {
+        let txn = raw::create(format!("{prefix}{i:06}"), value.clone());
+        async move {
+            assert!(client.txn(txn).await.unwrap().into_inner().succeeded);
+            client
+        }
+    })
+    .await
 }
 
 /// The best of five paged ranges (1,000 keys a page: one answer would pass gRPC's 4 MiB
