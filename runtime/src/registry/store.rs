@@ -229,14 +229,17 @@ impl Store {
             map.remove("status");
         }
         let review = options.review(true);
-        for attempt in 0..3 {
+        // A generated name that collides is drawn again, up to this many times in all.
+        const ATTEMPTS: usize = 3;
+        for attempt in 0..ATTEMPTS {
             let name = if given.is_empty() {
                 format!("{generate}{}", random_suffix())
             } else {
                 given.clone()
             };
             // Only a generated name may need another attempt, and the body again.
-            let mut object = if given.is_empty() && attempt < 2 {
+            let last = attempt + 1 == ATTEMPTS;
+            let mut object = if given.is_empty() && !last {
                 body.clone()
             } else {
                 std::mem::take(&mut body)
@@ -281,7 +284,7 @@ impl Store {
                     });
                 }
                 // A generated name collided: draw another.
-                Err(StorageError::AlreadyExists) if given.is_empty() && attempt < 2 => continue,
+                Err(StorageError::AlreadyExists) if given.is_empty() && !last => continue,
                 Err(e) => return Err(ApiError::from_storage(&self.meta, &name, e)),
             }
         }

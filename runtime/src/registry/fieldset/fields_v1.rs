@@ -24,17 +24,18 @@ pub fn fields_v1_of(value: &Value, schema: &Value, keep: impl Fn(&str, Option<&s
     }
     impl<K: Fn(&str, Option<&str>) -> bool> Visit for Build<K> {
         fn enter(&mut self, element: Element) {
-            let (name, kept) = match (self.stack.len(), &element) {
+            // Whether paths through here are kept is settled by the first two elements.
+            let kept = match (self.stack.len(), &element) {
                 (1, Element::Field(f)) => {
                     self.first.clone_from(f);
-                    (prefixed("f:", f), true)
+                    true
                 }
-                (2, Element::Field(f)) => (prefixed("f:", f), (self.keep)(&self.first, Some(f))),
-                (2, _) => (key(&element), (self.keep)(&self.first, None)),
-                (_, _) => (key(&element), self.stack.last().is_some_and(|n| n.kept)),
+                (2, Element::Field(f)) => (self.keep)(&self.first, Some(f)),
+                (2, _) => (self.keep)(&self.first, None),
+                _ => self.stack.last().is_some_and(|n| n.kept),
             };
             self.stack.push(Node {
-                name,
+                name: key(&element),
                 members: Map::new(),
                 member: false,
                 kept,

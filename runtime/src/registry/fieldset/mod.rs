@@ -176,12 +176,7 @@ fn walk(value: &Value, schema: &Value, root: bool, visit: &mut impl Visit) {
             if !root && (shape == Shape::Map || map.is_empty()) {
                 visit.member();
             }
-            let fields = Fields::of(schema);
-            for (k, v) in map {
-                visit.enter(Element::Field(k.clone()));
-                walk(v, fields.get(k), false, visit);
-                visit.leave();
-            }
+            walk_fields(map, &Fields::of(schema), visit);
         }
         (Shape::ListMap(keys), Value::Array(list)) => {
             let fields = Fields::of(items(schema));
@@ -189,11 +184,7 @@ fn walk(value: &Value, schema: &Value, root: bool, visit: &mut impl Visit) {
                 visit.enter(Element::Key(key_of(item, &keys)));
                 visit.member();
                 if let Value::Object(map) = item {
-                    for (k, v) in map {
-                        visit.enter(Element::Field(k.clone()));
-                        walk(v, fields.get(k), false, visit);
-                        visit.leave();
-                    }
+                    walk_fields(map, &fields, visit);
                 }
                 visit.leave();
             }
@@ -210,6 +201,15 @@ fn walk(value: &Value, schema: &Value, root: bool, visit: &mut impl Visit) {
                 visit.member();
             }
         }
+    }
+}
+
+/// Walk each field of a struct, map or list-map item.
+fn walk_fields(map: &Map<String, Value>, fields: &Fields<'_>, visit: &mut impl Visit) {
+    for (k, v) in map {
+        visit.enter(Element::Field(k.clone()));
+        walk(v, fields.get(k), false, visit);
+        visit.leave();
     }
 }
 
