@@ -16,10 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released: another process may take it before it is used,
-/// so a caller that can should bind port 0 itself, and one that cannot should retry).
-pub fn free_port() -> u16 {
-    free_ports::<1>()[0]
+/// A loopback port that refuses connections for as long as the returned socket lives: bound but
+/// never listening, so no other process can take it meanwhile (as a released port could be).
+pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("a free port");
+    let port = socket.local_addr().expect("a bound port").port();
+    (socket, port)
 }
 
 /// `N` distinct free loopback ports, held together until all are chosen.

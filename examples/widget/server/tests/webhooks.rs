@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use apiary_runtime::testing::webhook::{HOST, patch_response};
-use apiary_runtime::testing::{AdmissionWebhook, CoreApiStandIn, free_port};
+use apiary_runtime::testing::{AdmissionWebhook, CoreApiStandIn, refused_port};
 use common::{ServerProcess, VERSIONS, WidgetServer as _};
 use serde_json::{Value, json};
 
@@ -84,7 +84,8 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
     let webhook = AdmissionWebhook::start(&dir.path().join("webhook"), answer);
     let slow = AdmissionWebhook::start(&dir.path().join("slow"), |_, _| json!({"allowed": true}));
     slow.set_delay(Duration::from_secs(3));
-    let down = json!({"url": format!("https://127.0.0.1:{}/down", free_port()), "caBundle": ""});
+    let (_closed, closed_port) = refused_port();
+    let down = json!({"url": format!("https://127.0.0.1:{closed_port}/down"), "caBundle": ""});
     let address = format!("{HOST}=127.0.0.1");
     let (audit_flags, audit) = common::metadata_audit(dir.path());
     let mut flags = common::core_api_flags(&core.kubeconfig);
