@@ -2,7 +2,7 @@
 //! benchmarks' physical limit for what the etcd backend does.
 
 pub use crate::storage::etcd::proto::etcdserverpb::*;
-use tonic::transport::Channel;
+pub use tonic::transport::Channel;
 
 /// A connected channel to `endpoint` (`http://127.0.0.1:2379`).
 pub async fn channel(endpoint: &str) -> Channel {

@@ -1,8 +1,9 @@
 //! The Widget server end to end over HTTPS, next to the physical limits, in one run: GETs
 //! against a bare hyper+rustls endpoint returning the same bytes (anonymous, and with the admin
 //! client certificate), lists against serde_json serializing the same objects, and on etcd
-//! GETs, lists and creates against the raw etcd client on the same etcd. Prints a Markdown
-//! table of the ratios (see BENCHMARKS.md).
+//! GETs, lists and creates against the raw etcd client on the same etcd; creates also against a
+//! bare HTTPS endpoint whose every POST is one put-if-absent (HTTPS in front of etcd, with no
+//! API server). Prints a Markdown table of the ratios (see BENCHMARKS.md).
 //!
 //! cargo bench -p widget-server --bench http
 //! APIARY_BENCH_OBJECTS=10000 APIARY_BENCH_SECONDS=3 cargo bench -p widget-server --bench http
@@ -16,9 +17,9 @@ use std::time::Duration;
 use apiary_runtime::testing::{EtcdProcess, ServerProcess};
 use client::{
     alpha_widget, client_tls, connect, create_all, create_each, get_rate, list_times, lists, paired, send,
-    watch_fan_out,
+    watch_fan_out, widget,
 };
-use references::{bare_endpoint, raw_creates, raw_range};
+use references::{Answer, bare_endpoint, raw_creates, raw_range};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_widget-server");
 pub(crate) const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
@@ -78,8 +79,8 @@ async fn main() {
     )
     .await;
     if section("memory") {
-        let bare = bare_endpoint(dir.path(), &object, false);
-        let bare_mtls = bare_endpoint(dir.path(), &object, true);
+        let bare = bare_endpoint(dir.path(), &Answer::Fixed(object.clone()), false);
+        let bare_mtls = bare_endpoint(dir.path(), &Answer::Fixed(object.clone()), true);
         let pid = server.pid();
         let (got, limit) = paired(
             || get_rate(&addr, &anonymous, one, seconds, pid),
@@ -247,18 +248,37 @@ async fn main() {
         // first, and the two sides take turns, raw-ours-ours-raw, so that what still drifts
         // during the run weighs on both alike.
         let (size, half) = (object.len(), count / 2);
+        // The bare endpoint answers each POST with one put-if-absent of its body: what HTTPS in
+        // front of etcd costs with no API server at all, on the same cores.
+        let bare = bare_endpoint(dir.path(), &Answer::EtcdCreate(endpoint.clone()), true);
+        let bare_creates = |names| create_each(&bare.addr, &admin, names, "/bare", widget);
         raw_creates(&endpoint, "/warm-up/", 0..count, size).await;
         let raw_first = raw_creates(&endpoint, "/raw/", 0..half, size).await;
+        let bare_first = bare_creates(0..half).await;
         let ours_first = create_all(&addr, &admin, 0..half).await;
         let ours_then = create_all(&addr, &admin, half..count).await;
+        let bare_then = bare_creates(half..count).await;
         let raw_then = raw_creates(&endpoint, "/raw/", half..count, size).await;
         let overall = |first: f64, then: f64| count as f64 / (half as f64 / first + (count - half) as f64 / then);
         let (creates, raw_puts) = (overall(ours_first, ours_then), overall(raw_first, raw_then));
+        let bare_puts = overall(bare_first, bare_then);
         row(
             "creates over HTTPS on etcd, 16 conns",
             format!("{creates:.0}/s"),
             format!("raw put-if-absent: {raw_puts:.0}/s"),
             creates / raw_puts,
+        );
+        row(
+            "bare HTTPS endpoint doing only the put-if-absent, 16 conns",
+            format!("{bare_puts:.0}/s"),
+            format!("raw put-if-absent: {raw_puts:.0}/s"),
+            bare_puts / raw_puts,
+        );
+        row(
+            "creates over HTTPS on etcd, against that bare endpoint",
+            format!("{creates:.0}/s"),
+            format!("bare endpoint: {bare_puts:.0}/s"),
+            creates / bare_puts,
         );
         let (got, raw_gets) = paired(
             || get_rate(&addr, &admin, one, seconds, server.pid()),

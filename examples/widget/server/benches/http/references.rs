@@ -4,10 +4,13 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use apiary_runtime::testing::raw_etcd::Channel;
+use apiary_runtime::testing::raw_etcd::kv_client::KvClient;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
@@ -39,16 +42,31 @@ impl Drop for Bare {
     }
 }
 
-/// A bare HTTPS endpoint answering every request with `body`, on the server's certificate
-/// (asking for client certificates when `client_ca` is given, as the server does). It runs in
-/// a process of its own, as the server does: in the load generator's process it would share
-/// its threads and skip the switches between processes the server pays for.
-pub(crate) fn bare_endpoint(dir: &Path, body: &Bytes, client_ca: bool) -> Bare {
+/// What a bare endpoint answers.
+pub(crate) enum Answer {
+    /// Every request with this body.
+    Fixed(Bytes),
+    /// Every request by storing its body with a put-if-absent on etcd at this client URL (a new
+    /// key each time), then echoing it with 201: HTTPS and one etcd transaction, no API server.
+    EtcdCreate(String),
+}
+
+/// A bare HTTPS endpoint answering as `answer` says, on the server's certificate (asking for
+/// client certificates when `client_ca` is given, as the server does). It runs in a process of
+/// its own, as the server does: in the load generator's process it would share its threads and
+/// skip the switches between processes the server pays for.
+pub(crate) fn bare_endpoint(dir: &Path, answer: &Answer, client_ca: bool) -> Bare {
     use std::io::BufRead;
-    let file = dir.join(if client_ca { "bare-body-mtls" } else { "bare-body" });
-    std::fs::write(&file, body).unwrap();
+    let what = match answer {
+        Answer::Fixed(body) => {
+            let file = dir.join(if client_ca { "bare-body-mtls" } else { "bare-body" });
+            std::fs::write(&file, body).unwrap();
+            format!("file={}", file.display())
+        }
+        Answer::EtcdCreate(endpoint) => format!("etcd={endpoint}"),
+    };
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([BARE, &dir.display().to_string(), &file.display().to_string()])
+        .args([BARE, &dir.display().to_string(), &what])
         .arg(if client_ca { "mtls" } else { "anonymous" })
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -63,19 +81,58 @@ pub(crate) fn bare_endpoint(dir: &Path, body: &Bytes, client_ca: bool) -> Bare {
     }
 }
 
-/// Serve [`bare_endpoint`] in this process: `bare-endpoint <dir> <body file> <mtls|anonymous>`;
-/// prints the address, then serves until killed.
+/// Serve [`bare_endpoint`] in this process:
+/// `bare-endpoint <dir> <file=BODY FILE|etcd=URL> <mtls|anonymous>`; prints the address, then
+/// serves until killed.
 pub(crate) async fn serve_bare(args: &[String]) {
-    let [dir, body, mode] = args else {
-        panic!("usage: {BARE} <dir> <body file> <mtls|anonymous>")
+    let usage = || panic!("usage: {BARE} <dir> <file=BODY FILE|etcd=URL> <mtls|anonymous>");
+    let [dir, what, mode] = args else { usage() };
+    let answer = match what.split_once('=') {
+        Some(("file", body)) => Answer::Fixed(Bytes::from(std::fs::read(body).unwrap())),
+        Some(("etcd", endpoint)) => Answer::EtcdCreate(endpoint.to_string()),
+        _ => usage(),
     };
-    let body = Bytes::from(std::fs::read(body).unwrap());
-    let addr = listen_bare(Path::new(dir), body, mode == "mtls").await;
+    let addr = listen_bare(Path::new(dir), answer, mode == "mtls").await;
     println!("{addr}");
     std::future::pending::<()>().await;
 }
 
-async fn listen_bare(dir: &Path, body: Bytes, client_ca: bool) -> String {
+/// What the bare endpoint's connections share.
+#[derive(Clone)]
+enum Serving {
+    Fixed(Bytes),
+    EtcdCreate(KvClient<Channel>, Arc<AtomicUsize>),
+}
+
+impl Serving {
+    async fn answer(self, request: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+        let (status, body) = match self {
+            Self::Fixed(body) => (http::StatusCode::OK, body),
+            Self::EtcdCreate(mut client, next) => {
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                let key = format!("/bare/{:06}", next.fetch_add(1, Ordering::Relaxed));
+                let txn = apiary_runtime::testing::raw_etcd::create(key, body.to_vec());
+                assert!(client.txn(txn).await.unwrap().into_inner().succeeded);
+                (http::StatusCode::CREATED, body)
+            }
+        };
+        let mut response = hyper::Response::new(Full::new(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert("content-type", http::HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+async fn listen_bare(dir: &Path, answer: Answer, client_ca: bool) -> String {
+    let serving = match answer {
+        Answer::Fixed(body) => Serving::Fixed(body),
+        Answer::EtcdCreate(endpoint) => {
+            let channel = apiary_runtime::testing::raw_etcd::channel(&endpoint).await;
+            Serving::EtcdCreate(KvClient::new(channel), Arc::default())
+        }
+    };
     let certs = dir.join(".apiary/certs");
     let key = PrivateKeyDer::from_pem_file(certs.join("apiserver.key")).unwrap();
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -104,18 +161,12 @@ async fn listen_bare(dir: &Path, body: Bytes, client_ca: bool) -> String {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             tcp.set_nodelay(true).unwrap();
-            let (acceptor, body) = (acceptor.clone(), body.clone());
+            let (acceptor, serving) = (acceptor.clone(), serving.clone());
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(tcp).await else { return };
-                let service = hyper::service::service_fn(move |_request| {
-                    let body = body.clone();
-                    async move {
-                        let mut response = hyper::Response::new(Full::new(body));
-                        response
-                            .headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static("application/json"));
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
+                let service = hyper::service::service_fn(move |request| {
+                    let serving = serving.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serving.answer(request).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
