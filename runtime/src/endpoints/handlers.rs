@@ -1,6 +1,7 @@
 //! Resource handlers: one entry point per route that dispatches on the verb to the
 //! resource's [`Rest`] store and encodes the answer.
 
+use crate::registry::object::meta_field;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -184,10 +185,7 @@ async fn handle(
         let value = if output == Output::Table {
             let include =
                 IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
-            let rv = value
-                .pointer("/metadata/resourceVersion")
-                .cloned()
-                .unwrap_or(Value::Null);
+            let rv = meta_field(&value, "resourceVersion").cloned().unwrap_or(Value::Null);
             table::table(&meta, &[value], json!({"resourceVersion": rv}), include, true)
         } else {
             value
@@ -252,13 +250,11 @@ async fn handle(
             let listed = store.list(&list_options(store.as_ref(), q, namespace.clone())?).await?;
             let mut deleted = Vec::new();
             for item in listed.items {
-                let item_name = item
-                    .pointer("/metadata/name")
+                let item_name = meta_field(&item, "name")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let item_ns = item
-                    .pointer("/metadata/namespace")
+                let item_ns = meta_field(&item, "namespace")
                     .and_then(Value::as_str)
                     .map(str::to_string);
                 match store.delete(item_ns.as_deref(), &item_name, &delete).await {

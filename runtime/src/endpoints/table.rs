@@ -1,5 +1,6 @@
 //! `meta.k8s.io/v1 Table` for `kubectl get`: Name, the declared columns, Age.
 
+use crate::registry::object::meta_field;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -66,9 +67,7 @@ impl Cell {
 
 /// An object's cells: Name, the declared columns, Age.
 fn cells(meta: &ResourceMeta, object: &Value) -> Vec<Cell> {
-    let mut cells = vec![Cell::Value(
-        object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-    )];
+    let mut cells = vec![Cell::Value(meta_field(object, "name").cloned().unwrap_or(Value::Null))];
     for c in meta.columns {
         let value = jsonpath::get(object, c.json_path).cloned().unwrap_or(Value::Null);
         cells.push(match (c.type_, value.as_str().map(str::parse)) {
@@ -76,7 +75,7 @@ fn cells(meta: &ResourceMeta, object: &Value) -> Vec<Cell> {
             _ => Cell::Value(value),
         });
     }
-    let created = object.pointer("/metadata/creationTimestamp").and_then(Value::as_str);
+    let created = meta_field(object, "creationTimestamp").and_then(Value::as_str);
     cells.push(match created.map(str::parse) {
         Some(Ok(then)) => Cell::Age(then),
         _ => Cell::Value(json!("<unknown>")),

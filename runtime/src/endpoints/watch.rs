@@ -1,6 +1,7 @@
 //! Watch responses: a chunked stream of `WatchEvent`s with bookmarks, initial events and a
 //! bounded length; every open watch ends when the server shuts down.
 
+use crate::registry::object::meta_field;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -86,10 +87,11 @@ pub(super) async fn watch(
     let mut first_table = true;
     // Registered while the response body lives.
     let registered = metrics.as_ref().map(|m| m.watcher(&meta));
+    let sent = metrics.as_ref().map(|m| m.watch_events(&meta));
     let lines = merged.take_until(deadline).filter_map(move |event| {
         let _ = &registered;
-        if let (Some(m), Some(WatchEvent::Object(..) | WatchEvent::Shared(..))) = (&metrics, &event) {
-            m.watch_event(&meta);
+        if let (Some(sent), Some(WatchEvent::Object(..) | WatchEvent::Shared(..))) = (&sent, &event) {
+            sent.inc();
         }
         let line = match event {
             Some(WatchEvent::Progress(rv)) => {
@@ -98,14 +100,8 @@ pub(super) async fn watch(
             }
             Some(WatchEvent::Shared(kind, shared)) if output == Output::Json => {
                 last_rv = last_rv.max(revision_of(&shared.value));
-                // The object's shared encoding, framed: no serialization per watcher.
-                let mut line = Vec::with_capacity(shared.json.len() + 40);
-                line.extend_from_slice(b"{\"type\":\"");
-                line.extend_from_slice(kind.as_bytes());
-                line.extend_from_slice(b"\",\"object\":");
-                line.extend_from_slice(&shared.json);
-                line.extend_from_slice(b"}\n");
-                return futures::future::ready(Some((false, Bytes::from(line))));
+                // The change's one framed line: no serialization or copy per watcher.
+                return futures::future::ready(Some((false, shared.line(kind))));
             }
             Some(WatchEvent::Shared(kind, shared)) => {
                 last_rv = last_rv.max(revision_of(&shared.value));
@@ -152,8 +148,7 @@ pub(super) async fn watch(
 }
 
 fn revision_of(object: &Value) -> u64 {
-    object
-        .pointer("/metadata/resourceVersion")
+    meta_field(object, "resourceVersion")
         .and_then(Value::as_str)
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)

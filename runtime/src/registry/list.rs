@@ -269,7 +269,7 @@ impl Store {
                 let value = store.decode(&e.kv).ok()?;
                 let json = store.encode_for_client(&e.kv)?.into();
                 let old = e.prev.as_ref().and_then(|p| store.decode(p).ok());
-                Some((Arc::new(SharedObject { value, json }), old))
+                Some((Arc::new(SharedObject::new(value, json)), old))
             };
             let derived = if store.codec.converts() {
                 change

@@ -3,6 +3,7 @@
 //! configuration, refuses to take fields other managers own with different values (unless
 //! forced), and removes fields the manager stopped applying that nobody else owns.
 
+use super::object::meta_field;
 use serde_json::{Map, Value, json};
 
 use super::fieldset::{self, Element, FieldSet, Path};
@@ -111,7 +112,7 @@ fn now() -> String {
 
 /// The entries of `object`; `None` when absent or malformed.
 pub fn decode(object: &Value) -> Option<Vec<Entry>> {
-    let list = object.pointer("/metadata/managedFields")?.as_array()?;
+    let list = meta_field(object, "managedFields")?.as_array()?;
     list.iter()
         .map(|e| {
             let text = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);

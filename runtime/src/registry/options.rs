@@ -335,6 +335,41 @@ pub struct SharedObject {
     pub value: Value,
     /// The object as the JSON clients receive.
     pub json: bytes::Bytes,
+    /// Its JSON watch event line as ADDED, MODIFIED and DELETED, each framed when first sent.
+    lines: [std::sync::OnceLock<bytes::Bytes>; 3],
+}
+
+impl SharedObject {
+    /// `value`, whose client JSON is `json`.
+    pub fn new(value: Value, json: bytes::Bytes) -> Self {
+        Self {
+            value,
+            json,
+            lines: Default::default(),
+        }
+    }
+
+    /// The JSON watch event line `{"type":KIND,"object":…}` and a newline. Every watcher of a
+    /// change shares one copy: a thousand watchers would otherwise each copy the object.
+    pub fn line(&self, kind: &'static str) -> bytes::Bytes {
+        let slot = match kind {
+            "ADDED" => 0,
+            "MODIFIED" => 1,
+            "DELETED" => 2,
+            _ => return self.frame(kind),
+        };
+        self.lines[slot].get_or_init(|| self.frame(kind)).clone()
+    }
+
+    fn frame(&self, kind: &str) -> bytes::Bytes {
+        let mut line = Vec::with_capacity(self.json.len() + 40);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(&self.json);
+        line.extend_from_slice(b"}\n");
+        line.into()
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -354,4 +389,21 @@ pub(crate) fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| ApiError::bad_request("continue key is not valid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SharedObject;
+
+    #[test]
+    fn a_shared_object_frames_each_event_type_once() {
+        let shared = SharedObject::new(serde_json::json!({"a": 1}), bytes::Bytes::from_static(br#"{"a":1}"#));
+        let added = shared.line("ADDED");
+        assert_eq!(&added[..], b"{\"type\":\"ADDED\",\"object\":{\"a\":1}}\n");
+        let line: serde_json::Value = serde_json::from_slice(&shared.line("DELETED")).unwrap();
+        assert_eq!(line, serde_json::json!({"type": "DELETED", "object": {"a": 1}}));
+        // Every later watcher gets the same bytes, not a copy.
+        assert_eq!(shared.line("ADDED").as_ptr(), added.as_ptr());
+        assert_ne!(shared.line("MODIFIED").as_ptr(), added.as_ptr());
+    }
 }

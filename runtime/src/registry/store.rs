@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::encoded::{self, Encoded, EncodedCache};
 use super::managed::{self, Writer};
-use super::object::{copy_status, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part};
+use super::object::{
+    copy_status, meta_field, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part,
+};
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
 use super::strategy::{Admission, Change, Strategy};
 use super::versions::{Codec, Versions};
@@ -202,8 +204,8 @@ impl Store {
     /// Record `object`'s write in its managedFields, unless the request set them itself (valid
     /// and different from `current`'s: a client migrating ownership, or an apply).
     fn track(&self, current: Option<&Value>, object: &mut Value, options: &WriteOptions) {
-        let sent = object.pointer("/metadata/managedFields");
-        let had = current.and_then(|c| c.pointer("/metadata/managedFields"));
+        let sent = meta_field(object, "managedFields");
+        let had = current.and_then(|c| meta_field(c, "managedFields"));
         if sent.is_some() && sent != had && managed::decode(object).is_some_and(|e| !e.is_empty()) {
             return;
         }
@@ -338,7 +340,7 @@ impl Store {
                 // the ownership an apply to /status computed).
                 let mut object = current.clone();
                 copy_status(&body, &mut object);
-                if let Some(sent) = body.pointer("/metadata/managedFields") {
+                if let Some(sent) = meta_field(&body, "managedFields") {
                     metadata_mut(&mut object).insert("managedFields".into(), sent.clone());
                 }
                 object
@@ -378,11 +380,7 @@ impl Store {
         let mut object = self.admission.prepare_update(object, name, change)?;
         self.chain.validate(&attributes, &object).await?;
         if spec_part(&object) != spec_part(current) {
-            let generation = current
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                + 1;
+            let generation = meta_field(current, "generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             metadata_mut(&mut object).insert("generation".into(), json!(generation));
         }
         if object == *current && !self.stored_elsewhere(&self.key(namespace, name)).await {
@@ -390,8 +388,7 @@ impl Store {
         }
         self.track(Some(current), &mut object, options);
         let finalized = meta_str(&object, "deletionTimestamp").is_some()
-            && object
-                .pointer("/metadata/finalizers")
+            && meta_field(&object, "finalizers")
                 .and_then(Value::as_array)
                 .is_none_or(Vec::is_empty);
         if options.dry_run {
@@ -452,11 +449,7 @@ impl Store {
                     // Already being deleted: only the garbage collector's finalizers change.
                     return self.write_deletion(&key, name, object, expected, options).await;
                 }
-                let generation = current
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    + 1;
+                let generation = meta_field(&current, "generation").and_then(Value::as_i64).unwrap_or(0) + 1;
                 let m = metadata_mut(&mut object);
                 m.insert("deletionTimestamp".into(), json!(now()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
@@ -580,8 +573,7 @@ const FOREGROUND: &str = "foregroundDeletion";
 /// `Foreground` adds `foregroundDeletion`, `Background` neither; none given keeps what the
 /// object has), and whether they differ from its current ones.
 fn deletion_finalizers(object: &Value, propagation: Option<&str>) -> (Vec<String>, bool) {
-    let current: Vec<String> = object
-        .pointer("/metadata/finalizers")
+    let current: Vec<String> = meta_field(object, "finalizers")
         .and_then(Value::as_array)
         .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();

@@ -1,5 +1,6 @@
 //! `labelSelector` and `fieldSelector` query parameters: parsers onto kube-core's selector AST.
 
+use crate::registry::object::meta_field;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube_core::{Expression, Selector, SelectorExt};
@@ -179,8 +180,7 @@ pub fn labels_match(selector: &Selector, object: &Value) -> bool {
 
 /// An object's labels.
 pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
-    object
-        .pointer("/metadata/labels")
+    meta_field(object, "labels")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()

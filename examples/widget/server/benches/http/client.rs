@@ -500,7 +500,10 @@ pub(crate) async fn watch_fan_out(
 /// The `a-sent` annotation (nanoseconds since the Unix epoch) in one watch event's line.
 fn sent_at(line: &[u8]) -> Option<u128> {
     const KEY: &[u8] = b"\"a-sent\":\"";
-    let rest = &line[memchr::memmem::find(line, KEY)? + KEY.len()..];
+    // Built once: `memmem::find` builds a searcher for every call.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let rest = &line[FINDER.find(line)? + KEY.len()..];
     std::str::from_utf8(&rest[..memchr::memchr(b'"', rest)?])
         .ok()?
         .parse()
