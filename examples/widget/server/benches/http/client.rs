@@ -391,7 +391,8 @@ pub(crate) async fn watch_fan_out(
     count: usize,
     rate: usize,
     seconds: f64,
-) -> (f64, Vec<Duration>, usize) {
+    pid: u32,
+) -> (f64, Vec<Duration>, usize, f64) {
     let mut h2 = (**tls).clone();
     h2.alpn_protocols = vec![b"h2".to_vec()];
     let h2 = Arc::new(h2);
@@ -456,6 +457,7 @@ pub(crate) async fn watch_fan_out(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The writer: `rate` creates a second from 8 connections, for `seconds`.
+    let ticks = cpu_ticks(pid);
     let written = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let writers: Vec<_> = (0..8)
@@ -492,9 +494,11 @@ pub(crate) async fn watch_fan_out(
         t.await.unwrap();
     }
     let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    // The server's CPU time per event delivered (its creates included: a small share).
+    let cpu_us = (cpu_ticks(pid) - ticks) as f64 / TICKS * 1e6 / latencies.len().max(1) as f64;
     let missing = (count * writes).saturating_sub(latencies.len());
     latencies.sort();
-    (write_rate, latencies, missing)
+    (write_rate, latencies, missing, cpu_us)
 }
 
 /// The `a-sent` annotation (nanoseconds since the Unix epoch) in one watch event's line.

@@ -180,7 +180,8 @@ async fn main() {
             alpha_creates / creates,
         );
         let (watchers, rate) = (env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 }), 200);
-        let (kept, latencies, missing) = watch_fan_out(&addr, &admin, watchers, rate, seconds.max(5.0)).await;
+        let (kept, latencies, missing, cpu_us) =
+            watch_fan_out(&addr, &admin, watchers, rate, seconds.max(5.0), server.pid()).await;
         let at = |q: f64| {
             latencies
                 .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
@@ -196,6 +197,12 @@ async fn main() {
             ),
             format!("offered: {rate}/s"),
             kept / rate as f64,
+        );
+        row(
+            "CPU time of the server per watch event delivered",
+            format!("{cpu_us:.1} µs"),
+            String::new(),
+            f64::NAN,
         );
     }
     drop(server);
