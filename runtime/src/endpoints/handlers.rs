@@ -118,6 +118,19 @@ pub(super) enum Reply {
     Stream(Response),
 }
 
+impl Reply {
+    /// A 200 with `value`, encoded as `output` says.
+    fn ok(value: Value, output: Output) -> Self {
+        Self::Object {
+            code: StatusCode::OK,
+            value,
+            output,
+            warnings: Vec::new(),
+            json: None,
+        }
+    }
+}
+
 fn written(w: Written, output: Output) -> Reply {
     let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
     Reply::Object {
@@ -190,13 +203,7 @@ async fn handle(
         } else {
             value
         };
-        Ok(Reply::Object {
-            code: StatusCode::OK,
-            value,
-            output,
-            warnings: Vec::new(),
-            json: None,
-        })
+        Ok(Reply::ok(value, output))
     };
     match (target, method.as_str()) {
         (_, "GET") if is_list => {
@@ -226,13 +233,7 @@ async fn handle(
             } else {
                 json!({"apiVersion": meta.api_version(), "kind": format!("{}List", meta.kind), "metadata": listed.metadata, "items": listed.items})
             };
-            Ok(Reply::Object {
-                code: StatusCode::OK,
-                value,
-                output,
-                warnings: Vec::new(),
-                json: None,
-            })
+            Ok(Reply::ok(value, output))
         }
         (Target::Collection, "POST") => {
             let mut options = write_options(q, headers, target)?.by(user(), scope);
@@ -264,13 +265,7 @@ async fn handle(
                 }
             }
             let value = json!({"apiVersion": meta.api_version(), "kind": format!("{}List", meta.kind), "metadata": {}, "items": deleted});
-            Ok(Reply::Object {
-                code: StatusCode::OK,
-                value,
-                output,
-                warnings: Vec::new(),
-                json: None,
-            })
+            Ok(Reply::ok(value, output))
         }
         (Target::Object | Target::Status, "GET") => {
             if output == Output::Json
@@ -319,13 +314,7 @@ async fn handle(
             }
             // The deleted object, or (finalizers pending) the object marked for deletion.
             let object = store.delete(ns, name, &delete).await?;
-            Ok(Reply::Object {
-                code: StatusCode::OK,
-                value: object,
-                output,
-                warnings: Vec::new(),
-                json: None,
-            })
+            Ok(Reply::ok(object, output))
         }
         (Target::Scale, "GET") => single(store.get_scale(ns, name).await?),
         (Target::Scale, "PUT") => {
