@@ -143,6 +143,11 @@ pub enum Target {
 }
 
 impl ResourceMeta {
+    /// The kind of its lists: `<Kind>List`.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
     /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -437,7 +442,7 @@ impl<T: ApiResource> Serialize for List<T> {
         use serde::ser::SerializeStruct;
         let mut s = serializer.serialize_struct("List", 4)?;
         s.serialize_field("apiVersion", &T::META.api_version())?;
-        s.serialize_field("kind", &format!("{}List", T::META.kind))?;
+        s.serialize_field("kind", &T::META.list_kind())?;
         s.serialize_field("metadata", &self.metadata)?;
         s.serialize_field("items", &self.items)?;
         s.end()

@@ -231,7 +231,7 @@ async fn handle(
                     IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
                 table::table(&meta, &listed.items, listed.metadata, include, true)
             } else {
-                json!({"apiVersion": meta.api_version(), "kind": format!("{}List", meta.kind), "metadata": listed.metadata, "items": listed.items})
+                json!({"apiVersion": meta.api_version(), "kind": meta.list_kind(), "metadata": listed.metadata, "items": listed.items})
             };
             Ok(Reply::ok(value, output))
         }
@@ -264,7 +264,8 @@ async fn handle(
                     Err(e) => return Err(e),
                 }
             }
-            let value = json!({"apiVersion": meta.api_version(), "kind": format!("{}List", meta.kind), "metadata": {}, "items": deleted});
+            let value =
+                json!({"apiVersion": meta.api_version(), "kind": meta.list_kind(), "metadata": {}, "items": deleted});
             Ok(Reply::ok(value, output))
         }
         (Target::Object | Target::Status, "GET") => {

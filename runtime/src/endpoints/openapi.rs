@@ -136,7 +136,7 @@ fn verb_of_action(action: &str) -> &str {
 /// Path and operations of one route, in the given dialect.
 fn operations(dialect: Dialect, meta: &ResourceMeta, route: &Route) -> Value {
     let kind_def = schema::definition_name(meta, meta.kind);
-    let list_def = schema::definition_name(meta, &format!("{}List", meta.kind));
+    let list_def = schema::definition_name(meta, &meta.list_kind());
     let (gvk, def) = match route.target {
         Target::Scale => (
             json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
@@ -302,7 +302,7 @@ fn definitions(dialect: Dialect, resources: &[Documented]) -> Map<String, Value>
     for r in resources {
         defs.insert(schema::definition_name(&r.meta, r.meta.kind), convert(r.schema.clone()));
         defs.insert(
-            schema::definition_name(&r.meta, &format!("{}List", r.meta.kind)),
+            schema::definition_name(&r.meta, &r.meta.list_kind()),
             convert(schema::list_schema(&r.meta, Dialect::V3)),
         );
     }

@@ -108,7 +108,7 @@ pub fn list_schema(meta: &ResourceMeta, dialect: Dialect) -> Value {
             "metadata": dialect.reference(LIST_META),
             "items": {"type": "array", "items": dialect.reference(&definition_name(meta, meta.kind))},
         },
-        "x-kubernetes-group-version-kind": [{ "group": meta.group, "kind": format!("{}List", meta.kind), "version": meta.version }],
+        "x-kubernetes-group-version-kind": [{ "group": meta.group, "kind": meta.list_kind(), "version": meta.version }],
     })
 }
 
