@@ -1,7 +1,6 @@
 //! Resource handlers: one entry point per route that dispatches on the verb to the
 //! resource's [`Rest`] store and encodes the answer.
 
-use crate::registry::object::meta_field;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -24,6 +23,7 @@ use crate::admission::RequestScope;
 use crate::filters::audit::AuditAnnotations;
 use crate::filters::limits::Deadline;
 use crate::registry::ScaleChange;
+use crate::registry::object::meta_field;
 use crate::registry::rest::Rest;
 use crate::registry::{Part, Written};
 use crate::resource::Target;

@@ -1,10 +1,10 @@
 //! `meta.k8s.io/v1 Table` for `kubectl get`: Name, the declared columns, Age.
 
-use crate::registry::object::meta_field;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::registry::encoded::Encoded;
+use crate::registry::object::meta_field;
 use crate::resource::ResourceMeta;
 use crate::schema::jsonpath;
 

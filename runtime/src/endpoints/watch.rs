@@ -1,7 +1,6 @@
 //! Watch responses: a chunked stream of `WatchEvent`s with bookmarks, initial events and a
 //! bounded length; every open watch ends when the server shuts down.
 
-use crate::registry::object::meta_field;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use super::handlers::Reply;
 use super::negotiation::{JSON, Output, TABLE, partial_object_metadata};
 use super::params::flag;
 use super::table::{self, IncludeObject};
+use crate::registry::object::meta_field;
 use crate::registry::rest::Rest;
 use crate::registry::{ListOptions, WatchEvent};
 use crate::resource::ResourceMeta;

@@ -3,10 +3,10 @@
 //! configuration, refuses to take fields other managers own with different values (unless
 //! forced), and removes fields the manager stopped applying that nobody else owns.
 
-use super::object::meta_field;
 use serde_json::{Map, Value, json};
 
 use super::fieldset::{self, Element, FieldSet, Path};
+use super::object::meta_field;
 use super::versions::Codec;
 
 /// `operation` of an apply entry.

@@ -1,12 +1,12 @@
 //! `labelSelector` and `fieldSelector` query parameters: parsers onto kube-core's selector AST.
 
-use crate::registry::object::meta_field;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube_core::{Expression, Selector, SelectorExt};
 use serde_json::Value;
 
 use super::jsonpath;
+use crate::registry::object::meta_field;
 use crate::resource::ResourceMeta;
 use crate::status::ApiError;
 
