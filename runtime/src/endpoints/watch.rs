@@ -16,7 +16,7 @@ use super::handlers::Reply;
 use super::negotiation::{JSON, Output, TABLE, partial_object_metadata};
 use super::params::flag;
 use super::table::{self, IncludeObject};
-use crate::registry::object::meta_field;
+use crate::registry::object::revision_of;
 use crate::registry::rest::Rest;
 use crate::registry::{ListOptions, WatchEvent};
 use crate::resource::ResourceMeta;
@@ -99,12 +99,12 @@ pub(super) async fn watch(
                 return futures::future::ready(None);
             }
             Some(WatchEvent::Shared(kind, shared)) if output == Output::Json => {
-                last_rv = last_rv.max(revision_of(&shared.value));
+                last_rv = last_rv.max(shared.revision);
                 // The change's one framed line: no serialization or copy per watcher.
                 return futures::future::ready(Some((false, shared.line(kind))));
             }
             Some(WatchEvent::Shared(kind, shared)) => {
-                last_rv = last_rv.max(revision_of(&shared.value));
+                last_rv = last_rv.max(shared.revision);
                 let t = transcode(&meta, &shared.value, output, include, last_rv, &mut first_table);
                 json!({"type": kind, "object": t.unwrap_or_else(|| shared.value.clone())})
             }
@@ -145,13 +145,6 @@ pub(super) async fn watch(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     Ok(Reply::Stream(response))
-}
-
-fn revision_of(object: &Value) -> u64 {
-    meta_field(object, "resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The object as a watch event of `output` carries it, when that is not the object itself:

@@ -24,6 +24,18 @@ pub(crate) fn meta_field<'a>(object: &'a Value, field: &str) -> Option<&'a Value
     object.get("metadata")?.get(field)
 }
 
+/// The `metadata.generation` a change of `current`'s spec gives it (1 when it had none).
+pub(crate) fn next_generation(current: &Value) -> i64 {
+    meta_field(current, "generation").and_then(Value::as_i64).unwrap_or(0) + 1
+}
+
+/// `metadata.resourceVersion` as a number; 0 when absent or not a number.
+pub(crate) fn revision_of(object: &Value) -> u64 {
+    meta_str(object, "resourceVersion")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `metadata.<field>` of `object` when it is a string.
 pub(crate) fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
     meta_field(object, field)?.as_str()

@@ -335,6 +335,8 @@ pub struct SharedObject {
     pub value: Value,
     /// The object as the JSON clients receive.
     pub json: bytes::Bytes,
+    /// Its `metadata.resourceVersion` as a number (0 when absent), read once for every watcher.
+    pub revision: u64,
     /// Its JSON watch event line as ADDED, MODIFIED and DELETED, each framed when first sent.
     lines: [std::sync::OnceLock<bytes::Bytes>; 3],
 }
@@ -343,6 +345,7 @@ impl SharedObject {
     /// `value`, whose client JSON is `json`.
     pub fn new(value: Value, json: bytes::Bytes) -> Self {
         Self {
+            revision: super::object::revision_of(&value),
             value,
             json,
             lines: Default::default(),
@@ -397,11 +400,16 @@ mod tests {
 
     #[test]
     fn a_shared_object_frames_each_event_type_once() {
-        let shared = SharedObject::new(serde_json::json!({"a": 1}), bytes::Bytes::from_static(br#"{"a":1}"#));
+        let object = serde_json::json!({"metadata": {"resourceVersion": "7"}});
+        let shared = SharedObject::new(object.clone(), serde_json::to_vec(&object).unwrap().into());
+        assert_eq!(shared.revision, 7);
         let added = shared.line("ADDED");
-        assert_eq!(&added[..], b"{\"type\":\"ADDED\",\"object\":{\"a\":1}}\n");
+        assert_eq!(
+            &added[..],
+            b"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"resourceVersion\":\"7\"}}}\n"
+        );
         let line: serde_json::Value = serde_json::from_slice(&shared.line("DELETED")).unwrap();
-        assert_eq!(line, serde_json::json!({"type": "DELETED", "object": {"a": 1}}));
+        assert_eq!(line, serde_json::json!({"type": "DELETED", "object": object}));
         // Every later watcher gets the same bytes, not a copy.
         assert_eq!(shared.line("ADDED").as_ptr(), added.as_ptr());
         assert_ne!(shared.line("MODIFIED").as_ptr(), added.as_ptr());

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::encoded::{self, Encoded, EncodedCache};
 use super::managed::{self, Writer};
 use super::object::{
-    copy_status, meta_field, meta_str, metadata_mut, name_required, now, random_suffix, set_url_name, spec_part,
+    copy_status, meta_field, meta_str, metadata_mut, name_required, next_generation, now, random_suffix, set_url_name,
+    spec_part,
 };
 use super::options::{DeleteOptions, Part, WriteOptions, Written};
 use super::strategy::{Admission, Change, Strategy};
@@ -380,7 +381,7 @@ impl Store {
         let mut object = self.admission.prepare_update(object, name, change)?;
         self.chain.validate(&attributes, &object).await?;
         if spec_part(&object) != spec_part(current) {
-            let generation = meta_field(current, "generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            let generation = next_generation(current);
             metadata_mut(&mut object).insert("generation".into(), json!(generation));
         }
         if object == *current && !self.stored_elsewhere(&self.key(namespace, name)).await {
@@ -449,7 +450,7 @@ impl Store {
                     // Already being deleted: only the garbage collector's finalizers change.
                     return self.write_deletion(&key, name, object, expected, options).await;
                 }
-                let generation = meta_field(&current, "generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+                let generation = next_generation(&current);
                 let m = metadata_mut(&mut object);
                 m.insert("deletionTimestamp".into(), json!(now()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
