@@ -252,8 +252,8 @@ async fn main() {
         let admin = client_tls(dir.path(), true);
         let endpoint = etcd.endpoint();
         // A new etcd writes slower for a while (its WAL and database grow), so it is warmed
-        // first, and the two sides take turns, raw-ours-ours-raw, so that what still drifts
-        // during the run weighs on both alike.
+        // first, and the sides take turns, raw-bare-ours-ours-bare-raw, so that what still
+        // drifts during the run weighs on all alike.
         let (size, half) = (object.len(), count / 2);
         // The bare endpoint answers each POST with one put-if-absent of its body: what HTTPS in
         // front of etcd costs with no API server at all, on the same cores.
