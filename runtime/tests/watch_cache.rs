@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use apiary_runtime::storage::cache::Change;
 use apiary_runtime::storage::{
-    Census, Engine, EventStream, Freshness, KeyValue, RangeRequest, RangeResponse, Revision, Storage, StorageError,
-    WatchCache,
+    Census, Engine, EventKind, EventStream, Freshness, KeyValue, RangeRequest, RangeResponse, Revision, Storage,
+    StorageError, WatchCache,
 };
 use apiary_runtime::testing::EtcdProcess;
 use async_trait::async_trait;
@@ -464,4 +464,56 @@ async fn reads_come_from_the_cache_consistently_on_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_come_from_the_cache_consistently_on_etcd() {
     on_etcd(consistent_reads_from_the_cache).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_fills_in_what_etcd_follows_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let backend: Arc<dyn Storage> = Arc::new(etcd.client().await);
+    let start = backend.current_revision().await.unwrap();
+    // etcd's follow spares it a read per change: no previous values, a delete without its value.
+    let mut followed = backend.follow("/r/", start).await.unwrap();
+    let cache = WatchCache::new(backend.clone(), 100);
+    let mut changes = cache.changes("/r/", start).await.unwrap();
+    let created = cache.create("/r/k", b"one".to_vec()).await.unwrap();
+    let updated = cache
+        .update("/r/k", b"two".to_vec(), created.mod_revision)
+        .await
+        .unwrap();
+    let deleted = cache.delete("/r/k", updated.mod_revision).await.unwrap();
+    let mut bare = Vec::new();
+    for _ in 0..3 {
+        bare.push(next_event(&mut followed).await);
+    }
+    assert!(bare.iter().all(|e| e.prev.is_none()), "{bare:?}");
+    assert!(bare[2].kv.value.is_empty(), "{:?}", bare[2]);
+    // The cache's changes carry them, from the values it holds, as a watch with them would.
+    let (put, update, delete) = (
+        next(&mut changes).await.unwrap(),
+        next(&mut changes).await.unwrap(),
+        next(&mut changes).await.unwrap(),
+    );
+    let value_at = |kv: Option<&KeyValue>| kv.map(|kv| (kv.value.clone(), kv.mod_revision));
+    assert_eq!(put.event.prev, None);
+    assert_eq!(value_at(update.event.prev.as_ref()), value_at(Some(&created)));
+    assert_eq!(delete.event.kind, EventKind::Delete);
+    assert_eq!(value_at(delete.event.prev.as_ref()), value_at(Some(&updated)));
+    assert_eq!(
+        value_at(Some(&delete.event.kv)),
+        Some((updated.value.clone(), deleted.mod_revision))
+    );
+    // The same as the backend's own watch with previous values says.
+    let mut watched = backend.watch("/r/", start).await.unwrap();
+    for change in [&put, &update, &delete] {
+        assert_eq!(next_event(&mut watched).await, change.event);
+    }
+}
+
+async fn next_event(stream: &mut EventStream) -> apiary_runtime::storage::Event {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+        .unwrap()
 }

@@ -406,6 +406,10 @@ impl Storage for InstrumentedStorage {
         self.timed("watch", self.inner.watch(prefix, after)).await
     }
 
+    async fn follow(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        self.timed("watch", self.inner.follow(prefix, after)).await
+    }
+
     async fn current_revision(&self) -> Result<Revision, StorageError> {
         self.timed("revision", self.inner.current_revision()).await
     }

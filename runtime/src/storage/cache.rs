@@ -350,7 +350,7 @@ async fn follow(inner: Arc<dyn Storage>, prefix: String, feed: Weak<Feed>, capac
         let Some(progress) = feed.upgrade().map(|f| lock(&f.window).progress) else {
             return;
         };
-        let failure = match inner.watch(&prefix, progress).await {
+        let failure = match inner.follow(&prefix, progress).await {
             Ok(mut stream) => {
                 backoff = Duration::from_millis(100);
                 loop {
@@ -384,7 +384,9 @@ async fn follow(inner: Arc<dyn Storage>, prefix: String, feed: Weak<Feed>, capac
 }
 
 impl Feed {
-    fn push(&self, event: Event, capacity: usize) {
+    /// Take in one event of the backend's [`follow`](Storage::follow): the value before it,
+    /// and a deleted key's last value, come from the state held here when the event has none.
+    fn push(&self, mut event: Event, capacity: usize) {
         let mut window = lock(&self.window);
         let revision = event.kv.mod_revision;
         if revision <= window.progress {
@@ -392,13 +394,18 @@ impl Feed {
         }
         window.progress = revision;
         window.vouched = window.vouched.max(revision);
-        match event.kind {
-            EventKind::Put => {
-                window.state.insert(event.kv.key.clone(), event.kv.clone());
+        let held = match event.kind {
+            EventKind::Put => window.state.insert(event.kv.key.clone(), event.kv.clone()),
+            EventKind::Delete => window.state.remove(&event.kv.key),
+        };
+        if let Some(held) = held {
+            if event.kind == EventKind::Delete && event.prev.is_none() {
+                event.kv = KeyValue {
+                    mod_revision: revision,
+                    ..held.clone()
+                };
             }
-            EventKind::Delete => {
-                window.state.remove(&event.kv.key);
-            }
+            event.prev.get_or_insert(held);
         }
         window.events.push_back(Change::new(event));
         while window.events.len() > capacity {

@@ -141,6 +141,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete(&self, key: &str, expected: Revision) -> Result<KeyValue, StorageError>;
     /// Events under `prefix` with revisions after `after`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError>;
+    /// [`watch`](Self::watch) for a follower that holds every key's current value itself (the
+    /// watch cache) and fills in what a backend may leave out here: `prev`, and a deleted
+    /// key's value. etcd then need not read each change's previous value.
+    async fn follow(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        self.watch(prefix, after).await
+    }
     /// The newest revision.
     async fn current_revision(&self) -> Result<Revision, StorageError>;
     /// The [`Census`] of `prefix` now, telling whether keys were written after `after`; `None`

@@ -96,6 +96,11 @@ impl EtcdProcess {
             .expect("an etcd backend connects lazily")
     }
 
+    /// etcd's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kill etcd (SIGKILL), keeping its data.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -221,6 +221,43 @@ impl Etcd {
             None => Err(StorageError::NotFound),
         }
     }
+
+    /// A watch of `prefix` after revision `after`; with `prev_kv`, each event carries the
+    /// value before it (a delete its deleted value).
+    async fn watch_from(&self, prefix: &str, after: Revision, prev_kv: bool) -> Result<EventStream, StorageError> {
+        let create = pb::WatchCreateRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix),
+            start_revision: after as i64 + 1,
+            progress_notify: true,
+            prev_kv,
+            ..Default::default()
+        };
+        let request = pb::WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+        };
+        // etcd ends a watch when the client's side of the stream ends, so it stays open (pending
+        // forever) for as long as the answers are read.
+        let requests = futures::stream::iter([request]).chain(futures::stream::pending());
+        let mut client = WatchClient::new(self.channel.clone());
+        let answers = bounded(client.watch(requests)).await?;
+        let events = answers.flat_map(move |response| {
+            let items: Vec<Result<Event, StorageError>> = match response {
+                Err(e) => vec![Err(unavailable(e))],
+                Ok(r) if r.compact_revision > 0 => vec![Err(StorageError::Expired {
+                    requested: after,
+                    compacted: r.compact_revision as Revision,
+                })],
+                Ok(r) if r.canceled => vec![Err(StorageError::Unavailable(format!(
+                    "etcd watch canceled: {}",
+                    r.cancel_reason
+                )))],
+                Ok(r) => r.events.into_iter().filter_map(event).collect(),
+            };
+            futures::stream::iter(items)
+        });
+        Ok(end_after_error(events))
+    }
 }
 
 #[async_trait]
@@ -333,38 +370,13 @@ impl Storage for Etcd {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
-        let create = pb::WatchCreateRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end: prefix_end(prefix),
-            start_revision: after as i64 + 1,
-            progress_notify: true,
-            prev_kv: true,
-            ..Default::default()
-        };
-        let request = pb::WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
-        };
-        // etcd ends a watch when the client's side of the stream ends, so it stays open (pending
-        // forever) for as long as the answers are read.
-        let requests = futures::stream::iter([request]).chain(futures::stream::pending());
-        let mut client = WatchClient::new(self.channel.clone());
-        let answers = bounded(client.watch(requests)).await?;
-        let events = answers.flat_map(move |response| {
-            let items: Vec<Result<Event, StorageError>> = match response {
-                Err(e) => vec![Err(unavailable(e))],
-                Ok(r) if r.compact_revision > 0 => vec![Err(StorageError::Expired {
-                    requested: after,
-                    compacted: r.compact_revision as Revision,
-                })],
-                Ok(r) if r.canceled => vec![Err(StorageError::Unavailable(format!(
-                    "etcd watch canceled: {}",
-                    r.cancel_reason
-                )))],
-                Ok(r) => r.events.into_iter().filter_map(event).collect(),
-            };
-            futures::stream::iter(items)
-        });
-        Ok(end_after_error(events))
+        self.watch_from(prefix, after, true).await
+    }
+
+    async fn follow(&self, prefix: &str, after: Revision) -> Result<EventStream, StorageError> {
+        // Each previous value etcd attaches costs it a read per change: about a quarter more
+        // of its CPU time per write (the HTTP bench's watched row).
+        self.watch_from(prefix, after, false).await
     }
 
     async fn current_revision(&self) -> Result<Revision, StorageError> {
