@@ -105,6 +105,18 @@ pub(crate) struct Measured {
     pub(crate) cpu_us: f64,
 }
 
+/// `work`'s result, and the CPU time each of `pids` spent while it ran, in microseconds.
+pub(crate) async fn with_cpu<T>(pids: &[u32], work: impl Future<Output = T>) -> (T, Vec<f64>) {
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let result = work.await;
+    let spent = pids
+        .iter()
+        .zip(before)
+        .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / TICKS * 1e6)
+        .collect();
+    (result, spent)
+}
+
 /// A process's CPU time so far (user and system), in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -17,9 +17,9 @@ use std::time::Duration;
 use apiary_runtime::testing::{EtcdProcess, ServerProcess};
 use client::{
     alpha_widget, client_tls, connect, create_all, create_each, get_rate, list_times, lists, paired, send,
-    watch_fan_out, widget,
+    watch_fan_out, widget, with_cpu,
 };
-use references::{Answer, bare_endpoint, raw_creates, raw_range};
+use references::{Answer, bare_endpoint, raw_creates, raw_range, raw_watch};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_widget-server");
 pub(crate) const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
@@ -32,6 +32,36 @@ fn env(name: &str, default: usize) -> usize {
 /// Whether the run includes `section` (`APIARY_BENCH_ONLY=etcd,memory`; all when unset).
 fn section(name: &str) -> bool {
     std::env::var("APIARY_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
+/// One side of the etcd create comparison: its creates, the time they took, and the CPU time
+/// of etcd and of the process serving them (the load generator's own client: none).
+#[derive(Clone, Copy, Default)]
+struct Side {
+    creates: usize,
+    seconds: f64,
+    cpu_us: [f64; 2],
+}
+
+impl Side {
+    /// Count one turn of `creates` done at `rate` per second, with the CPU time `spent`.
+    fn add(&mut self, creates: usize, (rate, spent): (f64, Vec<f64>)) {
+        self.creates += creates;
+        self.seconds += creates as f64 / rate;
+        for (total, spent) in self.cpu_us.iter_mut().zip(spent) {
+            *total += spent;
+        }
+    }
+
+    /// Creates per second over all its turns.
+    fn rate(&self) -> f64 {
+        self.creates as f64 / self.seconds
+    }
+
+    /// The CPU time of process `i` (0: etcd, 1: the serving process) per create.
+    fn cpu_us(&self, i: usize) -> f64 {
+        self.cpu_us[i] / self.creates as f64
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -252,40 +282,78 @@ async fn main() {
         let admin = client_tls(dir.path(), true);
         let endpoint = etcd.endpoint();
         // A new etcd writes slower for a while (its WAL and database grow), so it is warmed
-        // first, and the sides take turns, raw-bare-ours-ours-bare-raw, so that what still
-        // drifts during the run weighs on all alike.
+        // first, and the sides take turns, raw-watched-bare-ours-ours-bare-watched-raw, so that
+        // what still drifts during the run weighs on all alike. Each side's half is timed with
+        // the CPU time etcd and the serving process spent on it.
         let (size, half) = (object.len(), count / 2);
         // The bare endpoint answers each POST with one put-if-absent of its body: what HTTPS in
         // front of etcd costs with no API server at all, on the same cores.
         let bare = bare_endpoint(dir.path(), &Answer::EtcdCreate(endpoint.clone()), true);
-        let bare_creates = |names| create_each(&bare.addr, &admin, names, "/bare", widget);
+        let etcd_pid = etcd.pid().expect("etcd runs");
+        let (ours_pids, bare_pids, raw_pids) = ([etcd_pid, server.pid()], [etcd_pid, bare.pid()], [etcd_pid]);
+        // raw, watched (the raw client with a watch with previous values open on its keys), bare,
+        // ours; in this order for the first half, the reverse for the second.
+        let mut sides = [Side::default(); 4];
         raw_creates(&endpoint, "/warm-up/", 0..count, size).await;
-        let raw_first = raw_creates(&endpoint, "/raw/", 0..half, size).await;
-        let bare_first = bare_creates(0..half).await;
-        let ours_first = create_all(&addr, &admin, 0..half).await;
-        let ours_then = create_all(&addr, &admin, half..count).await;
-        let bare_then = bare_creates(half..count).await;
-        let raw_then = raw_creates(&endpoint, "/raw/", half..count, size).await;
-        let overall = |first: f64, then: f64| count as f64 / (half as f64 / first + (count - half) as f64 / then);
-        let (creates, raw_puts) = (overall(ours_first, ours_then), overall(raw_first, raw_then));
-        let bare_puts = overall(bare_first, bare_then);
+        for (turn, names) in [0..half, half..count].into_iter().enumerate() {
+            let order = if turn == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+            for side in order {
+                let n = names.clone();
+                let measured = match side {
+                    0 => with_cpu(&raw_pids, raw_creates(&endpoint, "/raw/", n, size)).await,
+                    1 => {
+                        let watch = raw_watch(&endpoint, "/watched/").await;
+                        let measured = with_cpu(&raw_pids, raw_creates(&endpoint, "/watched/", n, size)).await;
+                        watch.abort();
+                        measured
+                    }
+                    2 => with_cpu(&bare_pids, create_each(&bare.addr, &admin, n, "/bare", widget)).await,
+                    _ => with_cpu(&ours_pids, create_all(&addr, &admin, n)).await,
+                };
+                sides[side].add(names.len(), measured);
+            }
+        }
+        let [raw, watched, bare_side, ours] = sides;
         row(
             "creates over HTTPS on etcd, 16 conns",
-            format!("{creates:.0}/s"),
-            format!("raw put-if-absent: {raw_puts:.0}/s"),
-            creates / raw_puts,
+            format!("{:.0}/s", ours.rate()),
+            format!("raw put-if-absent: {:.0}/s", raw.rate()),
+            ours.rate() / raw.rate(),
         );
         row(
             "bare HTTPS endpoint doing only the put-if-absent, 16 conns",
-            format!("{bare_puts:.0}/s"),
-            format!("raw put-if-absent: {raw_puts:.0}/s"),
-            bare_puts / raw_puts,
+            format!("{:.0}/s", bare_side.rate()),
+            format!("raw put-if-absent: {:.0}/s", raw.rate()),
+            bare_side.rate() / raw.rate(),
         );
         row(
             "creates over HTTPS on etcd, against that bare endpoint",
-            format!("{creates:.0}/s"),
-            format!("bare endpoint: {bare_puts:.0}/s"),
-            creates / bare_puts,
+            format!("{:.0}/s", ours.rate()),
+            format!("bare endpoint: {:.0}/s", bare_side.rate()),
+            ours.rate() / bare_side.rate(),
+        );
+        row(
+            "raw put-if-absent, a watch with previous values open on its keys",
+            format!("{:.0}/s", watched.rate()),
+            format!("raw put-if-absent: {:.0}/s", raw.rate()),
+            watched.rate() / raw.rate(),
+        );
+        row(
+            "etcd's CPU time per create, server in front",
+            format!("{:.0} µs", ours.cpu_us(0)),
+            format!(
+                "raw: {:.0} µs; watched: {:.0} µs; bare endpoint: {:.0} µs",
+                raw.cpu_us(0),
+                watched.cpu_us(0),
+                bare_side.cpu_us(0)
+            ),
+            ours.cpu_us(0) / raw.cpu_us(0),
+        );
+        row(
+            "the server's CPU time per create",
+            format!("{:.0} µs", ours.cpu_us(1)),
+            format!("bare endpoint: {:.0} µs", bare_side.cpu_us(1)),
+            ours.cpu_us(1) / bare_side.cpu_us(1),
         );
         let (got, raw_gets) = paired(
             || get_rate(&addr, &admin, one, seconds, server.pid()),

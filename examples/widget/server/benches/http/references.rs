@@ -208,6 +208,26 @@ pub(crate) async fn raw_creates(endpoint: &str, prefix: &'static str, keys: Rang
     .await
 }
 
+/// A watch on every key under `prefix`, with previous values, that reads and drops its events:
+/// what such a watch costs etcd per write. The server's watch cache asked for previous values
+/// until it filled them in itself (`Storage::follow`). Abort the task to end it.
+pub(crate) async fn raw_watch(endpoint: &str, prefix: &str) -> tokio::task::JoinHandle<()> {
+    use apiary_runtime::testing::raw_etcd as raw;
+    use futures::StreamExt;
+    // etcd ends a watch when the client's side of the stream ends.
+    let mut request = raw::watch(prefix);
+    if let Some(raw::watch_request::RequestUnion::CreateRequest(c)) = &mut request.request_union {
+        c.prev_kv = true;
+    }
+    let requests = futures::stream::iter([request]).chain(futures::stream::pending());
+    let mut stream = raw::watch_client::WatchClient::new(raw::channel(endpoint).await)
+        .watch(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} })
+}
+
 /// The best of five paged ranges (1,000 keys a page: one answer would pass gRPC's 4 MiB
 /// limit) over the `count` keys under `prefix`.
 pub(crate) async fn raw_range(endpoint: &str, prefix: &str, count: usize) -> Duration {
