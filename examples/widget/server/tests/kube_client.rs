@@ -230,6 +230,64 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
     assert_eq!(first.metadata.name.as_deref(), Some("second"));
 }
 
+/// On etcd the watch cache follows etcd without previous values and fills them in itself: a
+/// selector watch still sees an object leave its selection, and a deletion, with the object.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_selector_watch_on_etcd_sees_objects_leave_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = apiary_runtime::testing::EtcdProcess::start(dir.path());
+    // No status controller: its status writes would be events of their own.
+    let server = ServerProcess::start_in(
+        dir.path(),
+        &[
+            "--storage",
+            "etcd",
+            "--etcd-servers",
+            &etcd.endpoint(),
+            "--status-controller",
+            "false",
+        ],
+    );
+    let api: Api<Widget> = Api::namespaced(server.client().await, "default");
+    for name in ["leaves", "goes"] {
+        let mut widget = common::typed_widget(name, 1);
+        widget.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        api.create(&PostParams::default(), &widget).await.unwrap();
+    }
+    let rv = common::list_rv(&api).await;
+    let watch = WatchParams::default().labels("team=a").timeout(30);
+    let mut stream = api.watch(&watch, &rv).await.unwrap().boxed();
+    let relabel = json!({"metadata": {"labels": {"team": "b"}}});
+    api.patch("leaves", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    api.delete("goes", &DeleteParams::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap();
+        match event {
+            WatchEvent::Deleted(w) => seen.push((
+                w.metadata.name.unwrap_or_default(),
+                w.metadata.labels.unwrap_or_default().get("team").cloned(),
+                w.spec.image,
+            )),
+            other => panic!("only deletions are expected: {other:?}"),
+        }
+    }
+    let image = common::typed_widget("x", 1).spec.image;
+    assert_eq!(
+        seen,
+        [
+            ("leaves".to_string(), Some("b".to_string()), image.clone()),
+            ("goes".to_string(), Some("a".to_string()), image)
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_resource_versions_and_continue_tokens_are_410() {
     let dir = tempfile::tempdir().unwrap();
