@@ -148,6 +148,11 @@ impl ResourceMeta {
         format!("{}List", self.kind)
     }
 
+    /// A `<Kind>List` of `items` with list metadata `metadata`.
+    pub fn list_of(&self, metadata: serde_json::Value, items: Vec<serde_json::Value>) -> serde_json::Value {
+        serde_json::json!({"apiVersion": self.api_version(), "kind": self.list_kind(), "metadata": metadata, "items": items})
+    }
+
     /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {

@@ -26,8 +26,8 @@ pub(super) fn object(bytes: Bytes) -> Response {
 }
 
 /// A `<Kind>List` whose items are written as they are taken, in chunks of about [`CHUNK`].
-pub(super) fn list(api_version: &str, kind: &str, listed: Listed<Arc<Encoded>>) -> Response {
-    let head = json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": listed.metadata});
+pub(super) fn list(meta: &ResourceMeta, listed: Listed<Arc<Encoded>>) -> Response {
+    let head = json!({"apiVersion": meta.api_version(), "kind": meta.list_kind(), "metadata": listed.metadata});
     let items = listed.items.into_iter().map(|item| item.json.clone());
     with_type(streamed(&head, "items", items), JSON)
 }
@@ -125,7 +125,7 @@ mod tests {
                 metadata: json!({"resourceVersion": "9"}),
                 revision: 9,
             };
-            let body = list("g/v1", "Widget", listed)
+            let body = list(&crate::resource::TEST_META, listed)
                 .into_body()
                 .collect()
                 .await
@@ -133,7 +133,10 @@ mod tests {
                 .to_bytes();
             let value: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(value["metadata"]["resourceVersion"], "9");
-            assert_eq!(value["kind"], "WidgetList");
+            assert_eq!(
+                (&value["apiVersion"], &value["kind"]),
+                (&json!("g/v1"), &json!("KList"))
+            );
             let names: Vec<&str> = value["items"]
                 .as_array()
                 .unwrap()

@@ -222,7 +222,7 @@ async fn handle(
                         .map_err(ApiError::bad_request)?;
                     encoded::table(&meta, listed, include)
                 } else {
-                    encoded::list(&meta.api_version(), meta.kind, listed)
+                    encoded::list(&meta, listed)
                 }));
             }
             let listed = store.list(&options).await?;
@@ -231,7 +231,7 @@ async fn handle(
                     IncludeObject::parse(q.get("includeObject").map(String::as_str)).map_err(ApiError::bad_request)?;
                 table::table(&meta, &listed.items, listed.metadata, include, true)
             } else {
-                json!({"apiVersion": meta.api_version(), "kind": meta.list_kind(), "metadata": listed.metadata, "items": listed.items})
+                meta.list_of(listed.metadata, listed.items)
             };
             Ok(Reply::ok(value, output))
         }
@@ -264,9 +264,7 @@ async fn handle(
                     Err(e) => return Err(e),
                 }
             }
-            let value =
-                json!({"apiVersion": meta.api_version(), "kind": meta.list_kind(), "metadata": {}, "items": deleted});
-            Ok(Reply::ok(value, output))
+            Ok(Reply::ok(meta.list_of(json!({}), deleted), output))
         }
         (Target::Object | Target::Status, "GET") => {
             if output == Output::Json
