@@ -19,7 +19,7 @@ use client::{
     alpha_widget, client_tls, connect, create_all, create_each, get_rate, list_times, lists, paired, send,
     watch_fan_out, widget, with_cpu,
 };
-use references::{Answer, bare_endpoint, raw_creates, raw_range, raw_watch};
+use references::{Answer, bare_endpoint, raw_creates, raw_range, raw_watch, wal_syncs};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_widget-server");
 pub(crate) const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
@@ -41,12 +41,15 @@ struct Side {
     creates: usize,
     seconds: f64,
     cpu_us: [f64; 2],
+    syncs: f64,
 }
 
 impl Side {
-    /// Count one turn of `creates` done at `rate` per second, with the CPU time `spent`.
-    fn add(&mut self, creates: usize, (rate, spent): (f64, Vec<f64>)) {
+    /// Count one turn of `creates` done at `rate` per second, with the CPU time `spent` and
+    /// etcd's WAL `syncs`.
+    fn add(&mut self, creates: usize, (rate, spent): (f64, Vec<f64>), syncs: f64) {
         self.creates += creates;
+        self.syncs += syncs;
         self.seconds += creates as f64 / rate;
         for (total, spent) in self.cpu_us.iter_mut().zip(spent) {
             *total += spent;
@@ -56,6 +59,11 @@ impl Side {
     /// Creates per second over all its turns.
     fn rate(&self) -> f64 {
         self.creates as f64 / self.seconds
+    }
+
+    /// Creates per WAL sync of etcd: the size of its batches.
+    fn batch(&self) -> f64 {
+        self.creates as f64 / self.syncs
     }
 
     /// The CPU time of process `i` (0: etcd, 1: the serving process) per create.
@@ -299,6 +307,7 @@ async fn main() {
             let order = if turn == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
             for side in order {
                 let n = names.clone();
+                let syncs = wal_syncs(&endpoint).await;
                 let measured = match side {
                     0 => with_cpu(&raw_pids, raw_creates(&endpoint, "/raw/", n, size)).await,
                     1 => {
@@ -310,7 +319,7 @@ async fn main() {
                     2 => with_cpu(&bare_pids, create_each(&bare.addr, &admin, n, "/bare", widget)).await,
                     _ => with_cpu(&ours_pids, create_all(&addr, &admin, n)).await,
                 };
-                sides[side].add(names.len(), measured);
+                sides[side].add(names.len(), measured, wal_syncs(&endpoint).await - syncs);
             }
         }
         let [raw, watched, bare_side, ours] = sides;
@@ -348,6 +357,17 @@ async fn main() {
                 bare_side.cpu_us(0)
             ),
             ours.cpu_us(0) / raw.cpu_us(0),
+        );
+        row(
+            "creates per etcd WAL sync (its batches), server in front",
+            format!("{:.1}", ours.batch()),
+            format!(
+                "raw: {:.1}; watched: {:.1}; bare endpoint: {:.1}",
+                raw.batch(),
+                watched.batch(),
+                bare_side.batch()
+            ),
+            ours.batch() / raw.batch(),
         );
         row(
             "the server's CPU time per create",

@@ -228,6 +228,23 @@ pub(crate) async fn raw_watch(endpoint: &str, prefix: &str) -> tokio::task::Join
     tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} })
 }
 
+/// How many times etcd at `endpoint` has synced its WAL (`etcd_disk_wal_fsync_duration_seconds`'s
+/// count on its `/metrics`): each sync commits the batch of writes pending then.
+pub(crate) async fn wal_syncs(endpoint: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(endpoint.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    let line = answer
+        .lines()
+        .find(|l| l.starts_with("etcd_disk_wal_fsync_duration_seconds_count "))
+        .expect("etcd reports its WAL syncs");
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
 /// The best of five paged ranges (1,000 keys a page: one answer would pass gRPC's 4 MiB
 /// limit) over the `count` keys under `prefix`.
 pub(crate) async fn raw_range(endpoint: &str, prefix: &str, count: usize) -> Duration {
