@@ -180,7 +180,7 @@ async fn raw_etcd(endpoint: &str, objects: usize, concurrency: usize) -> Vec<Row
     let acked = Arc::new(std::sync::Mutex::new(vec![None::<Instant>; events]));
     let mut receivers = Vec::new();
     for _ in 0..WATCHERS {
-        let requests = futures::stream::iter([raw::watch("/raw/watched/")]).chain(futures::stream::pending());
+        let requests = futures::stream::iter([raw::watch("/raw/watched/", false)]).chain(futures::stream::pending());
         let mut stream = WatchClient::new(channel.clone())
             .watch(requests)
             .await

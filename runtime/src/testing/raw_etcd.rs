@@ -32,12 +32,14 @@ pub fn prefix(prefix: &str) -> RangeRequest {
     crate::storage::etcd::prefix_range(prefix)
 }
 
-/// A watch request for every key under `prefix`.
-pub fn watch(prefix: &str) -> WatchRequest {
+/// A watch request for every key under `prefix`; with `prev_kv`, each event carries the
+/// value before it.
+pub fn watch(prefix: &str, prev_kv: bool) -> WatchRequest {
     let range = self::prefix(prefix);
     let create = WatchCreateRequest {
         key: range.key,
         range_end: range.range_end,
+        prev_kv,
         ..Default::default()
     };
     WatchRequest {

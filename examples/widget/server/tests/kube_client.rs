@@ -195,12 +195,7 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
     api.delete("first", &DeleteParams::default()).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
-            .await
-            .expect("an event in time")
-            .unwrap()
-            .unwrap();
-        match event {
+        match next_event(&mut stream).await {
             WatchEvent::Added(w) if w.metadata.name.as_deref() == Some("second") => seen.push("added second"),
             WatchEvent::Deleted(w) if w.metadata.name.as_deref() == Some("first") => seen.push("deleted first"),
             _ => {}
@@ -230,6 +225,17 @@ async fn watch_sees_changes_and_runtime_watcher_works() {
     assert_eq!(first.metadata.name.as_deref(), Some("second"));
 }
 
+/// The next event of a watch, within 10 s.
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<Widget>>> + Unpin),
+) -> WatchEvent<Widget> {
+    tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("an event in time")
+        .unwrap()
+        .expect("the watch goes on")
+}
+
 /// On etcd the watch cache follows etcd without previous values and fills them in itself: a
 /// selector watch still sees an object leave its selection, and a deletion, with the object.
 #[tokio::test(flavor = "multi_thread")]
@@ -237,17 +243,7 @@ async fn a_selector_watch_on_etcd_sees_objects_leave_and_go() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = apiary_runtime::testing::EtcdProcess::start(dir.path());
     // No status controller: its status writes would be events of their own.
-    let server = ServerProcess::start_in(
-        dir.path(),
-        &[
-            "--storage",
-            "etcd",
-            "--etcd-servers",
-            &etcd.endpoint(),
-            "--status-controller",
-            "false",
-        ],
-    );
+    let server = ServerProcess::on_etcd(dir.path(), &etcd, &["--status-controller", "false"]);
     let api: Api<Widget> = Api::namespaced(server.client().await, "default");
     for name in ["leaves", "goes"] {
         let mut widget = common::typed_widget(name, 1);
@@ -264,12 +260,7 @@ async fn a_selector_watch_on_etcd_sees_objects_leave_and_go() {
     api.delete("goes", &DeleteParams::default()).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
-            .await
-            .expect("an event in time")
-            .unwrap()
-            .unwrap();
-        match event {
+        match next_event(&mut stream).await {
             WatchEvent::Deleted(w) => seen.push((
                 w.metadata.name.unwrap_or_default(),
                 w.metadata.labels.unwrap_or_default().get("team").cloned(),

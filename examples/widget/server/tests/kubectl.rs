@@ -329,7 +329,7 @@ fn kubectl_1_33_flows() {
 fn kubectl_1_33_flows_on_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = apiary_runtime::testing::EtcdProcess::start(dir.path());
-    let server = ServerProcess::start_in(dir.path(), &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    let server = ServerProcess::on_etcd(dir.path(), &etcd, &[]);
     flows_against(&server.kubectl(VERSIONS[1]));
 }
 

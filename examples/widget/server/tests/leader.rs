@@ -55,14 +55,7 @@ fn one_replica_leads_and_hands_over() {
         ],
     ]
     .concat();
-    let a = ServerProcess::start_in(
-        &dirs[0],
-        &[
-            &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()],
-            &short_lease[..],
-        ]
-        .concat(),
-    );
+    let a = ServerProcess::on_etcd(&dirs[0], &etcd, &short_lease);
     let k = a.kubectl("1.33");
     common::eventually("the first replica leads", || leads(&k, &a).filter(|l| *l));
     // B's own lease, once it holds it, lasts a minute: only a release lets C take over sooner.

@@ -20,7 +20,7 @@ async fn two_replicas_are_one_api() {
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
-    let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    let a = ServerProcess::on_etcd(&dir_a, &etcd, &[]);
     let b = common::replica_of(&a.dir, &dir_b, &etcd, &[]);
     let api_a: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &a.url).await, "default");
     let api_b: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &b.url).await, "default");
@@ -96,7 +96,7 @@ async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
-    let a = ServerProcess::start_in(&dir_a, &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    let a = ServerProcess::on_etcd(&dir_a, &etcd, &[]);
     let api_a: Api<Widget> = Api::namespaced(common::kube_client(&a.kubeconfig, &a.url).await, "default");
     let start = common::list_rv(&api_a).await;
 
@@ -154,7 +154,7 @@ async fn a_watch_resumes_across_a_replica_restart_without_loss_or_duplicates() {
 fn etcd_outage_gives_503_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut etcd = EtcdProcess::start(dir.path());
-    let server = ServerProcess::start_in(dir.path(), &["--storage", "etcd", "--etcd-servers", &etcd.endpoint()]);
+    let server = ServerProcess::on_etcd(dir.path(), &etcd, &[]);
     let k = server.kubectl("1.33");
     k.ok_stdin(&["create", "-f", "-"], &common::widget("before", 1, ""));
 
@@ -196,15 +196,7 @@ async fn the_watch_cache_starts_with_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdProcess::start(dir.path());
     // No status loop: it would list the widgets itself and start the cache anyway.
-    let args = [
-        "--storage",
-        "etcd",
-        "--etcd-servers",
-        &etcd.endpoint(),
-        "--status-controller",
-        "false",
-    ];
-    let server = ServerProcess::start_in(dir.path(), &args);
+    let server = ServerProcess::on_etcd(dir.path(), &etcd, &["--status-controller", "false"]);
     let c = server.client().await;
     // Ranges the server sent etcd; /metrics itself reads no storage.
     let ranges = || async {

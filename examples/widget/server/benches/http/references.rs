@@ -215,11 +215,7 @@ pub(crate) async fn raw_watch(endpoint: &str, prefix: &str) -> tokio::task::Join
     use apiary_runtime::testing::raw_etcd as raw;
     use futures::StreamExt;
     // etcd ends a watch when the client's side of the stream ends.
-    let mut request = raw::watch(prefix);
-    if let Some(raw::watch_request::RequestUnion::CreateRequest(c)) = &mut request.request_union {
-        c.prev_kv = true;
-    }
-    let requests = futures::stream::iter([request]).chain(futures::stream::pending());
+    let requests = futures::stream::iter([raw::watch(prefix, true)]).chain(futures::stream::pending());
     let mut stream = raw::watch_client::WatchClient::new(raw::channel(endpoint).await)
         .watch(requests)
         .await

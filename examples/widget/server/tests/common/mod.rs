@@ -17,6 +17,8 @@ pub trait WidgetServer {
     fn start_in(dir: &Path, args: &[&str]) -> ServerProcess;
     /// Start widget-server with in-memory storage in a fresh directory.
     fn start(dir: &Path) -> ServerProcess;
+    /// Start widget-server in `dir` on `etcd`, with extra flags.
+    fn on_etcd(dir: &Path, etcd: &apiary_runtime::testing::EtcdProcess, extra: &[&str]) -> ServerProcess;
     /// A `kube` client for this server with the admin credentials.
     async fn client(&self) -> kube::Client;
 }
@@ -28,6 +30,14 @@ impl WidgetServer for ServerProcess {
 
     fn start(dir: &Path) -> ServerProcess {
         Self::start_in(dir, &["--storage", "memory"])
+    }
+
+    fn on_etcd(dir: &Path, etcd: &apiary_runtime::testing::EtcdProcess, extra: &[&str]) -> ServerProcess {
+        let endpoint = etcd.endpoint();
+        Self::start_in(
+            dir,
+            &[&["--storage", "etcd", "--etcd-servers", &endpoint], extra].concat(),
+        )
     }
 
     async fn client(&self) -> kube::Client {
