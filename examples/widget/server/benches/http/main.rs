@@ -3,7 +3,9 @@
 //! client certificate), lists against serde_json serializing the same objects, and on etcd
 //! GETs, lists and creates against the raw etcd client on the same etcd; creates also against a
 //! bare HTTPS endpoint whose every POST is one put-if-absent (HTTPS in front of etcd, with no
-//! API server). Prints a Markdown table of the ratios (see BENCHMARKS.md).
+//! API server), with and without a watch open on its keys, and the CPU time each side costs
+//! etcd, the load generator and the serving process. Prints a Markdown table of the ratios
+//! (see BENCHMARKS.md).
 //!
 //! cargo bench -p widget-server --bench http
 //! APIARY_BENCH_OBJECTS=10000 APIARY_BENCH_SECONDS=3 cargo bench -p widget-server --bench http
@@ -35,26 +37,28 @@ fn section(name: &str) -> bool {
 }
 
 /// One side of the etcd create comparison: its creates, the time they took, etcd's WAL syncs,
-/// and the CPU time of etcd and of the process serving them (the raw client has none: it is
-/// the load generator).
+/// and the CPU time of etcd, of this process (the load generator, and the watcher where a side
+/// has one) and of the process serving them (none for the raw client).
 #[derive(Clone, Copy, Default)]
 struct Side {
     creates: usize,
     seconds: f64,
     syncs: f64,
     etcd_us: f64,
+    client_us: f64,
     serving_us: f64,
 }
 
 impl Side {
     /// Count one turn of `creates` done at `rate` per second, with the CPU time `spent` by
-    /// etcd and then (if measured) the serving process, and etcd's WAL `syncs`.
+    /// etcd, this process and then (if measured) the serving process, and etcd's WAL `syncs`.
     fn add(&mut self, creates: usize, (rate, spent): (f64, Vec<f64>), syncs: f64) {
         self.creates += creates;
         self.syncs += syncs;
         self.seconds += creates as f64 / rate;
         self.etcd_us += spent[0];
-        self.serving_us += spent.get(1).copied().unwrap_or_default();
+        self.client_us += spent[1];
+        self.serving_us += spent.get(2).copied().unwrap_or_default();
     }
 
     /// Creates per second over all its turns.
@@ -75,6 +79,11 @@ impl Side {
     /// The serving process's CPU time per create.
     fn serving_us(&self) -> f64 {
         self.serving_us / self.creates as f64
+    }
+
+    /// The CPU time per create of all three processes: what the machine's cores spent on it.
+    fn total_us(&self) -> f64 {
+        (self.etcd_us + self.client_us + self.serving_us) / self.creates as f64
     }
 }
 
@@ -303,32 +312,38 @@ async fn main() {
         // The bare endpoint answers each POST with one put-if-absent of its body: what HTTPS in
         // front of etcd costs with no API server at all, on the same cores.
         let bare = bare_endpoint(dir.path(), &Answer::EtcdCreate(endpoint.clone()), true);
-        let etcd_pid = etcd.pid().expect("etcd runs");
-        let (ours_pids, bare_pids, raw_pids) = ([etcd_pid, server.pid()], [etcd_pid, bare.pid()], [etcd_pid]);
-        // raw, watched (the raw client with a watch with previous values open on its keys), bare,
-        // ours; in this order for the first half, the reverse for the second.
-        let mut sides = [Side::default(); 4];
+        let (etcd_pid, me) = (etcd.pid().expect("etcd runs"), std::process::id());
+        let (ours_pids, bare_pids, raw_pids) =
+            ([etcd_pid, me, server.pid()], [etcd_pid, me, bare.pid()], [etcd_pid, me]);
+        // raw, watched (the raw client with a watch with previous values open on its keys),
+        // bare, bare watched (the bare endpoint with such a watch open on its keys: the least a
+        // server that keeps a watch cache adds), ours; in this order for the first half, the
+        // reverse for the second.
+        let mut sides = [Side::default(); 5];
         raw_creates(&endpoint, "/warm-up/", 0..count, size).await;
         for (turn, names) in [0..half, half..count].into_iter().enumerate() {
-            let order = if turn == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+            let order = if turn == 0 { [0, 1, 2, 3, 4] } else { [4, 3, 2, 1, 0] };
             for side in order {
                 let n = names.clone();
                 let syncs = wal_syncs(&endpoint).await;
+                let watch = match side {
+                    1 => Some(raw_watch(&endpoint, "/watched/").await),
+                    3 => Some(raw_watch(&endpoint, "/bare/").await),
+                    _ => None,
+                };
                 let measured = match side {
                     0 => with_cpu(&raw_pids, raw_creates(&endpoint, "/raw/", n, size)).await,
-                    1 => {
-                        let watch = raw_watch(&endpoint, "/watched/").await;
-                        let measured = with_cpu(&raw_pids, raw_creates(&endpoint, "/watched/", n, size)).await;
-                        watch.abort();
-                        measured
-                    }
-                    2 => with_cpu(&bare_pids, create_each(&bare.addr, &admin, n, "/bare", widget)).await,
+                    1 => with_cpu(&raw_pids, raw_creates(&endpoint, "/watched/", n, size)).await,
+                    2 | 3 => with_cpu(&bare_pids, create_each(&bare.addr, &admin, n, "/bare", widget)).await,
                     _ => with_cpu(&ours_pids, create_all(&addr, &admin, n)).await,
                 };
+                if let Some(watch) = watch {
+                    watch.abort();
+                }
                 sides[side].add(names.len(), measured, wal_syncs(&endpoint).await - syncs);
             }
         }
-        let [raw, watched, bare_side, ours] = sides;
+        let [raw, watched, bare_side, bare_watched, ours] = sides;
         row(
             "creates over HTTPS on etcd, 16 conns",
             format!("{:.0}/s", ours.rate()),
@@ -340,6 +355,12 @@ async fn main() {
             format!("{:.0}/s", bare_side.rate()),
             format!("raw put-if-absent: {:.0}/s", raw.rate()),
             bare_side.rate() / raw.rate(),
+        );
+        row(
+            "that bare endpoint, a watch open on its keys",
+            format!("{:.0}/s", bare_watched.rate()),
+            format!("raw put-if-absent: {:.0}/s", raw.rate()),
+            bare_watched.rate() / raw.rate(),
         );
         row(
             "creates over HTTPS on etcd, against that bare endpoint",
@@ -357,10 +378,11 @@ async fn main() {
             "etcd's CPU time per create, server in front",
             format!("{:.0} µs", ours.etcd_us()),
             format!(
-                "raw: {:.0} µs; watched: {:.0} µs; bare endpoint: {:.0} µs",
+                "raw: {:.0} µs; watched: {:.0} µs; bare: {:.0} µs; bare watched: {:.0} µs",
                 raw.etcd_us(),
                 watched.etcd_us(),
-                bare_side.etcd_us()
+                bare_side.etcd_us(),
+                bare_watched.etcd_us()
             ),
             ours.etcd_us() / raw.etcd_us(),
         );
@@ -368,10 +390,11 @@ async fn main() {
             "creates per etcd WAL sync (its batches), server in front",
             format!("{:.1}", ours.batch()),
             format!(
-                "raw: {:.1}; watched: {:.1}; bare endpoint: {:.1}",
+                "raw: {:.1}; watched: {:.1}; bare: {:.1}; bare watched: {:.1}",
                 raw.batch(),
                 watched.batch(),
-                bare_side.batch()
+                bare_side.batch(),
+                bare_watched.batch()
             ),
             ours.batch() / raw.batch(),
         );
@@ -380,6 +403,18 @@ async fn main() {
             format!("{:.0} µs", ours.serving_us()),
             format!("bare endpoint: {:.0} µs", bare_side.serving_us()),
             ours.serving_us() / bare_side.serving_us(),
+        );
+        row(
+            "CPU time per create of etcd, load generator and server together",
+            format!("{:.0} µs", ours.total_us()),
+            format!(
+                "raw: {:.0} µs; watched: {:.0} µs; bare: {:.0} µs; bare watched: {:.0} µs",
+                raw.total_us(),
+                watched.total_us(),
+                bare_side.total_us(),
+                bare_watched.total_us()
+            ),
+            ours.total_us() / raw.total_us(),
         );
         let (got, raw_gets) = paired(
             || get_rate(&addr, &admin, one, seconds, server.pid()),
