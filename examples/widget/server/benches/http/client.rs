@@ -95,6 +95,9 @@ pub(crate) async fn send(
 /// Operations before a rate is counted.
 const WARM_UP: Duration = Duration::from_millis(500);
 
+/// The collection every bench widget is created in and listed from.
+pub(crate) const WIDGETS: &str = "/apis/custom.example.com/v1/namespaces/default/widgets";
+
 /// A measured rate and what it cost the process serving it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Measured {
@@ -240,14 +243,7 @@ pub(crate) fn widget(i: usize) -> Value {
 
 /// Create widgets `names` (`w-000000`...) from `CONNECTIONS` connections; creates per second.
 pub(crate) async fn create_all(addr: &str, tls: &Arc<rustls::ClientConfig>, names: Range<usize>) -> f64 {
-    create_each(
-        addr,
-        tls,
-        names,
-        "/apis/custom.example.com/v1/namespaces/default/widgets",
-        widget,
-    )
-    .await
+    create_each(addr, tls, names, WIDGETS, widget).await
 }
 
 /// A v1alpha1 Widget (`a-000000`...), as the deprecated version's clients write them.
@@ -335,6 +331,25 @@ pub(crate) async fn best<F: std::future::Future<Output = ()>>(reps: usize, mut f
     best
 }
 
+/// The best of `reps` timings each of `a` and `b`, taken in turns (a, b, a, b...) so that what
+/// drifts during the run (etcd's background work, the machine) weighs on both alike.
+pub(crate) async fn best_in_turns<FA, FB>(
+    reps: usize,
+    mut a: impl FnMut() -> FA,
+    mut b: impl FnMut() -> FB,
+) -> (Duration, Duration)
+where
+    FA: std::future::Future<Output = ()>,
+    FB: std::future::Future<Output = ()>,
+{
+    let (mut first, mut second) = (Duration::MAX, Duration::MAX);
+    for _ in 0..reps {
+        first = first.min(best(1, &mut a).await);
+        second = second.min(best(1, &mut b).await);
+    }
+    (first, second)
+}
+
 /// A `kB` field of a process's `/proc/PID/status`.
 pub(crate) fn proc_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -358,7 +373,7 @@ pub(crate) struct Lists {
 pub(crate) async fn lists(server: &ServerProcess, tls: &Arc<rustls::ClientConfig>, count: usize) -> Lists {
     let addr = server.url.trim_start_matches("https://").to_string();
     let mut sender = connect(&addr, tls).await;
-    let path = "/apis/custom.example.com/v1/namespaces/default/widgets";
+    let path = WIDGETS;
     let (status, body) = send(&mut sender, "GET", path, "application/json", None).await;
     assert_eq!(status, 200);
     let items: Value = serde_json::from_slice::<Value>(&body).unwrap()["items"].take();

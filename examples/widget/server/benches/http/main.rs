@@ -16,10 +16,11 @@ mod references;
 
 use std::time::Duration;
 
+use apiary_runtime::testing::raw_etcd::{self, kv_client::KvClient};
 use apiary_runtime::testing::{EtcdProcess, ServerProcess};
 use client::{
-    alpha_widget, client_tls, connect, create_all, create_each, get_rate, list_times, lists, paired, send,
-    watch_fan_out, widget, with_cpu,
+    WIDGETS, alpha_widget, best_in_turns, client_tls, connect, create_all, create_each, get_rate, list_times, lists,
+    paired, send, watch_fan_out, widget, with_cpu,
 };
 use references::{Answer, bare_endpoint, raw_creates, raw_range, raw_watch, wal_syncs};
 
@@ -428,7 +429,19 @@ async fn main() {
             got.per_second / raw_gets.per_second,
         );
         let listed = lists(&server, &admin, count).await;
-        let raw_range = raw_range(&endpoint, "/raw/", count).await;
+        // The list and the raw range take turns: etcd's background work after the creates
+        // (its database commits) then weighs on both alike.
+        let sender = tokio::sync::Mutex::new(connect(&addr, &admin).await);
+        let range_client = KvClient::new(raw_etcd::channel(&endpoint).await);
+        let (listed_in_turns, raw_range) = best_in_turns(
+            5,
+            || async {
+                let (status, _) = send(&mut *sender.lock().await, "GET", WIDGETS, "application/json", None).await;
+                assert_eq!(status, 200);
+            },
+            || raw_range(range_client.clone(), "/raw/", count),
+        )
+        .await;
         row(
             &format!("LIST {count} on etcd"),
             ms(listed.json),
@@ -436,10 +449,10 @@ async fn main() {
             listed.json.as_secs_f64() / listed.serde.as_secs_f64(),
         );
         row(
-            &format!("LIST {count} on etcd, against the raw range"),
-            ms(listed.json),
+            &format!("LIST {count} on etcd, against the raw range (in turns)"),
+            ms(listed_in_turns),
             format!("raw paged range: {}", ms(raw_range)),
-            listed.json.as_secs_f64() / raw_range.as_secs_f64(),
+            listed_in_turns.as_secs_f64() / raw_range.as_secs_f64(),
         );
     }
 

@@ -5,7 +5,6 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use apiary_runtime::testing::raw_etcd::Channel;
 use apiary_runtime::testing::raw_etcd::kv_client::KvClient;
@@ -16,7 +15,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::CONNECTIONS;
-use super::client::{Measured, best, each_name, pem_certs, provider, rate};
+use super::client::{Measured, each_name, pem_certs, provider, rate};
 
 /// The argument that makes this benchmark's binary a bare endpoint (see [`bare_endpoint`]).
 pub(crate) const BARE: &str = "bare-endpoint";
@@ -241,31 +240,24 @@ pub(crate) async fn wal_syncs(endpoint: &str) -> f64 {
     line.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
-/// The best of five paged ranges (1,000 keys a page: one answer would pass gRPC's 4 MiB
-/// limit) over the `count` keys under `prefix`.
-pub(crate) async fn raw_range(endpoint: &str, prefix: &str, count: usize) -> Duration {
+/// A paged range of the `count` keys under `prefix` on `client`, 1,000 keys a page (one answer
+/// would pass gRPC's 4 MiB): the raw client's list.
+pub(crate) async fn raw_range(mut client: KvClient<Channel>, prefix: &str, count: usize) {
     use apiary_runtime::testing::raw_etcd as raw;
-    let client = raw::kv_client::KvClient::new(raw::channel(endpoint).await);
-    best(5, || {
-        let mut client = client.clone();
-        async move {
-            let (mut start, mut total) = (prefix.as_bytes().to_vec(), 0);
-            loop {
-                let page = raw::RangeRequest {
-                    key: start.clone(),
-                    limit: 1_000,
-                    ..raw::prefix(prefix)
-                };
-                let answer = client.range(page).await.unwrap().into_inner();
-                total += answer.kvs.len();
-                let Some(last) = answer.kvs.last() else { break };
-                start = [last.key.as_slice(), b"\0"].concat();
-                if !answer.more {
-                    break;
-                }
-            }
-            assert_eq!(total, count);
+    let (mut start, mut total) = (prefix.as_bytes().to_vec(), 0);
+    loop {
+        let page = raw::RangeRequest {
+            key: start.clone(),
+            limit: 1_000,
+            ..raw::prefix(prefix)
+        };
+        let answer = client.range(page).await.unwrap().into_inner();
+        total += answer.kvs.len();
+        let Some(last) = answer.kvs.last() else { break };
+        start = [last.key.as_slice(), b"\0"].concat();
+        if !answer.more {
+            break;
         }
-    })
-    .await
+    }
+    assert_eq!(total, count);
 }
