@@ -133,6 +133,10 @@ pub(super) enum Answer {
 pub(super) fn negotiate(headers: &HeaderMap, allow_table: bool, answer: Answer) -> ApiResult<Output> {
     let list = answer != Answer::Object;
     let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
+    // What most clients send needs no parsing.
+    if matches!(accept, "" | JSON | "*/*") {
+        return Ok(Output::Json);
+    }
     let media = parse_accept(accept);
     if media.is_empty() {
         return Ok(Output::Json);

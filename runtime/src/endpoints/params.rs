@@ -30,7 +30,7 @@ pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if let (Some(k), Some(v)) = (percent_decode(k, true), percent_decode(v, true)) {
-            map.entry(k).or_insert(v);
+            map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
         }
     }
     map

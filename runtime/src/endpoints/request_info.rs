@@ -2,6 +2,8 @@
 //! resource request (verb, group, version, resource, subresource, namespace, name) or a
 //! non-resource request (verb and path).
 
+use std::borrow::Cow;
+
 /// The attributes of one request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestInfo {
@@ -47,12 +49,12 @@ pub fn request_info_of(method: &str, path: &str, q: &std::collections::HashMap<S
     // each segment is percent-decoded once, here, for authorization, audit, handler and
     // storage key alike; a segment that does not decode stays as sent (and is refused by
     // `check_path_segments` for its '%').
-    let decoded: Vec<String> = path
+    let decoded: Vec<Cow<'_, str>> = path
         .trim_matches('/')
         .split('/')
-        .map(|p| percent_decode(p, false).unwrap_or_else(|| p.to_string()))
+        .map(|p| percent_decode(p, false).unwrap_or(Cow::Borrowed(p)))
         .collect();
-    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let parts: Vec<&str> = decoded.iter().map(|p| &**p).collect();
     let (group, version, rest) = match parts.as_slice() {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -106,11 +108,12 @@ pub fn request_info_of(method: &str, path: &str, q: &std::collections::HashMap<S
 }
 
 /// Percent-decode a path segment or (with `plus_as_space`) a query component; `None` when an
-/// escape is malformed or the bytes are not UTF-8.
-pub fn percent_decode(s: &str, plus_as_space: bool) -> Option<String> {
+/// escape is malformed or the bytes are not UTF-8. Borrowed when there is nothing to decode,
+/// as in nearly every request.
+pub fn percent_decode(s: &str, plus_as_space: bool) -> Option<Cow<'_, str>> {
     let bytes = s.as_bytes();
     if !bytes.iter().any(|&b| b == b'%' || (plus_as_space && b == b'+')) {
-        return Some(s.to_string());
+        return Some(Cow::Borrowed(s));
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -131,7 +134,7 @@ pub fn percent_decode(s: &str, plus_as_space: bool) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Why `segment` cannot be a name or namespace in a path (k8s.io/apimachinery's

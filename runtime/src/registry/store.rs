@@ -81,10 +81,16 @@ impl Store {
     }
 
     fn key(&self, namespace: Option<&str>, name: &str) -> String {
-        match namespace {
-            Some(ns) if self.meta.namespaced() => format!("{}{ns}/{name}", self.prefix),
-            _ => format!("{}{name}", self.prefix),
+        // Pushed, not `format!`ted: every request that names an object builds one.
+        let namespace = namespace.filter(|_| self.meta.namespaced());
+        let mut key = String::with_capacity(self.prefix.len() + namespace.map_or(0, |n| n.len() + 1) + name.len());
+        key.push_str(&self.prefix);
+        if let Some(ns) = namespace {
+            key.push_str(ns);
+            key.push('/');
         }
+        key.push_str(name);
+        key
     }
 
     pub(super) fn list_prefix(&self, namespace: Option<&str>) -> String {
