@@ -40,8 +40,8 @@ pub struct Writer<'a> {
     pub subresource: &'a str,
     /// `group/version`.
     pub api_version: String,
-    /// The resource's structural schema.
-    pub schema: &'a Value,
+    /// The resource's structural schema, compiled for field sets.
+    pub schema: &'a fieldset::Schema,
     /// The kind's other versions, when it has any: managers who wrote at another version
     /// see a write as their version has it.
     pub codec: Option<&'a Codec>,
@@ -448,13 +448,13 @@ mod tests {
 
     /// A resource whose spec has a list-map of ports, an atomic list, a set, a map and a
     /// scalar; and status.
-    fn schema() -> Value {
+    fn schema() -> fieldset::Schema {
         let mut schema = fieldset::tests::schema();
         schema["properties"]["status"] = json!({"type": "object", "properties": {"ready": {"type": "integer"}}});
-        schema
+        fieldset::Schema::new(&schema)
     }
 
-    pub(super) fn writer<'a>(manager: &'a str, subresource: &'a str, schema: &'a Value) -> Writer<'a> {
+    pub(super) fn writer<'a>(manager: &'a str, subresource: &'a str, schema: &'a fieldset::Schema) -> Writer<'a> {
         Writer {
             manager,
             subresource,
@@ -476,7 +476,7 @@ mod tests {
     /// every list type, empty and schemaless parts, server-set metadata and each subresource.
     #[test]
     fn a_create_records_what_the_field_set_route_records() {
-        let s = json!({"type": "object", "properties": {
+        let s = fieldset::Schema::new(&json!({"type": "object", "properties": {
             "apiVersion": {"type": "string"}, "kind": {"type": "string"},
             "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
             "spec": {"type": "object", "properties": {
@@ -493,7 +493,7 @@ mod tests {
             }},
             "status": {"type": "object", "properties": {"ready": {"type": "integer"}}},
             "members": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
-        }});
+        }}));
         let objects = [
             json!({}),
             json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "a", "uid": "u", "generation": 1}}),

@@ -203,7 +203,7 @@ impl Store {
             manager: options.manager(),
             subresource: options.subresource,
             api_version: self.meta.api_version(),
-            schema: &self.admission.schema,
+            schema: &self.admission.fields,
             codec: self.codec.converts().then_some(&self.codec),
         }
     }

@@ -109,7 +109,9 @@ pub struct Admission {
     strategy: Arc<dyn Strategy>,
     validator: Validator,
     rules: Option<crate::schema::cel::Rules>,
-    pub(super) schema: Value,
+    schema: Value,
+    /// The schema compiled for managedFields' field sets.
+    pub(super) fields: super::fieldset::Schema,
 }
 
 impl Admission {
@@ -133,6 +135,7 @@ impl Admission {
             strategy,
             validator,
             rules,
+            fields: super::fieldset::Schema::new(&schema),
             schema,
         })
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
+use super::fieldset::Schema;
 use super::{Store, TypedStrategy};
 use crate::resource::{ApiResource, ResourceMeta};
 use crate::storage::WatchCache;
@@ -41,7 +42,8 @@ struct Version {
     api_version: String,
     to_storage: Convert,
     from_storage: Convert,
-    schema: Arc<Value>,
+    /// Its schema, compiled for field sets.
+    schema: Arc<Schema>,
 }
 
 /// Every version of one kind the server knows, shared by the stores that serve them.
@@ -85,7 +87,7 @@ impl Versions {
             api_version: meta.api_version(),
             to_storage: T::to_storage,
             from_storage: T::from_storage,
-            schema: Arc::new(schema),
+            schema: Arc::new(Schema::new(&schema)),
         });
         Ok(())
     }
@@ -219,7 +221,7 @@ impl Codec {
 
     /// `object` (at the served version) as `api_version` has it, with that version's schema:
     /// what a manager who wrote at `api_version` sees, for its managedFields.
-    pub fn view(&self, object: &Value, api_version: &str) -> Option<(Value, Arc<Value>)> {
+    pub fn view(&self, object: &Value, api_version: &str) -> Option<(Value, Arc<Schema>)> {
         let schema = self.versions.find(api_version, |v| v.schema.clone())?;
         let converted = self.versions.convert(object.clone(), api_version).ok()?;
         Some((converted, schema))

@@ -4,12 +4,12 @@
 
 use serde_json::{Map, Value};
 
-use super::{Element, FieldSet, Path, Visit, walk};
+use super::{Element, FieldSet, Path, Schema, Visit, walk};
 
 /// `FieldsV1` of the paths `value` sets, as `to_fields_v1(&paths(value, schema))` but in one
 /// walk without building the set, keeping a path only when `keep` accepts its first field and
 /// its second element (when that is a field).
-pub fn fields_v1_of(value: &Value, schema: &Value, keep: impl Fn(&str, Option<&str>) -> bool) -> Value {
+pub fn fields_v1_of(value: &Value, schema: &Schema, keep: impl Fn(&str, Option<&str>) -> bool) -> Value {
     /// A trie node being built: its member name, members so far, and whether it is in the set.
     struct Node {
         name: String,

@@ -4,12 +4,14 @@
 //! the merge and removal that server-side apply is built on.
 
 use std::collections::BTreeSet;
-use std::sync::LazyLock;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 mod fields_v1;
+mod schema;
 pub use fields_v1::{fields_v1_of, from_fields_v1, to_fields_v1};
+pub use schema::Schema;
+use schema::Shape;
 
 /// One step of a path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,98 +30,6 @@ pub type Path = Vec<Element>;
 /// A set of paths.
 pub type FieldSet = BTreeSet<Path>;
 
-/// How a node's children are merged, from its schema.
-#[derive(Clone, Debug, PartialEq)]
-enum Shape {
-    Struct,
-    Map,
-    ListMap(Vec<String>),
-    ListSet,
-    Atomic,
-}
-
-/// The schema of `metadata` as far as ownership goes (ObjectMeta is referenced, not inlined).
-static METADATA: LazyLock<Value> = LazyLock::new(|| {
-    json!({"type": "object", "properties": {
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-        "finalizers": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
-        "ownerReferences": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["uid"],
-            "items": {"type": "object", "properties": {}}},
-    }})
-});
-/// The schema of a field the schema does not describe: atomic.
-static UNKNOWN: LazyLock<Value> = LazyLock::new(|| json!({}));
-/// The schema of anything inside a schemaless (preserve-unknown-fields) object.
-static SCHEMALESS: LazyLock<Value> = LazyLock::new(|| json!({"x-kubernetes-preserve-unknown-fields": true}));
-
-/// `schema`, or the metadata schema it refers to.
-fn resolve(schema: &Value) -> &Value {
-    if schema.get("$ref").is_some() {
-        &METADATA
-    } else {
-        schema
-    }
-}
-
-fn shape(schema: &Value) -> Shape {
-    match schema.get("type").and_then(Value::as_str) {
-        Some("object") if schema.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic") => {
-            Shape::Atomic
-        }
-        Some("object") if schema.get("properties").is_some() => Shape::Struct,
-        Some("object") => Shape::Map,
-        Some("array") => match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
-            Some("map") => Shape::ListMap(
-                schema
-                    .get("x-kubernetes-list-map-keys")
-                    .and_then(Value::as_array)
-                    .map(|k| k.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default(),
-            ),
-            Some("set") => Shape::ListSet,
-            _ => Shape::Atomic,
-        },
-        // Schemaless (preserve-unknown-fields) objects are granular maps of anything.
-        None if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => Shape::Map,
-        _ => Shape::Atomic,
-    }
-}
-
-/// The schema of `field` inside a struct or map.
-fn child<'a>(schema: &'a Value, field: &str) -> &'a Value {
-    Fields::of(schema).get(field)
-}
-
-/// Where the fields of one struct or map find their schemas: read once for all its fields.
-struct Fields<'a> {
-    schema: &'a Value,
-    properties: Option<&'a Map<String, Value>>,
-}
-
-impl<'a> Fields<'a> {
-    fn of(schema: &'a Value) -> Self {
-        let schema = resolve(schema);
-        let properties = schema.get("properties").and_then(Value::as_object);
-        Fields { schema, properties }
-    }
-
-    fn get(&self, field: &str) -> &'a Value {
-        if let Some(p) = self.properties.and_then(|p| p.get(field)) {
-            return resolve(p);
-        }
-        match self.schema.get("additionalProperties") {
-            Some(a) if a.is_object() => a,
-            _ if self.schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => &SCHEMALESS,
-            _ => &UNKNOWN,
-        }
-    }
-}
-
-fn items(schema: &Value) -> &Value {
-    schema.get("items").unwrap_or(&UNKNOWN)
-}
-
 /// The key of a list-map item: its key fields as canonical JSON.
 fn key_of(item: &Value, keys: &[String]) -> String {
     let mut key = Map::new();
@@ -132,7 +42,7 @@ fn key_of(item: &Value, keys: &[String]) -> String {
 }
 
 /// The paths `value` sets: leaves, maps and list-map items (as SMD's ToFieldSet).
-pub fn paths(value: &Value, schema: &Value) -> FieldSet {
+pub fn paths(value: &Value, schema: &Schema) -> FieldSet {
     /// Collected first: building the set from a (mostly sorted) list beats inserting one by one.
     struct Collect {
         path: Path,
@@ -169,22 +79,21 @@ trait Visit {
 
 /// Walk the paths `value` sets (the one place that reads structs, maps, list-maps and sets
 /// from the schema for a field set).
-fn walk(value: &Value, schema: &Value, root: bool, visit: &mut impl Visit) {
-    let schema = resolve(schema);
-    match (shape(schema), value) {
+fn walk(value: &Value, schema: &Schema, root: bool, visit: &mut impl Visit) {
+    match (&schema.shape, value) {
         (shape @ (Shape::Struct | Shape::Map), Value::Object(map)) => {
-            if !root && (shape == Shape::Map || map.is_empty()) {
+            if !root && (*shape == Shape::Map || map.is_empty()) {
                 visit.member();
             }
-            walk_fields(map, &Fields::of(schema), visit);
+            walk_fields(map, schema, visit);
         }
         (Shape::ListMap(keys), Value::Array(list)) => {
-            let fields = Fields::of(items(schema));
+            let items = schema.items();
             for item in list {
-                visit.enter(Element::Key(key_of(item, &keys)));
+                visit.enter(Element::Key(key_of(item, keys)));
                 visit.member();
                 if let Value::Object(map) = item {
-                    walk_fields(map, &fields, visit);
+                    walk_fields(map, items, visit);
                 }
                 visit.leave();
             }
@@ -205,28 +114,27 @@ fn walk(value: &Value, schema: &Value, root: bool, visit: &mut impl Visit) {
 }
 
 /// Walk each field of a struct, map or list-map item.
-fn walk_fields(map: &Map<String, Value>, fields: &Fields<'_>, visit: &mut impl Visit) {
+fn walk_fields(map: &Map<String, Value>, schema: &Schema, visit: &mut impl Visit) {
     for (k, v) in map {
         visit.enter(Element::Field(k.clone()));
-        walk(v, fields.get(k), false, visit);
+        walk(v, schema.field(k), false, visit);
         visit.leave();
     }
 }
 
 /// The value at `path` in `value`, if any.
-pub fn value_at<'a>(value: &'a Value, schema: &Value, path: &[Element]) -> Option<&'a Value> {
+pub fn value_at<'a>(value: &'a Value, schema: &Schema, path: &[Element]) -> Option<&'a Value> {
     let Some((first, rest)) = path.split_first() else {
         return Some(value);
     };
-    let schema = resolve(schema);
     match (first, value) {
-        (Element::Field(f), Value::Object(map)) => value_at(map.get(f)?, child(schema, f), rest),
+        (Element::Field(f), Value::Object(map)) => value_at(map.get(f)?, schema.field(f), rest),
         (Element::Key(k), Value::Array(list)) => {
-            let Shape::ListMap(keys) = shape(schema) else {
+            let Shape::ListMap(keys) = &schema.shape else {
                 return None;
             };
-            let item = list.iter().find(|i| key_of(i, &keys) == *k)?;
-            value_at(item, items(schema), rest)
+            let item = list.iter().find(|i| key_of(i, keys) == *k)?;
+            value_at(item, schema.items(), rest)
         }
         (Element::Value(v), Value::Array(list)) => list.iter().find(|i| i.to_string() == *v),
         _ => None,
@@ -235,23 +143,22 @@ pub fn value_at<'a>(value: &'a Value, schema: &Value, path: &[Element]) -> Optio
 
 /// `applied` merged into `live`: structs and granular maps field by field, list-maps item by
 /// key, sets by union; everything else is replaced.
-pub fn merge(live: Option<&Value>, applied: &Value, schema: &Value) -> Value {
-    let schema = resolve(schema);
-    match (shape(schema), live, applied) {
+pub fn merge(live: Option<&Value>, applied: &Value, schema: &Schema) -> Value {
+    match (&schema.shape, live, applied) {
         (Shape::Struct | Shape::Map, Some(Value::Object(live)), Value::Object(applied)) => {
             let mut out = live.clone();
             for (k, v) in applied {
-                let merged = merge(live.get(k), v, child(schema, k));
+                let merged = merge(live.get(k), v, schema.field(k));
                 out.insert(k.clone(), merged);
             }
             Value::Object(out)
         }
         (Shape::ListMap(keys), Some(Value::Array(live)), Value::Array(applied)) => {
-            let item_schema = items(schema);
+            let item_schema = schema.items();
             let mut out = live.clone();
             for item in applied {
-                let key = key_of(item, &keys);
-                match out.iter_mut().find(|i| key_of(i, &keys) == key) {
+                let key = key_of(item, keys);
+                match out.iter_mut().find(|i| key_of(i, keys) == key) {
                     Some(existing) => *existing = merge(Some(existing), item, item_schema),
                     None => out.push(item.clone()),
                 }
@@ -269,41 +176,40 @@ pub fn merge(live: Option<&Value>, applied: &Value, schema: &Value) -> Value {
 
 /// Remove the fields at `paths` from `value` (an item before its fields, which identify it);
 /// containers a removal empties are removed too.
-pub fn remove(value: &mut Value, schema: &Value, paths: &FieldSet) {
+pub fn remove(value: &mut Value, schema: &Schema, paths: &FieldSet) {
     for path in paths {
         remove_one(value, schema, path);
     }
 }
 
-fn remove_one(value: &mut Value, schema: &Value, path: &[Element]) -> bool {
+fn remove_one(value: &mut Value, schema: &Schema, path: &[Element]) -> bool {
     let Some((first, rest)) = path.split_first() else {
         return false;
     };
-    let schema = resolve(schema);
     match (first, value) {
         (Element::Field(f), Value::Object(map)) => {
             if rest.is_empty() {
                 return map.remove(f).is_some();
             }
             let Some(inner) = map.get_mut(f) else { return false };
-            let removed = remove_one(inner, child(schema, f), rest);
+            let removed = remove_one(inner, schema.field(f), rest);
             if removed && is_empty(inner) {
                 map.remove(f);
             }
             removed
         }
         (Element::Key(k), Value::Array(list)) => {
-            let Shape::ListMap(keys) = shape(schema) else {
+            let Shape::ListMap(keys) = &schema.shape else {
                 return false;
             };
-            let Some(at) = list.iter().position(|i| key_of(i, &keys) == *k) else {
+            let Some(at) = list.iter().position(|i| key_of(i, keys) == *k) else {
                 return false;
             };
             if rest.is_empty() {
                 list.remove(at);
                 return true;
             }
-            remove_one(&mut list[at], items(schema), rest)
+            remove_one(&mut list[at], schema.items(), rest)
         }
         (Element::Value(v), Value::Array(list)) => {
             let before = list.len();
@@ -319,7 +225,7 @@ fn is_empty(value: &Value) -> bool {
 }
 
 /// The paths of `new` whose values differ from `old`'s (what an update changed).
-pub fn changed(old: &Value, new: &Value, schema: &Value) -> FieldSet {
+pub fn changed(old: &Value, new: &Value, schema: &Schema) -> FieldSet {
     paths(new, schema)
         .into_iter()
         .filter(|p| {
@@ -357,6 +263,7 @@ pub fn display(path: &[Element]) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A deployment-like schema: a struct spec with an atomic list, a set and a list-map.
     pub(in crate::registry) fn schema() -> Value {
@@ -381,7 +288,7 @@ pub(super) mod tests {
     fn paths_follow_the_schema() {
         let object = json!({"metadata": {"labels": {"app": "a"}}, "spec": {
             "replicas": 2, "args": ["x", "y"], "tags": ["t"], "ports": [{"name": "http", "port": 80}], "settings": {"k": "v"}}});
-        let set = paths(&object, &schema());
+        let set = paths(&object, &Schema::new(&schema()));
         let http = Element::Key(r#"{"name":"http"}"#.into());
         let expected: FieldSet = [
             vec![f("metadata"), f("labels")],
@@ -415,7 +322,7 @@ pub(super) mod tests {
         let live = json!({"spec": {"replicas": 1, "args": ["a"], "tags": ["t1"],
             "ports": [{"name": "http", "port": 80}, {"name": "metrics", "port": 9090}]}});
         let applied = json!({"spec": {"args": ["b"], "tags": ["t2"], "ports": [{"name": "http", "port": 8080}]}});
-        let merged = merge(Some(&live), &applied, &schema());
+        let merged = merge(Some(&live), &applied, &Schema::new(&schema()));
         assert_eq!(
             merged,
             json!({"spec": {"replicas": 1, "args": ["b"], "tags": ["t1", "t2"],
@@ -436,7 +343,7 @@ pub(super) mod tests {
         ]
         .into_iter()
         .collect();
-        remove(&mut object, &schema(), &gone);
+        remove(&mut object, &Schema::new(&schema()), &gone);
         assert_eq!(object, json!({"spec": {"replicas": 1}}));
     }
 
@@ -444,7 +351,7 @@ pub(super) mod tests {
     fn changes_and_display() {
         let old = json!({"spec": {"replicas": 1, "ports": [{"name": "http", "port": 80}]}});
         let new = json!({"spec": {"replicas": 2, "ports": [{"name": "http", "port": 80}]}});
-        let diff = changed(&old, &new, &schema());
+        let diff = changed(&old, &new, &Schema::new(&schema()));
         assert_eq!(diff, [vec![f("spec"), f("replicas")]].into_iter().collect());
         let path = vec![
             f("spec"),
