@@ -128,7 +128,7 @@ impl Admission {
             ));
         }
         check_paths(&meta, &schema)?;
-        let validator = Validator::new(schema.clone())?;
+        let validator = Validator::new(&schema)?;
         let rules = crate::schema::cel::Rules::new(&meta, &schema)?;
         Ok(Admission {
             meta,
