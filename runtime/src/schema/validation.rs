@@ -166,33 +166,21 @@ fn check(schema: &Node, value: &Value, path: &mut String, errors: &mut Vec<Field
         }
     }
     if let Some(n) = value.as_f64() {
-        if let Some((min, exclusive)) = schema.minimum
-            && (n < min || (exclusive && n == min))
-        {
-            let op = if exclusive {
-                "greater than"
-            } else {
-                "greater than or equal to"
-            };
-            errors.push(FieldError::invalid(
-                display(path),
-                value,
-                format!("{} in body should be {op} {}", display(path), fmt_num(min)),
-            ));
-        }
-        if let Some((max, exclusive)) = schema.maximum
-            && (n > max || (exclusive && n == max))
-        {
-            let op = if exclusive {
-                "less than"
-            } else {
-                "less than or equal to"
-            };
-            errors.push(FieldError::invalid(
-                display(path),
-                value,
-                format!("{} in body should be {op} {}", display(path), fmt_num(max)),
-            ));
+        for (bound, low) in [(schema.minimum, true), (schema.maximum, false)] {
+            let Some((limit, exclusive)) = bound else { continue };
+            if (if low { n < limit } else { n > limit }) || (exclusive && n == limit) {
+                let op = match (low, exclusive) {
+                    (true, true) => "greater than",
+                    (true, false) => "greater than or equal to",
+                    (false, true) => "less than",
+                    (false, false) => "less than or equal to",
+                };
+                errors.push(FieldError::invalid(
+                    display(path),
+                    value,
+                    format!("{} in body should be {op} {}", display(path), fmt_num(limit)),
+                ));
+            }
         }
     }
     if let Some(s) = value.as_str() {
@@ -399,6 +387,26 @@ mod tests {
             v.validate(&json!({"spec": {"image": "nginx:1.25", "replicas": 3}}))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn exclusive_bounds_exclude_the_bound_itself() {
+        let v = Validator::new(&json!({"type": "object", "properties": {"ratio": {"type": "number",
+            "minimum": 0, "exclusiveMinimum": true, "maximum": 1.5, "exclusiveMaximum": true}}}))
+        .unwrap();
+        let message = |ratio: Value| {
+            let errors = v.validate(&json!({"ratio": ratio}));
+            errors.first().map(|e| e.message.clone())
+        };
+        assert_eq!(
+            message(json!(0)).as_deref(),
+            Some("Invalid value: 0: ratio in body should be greater than 0")
+        );
+        assert_eq!(
+            message(json!(1.5)).as_deref(),
+            Some("Invalid value: 1.5: ratio in body should be less than 1.5")
+        );
+        assert_eq!(message(json!(0.5)), None);
     }
 
     #[test]
