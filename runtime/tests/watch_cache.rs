@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use apiary_runtime::storage::cache::Change;
 use apiary_runtime::storage::{
     Census, Engine, EventKind, EventStream, Freshness, KeyValue, RangeRequest, RangeResponse, Revision, Storage,
     StorageError, WatchCache,
@@ -84,9 +83,7 @@ impl Storage for Counting {
     }
 }
 
-async fn next<S: Stream<Item = Result<Arc<Change>, StorageError>> + Unpin>(
-    s: &mut S,
-) -> Result<Arc<Change>, StorageError> {
+async fn next<T, S: Stream<Item = Result<T, StorageError>> + Unpin>(s: &mut S) -> Result<T, StorageError> {
     tokio::time::timeout(Duration::from_secs(10), s.next())
         .await
         .expect("an event in time")
@@ -484,7 +481,7 @@ async fn the_cache_fills_in_what_etcd_follows_without() {
     let deleted = cache.delete("/r/k", updated.mod_revision).await.unwrap();
     let mut bare = Vec::new();
     for _ in 0..3 {
-        bare.push(next_event(&mut followed).await);
+        bare.push(next(&mut followed).await.unwrap());
     }
     assert!(bare.iter().all(|e| e.prev.is_none()), "{bare:?}");
     assert!(bare[2].kv.value.is_empty(), "{:?}", bare[2]);
@@ -506,14 +503,6 @@ async fn the_cache_fills_in_what_etcd_follows_without() {
     // The same as the backend's own watch with previous values says.
     let mut watched = backend.watch("/r/", start).await.unwrap();
     for change in [&put, &update, &delete] {
-        assert_eq!(next_event(&mut watched).await, change.event);
+        assert_eq!(next(&mut watched).await.unwrap(), change.event);
     }
-}
-
-async fn next_event(stream: &mut EventStream) -> apiary_runtime::storage::Event {
-    tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("an event in time")
-        .expect("the stream goes on")
-        .unwrap()
 }

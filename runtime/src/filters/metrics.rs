@@ -356,15 +356,10 @@ impl Drop for GaugeGuard {
 pub struct InstrumentedStorage {
     inner: Arc<dyn Storage>,
     /// One histogram per [`Operation`], looked up once: a call then hashes no labels.
-    timers: [Histogram; OPERATIONS.len()],
+    timers: [Histogram; Operation::ALL.len()],
 }
 
-/// The storage operations timed, in the order of [`Operation`].
-const OPERATIONS: [&str; 9] = [
-    "get", "list", "create", "update", "delete", "watch", "revision", "census", "count",
-];
-
-/// A storage operation: its `operation` label is [`OPERATIONS`] at its index.
+/// A storage operation, timed under its `operation` label.
 #[derive(Clone, Copy)]
 enum Operation {
     Get,
@@ -378,12 +373,41 @@ enum Operation {
     Count,
 }
 
+impl Operation {
+    /// Every operation, each at its own index.
+    const ALL: [Operation; 9] = [
+        Operation::Get,
+        Operation::List,
+        Operation::Create,
+        Operation::Update,
+        Operation::Delete,
+        Operation::Watch,
+        Operation::Revision,
+        Operation::Census,
+        Operation::Count,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::List => "list",
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::Watch => "watch",
+            Operation::Revision => "revision",
+            Operation::Census => "census",
+            Operation::Count => "count",
+        }
+    }
+}
+
 impl InstrumentedStorage {
     /// Time `inner`'s calls under the label `backend`.
     pub fn new(inner: Arc<dyn Storage>, backend: &'static str, metrics: Arc<Metrics>) -> Self {
         InstrumentedStorage {
             inner,
-            timers: OPERATIONS.map(|operation| metrics.storage.with_label_values(&[backend, operation])),
+            timers: Operation::ALL.map(|op| metrics.storage.with_label_values(&[backend, op.label()])),
         }
     }
 

@@ -111,7 +111,7 @@ pub struct Admission {
     rules: Option<crate::schema::cel::Rules>,
     schema: Value,
     /// The schema compiled for managedFields' field sets.
-    pub(super) fields: super::fieldset::Schema,
+    pub(super) fields: Arc<super::fieldset::Schema>,
 }
 
 impl Admission {
@@ -135,7 +135,7 @@ impl Admission {
             strategy,
             validator,
             rules,
-            fields: super::fieldset::Schema::new(&schema),
+            fields: Arc::new(super::fieldset::Schema::new(&schema)),
             schema,
         })
     }

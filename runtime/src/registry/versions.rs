@@ -28,7 +28,7 @@ impl Store {
             Some(sibling) => sibling.versions(),
             None => Versions::new(&T::META),
         };
-        versions.add::<T>(store.schema())?;
+        versions.add::<T>(store.admission.fields.clone())?;
         Ok(store.with_codec(Codec::new(T::META.api_version(), versions)))
     }
 }
@@ -67,7 +67,7 @@ impl Versions {
     }
 
     /// Know `T`'s version; an error when it names another storage version or is known already.
-    pub fn add<T: ApiResource>(&self, schema: Value) -> Result<(), String> {
+    pub fn add<T: ApiResource>(&self, schema: Arc<Schema>) -> Result<(), String> {
         let meta = T::META;
         if meta.storage_api_version() != self.storage {
             return Err(format!(
@@ -87,7 +87,7 @@ impl Versions {
             api_version: meta.api_version(),
             to_storage: T::to_storage,
             from_storage: T::from_storage,
-            schema: Arc::new(Schema::new(&schema)),
+            schema,
         });
         Ok(())
     }

@@ -16,7 +16,6 @@ pub struct Validator {
 
 /// One schema node with its keywords read once, so that checking an object looks up one field
 /// name per step instead of every keyword at every node.
-#[derive(Default)]
 struct Node {
     /// A `$ref` (to ObjectMeta): checked elsewhere.
     reference: bool,
