@@ -105,15 +105,15 @@ impl ApiError {
     }
 
     /// 403 Forbidden for an admission denial, as kube-apiserver words it:
-    /// `widgets.g "name" is forbidden: <reason>`.
+    /// `widgets.g "name" is forbidden: <reason>` (`widgets.g is forbidden: …` without a name).
     pub fn forbidden(meta: &ResourceMeta, name: &str, reason: impl std::fmt::Display) -> Self {
+        let message = match name {
+            "" => format!("{} is forbidden: {reason}", meta.group_resource()),
+            name => format!("{} \"{name}\" is forbidden: {reason}", meta.group_resource()),
+        };
         ApiError {
             details: Some(json!({"name": name, "group": meta.group, "kind": meta.plural})),
-            ..Self::new(
-                403,
-                "Forbidden",
-                format!("{} \"{name}\" is forbidden: {reason}", meta.group_resource()),
-            )
+            ..Self::new(403, "Forbidden", message)
         }
     }
 

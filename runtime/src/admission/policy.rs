@@ -356,7 +356,15 @@ impl Plugin for ValidatingPolicies {
                 continue;
             };
             if let Decision::Deny(code, reason, message) = self.judge(&policy, &binding, a, object, &shared).await? {
-                return Err(ApiError::new(code, reason, message));
+                // As upstream's dispatcher: admission's Forbidden wording, the policy's reason
+                // and code, and the denial again as the one cause.
+                let mut denied = ApiError::forbidden(a.meta, a.name, &message);
+                denied.code = code;
+                denied.reason = reason;
+                if let Some(details) = denied.details.as_mut() {
+                    details["causes"] = serde_json::json!([{"message": message}]);
+                }
+                return Err(denied);
             }
         }
         Ok(())

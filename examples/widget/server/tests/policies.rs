@@ -199,7 +199,7 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
     assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"), "{error}");
     assert_eq!(
         status.message,
-        "ValidatingAdmissionPolicy 'odd' with binding 'odd-binding' denied request: prefer an even number of replicas"
+        r#"widgets.custom.example.com "odd-kube" is forbidden: ValidatingAdmissionPolicy 'odd' with binding 'odd-binding' denied request: prefer an even number of replicas"#
     );
 
     // A broken expression: failurePolicy decides.
