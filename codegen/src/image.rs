@@ -30,6 +30,24 @@ pub fn recorded_digest(deploy: &Path) -> Option<String> {
 /// Build the binary `bin` of the workspace at `root` with `features`; its path.
 pub fn build(root: &Path, bin: &str, features: &[String], release: bool) -> Result<PathBuf, String> {
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // What `cargo run` sets for the running xtask describes the xtask, not this build; left in,
+    // build scripts that watch such variables (ring's CARGO_PKG_*) would be rebuilt here and
+    // again by the next `cargo xtask`, a minute of the edit-run loop each way.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let describes_xtask = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if describes_xtask {
+            cargo.env_remove(name.as_ref());
+        }
+    }
     cargo
         .current_dir(root)
         .args(["build", "--bin", bin, "--message-format=json-render-diagnostics"]);
