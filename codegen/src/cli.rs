@@ -34,6 +34,25 @@ enum Task {
     New(New),
     /// Build the server in release mode into an OCI image (no daemon) and pin the workload to it.
     Image(Image),
+    /// Run the server behind a real kube-apiserver on this machine (`up`), or stop it (`down`).
+    #[command(subcommand)]
+    Cluster(ClusterTask),
+}
+
+#[derive(clap::Subcommand)]
+enum ClusterTask {
+    /// Start etcd, kube-apiserver and kube-controller-manager (built from source with Go and
+    /// cached), then the server, registered with its generated APIServices; wait until they are
+    /// Available and print `export KUBECONFIG=…` last. The processes keep running.
+    Up {
+        /// Where the server stores its objects.
+        #[arg(long, value_enum, default_value_t = crate::cluster::Storage::Embedded)]
+        storage: crate::cluster::Storage,
+    },
+    /// Stop what `up` started.
+    Down,
+    /// Build the real components (or find them in the cache) and print their paths.
+    Build,
 }
 
 #[derive(clap::Args)]
@@ -101,7 +120,7 @@ enum Part {
 /// the client crate to `client` (paths are shown relative to `root`); exits on failure.
 pub fn main(project: &Project, root: &Path, deploy: &Path, client: &Path) {
     if let Err(e) = run(project, root, deploy, client) {
-        eprintln!("xtask generate: {e}");
+        eprintln!("xtask: {e}");
         std::process::exit(1);
     }
 }
@@ -111,6 +130,29 @@ fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(
         Task::Generate(args) => args,
         Task::New(args) => return new(args),
         Task::Image(args) => return image(project, root, deploy, args),
+        Task::Cluster(ClusterTask::Up { storage }) => {
+            let kubeconfig = crate::cluster::up(project, root, deploy, storage)?;
+            println!("export KUBECONFIG={}", kubeconfig.display());
+            return Ok(());
+        }
+        Task::Cluster(ClusterTask::Build) => {
+            let binaries = apiary_cluster::Binaries::ensure().map_err(|e| e.to_string())?;
+            for path in [
+                &binaries.kube_apiserver,
+                &binaries.kube_controller_manager,
+                &binaries.kubectl,
+                &binaries.etcd,
+            ] {
+                println!("{}", path.display());
+            }
+            return Ok(());
+        }
+        Task::Cluster(ClusterTask::Down) => {
+            for name in crate::cluster::down(root)? {
+                println!("stopped   {name}");
+            }
+            return Ok(());
+        }
     };
     let (deploy, client) = match &args.out {
         Some(out) => (out.join("deploy"), out.join("client")),

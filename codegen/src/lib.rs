@@ -18,6 +18,7 @@
 pub mod certs;
 pub mod cli;
 mod client;
+pub mod cluster;
 pub mod image;
 mod manifests;
 pub mod scaffold;
