@@ -277,11 +277,7 @@ impl ServerProcess {
 
     /// A kubectl of a given version pointed at this server.
     pub fn kubectl(&self, version: &str) -> Kubectl {
-        Kubectl {
-            binary: format!("{KUBECTL_DIR}/kubectl.{version}"),
-            kubeconfig: self.kubeconfig.clone(),
-            home: self.dir.join(format!("home-{version}")),
-        }
+        Kubectl::version(version, &self.kubeconfig, &self.dir.join(format!("home-{version}")))
     }
 
     /// Ask the process to stop (SIGTERM, as Kubernetes does) and wait up to `within` for it
@@ -342,6 +338,20 @@ impl Run {
 }
 
 impl Kubectl {
+    /// The kubectl at `binary` using `kubeconfig`, its discovery cache under `home`.
+    pub fn new(binary: &Path, kubeconfig: &Path, home: &Path) -> Kubectl {
+        Kubectl {
+            binary: binary.display().to_string(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            home: home.to_path_buf(),
+        }
+    }
+
+    /// The machine's kubectl of `version` (`1.27`, …) using `kubeconfig`.
+    pub fn version(version: &str, kubeconfig: &Path, home: &Path) -> Kubectl {
+        Kubectl::new(Path::new(&format!("{KUBECTL_DIR}/kubectl.{version}")), kubeconfig, home)
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.binary);
         c.args(args)

@@ -315,6 +315,8 @@ pub fn metadata_audit(dir: &Path) -> ([String; 4], std::path::PathBuf) {
     (flags, log)
 }
 
+pub mod flows;
+
 /// Manifests and reads of Widget at its two versions (v1 stored, v1alpha1 deprecated).
 pub mod versions {
     use serde_json::Value;
