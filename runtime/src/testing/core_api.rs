@@ -1,13 +1,14 @@
 //! A stand-in for kube-apiserver's core API (TokenReview, SubjectAccessReview, the
 //! authentication ConfigMap, namespaces, admission webhook configurations and
 //! ValidatingAdmissionPolicies with their bindings with list and watch, ConfigMaps as policy
-//! params), which cannot run here.
+//! params), for fast tests whose rules are set by the test. `apiary-cluster` runs the real
+//! kube-apiserver; where the two differ, the real one is right and this one is made to agree.
 
 use std::path::{Path, PathBuf};
 
 use super::https::HttpsServer;
 
-/// A stand-in for kube-apiserver's core API, which cannot run here: over TLS it serves
+/// A stand-in for kube-apiserver's core API: over TLS it serves
 /// `TokenReview`, `SubjectAccessReview` and the `kube-system/extension-apiserver-authentication`
 /// ConfigMap from rules the test sets, and records the reviews it was sent.
 pub struct CoreApiStandIn {

@@ -1,4 +1,4 @@
-//! Admission (issue 14, first part): the server's own admission steps run on every write in
+//! Admission: the server's own admission steps run on every write in
 //! k8s.io/apiserver's order (mutating, then the strategy, then validating), and the example's
 //! WidgetPolicy step refuses denied images through kubectl with its exact message.
 

@@ -1,4 +1,4 @@
-//! The API server as a security boundary (issue 13): every input validated, every cost
+//! The API server as a security boundary: every input validated, every cost
 //! bounded, one parse of each request. Requests that a client library would normalise or
 //! refuse to send are written by hand over real TLS.
 

@@ -1,4 +1,4 @@
-//! What the cluster's own clients ask for (issue 16): client-go's metadata client (garbage
+//! What the cluster's own clients ask for: client-go's metadata client (garbage
 //! collector, namespace controller, quota) speaks `meta.k8s.io/v1` `PartialObjectMetadata(List)`
 //! for get, list and watch, including watch-list; driven with client-go's exact Accept headers
 //! over raw TLS, and with the kube crate's metadata API. And the slash variants of

@@ -1,4 +1,4 @@
-//! Leader election (issue 20, item 3): of several replicas on one etcd, one runs the status
+//! Leader election: of several replicas on one etcd, one runs the status
 //! controller at a time. A crashed leader (kill -9) is replaced once its lease expires; a
 //! leader stopped with SIGTERM hands the lease over at once.
 

@@ -1,7 +1,7 @@
-//! Security as the aggregation layer drives it. kube-apiserver cannot run here, so the core
-//! API it would provide (TokenReview, SubjectAccessReview and the
-//! kube-system/extension-apiserver-authentication ConfigMap) is a local TLS stand-in
-//! (`apiary_runtime::testing::CoreApiStandIn`); everything else is real: widget-server over
+//! Security as the aggregation layer drives it, fast: the core API (TokenReview,
+//! SubjectAccessReview and the kube-system/extension-apiserver-authentication ConfigMap) is a
+//! local TLS stand-in (`apiary_runtime::testing::CoreApiStandIn`) whose rules each test sets;
+//! `real_cluster.rs` checks the same paths behind the real kube-apiserver. Everything else is real: widget-server over
 //! TLS, certificates made with rcgen, the kube client and kubectl.
 
 mod common;

@@ -28,7 +28,7 @@ fn v1_rules(scenario: &str) -> Value {
 
 /// The cluster's webhooks and policies written for v1 judge v1alpha1 writes too, converted to
 /// v1 (`matchPolicy: Equivalent`, the default); `Exact` ones do not. The core API is the
-/// stand-in (kube-apiserver cannot run here); the webhook is a real HTTPS server.
+/// fast stand-in; the webhook is a real HTTPS server.
 #[test]
 fn cluster_admission_for_v1_sees_v1alpha1_writes_converted() {
     use apiary_runtime::testing::webhook::{HOST, patch_response};
@@ -202,9 +202,9 @@ fn migrate_storage_rewrites_what_an_older_server_stored() {
 }
 
 /// The generated deploy directory builds with kubectl 1.27's and 1.33's kustomize into one
-/// APIService per served version, the preferred with the higher versionPriority (a cluster
-/// to apply them to cannot run here; `codegen/tests/generated.rs` parses every manifest as
-/// its Kubernetes type).
+/// APIService per served version, the preferred with the higher versionPriority
+/// (`real_cluster.rs` registers them with a real kube-apiserver; `codegen/tests/generated.rs`
+/// parses every manifest as its Kubernetes type).
 #[test]
 fn generated_apiservices_build_with_kubectl_kustomize() {
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");

@@ -1,6 +1,6 @@
-//! Admission webhooks (issue 14): the cluster's Mutating- and ValidatingWebhookConfigurations
+//! Admission webhooks: the cluster's Mutating- and ValidatingWebhookConfigurations
 //! apply to Widgets as kube-apiserver applies them. The configurations and namespaces come
-//! from the core-API stand-in (kube-apiserver cannot run here), changed while the server
+//! from the fast core-API stand-in (`real_cluster.rs` has them from the real kube-apiserver), changed while the server
 //! runs; the webhooks are real HTTPS servers started by the test, which check the
 //! AdmissionReviews they receive.
 
