@@ -1,13 +1,14 @@
 //! A new user's first minutes, outside this workspace: `cargo xtask new` writes a project for a
 //! cluster-scoped kind into a temporary directory, which then formats, builds, tests and
 //! generates its deployment and client with its own `cargo xtask`, serves with its own binary,
-//! and answers the real kubectl. (The README's getting-started section is these same files:
+//! and answers the real kubectl, directly and behind a real kube-apiserver (its own
+//! `cargo xtask cluster up`). (The README's getting-started section is these same files:
 //! `apiary-codegen`'s `the_readme_shows_what_new_writes` keeps the two equal.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use apiary_runtime::testing::{ServerProcess, VERSIONS};
+use apiary_runtime::testing::{Kubectl, ServerProcess, VERSIONS};
 
 /// This checkout.
 fn apiary() -> PathBuf {
@@ -126,4 +127,52 @@ fn a_new_project_builds_serves_and_answers_kubectl() {
         assert_eq!(header, ["NAME", "SIZE", "READY", "AGE"], "kubectl {version}: {table}");
         assert!(table.contains("first"), "kubectl {version}: {table}");
     }
+    drop(server);
+    behind_a_real_cluster(&project);
+}
+
+/// Stops what `cargo xtask cluster up` left running in a project, however the test ends.
+struct ClusterDown(PathBuf);
+
+impl Drop for ClusterDown {
+    fn drop(&mut self) {
+        let _ = apiary_cluster::stop_recorded(&self.0.join(".apiary/cluster/pids"));
+    }
+}
+
+/// The new project's own `cargo xtask cluster up` registers its server behind a real
+/// kube-apiserver, whose kubeconfig reaches Gadgets through the aggregator; `down` stops it all.
+fn behind_a_real_cluster(project: &Path) {
+    let _down = ClusterDown(project.to_path_buf());
+    let up = cargo(project, &["xtask", "cluster", "up"]);
+    let kubeconfig = up
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("export KUBECONFIG="))
+        .unwrap_or_else(|| panic!("the last line exports KUBECONFIG: {up}"));
+    let home = project.join(".apiary/kubectl-home");
+    let kubectl = Kubectl::version(VERSIONS[VERSIONS.len() - 1], Path::new(kubeconfig), &home);
+    let available = kubectl.ok(&[
+        "get",
+        "apiservice",
+        "v1alpha1.example.com",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+    ]);
+    assert_eq!(available, "True");
+    let gadget = "apiVersion: example.com/v1alpha1\nkind: Gadget\nmetadata:\n  name: aggregated\nspec:\n  size: 2\n";
+    assert_eq!(
+        kubectl.ok_stdin(&["apply", "-f", "-"], gadget).trim(),
+        "gadget.example.com/aggregated created"
+    );
+    let stopped = cargo(project, &["xtask", "cluster", "down"]);
+    assert_eq!(
+        stopped.lines().collect::<Vec<_>>(),
+        [
+            "stopped   gadget-server",
+            "stopped   kube-controller-manager",
+            "stopped   kube-apiserver",
+            "stopped   etcd"
+        ]
+    );
 }

@@ -315,6 +315,7 @@ pub struct Kubectl {
     binary: String,
     kubeconfig: PathBuf,
     home: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// What a kubectl run printed.
@@ -344,7 +345,14 @@ impl Kubectl {
             binary: binary.display().to_string(),
             kubeconfig: kubeconfig.to_path_buf(),
             home: home.to_path_buf(),
+            env: Vec::new(),
         }
+    }
+
+    /// The same kubectl with `name=value` in its environment (`KUBE_EDITOR`, …).
+    pub fn with_env(mut self, name: &str, value: &str) -> Kubectl {
+        self.env.push((name.into(), value.into()));
+        self
     }
 
     /// The machine's kubectl of `version` (`1.27`, …) using `kubeconfig`.
@@ -357,7 +365,8 @@ impl Kubectl {
         c.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", &self.home)
-            .env_remove("KUBECTL_EXTERNAL_DIFF");
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

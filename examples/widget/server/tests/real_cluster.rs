@@ -16,6 +16,7 @@ async fn widget_server_on_embedded_storage_behind_a_real_kube_apiserver() {
     tokio::task::block_in_place(|| flows_against(&built));
     real::kubectl::every_version(&f);
     real::kubectl::both_versions(&f);
+    real::kubectl::more_verbs(&f).await;
     real::availability::follows_the_server(&mut f).await;
     real::identity::real_rbac_decides(&f).await;
     real::admission::cluster_objects_apply(&f).await;

@@ -63,6 +63,51 @@ pub fn both_versions(f: &Fixture) {
     k.ok(&["delete", "widget", "old"]);
 }
 
+/// What the recipe's flows leave out, through the aggregator: `apply --server-side`, `edit`,
+/// and reads of the status and scale subresources.
+pub async fn more_verbs(f: &Fixture) {
+    let k = f.kubectl(None);
+    assert_eq!(
+        k.ok_stdin(&["apply", "--server-side", "-f", "-"], &widget("ssa", 1, ""))
+            .trim(),
+        "widget.custom.example.com/ssa serverside-applied"
+    );
+    // kubectl runs KUBE_EDITOR on a file holding the object, and sends what it left there.
+    let editor = k.with_env("KUBE_EDITOR", "sed -i 's/replicas: 1$/replicas: 3/'");
+    assert_eq!(
+        editor.ok(&["edit", "widget", "ssa"]).trim(),
+        "widget.custom.example.com/ssa edited"
+    );
+    let k = f.kubectl(None);
+    let scale = k.ok(&[
+        "get",
+        "widget",
+        "ssa",
+        "--subresource=scale",
+        "-o",
+        "jsonpath={.kind} {.spec.replicas}",
+    ]);
+    assert_eq!(scale, "Scale 3");
+    let status = super::until(
+        "the status controller to report 3 replicas",
+        Duration::from_secs(30),
+        || {
+            let status = k.ok(&[
+                "get",
+                "widget",
+                "ssa",
+                "--subresource=status",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+            ]);
+            std::future::ready((status == "3").then_some(status))
+        },
+    )
+    .await;
+    assert_eq!(status, "3");
+    k.ok(&["delete", "widget", "ssa"]);
+}
+
 fn widgets(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
     let resource = kube::api::ApiResource {
         group: "custom.example.com".into(),
