@@ -301,8 +301,11 @@ pub fn identity() -> String {
     format!("{host}_{}", uuid::Uuid::new_v4())
 }
 
-/// Parse a Go-style duration (`15s`, `500ms`, `2m`, `1h`).
+/// Parse a Go-style duration (`15s`, `500ms`, `2m`, `1h`; `0` alone needs no unit).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;

@@ -66,6 +66,12 @@ pub struct ServerOptions {
     /// Client key for etcd.
     #[arg(long, requires = "etcd_certfile")]
     pub etcd_keyfile: Option<PathBuf>,
+    /// How often etcd's history is compacted (`5m`, `1h`, …; `0`: never, for operators who
+    /// compact etcd themselves). Every replica runs the compactor; they agree through etcd's
+    /// `compact_rev_key` (as kube-apiserver's do), so etcd is compacted once per interval,
+    /// keeping one interval of history for watches to resume from.
+    #[arg(long, default_value = "5m", value_parser = crate::server::leader::parse_duration)]
+    pub etcd_compaction_interval: std::time::Duration,
     /// Seconds between the bookmarks of a watch that allows them.
     #[arg(long, default_value_t = 60)]
     pub watch_bookmark_interval: u64,

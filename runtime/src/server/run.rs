@@ -58,6 +58,8 @@ pub struct Server {
     leading: tokio::sync::watch::Sender<bool>,
     /// The full filter chain and routes, once `run` has built them, for `client`.
     loopback: tokio::sync::watch::Sender<Option<filters::FilterChain>>,
+    /// The etcd backend, for its compactor (`--storage etcd`).
+    etcd: Option<storage::etcd::Etcd>,
 }
 
 impl Server {
@@ -65,12 +67,13 @@ impl Server {
     pub async fn new(options: ServerOptions) -> Result<Self, String> {
         crate::init_logging(options.log_format, options.verbosity);
         let metrics = Metrics::new();
+        let mut etcd = None;
         let storage: Arc<dyn Storage> = match options.storage {
             StorageKind::Memory => storage::memory(),
             StorageKind::Embedded => {
                 storage::embedded(&options.data_dir.join("apiary.redb")).map_err(|e| e.to_string())?
             }
-            StorageKind::Etcd => etcd_storage(&options).await?,
+            StorageKind::Etcd => Arc::new(etcd.insert(etcd_storage(&options).await?).clone()),
         };
         let backend = match options.storage {
             StorageKind::Memory => "memory",
@@ -89,6 +92,7 @@ impl Server {
             // With leader election off, every replica leads.
             leading: tokio::sync::watch::channel(!options_leader_elect).0,
             loopback: tokio::sync::watch::channel(None).0,
+            etcd,
         })
     }
 
@@ -229,6 +233,12 @@ impl Server {
             }
         });
         let (stop_electing, electing) = tokio::sync::watch::channel(false);
+        if let Some(etcd) = self.etcd.clone()
+            && !options.etcd_compaction_interval.is_zero()
+        {
+            let interval = options.etcd_compaction_interval;
+            tokio::spawn(storage::etcd::compactor::run(etcd, interval, electing.clone()));
+        }
         let election = elect(
             &options,
             self.storage.clone(),
@@ -571,14 +581,12 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
     })
 }
 
-async fn etcd_storage(options: &ServerOptions) -> Result<Arc<dyn Storage>, String> {
+async fn etcd_storage(options: &ServerOptions) -> Result<storage::etcd::Etcd, String> {
     let config = storage::etcd::EtcdConfig {
         endpoints: options.etcd_servers.clone(),
         ca_file: options.etcd_cafile.clone(),
         cert_file: options.etcd_certfile.clone(),
         key_file: options.etcd_keyfile.clone(),
     };
-    Ok(Arc::new(
-        storage::etcd::Etcd::connect(&config).await.map_err(|e| e.to_string())?,
-    ))
+    storage::etcd::Etcd::connect(&config).await.map_err(|e| e.to_string())
 }

@@ -221,3 +221,53 @@ async fn the_watch_cache_starts_with_the_server() {
     assert!(widgets.list(&ListParams::default()).await.unwrap().items.is_empty());
     assert_eq!(ranges().await, started, "the first list ranged over the widgets again");
 }
+
+/// Two replicas with a short `--etcd-compaction-interval` compact etcd's history between them
+/// (through `compact_rev_key`, as kube-apiserver's compactors agree), so old revisions go.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_compact_etcd_history() {
+    use apiary_runtime::testing::raw_etcd;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let often = ["--etcd-compaction-interval", "1s"];
+    let a = ServerProcess::on_etcd(&dir_a, &etcd, &often);
+    let _b = common::replica_of(&a.dir, &dir_b, &etcd, &often);
+    let api: Api<Widget> = Api::namespaced(a.client().await, "default");
+    let created = api
+        .create(&PostParams::default(), &common::typed_widget("churn", 1))
+        .await
+        .unwrap();
+    let first: i64 = created.metadata.resource_version.unwrap().parse().unwrap();
+    let mut kv = raw_etcd::kv_client::KvClient::new(raw_etcd::channel(&etcd.endpoint()).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        api.patch(
+            "churn",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+        let old = raw_etcd::RangeRequest {
+            revision: first,
+            ..raw_etcd::prefix("/registry/")
+        };
+        match kv.range(old).await {
+            Err(refused) if refused.message().contains("compacted") => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "etcd's history is still there after 20 s: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let key = raw_etcd::RangeRequest {
+        key: b"compact_rev_key".to_vec(),
+        ..Default::default()
+    };
+    let version = kv.range(key).await.unwrap().into_inner().kvs[0].version;
+    assert!(version >= 2, "claimed once per interval: version {version}");
+}

@@ -2,6 +2,7 @@
 //! are transactions on `mod_revision`, watches are etcd watches from a revision.
 
 mod client;
+pub mod compactor;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -133,7 +134,7 @@ impl Etcd {
         bounded(client::unary(&self.channel, "/etcdserverpb.KV/Txn", &request)).await
     }
 
-    /// Compact history up to `revision` (tests and operators; kube-apiserver does this periodically).
+    /// Compact history up to `revision` ([`compactor`] does it periodically).
     pub async fn compact(&self, revision: Revision) -> Result<(), StorageError> {
         let request = pb::CompactionRequest {
             revision: revision as i64,
