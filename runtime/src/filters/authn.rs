@@ -227,7 +227,7 @@ impl TokenReviewer {
         let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
         // Boxed with the review: the HTTP call's future is kilobytes, and every request's
         // future would otherwise carry (and move) room for it.
-        let answer = Box::pin(async move { api.create(&kube::api::PostParams::default(), &review).await })
+        let answer = Box::pin(create_with_retries(&api, &review))
             .await
             .map_err(|e| format!("TokenReview failed: {e}"))?;
         let status = answer.status.unwrap_or_default();
@@ -241,6 +241,33 @@ impl TokenReviewer {
         };
         self.cache.insert(key, user.clone(), self.ttl);
         Ok(user)
+    }
+}
+
+/// Tries of a review whose connection failed before an answer came (a pooled connection the
+/// other side had closed, a reset): as k8s.io/apiserver's webhook clients, which retry such
+/// failures with a backoff, so one broken connection is not a 401 or 500 for the user.
+const REVIEW_TRIES: u32 = 3;
+/// The first retry's wait; doubled for each next one.
+const REVIEW_RETRY_WAIT: Duration = Duration::from_millis(50);
+
+/// POST `review` to the core API, again after a failure of the connection (never after an
+/// answer, whatever its code: the core API decided).
+pub(crate) async fn create_with_retries<K>(api: &kube::Api<K>, review: &K) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut wait = REVIEW_RETRY_WAIT;
+    let mut tries = 1;
+    loop {
+        match api.create(&kube::api::PostParams::default(), review).await {
+            Err(kube::Error::HyperError(_) | kube::Error::Service(_)) if tries < REVIEW_TRIES => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                tries += 1;
+            }
+            answer => return answer,
+        }
     }
 }
 

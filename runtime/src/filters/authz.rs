@@ -98,7 +98,7 @@ impl Authorizer {
         let api: kube::Api<SubjectAccessReview> = kube::Api::all(client.clone());
         // Boxed with the review: the HTTP call's future is kilobytes, and every request's
         // future would otherwise carry (and move) room for it.
-        let asked = Box::pin(async move { api.create(&kube::api::PostParams::default(), &review).await });
+        let asked = Box::pin(async move { super::authn::create_with_retries(&api, &review).await });
         let decision = match asked.await {
             Ok(answer) => {
                 let status = answer.status.unwrap_or_default();

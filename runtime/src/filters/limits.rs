@@ -12,6 +12,7 @@ use axum::response::Response;
 use tokio::sync::Semaphore;
 
 use super::access::info_of;
+use super::authn::UserInfo;
 use super::authz::always_allowed;
 use super::metrics::Metrics;
 use crate::endpoints::error_response;
@@ -59,18 +60,14 @@ pub async fn bounded<F: Future<Output = Response>>(
             .extensions()
             .get::<Arc<Metrics>>()
             .map(|m| m.inflight(if mutating { "mutating" } else { "readOnly" }));
-        let Ok(permit) = limit.try_acquire() else {
-            let mut response = error_response(&ApiError::new(
-                429,
-                "TooManyRequests",
-                "Too many requests, please try again later.",
-            ));
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        };
-        _permit = Some(permit);
+        match limit.try_acquire() {
+            Ok(permit) => _permit = Some(permit),
+            // As upstream's max-in-flight filter: system:masters (an administrator, or the
+            // server's own loopback client its controllers use) is never refused, though it
+            // takes a free slot like anyone while there is one.
+            Err(_) if privileged(&request) => {}
+            Err(_) => return too_many_requests(),
+        }
     }
     request
         .extensions_mut()
@@ -85,6 +82,27 @@ pub async fn bounded<F: Future<Output = Response>>(
             ),
         )),
     }
+}
+
+/// Whether the request's user is in `system:masters`.
+fn privileged(request: &Request) -> bool {
+    request
+        .extensions()
+        .get::<Arc<UserInfo>>()
+        .is_some_and(|user| user.in_group("system:masters"))
+}
+
+/// 429 with `Retry-After: 1`, in kube-apiserver's words.
+fn too_many_requests() -> Response {
+    let mut response = error_response(&ApiError::new(
+        429,
+        "TooManyRequests",
+        "Too many requests, please try again later.",
+    ));
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Most bytes of an unread request body drained after an early answer so the connection

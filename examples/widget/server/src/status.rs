@@ -11,7 +11,7 @@ use std::time::Duration;
 use apiary_runtime::server::Leadership;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use widget_api::Widget;
@@ -29,10 +29,16 @@ pub async fn run(client: kube::Client, mut leadership: Leadership) {
     }
 }
 
+/// Status writes in flight at once: as kube-controller-manager's controllers (a few workers
+/// each), not one per changed Widget. With kube-rs's default (no bound) a burst of creates on
+/// etcd became as many concurrent status writes, which took the users' write slots.
+const WORKERS: u16 = 5;
+
 /// kube-rs's Controller over every Widget, on the server's in-process client.
 async fn control(client: kube::Client) {
     let widgets: Api<Widget> = Api::all(client.clone());
     Controller::new(widgets, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(WORKERS))
         .run(reconcile, error_policy, Arc::new(client))
         .for_each(|_| futures::future::ready(()))
         .await;
