@@ -78,18 +78,84 @@ async fn truncated_and_zeroed_files_are_errors_not_panics() {
     }
 }
 
+/// Set byte `offset` of every occurrence of `pattern` in the file at `path` to `to`.
+fn flip_every(path: &Path, pattern: &[u8], offset: usize, to: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let found: Vec<usize> = bytes
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(!found.is_empty(), "the record is in the file");
+    for at in found {
+        bytes[at + offset] = to;
+    }
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// A change that leaves valid JSON (another name) is caught by the record's checksum: the
+/// record is unreadable, never served as some other object.
+#[tokio::test]
+async fn damage_that_leaves_valid_json_is_caught_by_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.redb");
+    filled(&path, 3).await;
+    flip_every(&path, br#""name":"o1""#, 9, b'7');
+    let engine = open_is_safe(&path, "valid JSON").expect("one damaged value does not stop the store");
+    let o1 = engine.get("/r/g/ks/ns/o1").await.unwrap().unwrap();
+    assert!(
+        o1.value.is_empty(),
+        "served as damaged: {:?}",
+        String::from_utf8_lossy(&o1.value)
+    );
+    let o2 = engine.get("/r/g/ks/ns/o2").await.unwrap().unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&o2.value).is_ok());
+}
+
+/// A file written before records had checksums opens with every record, and is given them:
+/// damage after that is caught.
+#[tokio::test]
+async fn a_file_without_checksums_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.redb");
+    {
+        // The earlier format: create and mod revision, then the value; no format mark.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut kv = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("kv")).unwrap();
+            for (i, name) in ["a1", "a2"].iter().enumerate() {
+                let mut record = Vec::new();
+                record.extend_from_slice(&(i as u64 + 1).to_le_bytes());
+                record.extend_from_slice(&(i as u64 + 1).to_le_bytes());
+                record.extend_from_slice(format!(r#"{{"metadata":{{"name":"{name}"}}}}"#).as_bytes());
+                kv.insert(format!("/r/g/ks/ns/{name}").as_str(), record.as_slice())
+                    .unwrap();
+            }
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap();
+            meta.insert("revision", 2).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let engine = Engine::open(&path).unwrap();
+    let a2 = engine.get("/r/g/ks/ns/a2").await.unwrap().unwrap();
+    assert_eq!((a2.create_revision, a2.mod_revision), (2, 2));
+    assert_eq!(&a2.value[..], br#"{"metadata":{"name":"a2"}}"#);
+    drop(engine);
+    flip_every(&path, br#""name":"a2""#, 9, b'7');
+    let engine = Engine::open(&path).unwrap();
+    assert!(engine.get("/r/g/ks/ns/a2").await.unwrap().unwrap().value.is_empty());
+    assert!(!engine.get("/r/g/ks/ns/a1").await.unwrap().unwrap().value.is_empty());
+}
+
 #[tokio::test]
 async fn a_flipped_byte_in_one_record_leaves_the_others_readable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.redb");
     filled(&path, 3).await;
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes
-        .windows(br#""name":"o1""#.len())
-        .position(|w| w == br#""name":"o1""#)
-        .expect("the record is in the file");
-    bytes[at] = 0x01;
-    std::fs::write(&path, &bytes).unwrap();
+    // redb keeps older copies of a page until it reuses them: damage every copy of the record.
+    flip_every(&path, br#""name":"o1""#, 0, 0x01);
     let engine = open_is_safe(&path, "flipped byte").expect("one damaged value does not stop the store");
     let o0 = engine.get("/r/g/ks/ns/o0").await.unwrap().unwrap();
     assert!(serde_json::from_slice::<serde_json::Value>(&o0.value).is_ok());

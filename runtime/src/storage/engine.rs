@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -115,18 +115,35 @@ impl Engine {
     }
 }
 
-/// Open a redb file and read every record into a [`State`]. A record whose header is cut
-/// short is kept as it is (at the store's revision), so the object shows as damaged, named
-/// by its key, and can be deleted; the other records load normally.
+/// The record format this version writes: revisions, a checksum, the value.
+const FORMAT: u64 = 2;
+
+/// Open a redb file and read every record into a [`State`]. Each record's checksum is checked:
+/// a record that fails it (or whose header is cut short) is kept with no value, so the object
+/// shows as damaged, named by its key, and can be deleted, and never reaches a client as if it
+/// were an object; the other records load normally. A file of the format before checksums is
+/// given them, in one transaction, at its first open.
 fn load(path: &Path) -> Result<(redb::Database, State), StorageError> {
     let db = redb::Database::create(path).map_err(internal)?;
     let mut state = State::default();
-    {
+    let format = {
         let txn = db.begin_write().map_err(internal)?;
-        txn.open_table(KV).map_err(internal)?;
-        txn.open_table(META).map_err(internal)?;
+        let empty = txn.open_table(KV).map_err(internal)?.is_empty().map_err(internal)?;
+        let mut meta = txn.open_table(META).map_err(internal)?;
+        let format = meta.get("format").map_err(internal)?.map(|v| v.value());
+        // A new file is written in the current format from its first record.
+        let format = match format {
+            None if empty => {
+                meta.insert("format", FORMAT).map_err(internal)?;
+                FORMAT
+            }
+            None => 1,
+            Some(format) => format,
+        };
+        drop(meta);
         txn.commit().map_err(internal)?;
-    }
+        format
+    };
     {
         let txn = db.begin_read().map_err(internal)?;
         let meta = txn.open_table(META).map_err(internal)?;
@@ -137,13 +154,14 @@ fn load(path: &Path) -> Result<(redb::Database, State), StorageError> {
         for entry in kv.iter().map_err(internal)? {
             let (key, value) = entry.map_err(internal)?;
             let key = key.value().to_string();
-            let (create_revision, mod_revision, value) = decode_record(value.value()).unwrap_or_else(|_| {
-                tracing::error!(
-                    key,
-                    "damaged record in the data file: served as unreadable until deleted"
-                );
-                (state.revision, state.revision, value.value().to_vec())
-            });
+            let (create_revision, mod_revision, value) =
+                decode_record(&key, value.value(), format).unwrap_or_else(|why| {
+                    tracing::error!(
+                        key,
+                        "damaged record in the data file ({why}): served as unreadable until deleted"
+                    );
+                    (state.revision, state.revision, Vec::new())
+                });
             state.data.insert(
                 key.clone(),
                 KeyValue {
@@ -155,7 +173,28 @@ fn load(path: &Path) -> Result<(redb::Database, State), StorageError> {
             );
         }
     }
+    if format < FORMAT {
+        upgrade(&db, &state)?;
+    }
     Ok((db, state))
+}
+
+/// Rewrite every readable record of a file of the format before checksums with its checksum,
+/// and mark the file as of the current format.
+fn upgrade(db: &redb::Database, state: &State) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(internal)?;
+    {
+        let mut kv = txn.open_table(KV).map_err(internal)?;
+        for record in state.data.values().filter(|kv| !kv.value.is_empty()) {
+            kv.insert(record.key.as_str(), encode_record(record).as_slice())
+                .map_err(internal)?;
+        }
+        let mut meta = txn.open_table(META).map_err(internal)?;
+        meta.insert("format", FORMAT).map_err(internal)?;
+    }
+    txn.commit().map_err(internal)?;
+    tracing::info!(records = state.data.len(), "data file given record checksums");
+    Ok(())
 }
 
 impl Inner {
@@ -284,21 +323,43 @@ impl Inner {
     }
 }
 
+/// A record's checksum: the first 8 bytes of SHA-256 over its key, revisions and value (the
+/// key included, so a record moved under another key fails too).
+fn checksum(key: &str, create: Revision, modified: Revision, value: &[u8]) -> [u8; 8] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update((key.len() as u64).to_le_bytes());
+    hash.update(key.as_bytes());
+    hash.update(create.to_le_bytes());
+    hash.update(modified.to_le_bytes());
+    hash.update(value);
+    hash.finalize()[..8].try_into().expect("8 bytes")
+}
+
+/// A record: create and mod revisions, the checksum, the value.
 fn encode_record(kv: &KeyValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + kv.value.len());
+    let mut out = Vec::with_capacity(24 + kv.value.len());
     out.extend_from_slice(&kv.create_revision.to_le_bytes());
     out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+    out.extend_from_slice(&checksum(&kv.key, kv.create_revision, kv.mod_revision, &kv.value));
     out.extend_from_slice(&kv.value);
     out
 }
 
-fn decode_record(bytes: &[u8]) -> Result<(Revision, Revision, Vec<u8>), StorageError> {
-    if bytes.len() < 16 {
-        return Err(StorageError::Internal("corrupt record in storage file".into()));
+/// A record of `format` (1: without a checksum) under `key`: its revisions and value, or why
+/// it is damaged.
+fn decode_record(key: &str, bytes: &[u8], format: u64) -> Result<(Revision, Revision, Vec<u8>), &'static str> {
+    let header = if format < 2 { 16 } else { 24 };
+    if bytes.len() < header {
+        return Err("cut short");
     }
     let create = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
     let modified = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    Ok((create, modified, bytes[16..].to_vec()))
+    let value = &bytes[header..];
+    if format >= 2 && bytes[16..24] != checksum(key, create, modified, value) {
+        return Err("checksum mismatch");
+    }
+    Ok((create, modified, value.to_vec()))
 }
 
 fn persist(db: &redb::Database, event: &Event, revision: Revision) -> Result<(), StorageError> {
