@@ -75,7 +75,11 @@ impl EncodedCache {
 /// The stored JSON of an object with `resourceVersion` set to `revision`; `None` when the bytes
 /// are not a JSON object. The bytes are validated in full, so damage never reaches a client.
 pub fn encode(stored: &[u8], revision: Revision) -> Option<Vec<u8>> {
-    serde_json::from_slice::<IgnoredAny>(stored).ok()?;
+    // serde_json checks a string's UTF-8 only where it keeps the string; skipped (IgnoredAny),
+    // bytes that are not UTF-8 would reach clients, whose JSON parsers then fail on the body.
+    let stored = std::str::from_utf8(stored).ok()?;
+    serde_json::from_str::<IgnoredAny>(stored).ok()?;
+    let stored = stored.as_bytes();
     if let Some(spliced) = splice(stored, revision) {
         return Some(spliced);
     }
@@ -185,6 +189,15 @@ fn skip_value(json: &[u8], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes that are not UTF-8 inside a string are damage, not JSON: never sent to a client.
+    #[test]
+    fn invalid_utf8_in_a_string_is_not_encoded() {
+        let stored = b"{\"metadata\":{\"name\":\"a\"},\"spec\":{\"image\":\"ngi\xffnx\"}}";
+        assert_eq!(encode(stored, 1), None);
+        let stored = b"{\"metadata\":{\"name\":\"a\"},\"s\xff\":1}";
+        assert_eq!(encode(stored, 1), None);
+    }
 
     fn decoded(stored: &str, rv: Revision) -> Value {
         serde_json::from_slice(&encode(stored.as_bytes(), rv).expect("encodes")).expect("valid JSON")
