@@ -15,6 +15,7 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    cli.server.init_logging();
     let result = async {
         Server::new(cli.server)
             .await?

@@ -28,6 +28,7 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    cli.server.init_logging();
     let result = async {
         let notes = notes::NoteFiles::open(&cli.notes_dir)?;
         Server::new(cli.server)

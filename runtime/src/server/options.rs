@@ -209,3 +209,13 @@ pub struct ServerOptions {
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
 }
+
+impl ServerOptions {
+    /// Log to stderr as `--log-format` and `-v` say (`RUST_LOG` overrides), through a global
+    /// `tracing` subscriber. For a binary that has no logging of its own: the library never
+    /// installs one itself, so an application keeps its own (JSON to a collector,
+    /// OpenTelemetry) by not calling this.
+    pub fn init_logging(&self) {
+        crate::init_logging(self.log_format, self.verbosity);
+    }
+}

@@ -65,7 +65,6 @@ pub struct Server {
 impl Server {
     /// Open the storage the options name.
     pub async fn new(options: ServerOptions) -> Result<Self, String> {
-        crate::init_logging(options.log_format, options.verbosity);
         let metrics = Metrics::new();
         let mut etcd = None;
         let storage: Arc<dyn Storage> = match options.storage {

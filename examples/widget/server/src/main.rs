@@ -32,6 +32,7 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    cli.server.init_logging();
     let result = async {
         let server = Server::new(cli.server)
             .await?
