@@ -68,7 +68,7 @@ pub struct Project {
     /// Give the client crate a `[workspace]` of its own, for a crate built outside any
     /// workspace (off: the client is a member, or a path dependency, of the user's workspace).
     pub client_workspace: bool,
-    /// Cargo features the server binary is built with (`etcd` for the etcd shape).
+    /// Cargo features the server binary is built with (the image and the Dockerfile build it so).
     pub features: Vec<String>,
     /// The image's digest (`sha256:…`): the workload pins `image@digest`. Set from
     /// `deploy/image-digest`, which `cargo xtask image` writes, when not set here.

@@ -139,8 +139,9 @@ pub struct ServerOptions {
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
     /// Admission plugins to turn on besides the default ones (`NamespaceLifecycle`,
-    /// `MutatingAdmissionWebhook`, `ValidatingAdmissionWebhook` and the server's own, all on
-    /// by default; the cluster's need a core API and are off in local mode).
+    /// `MutatingAdmissionWebhook`, `ValidatingAdmissionPolicy`, `ValidatingAdmissionWebhook` and
+    /// the server's own, all on by default; the cluster's need a core API and are off in local
+    /// mode).
     #[arg(long, value_delimiter = ',')]
     pub enable_admission_plugins: Vec<String>,
     /// Admission plugins to leave off: the cluster's, or the server's own by name.
@@ -182,7 +183,8 @@ pub struct ServerOptions {
     /// The Lease's name (default: the server binary's name).
     #[arg(long)]
     pub leader_elect_resource_name: Option<String>,
-    /// The Lease's namespace (default: the pod's, from `POD_NAMESPACE`).
+    /// The Lease's namespace: the pod's, from `POD_NAMESPACE`, which the generated workload
+    /// sets; `default` when neither is given.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_elect_resource_namespace: String,
 
