@@ -271,3 +271,183 @@ async fn replicas_compact_etcd_history() {
     let version = kv.range(key).await.unwrap().into_inner().kvs[0].version;
     assert!(version >= 2, "claimed once per interval: version {version}");
 }
+
+/// What one request of the outage test saw: when it started and ended (since the test began),
+/// and its HTTP code (200/201 for success; 0 when no Status came back).
+struct Seen {
+    started: Duration,
+    ended: Duration,
+    code: u16,
+    name: String,
+}
+
+/// etcd killed for 20 s under a writer, a reader and a watcher, then restarted with its data:
+/// every request is answered within the request timeout with a Status, `/readyz` fails while
+/// `/livez` does not, no write is acknowledged while etcd is down, afterwards the Widgets are
+/// exactly the acknowledged creates (and perhaps some whose answer was lost as etcd went), and
+/// the watch either goes on or ends cleanly, never out of order.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_down_for_20_seconds_under_load() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = EtcdProcess::start(dir.path());
+    let flags = ["--request-timeout", "5", "--status-controller", "false"];
+    let server = ServerProcess::on_etcd(dir.path(), &etcd, &flags);
+    // kube-rs retries 503s and 504s by default, which would hide every answer of the outage.
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&server.kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).unwrap();
+    let api: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let begin = std::time::Instant::now();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let record = move |seen: &Arc<Mutex<Vec<Seen>>>, started: Duration, code: u16, name: String| {
+        let ended = begin.elapsed();
+        seen.lock().unwrap().push(Seen {
+            started,
+            ended,
+            code,
+            name,
+        });
+    };
+    let code = |e: &kube::Error| common::status_of(e).0;
+    let writer = tokio::spawn({
+        let (api, seen, stop) = (api.clone(), seen.clone(), stop.clone());
+        async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (name, started) = (format!("w-{i}"), begin.elapsed());
+                let result = api
+                    .create(&PostParams::default(), &common::typed_widget(&name, 1))
+                    .await;
+                record(&seen, started, result.as_ref().map_or_else(code, |_| 201), name);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let reader = tokio::spawn({
+        let (api, seen, stop) = (api.clone(), seen.clone(), stop.clone());
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = begin.elapsed();
+                let result = api.list(&ListParams::default().limit(50)).await;
+                record(
+                    &seen,
+                    started,
+                    result.as_ref().map_or_else(code, |_| 200),
+                    "list".into(),
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let rv = common::list_rv(&api).await;
+    let mut watch = api
+        .watch(&WatchParams::default().timeout(120), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    etcd.stop();
+    let down_from = begin.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let health = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .request_text(http::Request::get(path).body(Vec::new()).unwrap())
+                .await
+        }
+    };
+    let ready = health("/readyz").await;
+    assert!(
+        matches!(&ready, Err(kube::Error::Api(s)) if s.code == 500),
+        "readyz while etcd is down: {ready:?}"
+    );
+    assert_eq!(health("/livez").await.unwrap(), "ok");
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    let down_until = begin.elapsed();
+    etcd.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.code == 201 && s.started > down_until)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes resume within 30 s of etcd's return"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    reader.await.unwrap();
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    for s in &seen {
+        assert!(
+            s.ended - s.started < Duration::from_secs(8),
+            "{} took {:?}",
+            s.name,
+            s.ended - s.started
+        );
+        assert!(
+            matches!(s.code, 200 | 201 | 500 | 503 | 504),
+            "{} got {} (0: no Status)",
+            s.name,
+            s.code
+        );
+        assert!(
+            !(s.code == 201 && s.started > down_from && s.ended < down_until),
+            "{} acknowledged while etcd was down",
+            s.name
+        );
+    }
+    let failed_during = seen.iter().filter(|s| s.code >= 500).count();
+    assert!(failed_during > 0, "requests failed while etcd was down");
+    let listed: BTreeSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|w| w.metadata.name)
+        .collect();
+    let acknowledged: BTreeSet<String> = seen.iter().filter(|s| s.code == 201).map(|s| s.name.clone()).collect();
+    assert!(
+        acknowledged.is_subset(&listed),
+        "lost: {:?}",
+        acknowledged.difference(&listed).collect::<Vec<_>>()
+    );
+    // Only a create in flight as etcd went may have been applied with its answer lost.
+    let unacknowledged: Vec<&String> = listed.difference(&acknowledged).collect();
+    assert!(
+        unacknowledged.len() <= 1,
+        "applied without an acknowledgement: {unacknowledged:?}"
+    );
+
+    let mut last = 0u64;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), watch.try_next())
+        .await
+        .unwrap_or(Ok(None))
+    {
+        let revision = match &event {
+            WatchEvent::Added(w) | WatchEvent::Modified(w) | WatchEvent::Deleted(w) => {
+                w.metadata.resource_version.as_deref().unwrap_or("0").parse().unwrap()
+            }
+            WatchEvent::Bookmark(b) => b.metadata.resource_version.parse().unwrap(),
+            WatchEvent::Error(_) => break,
+        };
+        assert!(revision > last, "the watch went back: {revision} after {last}");
+        last = revision;
+    }
+}
