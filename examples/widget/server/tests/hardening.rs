@@ -137,14 +137,8 @@ async fn a_burst_of_creates_on_etcd_gets_no_429_and_every_status_converges() {
         );
     std::fs::write(&kubeconfig, text).unwrap();
     // kube-rs retries a 429 by default, which would hide every one of them.
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    config.default_retry = false;
-    let api: Api<widget_api::Widget> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let api: Api<widget_api::Widget> =
+        Api::namespaced(common::kube_client_without_retries(&kubeconfig).await, "default");
     let clients = (0..CLIENTS).map(|c| {
         let api = api.clone();
         tokio::spawn(async move {

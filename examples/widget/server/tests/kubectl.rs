@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::flows::{flows_against, row, words};
-use common::{Kubectl, ServerProcess, VERSIONS, WidgetServer as _, widget};
+use common::flows::{flows_against, smoke};
+use common::{Kubectl, ServerProcess, VERSIONS, WidgetServer as _};
 
 fn flows(version: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -48,21 +48,6 @@ fn every_installed_kubectl_version_works() {
             continue;
         }
         let k: Kubectl = server.kubectl(&version);
-        let name = format!("v{minor}");
-        assert!(
-            words(&k.ok(&["api-resources"])).contains("widgets wd custom.example.com/v1 true Widget"),
-            "{version}"
-        );
-        assert_eq!(
-            k.ok_stdin(&["apply", "-f", "-"], &widget(&name, 1, "")).trim(),
-            format!("widget.custom.example.com/{name} created"),
-            "{version}"
-        );
-        assert!(row(&k.ok(&["get", "widgets"]), &name).is_some(), "{version}");
-        assert!(
-            k.ok(&["explain", "widgets.spec.image"])
-                .contains("The container image, with a version"),
-            "{version}"
-        );
+        smoke(&k, &version, &format!("v{minor}"));
     }
 }

@@ -294,14 +294,7 @@ async fn etcd_down_for_20_seconds_under_load() {
     let flags = ["--request-timeout", "5", "--status-controller", "false"];
     let server = ServerProcess::on_etcd(dir.path(), &etcd, &flags);
     // kube-rs retries 503s and 504s by default, which would hide every answer of the outage.
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&server.kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    config.default_retry = false;
-    let client = kube::Client::try_from(config).unwrap();
+    let client = common::kube_client_without_retries(&server.kubeconfig).await;
     let api: Api<Widget> = Api::namespaced(client.clone(), "default");
     let begin = std::time::Instant::now();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();

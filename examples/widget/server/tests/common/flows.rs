@@ -28,6 +28,26 @@ pub fn row(table: &str, name: &str) -> Option<String> {
         .map(words)
 }
 
+/// What every kubectl `version` must do: discover Widgets, create one named `name`, list it
+/// and explain a field from the OpenAPI documents.
+pub fn smoke(k: &Kubectl, version: &str, name: &str) {
+    assert!(
+        words(&k.ok(&["api-resources"])).contains("widgets wd custom.example.com/v1 true Widget"),
+        "{version}"
+    );
+    assert_eq!(
+        k.ok_stdin(&["apply", "-f", "-"], &widget(name, 1, "")).trim(),
+        format!("widget.custom.example.com/{name} created"),
+        "{version}"
+    );
+    assert!(row(&k.ok(&["get", "widgets"]), name).is_some(), "{version}");
+    assert!(
+        k.ok(&["explain", "widgets.spec.image"])
+            .contains("The container image, with a version"),
+        "{version}"
+    );
+}
+
 /// The whole recipe against a running server (used for every storage backend).
 pub fn flows_against(k: &Kubectl) {
     // Discovery.

@@ -106,6 +106,17 @@ pub async fn kube_client(kubeconfig: &Path, url: &str) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// A `kube` client with the credentials in `kubeconfig` that does not retry 429, 503 and 504
+/// answers itself (kube-rs's default), for tests where those answers are the point.
+pub async fn kube_client_without_retries(kubeconfig: &Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
 /// A typed Widget with `replicas` of nginx.
 pub fn typed_widget(name: &str, replicas: i32) -> widget_api::Widget {
     let spec = widget_api::WidgetSpec {

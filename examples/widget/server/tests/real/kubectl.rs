@@ -8,7 +8,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, WatchEvent, WatchParams}
 use serde_json::json;
 
 use super::Fixture;
-use crate::common::flows::{row, words};
+use crate::common::flows::smoke;
 use crate::common::versions::{ALPHA, DEPRECATED, alpha, get};
 use crate::common::{VERSIONS, widget};
 
@@ -18,21 +18,7 @@ pub fn every_version(f: &Fixture) {
     for version in VERSIONS {
         let k = f.kubectl(Some(version));
         let name = format!("v{}", version.replace('.', "-"));
-        assert!(
-            words(&k.ok(&["api-resources"])).contains("widgets wd custom.example.com/v1 true Widget"),
-            "{version}"
-        );
-        assert_eq!(
-            k.ok_stdin(&["apply", "-f", "-"], &widget(&name, 1, "")).trim(),
-            format!("widget.custom.example.com/{name} created"),
-            "{version}"
-        );
-        assert!(row(&k.ok(&["get", "widgets"]), &name).is_some(), "{version}");
-        assert!(
-            k.ok(&["explain", "widgets.spec.image"])
-                .contains("The container image, with a version"),
-            "{version}"
-        );
+        smoke(&k, version, &name);
         k.ok(&["delete", "widget", &name]);
     }
 }
