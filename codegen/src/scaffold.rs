@@ -1,7 +1,7 @@
 //! `new`: a project of one's own (askama templates under `templates/new/`): a workspace with
 //! the API types (`api/`), the server (`server/`) and the standard xtask (`xtask/`), ready
-//! for `cargo run`, `cargo test` and `cargo xtask generate`. The README's getting-started
-//! section shows these files and a test keeps the two the same.
+//! for `cargo run`, `cargo test` and `cargo xtask generate`. The getting-started guide
+//! (`docs/getting-started.md`) shows these files, and a test keeps the two the same.
 
 use std::path::{Path, PathBuf};
 
@@ -210,11 +210,12 @@ mod tests {
         }
     }
 
-    /// The README's getting-started section shows what `new` writes, file by file: each
+    /// The getting-started guide shows what `new` writes, file by file: each
     /// `<!-- new: PATH -->` marker's code block is that file, and every `.rs`/`.toml` is shown.
     #[test]
-    fn the_readme_shows_what_new_writes() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    fn the_guide_shows_what_new_writes() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/getting-started.md")).unwrap();
         let mut shown = Vec::new();
         for part in readme.split("<!-- new: ").skip(1) {
             let (path, rest) = part.split_once(" -->").unwrap();
@@ -228,11 +229,11 @@ mod tests {
             match shown.iter().find(|(p, _)| p == path) {
                 Some((_, block)) => assert_eq!(
                     block, &text,
-                    "README.md's block for {path} differs from what `new` writes"
+                    "docs/getting-started.md's block for {path} differs from what `new` writes"
                 ),
                 None => assert!(
                     !path.ends_with(".rs") && !path.ends_with(".toml"),
-                    "README.md does not show {path}"
+                    "docs/getting-started.md does not show {path}"
                 ),
             }
         }

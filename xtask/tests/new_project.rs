@@ -2,8 +2,8 @@
 //! cluster-scoped kind into a temporary directory, which then formats, builds, tests and
 //! generates its deployment and client with its own `cargo xtask`, serves with its own binary,
 //! and answers the real kubectl, directly and behind a real kube-apiserver (its own
-//! `cargo xtask cluster up`). (The README's getting-started section is these same files:
-//! `apiary-codegen`'s `the_readme_shows_what_new_writes` keeps the two equal.)
+//! `cargo xtask cluster up`). (The getting-started guide, `docs/getting-started.md`, shows
+//! these same files: `apiary-codegen`'s `the_guide_shows_what_new_writes` keeps the two equal.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
