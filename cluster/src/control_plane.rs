@@ -309,7 +309,12 @@ impl Cluster {
             .body(body.to_string().into_bytes())
             .map_err(|e| Error::Kube(kube::Error::HttpError(e)))?;
         let answer: serde_json::Value = self.client().await?.request(request).await?;
-        let token = answer["status"]["token"].as_str().unwrap_or_default();
+        let Some(token) = answer["status"]["token"].as_str().filter(|t| !t.is_empty()) else {
+            return Err(Error::Answer {
+                what: format!("a token for {namespace}/{name}"),
+                detail: answer.to_string(),
+            });
+        };
         let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
         kubeconfig::write(&path, name, &self.url, &self.ca(), Credential::Token(token))?;
         Ok(path)

@@ -50,6 +50,14 @@ pub enum Error {
     /// A kubeconfig could not be read.
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// kube-apiserver answered, but not with what was asked for.
+    #[error("kube-apiserver gave no {what}: {detail}")]
+    Answer {
+        /// What was asked for.
+        what: String,
+        /// Its answer.
+        detail: String,
+    },
     /// A deploy directory's manifest is not what the generator writes.
     #[error("{}: {detail}", path.display())]
     Manifest {
