@@ -15,17 +15,20 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), apiary_cluster::Error> {
-//! use apiary_cluster::{Binaries, Cluster, Extension};
+//! use std::path::Path;
 //!
-//! let binaries = Binaries::ensure()?;
-//! let cluster = Cluster::start(&binaries, std::path::Path::new(".apiary/cluster")).await?;
-//! let extension = Extension::from_deploy_dir(std::path::Path::new("deploy"))?;
-//! let flags = cluster.prepare(&extension).await?;
-//! // start the server with `flags` on a port, then:
-//! let port = 8443;
-//! cluster.register(&extension, port).await?;
-//! let client = cluster.client().await?;
-//! # let _ = (flags, client); Ok(()) }
+//! use apiary_cluster::{Binaries, Cluster, Extension, free_port};
+//!
+//! let binaries = Binaries::ensure()?; // built once, then cached
+//! let cluster = Cluster::start(&binaries, Path::new(".apiary/cluster")).await?;
+//! let extension = Extension::from_deploy_dir(Path::new("deploy"))?;
+//! let flags = cluster.prepare(&extension).await?; // namespace, RBAC, token, the server's flags
+//! let port = free_port()?;
+//! let storage = ["--storage=embedded".to_string()];
+//! let _server = cluster.serve(Path::new("target/debug/my-server"), &flags, port, &storage).await?;
+//! cluster.register(&extension, port).await?; // APIServices Available
+//! let client = cluster.client().await?; // kube::Client as the cluster's admin
+//! # let _ = client; Ok(()) }
 //! ```
 
 mod aggregate;
