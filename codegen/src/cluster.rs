@@ -42,7 +42,7 @@ pub fn up(project: &Project, root: &Path, deploy: &Path, storage: Storage) -> Re
     let binary = crate::image::build(root, &project.name, &project.features, false)?;
     if !Binaries::is_cached() {
         eprintln!(
-            "cluster: building Kubernetes {} and etcd {} with Go into {} (once: about 10 minutes on 2 cores)",
+            "cluster: building Kubernetes {} and etcd {} with Go into {} (once: about 8 minutes on 2 cores)",
             apiary_cluster::KUBERNETES_RELEASE,
             apiary_cluster::ETCD_RELEASE,
             Binaries::cache_dir().display()
