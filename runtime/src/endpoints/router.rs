@@ -230,21 +230,23 @@ fn respond_value(value: ApiResult<Value>) -> Response {
 /// kube-apiserver does, with a coming expiry of the serving certificate (which does not fail
 /// readiness: taking every replica out of the Service would not renew it).
 async fn readyz(State(api): State<Arc<Api>>, axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
+    // As kube-apiserver's health checks: the reason is logged, not told to whoever asks
+    // (`/readyz` needs no credentials, and an error can name endpoints and files).
+    let failed = |check: String, reason: String| {
+        tracing::warn!("readyz: {check} failed: {reason}");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("[-]{check} failed: reason withheld\nreadyz check failed\n"),
+        )
+            .into_response()
+    };
     for store in &api.stores {
         if let Err(e) = store.ready().await {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("[-]storage failed: {e}\nreadyz check failed\n"),
-            )
-                .into_response();
+            return failed("storage".into(), e.to_string());
         }
     }
     if let Err((step, e)) = api.admission.ready().await {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("[-]admission {step} failed: {e}\nreadyz check failed\n"),
-        )
-            .into_response();
+        return failed(format!("admission {step}"), e.to_string());
     }
     let verbose = query
         .as_deref()

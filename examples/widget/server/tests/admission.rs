@@ -248,7 +248,7 @@ fn readyz_waits_for_the_namespace_watch() {
     let down = k.run(&["get", "--raw", "/readyz"]);
     assert_ne!(down.code, 0, "not ready while the namespaces cannot be listed");
     assert!(
-        format!("{}{}", down.stdout, down.stderr).contains("admission NamespaceLifecycle failed"),
+        format!("{}{}", down.stdout, down.stderr).contains("admission NamespaceLifecycle failed: reason withheld"),
         "{}{}",
         down.stdout,
         down.stderr
