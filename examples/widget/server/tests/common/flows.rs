@@ -13,7 +13,7 @@ pub fn words(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// kubectl's deletion line without the namespace that kubectl 1.35 and later add
+/// kubectl's deletion line without the namespace that newer kubectl (1.37 here) adds
 /// (`… deleted from default namespace`).
 pub fn deleted(out: &str) -> &str {
     let line = out.trim();
