@@ -46,35 +46,16 @@ fn user_cert(server: &ServerProcess, user: &str) -> (std::path::PathBuf, std::pa
 
 /// Send `head` and `body` as `user` (see [`user_cert`]); read to EOF.
 async fn exchange_as(server: &ServerProcess, user: &str, head: &str, body: &str) -> String {
-    use rustls_pki_types::pem::PemObject;
     let (cert, key) = user_cert(server, user);
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(server.dir.join(".apiary/certs/ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap())
-            .unwrap();
+    let config = common::tls_as(&server.dir, &cert, &key);
     let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("https://"))
         .await
         .unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .unwrap();
-    let request = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n{body}");
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response).await;
-    String::from_utf8_lossy(&response).into_owned()
+    common::exchange_over(tls, head, body).await
 }
 
 /// 16 clients outside system:masters create Widgets on etcd as fast as they can while the

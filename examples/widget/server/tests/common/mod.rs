@@ -158,15 +158,21 @@ pub async fn connect(server: &ServerProcess) -> tokio_rustls::client::TlsStream<
 /// The admin's TLS client configuration for the server whose certificates are under `dir`.
 pub fn admin_tls(dir: &Path) -> rustls::ClientConfig {
     let certs = dir.join(".apiary/certs");
-    let read = |name: &str| std::fs::read(certs.join(name)).unwrap();
+    tls_as(dir, &certs.join("admin.crt"), &certs.join("admin.key"))
+}
+
+/// A TLS client configuration presenting `cert` and `key` to the server whose certificates
+/// (its CA) are under `dir`.
+pub fn tls_as(dir: &Path, cert: &Path, key: &Path) -> rustls::ClientConfig {
+    let read = |path: &Path| std::fs::read(path).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&read("ca.crt")) {
+    for c in CertificateDer::pem_slice_iter(&read(&dir.join(".apiary/certs/ca.crt"))) {
         roots.add(c.unwrap()).unwrap();
     }
-    let chain = CertificateDer::pem_slice_iter(&read("admin.crt"))
+    let chain = CertificateDer::pem_slice_iter(&read(cert))
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(&read("admin.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&read(key)).unwrap();
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -199,7 +205,15 @@ pub async fn connect_to(url: &str, dir: &Path) -> tokio_rustls::client::TlsStrea
 
 /// Send `head` (request line and headers, without the blank line) and `body`; read to EOF.
 pub async fn exchange(server: &ServerProcess, head: &str, body: &str) -> String {
-    let mut tls = connect(server).await;
+    exchange_over(connect(server).await, head, body).await
+}
+
+/// [`exchange`] on a connection the caller made (as another user, say).
+pub async fn exchange_over(
+    mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    head: &str,
+    body: &str,
+) -> String {
     let request = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n{body}");
     tls.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
