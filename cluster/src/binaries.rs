@@ -4,7 +4,7 @@
 //! than kube-apiserver supports, so both are built from their Go modules: `k8s.io/kubernetes`
 //! with one `replace` line per staging module (it requires them at `v0.0.0` and replaces them
 //! with folders of its own repository, which a dependent module does not inherit), and
-//! `go.etcd.io/etcd/server/v3`. The `go.mod` and `go.sum` files are embedded here, written to
+//! `go.etcd.io/etcd/server/v3` with its `etcdctl` and `etcdutl`. The `go.mod` and `go.sum` files are embedded here, written to
 //! the cache directory and built there, so a project that takes this crate from git builds
 //! exactly the same binaries.
 
@@ -34,6 +34,10 @@ pub struct Binaries {
     pub kubectl: PathBuf,
     /// `etcd`.
     pub etcd: PathBuf,
+    /// `etcdctl` of the same release (snapshots, defragmentation).
+    pub etcdctl: PathBuf,
+    /// `etcdutl` of the same release (restoring a snapshot).
+    pub etcdutl: PathBuf,
 }
 
 /// One Go module to build: its folder in the cache, its pinned files and its commands.
@@ -76,6 +80,8 @@ impl Binaries {
             kube_apiserver: k8s.join("kube-apiserver"),
             kube_controller_manager: k8s.join("kube-controller-manager"),
             kubectl: k8s.join("kubectl"),
+            etcdctl: etcd.join("etcdctl"),
+            etcdutl: etcd.join("etcdutl"),
             etcd: etcd.join("etcd"),
         })
     }
@@ -119,7 +125,11 @@ fn modules() -> [Module; 2] {
             name: format!("etcd-{ETCD_RELEASE}"),
             go_mod: ETCD_GO_MOD,
             go_sum: ETCD_GO_SUM,
-            packages: &[("etcd", "go.etcd.io/etcd/server/v3")],
+            packages: &[
+                ("etcd", "go.etcd.io/etcd/server/v3"),
+                ("etcdctl", "go.etcd.io/etcd/etcdctl/v3"),
+                ("etcdutl", "go.etcd.io/etcd/etcdutl/v3"),
+            ],
             ldflags: "-s -w".into(),
         },
     ]

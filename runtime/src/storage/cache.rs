@@ -59,13 +59,16 @@ pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<Arc<Change>, StorageErr
 /// Own writes the cache remembers, to vouch for lists without a census.
 const JOURNAL: usize = 4096;
 
+/// Revisions of writes made through the cache, and their keys.
+type Journal = BTreeMap<Revision, String>;
+
 /// A backend with a shared watch cache in front of it.
 pub struct WatchCache {
     inner: Arc<dyn Storage>,
     window: usize,
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     /// The revisions of the latest writes made through this cache, and their keys.
-    journal: Mutex<BTreeMap<Revision, String>>,
+    journal: Arc<Mutex<Journal>>,
     /// The store's newest revision, read once for every consistent read waiting on it.
     newest: Newest,
 }
@@ -89,6 +92,8 @@ struct Window {
     events: VecDeque<Arc<Change>>,
     /// Every key under the prefix as of `progress`: what lists are served from.
     state: BTreeMap<String, KeyValue>,
+    /// How many times the window was started over; a watcher of an earlier one has ended.
+    epoch: u64,
 }
 
 impl Window {
@@ -99,6 +104,7 @@ impl Window {
             vouched: listed.revision,
             events: VecDeque::new(),
             state: listed.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
+            epoch: 0,
         }
     }
 
@@ -149,7 +155,7 @@ impl WatchCache {
             inner,
             window: window.max(1),
             feeds: Mutex::new(HashMap::new()),
-            journal: Mutex::new(BTreeMap::new()),
+            journal: Arc::new(Mutex::new(BTreeMap::new())),
         })
     }
 
@@ -177,13 +183,16 @@ impl WatchCache {
     /// reaches back that far and from the backend otherwise.
     pub async fn changes(&self, prefix: &str, after: Revision) -> Result<ChangeStream, StorageError> {
         let feed = self.feed(prefix).await?;
-        let from = lock(&feed.window).from;
+        let (from, epoch) = {
+            let window = lock(&feed.window);
+            (window.from, window.epoch)
+        };
         if after < from {
             // Older than the window: the backend's own history decides (it may say Expired).
             let stream = self.inner.watch(prefix, after).await?;
             return Ok(Box::pin(stream.map(|e| e.map(Change::new))));
         }
-        Ok(Box::pin(watcher(feed, after)))
+        Ok(Box::pin(watcher(feed, after, epoch)))
     }
 
     /// Keys under `request.prefix` (within the feed of `feed_prefix`) from the cache's state
@@ -241,7 +250,17 @@ impl WatchCache {
                 // A consistent read (or one newer than the cache, say a revision another
                 // resource's list returned): the store not having moved since the last vouch
                 // costs one revision read; otherwise a census can vouch for the state.
-                Freshness::NotOlderThan(_) | Freshness::Consistent => self.newest.revision().await?,
+                Freshness::NotOlderThan(_) | Freshness::Consistent => {
+                    let newest = self.newest.revision().await?;
+                    if newest < progress {
+                        // The store is behind what the cache received: it went back (etcd
+                        // restored from an older snapshot). Start over rather than serve the
+                        // history it undid.
+                        restart(&*self.inner, feed_prefix, feed, Some(&self.journal)).await?;
+                        continue;
+                    }
+                    newest
+                }
             };
             if target > vouched {
                 // Every revision since the vouch was this server's own write (a store no one
@@ -330,6 +349,7 @@ impl WatchCache {
             prefix.to_string(),
             Arc::downgrade(&feed),
             self.window,
+            self.journal.clone(),
         ));
         Ok(feed)
     }
@@ -344,7 +364,13 @@ fn whole(prefix: &str) -> RangeRequest {
 }
 
 /// Keep `feed`'s window filled from the backend until the feed is dropped.
-async fn follow(inner: Arc<dyn Storage>, prefix: String, feed: Weak<Feed>, capacity: usize) {
+async fn follow(
+    inner: Arc<dyn Storage>,
+    prefix: String,
+    feed: Weak<Feed>,
+    capacity: usize,
+    journal: Arc<Mutex<Journal>>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(progress) = feed.upgrade().map(|f| lock(&f.window).progress) else {
@@ -370,17 +396,40 @@ async fn follow(inner: Arc<dyn Storage>, prefix: String, feed: Weak<Feed>, capac
         match failure {
             // The backend compacted past what we hold: start over; watchers behind must re-list.
             StorageError::Expired { .. } => {
-                if let Ok(listed) = inner.range(whole(&prefix)).await {
-                    f.reset(listed);
-                }
+                let _ = restart(&*inner, &prefix, &f, None).await;
             }
             e => {
                 tracing::warn!(prefix, "watch cache: backend watch failed, retrying: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                // An etcd restored from an older snapshot answers again with revisions below
+                // ours: a watch from our progress would wait for them, then mix two histories.
+                let progress = lock(&f.window).progress;
+                if inner.current_revision().await.is_ok_and(|newest| newest < progress) {
+                    tracing::warn!(prefix, progress, "watch cache: the store went back; re-listing");
+                    let _ = restart(&*inner, &prefix, &f, Some(&journal)).await;
+                }
             }
         }
     }
+}
+
+/// Start `feed` over from a fresh read of `prefix`, when its window no longer follows the
+/// backend: the backend compacted past it, or went back (`journal` given: the revisions of
+/// this cache's own writes may now name others' writes, so they are forgotten). Watchers of the
+/// old window end with `Expired` and re-list.
+async fn restart(
+    inner: &dyn Storage,
+    prefix: &str,
+    feed: &Feed,
+    journal: Option<&Mutex<Journal>>,
+) -> Result<(), StorageError> {
+    let listed = inner.range(whole(prefix)).await?;
+    if let Some(journal) = journal {
+        lock(journal).clear();
+    }
+    feed.reset(listed);
+    Ok(())
 }
 
 impl Feed {
@@ -417,20 +466,31 @@ impl Feed {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Start over from a fresh read of the prefix (the backend compacted past the window).
+    /// Start over from a fresh read of the prefix, ending the watchers of the old window.
     fn reset(&self, listed: RangeResponse) {
-        *lock(&self.window) = Window::new(listed);
+        let mut window = lock(&self.window);
+        let epoch = window.epoch + 1;
+        *window = Window {
+            epoch,
+            ..Window::new(listed)
+        };
+        drop(window);
         self.changed.send_modify(|n| *n += 1);
     }
 }
 
-/// One watcher's view of a feed: everything after `position`, in order.
-fn watcher(feed: Arc<Feed>, position: Revision) -> impl Stream<Item = Result<Arc<Change>, StorageError>> + Send {
+/// One watcher's view of a feed from `epoch` of its window: everything after `position`, in
+/// order, until the window is started over.
+fn watcher(
+    feed: Arc<Feed>,
+    position: Revision,
+    epoch: u64,
+) -> impl Stream<Item = Result<Arc<Change>, StorageError>> + Send {
     let changed = feed.changed.subscribe();
     let state = (feed, changed, position, VecDeque::<Arc<Change>>::new(), false);
     futures::stream::unfold(
         state,
-        |(feed, mut changed, mut position, mut pending, done)| async move {
+        move |(feed, mut changed, mut position, mut pending, done)| async move {
             if done {
                 return None;
             }
@@ -442,7 +502,9 @@ fn watcher(feed: Arc<Feed>, position: Revision) -> impl Stream<Item = Result<Arc
                 changed.borrow_and_update();
                 {
                     let window = lock(&feed.window);
-                    if position < window.from {
+                    // Behind the window, or watching one that was started over (after a
+                    // compaction or the store going back): the client must re-list.
+                    if position < window.from || window.epoch != epoch {
                         let error = StorageError::Expired {
                             requested: position,
                             compacted: window.from,

@@ -2,11 +2,13 @@
 //! server process, and the real kubectl; [`core_api`] stands in for kube-apiserver's core API.
 
 mod core_api;
+mod etcd;
 mod https;
 pub mod raw_etcd;
 pub mod webhook;
 
 pub use core_api::CoreApiStandIn;
+pub use etcd::{EtcdCluster, EtcdProcess};
 pub use https::HttpsServer;
 pub use webhook::AdmissionWebhook;
 
@@ -29,135 +31,6 @@ pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
 pub fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"));
     listeners.map(|l| l.local_addr().expect("a bound port").port())
-}
-
-/// A real `etcd` (Debian's etcd-server) with its own data directory; killed on drop.
-pub struct EtcdProcess {
-    child: Option<Child>,
-    data_dir: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-    flags: Vec<String>,
-}
-
-impl EtcdProcess {
-    /// Start etcd with data under `dir` and wait until it answers.
-    pub fn start(dir: &Path) -> EtcdProcess {
-        Self::start_with(dir, &[])
-    }
-
-    /// Start etcd with extra flags: its TLS flags (`--cert-file=…`, `--key-file=…`,
-    /// `--trusted-ca-file=…`, `--client-cert-auth=true`) make clients use https.
-    pub fn start_with(dir: &Path, flags: &[String]) -> EtcdProcess {
-        // A released port can be taken by anyone (another test's server binding port 0) before
-        // etcd binds it; etcd then exits at once, and fresh ports are the remedy.
-        let data_dir = dir.join("etcd");
-        let fresh = !data_dir.exists();
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            let [client_port, peer_port] = free_ports();
-            let mut etcd = EtcdProcess {
-                flags: flags.to_vec(),
-                child: None,
-                data_dir: data_dir.clone(),
-                client_port,
-                peer_port,
-            };
-            match etcd.launch() {
-                Ok(()) => return etcd,
-                Err(failure) => failures.push(failure),
-            }
-            // A new member records its peer address; the next try must not inherit this one's.
-            if fresh {
-                let _ = std::fs::remove_dir_all(&data_dir);
-            }
-        }
-        panic!("etcd did not start: {failures:#?}");
-    }
-
-    /// `http://127.0.0.1:PORT` (https with TLS flags).
-    pub fn endpoint(&self) -> String {
-        let tls = self.flags.iter().any(|f| f.starts_with("--cert-file"));
-        format!(
-            "{}://127.0.0.1:{}",
-            if tls { "https" } else { "http" },
-            self.client_port
-        )
-    }
-
-    /// The etcd storage backend on this etcd (plain endpoints; TLS setups build their own).
-    pub async fn client(&self) -> crate::storage::etcd::Etcd {
-        let config = crate::storage::etcd::EtcdConfig {
-            endpoints: vec![self.endpoint()],
-            ..Default::default()
-        };
-        crate::storage::etcd::Etcd::connect(&config)
-            .await
-            .expect("an etcd backend connects lazily")
-    }
-
-    /// etcd's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Kill etcd (SIGKILL), keeping its data.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start etcd again on the same ports and data, and wait until it answers.
-    pub fn restart(&mut self) {
-        self.stop();
-        if let Err(failure) = self.launch() {
-            panic!("etcd did not restart: {failure}");
-        }
-    }
-
-    /// Spawn etcd and wait until its client port answers; an early exit is reported with
-    /// etcd's own log at once rather than after the whole wait.
-    fn launch(&mut self) -> Result<(), String> {
-        let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log_path = self.data_dir.with_extension("log");
-        let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let child = Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))
-            .args(["--name", "apiary-test", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("apiary-test={peer}")])
-            .args(["--log-level", "error", "--logger", "zap"])
-            .args(&self.flags)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("etcd starts (install Debian's etcd-server)");
-        let child = self.child.insert(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
-            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Err(format!("etcd on {client} exited ({status}): {}", log()));
-            }
-            if Instant::now() > deadline {
-                self.stop();
-                return Err(format!("etcd on {client} did not listen within 60 s: {}", log()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Where the versioned kubectl binaries are installed.
