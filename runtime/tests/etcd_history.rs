@@ -138,3 +138,87 @@ async fn the_cache_starts_over_when_etcd_is_restored_to_an_older_revision() {
 async fn the_cache_starts_over_when_etcd_is_restored_with_bumped_revisions() {
     the_cache_starts_over_after_a_restore(&["--bump-revision", "1000000", "--mark-compacted"]).await;
 }
+
+/// Rounds of updates in [`database_sizes`].
+const ROUNDS: usize = 40;
+
+/// etcd's database size (`dbSize`, the pages its file holds) after each of 40 rounds of 200
+/// updates of 2 KiB values to 200 keys (a round every 250 ms at most, its updates 20 at a
+/// time), with the compactor running every second or not at all.
+async fn database_sizes(compactor: bool) -> Vec<i64> {
+    use apiary_runtime::testing::raw_etcd;
+    let binaries = Binaries::ensure().expect("etcd 3.6 builds");
+    let dir = tempfile::tempdir().unwrap();
+    let process = EtcdProcess::start_binary(&binaries.etcd, dir.path(), &[]);
+    let etcd = process.client().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if compactor {
+        let interval = Duration::from_secs(1);
+        tokio::spawn(apiary_runtime::storage::etcd::compactor::run(
+            etcd.clone(),
+            interval,
+            stopped,
+        ));
+    }
+    let mut maintenance =
+        raw_etcd::maintenance_client::MaintenanceClient::new(raw_etcd::channel(&process.endpoint()).await);
+    let value = vec![b'x'; 2048];
+    let keys: Vec<String> = (0..200).map(|i| format!("/registry/things/k{i}")).collect();
+    let mut held = Vec::new();
+    for key in &keys {
+        held.push(etcd.create(key, value.clone()).await.unwrap().mod_revision);
+    }
+    let mut sizes = Vec::new();
+    for _ in 0..ROUNDS {
+        let round = tokio::time::sleep(Duration::from_millis(250));
+        for (batch, revisions) in keys.chunks(20).zip(held.chunks_mut(20)) {
+            let updates = batch
+                .iter()
+                .zip(revisions.to_vec())
+                .map(|(key, revision)| etcd.update(key, value.clone(), revision));
+            for (revision, written) in revisions.iter_mut().zip(futures::future::join_all(updates).await) {
+                *revision = written.unwrap().mod_revision;
+            }
+        }
+        let status = maintenance
+            .status(raw_etcd::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        sizes.push(status.db_size);
+        round.await;
+    }
+    let _ = stop.send(true);
+    sizes
+}
+
+/// Without compaction every update stays in etcd's history and its database grows with the
+/// writes; with the compactor the history is freed each interval, the pages are reused, and
+/// the size levels off.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compactor_keeps_etcds_database_from_growing() {
+    let (kept, compacted) = (database_sizes(false).await, database_sizes(true).await);
+    let mib = |sizes: &[i64]| {
+        sizes
+            .iter()
+            .map(|s| format!("{:.1}", *s as f64 / 1048576.0))
+            .collect::<Vec<_>>()
+    };
+    let figures = format!(
+        "without compaction {:?} MiB, with {:?} MiB",
+        mib(&kept),
+        mib(&compacted)
+    );
+    let growth = |sizes: &[i64]| sizes[ROUNDS - 1] - sizes[ROUNDS / 2];
+    assert!(
+        growth(&kept) > 4 << 20,
+        "without compaction the database grows: {figures}"
+    );
+    assert!(
+        growth(&compacted) < growth(&kept) / 8,
+        "with the compactor the size levels off: {figures}"
+    );
+    if std::env::var_os("APIARY_FIGURES").is_some() {
+        eprintln!("{figures}");
+    }
+}

@@ -1,12 +1,15 @@
-//! Two widget-server replicas on one etcd behave as one API; an etcd outage gives 503 Status
-//! errors, never a hang, and the server recovers with no acknowledged write lost.
+//! Two widget-server replicas on one etcd behave as one API; an etcd outage, a leader lost
+//! and a member frozen in a three-member etcd give Status errors, never a hang, and the server
+//! recovers with no acknowledged write lost.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use apiary_runtime::testing::EtcdProcess;
+use apiary_runtime::testing::{EtcdCluster, EtcdProcess};
 use common::{ServerProcess, WidgetServer as _};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
@@ -272,8 +275,8 @@ async fn replicas_compact_etcd_history() {
     assert!(version >= 2, "claimed once per interval: version {version}");
 }
 
-/// What one request of the outage test saw: when it started and ended (since the test began),
-/// and its HTTP code (200/201 for success; 0 when no Status came back).
+/// What a client saw of one request: when it began and ended (since the load began), its
+/// status code (0: no Status) and what it was (a Widget's name, or "list").
 struct Seen {
     started: Duration,
     ended: Duration,
@@ -281,14 +284,154 @@ struct Seen {
     name: String,
 }
 
+/// Requests kept under way against a server until [`Load::finish`], each answer recorded.
+struct Load {
+    begin: Instant,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load {
+            begin: Instant::now(),
+            seen: Arc::default(),
+            stop: Arc::default(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Time since the load began.
+    fn now(&self) -> Duration {
+        self.begin.elapsed()
+    }
+
+    /// Run `request` every `pause` until the load finishes; it answers a name and a code.
+    fn every<F, R>(&mut self, pause: Duration, mut request: F)
+    where
+        F: FnMut(usize) -> R + Send + 'static,
+        R: Future<Output = (String, u16)> + Send,
+    {
+        let (begin, seen, stop) = (self.begin, self.seen.clone(), self.stop.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let started = begin.elapsed();
+                let (name, code) = request(i).await;
+                let ended = begin.elapsed();
+                seen.lock().unwrap().push(Seen {
+                    started,
+                    ended,
+                    code,
+                    name,
+                });
+                i += 1;
+                tokio::time::sleep(pause).await;
+            }
+        }));
+    }
+
+    /// Create Widget `w-<i>` every 50 ms.
+    fn write(&mut self, api: &Api<Widget>) {
+        let api = api.clone();
+        self.every(Duration::from_millis(50), move |i| {
+            let api = api.clone();
+            async move {
+                let name = format!("w-{i}");
+                let result = api
+                    .create(&PostParams::default(), &common::typed_widget(&name, 1))
+                    .await;
+                (name, result.as_ref().map_or_else(code, |_| 201))
+            }
+        });
+    }
+
+    /// List (50 to a page) every 100 ms.
+    fn read(&mut self, api: &Api<Widget>) {
+        let api = api.clone();
+        self.every(Duration::from_millis(100), move |_| {
+            let api = api.clone();
+            async move {
+                let result = api.list(&ListParams::default().limit(50)).await;
+                ("list".into(), result.as_ref().map_or_else(code, |_| 200))
+            }
+        });
+    }
+
+    /// Wait (at most `within`) until a create that began after `after` is acknowledged.
+    async fn a_write_after(&self, after: Duration, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        while !self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.code == 201 && s.started > after)
+        {
+            assert!(Instant::now() < deadline, "writes resume within {within:?} {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stop the requests; every answer came within 8 s (a request timeout of 5 s and room) as
+    /// a success or a Status of a storage failure.
+    async fn finish(self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        for s in &seen {
+            let took = s.ended - s.started;
+            assert!(took < Duration::from_secs(8), "{} took {took:?}", s.name);
+            assert!(
+                matches!(s.code, 200 | 201 | 500 | 503 | 504),
+                "{} got {} (0: no Status)",
+                s.name,
+                s.code
+            );
+        }
+        seen
+    }
+}
+
+/// The status code of a failed request (0 when it carried no Status).
+fn code(e: &kube::Error) -> u16 {
+    common::status_of(e).0
+}
+
+/// Every acknowledged create is listed, and at most `unanswered` Widgets are listed whose
+/// create got no acknowledgement (those in flight as a fault struck).
+async fn acknowledged_writes_kept(api: &Api<Widget>, seen: &[Seen], unanswered: usize) {
+    let listed: BTreeSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|w| w.metadata.name)
+        .collect();
+    let acknowledged: BTreeSet<String> = seen.iter().filter(|s| s.code == 201).map(|s| s.name.clone()).collect();
+    assert!(
+        acknowledged.is_subset(&listed),
+        "lost: {:?}",
+        acknowledged.difference(&listed).collect::<Vec<_>>()
+    );
+    let applied: Vec<&String> = listed.difference(&acknowledged).collect();
+    assert!(
+        applied.len() <= unanswered,
+        "applied without an acknowledgement: {applied:?}"
+    );
+}
+
 /// etcd killed for 20 s under a writer, a reader and a watcher, then restarted with its data:
 /// every request is answered within the request timeout with a Status, `/readyz` fails while
 /// `/livez` does not, no write is acknowledged while etcd is down, afterwards the Widgets are
-/// exactly the acknowledged creates (and perhaps some whose answer was lost as etcd went), and
+/// exactly the acknowledged creates (and perhaps one whose answer was lost as etcd went), and
 /// the watch either goes on or ends cleanly, never out of order.
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_down_for_20_seconds_under_load() {
-    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let mut etcd = EtcdProcess::start(dir.path());
     let flags = ["--request-timeout", "5", "--status-controller", "false"];
@@ -296,50 +439,9 @@ async fn etcd_down_for_20_seconds_under_load() {
     // kube-rs retries 503s and 504s by default, which would hide every answer of the outage.
     let client = common::kube_client_without_retries(&server.kubeconfig).await;
     let api: Api<Widget> = Api::namespaced(client.clone(), "default");
-    let begin = std::time::Instant::now();
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let record = move |seen: &Arc<Mutex<Vec<Seen>>>, started: Duration, code: u16, name: String| {
-        let ended = begin.elapsed();
-        seen.lock().unwrap().push(Seen {
-            started,
-            ended,
-            code,
-            name,
-        });
-    };
-    let code = |e: &kube::Error| common::status_of(e).0;
-    let writer = tokio::spawn({
-        let (api, seen, stop) = (api.clone(), seen.clone(), stop.clone());
-        async move {
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (name, started) = (format!("w-{i}"), begin.elapsed());
-                let result = api
-                    .create(&PostParams::default(), &common::typed_widget(&name, 1))
-                    .await;
-                record(&seen, started, result.as_ref().map_or_else(code, |_| 201), name);
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    });
-    let reader = tokio::spawn({
-        let (api, seen, stop) = (api.clone(), seen.clone(), stop.clone());
-        async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let started = begin.elapsed();
-                let result = api.list(&ListParams::default().limit(50)).await;
-                record(
-                    &seen,
-                    started,
-                    result.as_ref().map_or_else(code, |_| 200),
-                    "list".into(),
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
+    let mut load = Load::new();
+    load.write(&api);
+    load.read(&api);
     let rv = common::list_rv(&api).await;
     let mut watch = api
         .watch(&WatchParams::default().timeout(120), &rv)
@@ -349,7 +451,7 @@ async fn etcd_down_for_20_seconds_under_load() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     etcd.stop();
-    let down_from = begin.elapsed();
+    let down_from = load.now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let health = |path: &'static str| {
         let client = client.clone();
@@ -367,67 +469,24 @@ async fn etcd_down_for_20_seconds_under_load() {
     );
     assert_eq!(health("/livez").await.unwrap(), "ok");
     tokio::time::sleep(Duration::from_secs(17)).await;
-    let down_until = begin.elapsed();
+    let down_until = load.now();
     etcd.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !seen
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|s| s.code == 201 && s.started > down_until)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "writes resume within 30 s of etcd's return"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.unwrap();
-    reader.await.unwrap();
-
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    load.a_write_after(down_until, Duration::from_secs(30), "of etcd's return")
+        .await;
+    let seen = load.finish().await;
     for s in &seen {
-        assert!(
-            s.ended - s.started < Duration::from_secs(8),
-            "{} took {:?}",
-            s.name,
-            s.ended - s.started
-        );
-        assert!(
-            matches!(s.code, 200 | 201 | 500 | 503 | 504),
-            "{} got {} (0: no Status)",
-            s.name,
-            s.code
-        );
         assert!(
             !(s.code == 201 && s.started > down_from && s.ended < down_until),
             "{} acknowledged while etcd was down",
             s.name
         );
     }
-    let failed_during = seen.iter().filter(|s| s.code >= 500).count();
-    assert!(failed_during > 0, "requests failed while etcd was down");
-    let listed: BTreeSet<String> = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|w| w.metadata.name)
-        .collect();
-    let acknowledged: BTreeSet<String> = seen.iter().filter(|s| s.code == 201).map(|s| s.name.clone()).collect();
     assert!(
-        acknowledged.is_subset(&listed),
-        "lost: {:?}",
-        acknowledged.difference(&listed).collect::<Vec<_>>()
+        seen.iter().any(|s| s.code >= 500),
+        "requests failed while etcd was down"
     );
     // Only a create in flight as etcd went may have been applied with its answer lost.
-    let unacknowledged: Vec<&String> = listed.difference(&acknowledged).collect();
-    assert!(
-        unacknowledged.len() <= 1,
-        "applied without an acknowledgement: {unacknowledged:?}"
-    );
+    acknowledged_writes_kept(&api, &seen, 1).await;
 
     let mut last = 0u64;
     while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), watch.try_next())
@@ -444,4 +503,99 @@ async fn etcd_down_for_20_seconds_under_load() {
         assert!(revision > last, "the watch went back: {revision} after {last}");
         last = revision;
     }
+}
+
+/// Two replicas on a three-member etcd 3.6 (`--etcd-servers` lists all three) under a writer
+/// and a reader: etcd's leader killed for 10 s, then the new leader frozen (`SIGSTOP`) for 20 s.
+/// Writes resume after each election; once the servers have left the dead or frozen member
+/// out (a probe's interval and timeout, and an election), no request fails; no acknowledged
+/// write is lost; and at no moment do both replicas lead their controllers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_member_etcd_loses_its_leader_and_a_member_freezes() {
+    let binaries = apiary_cluster::Binaries::ensure().expect("etcd 3.6 builds");
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let mut etcd = EtcdCluster::start(&binaries.etcd, dir.path(), 3);
+    let servers = etcd.endpoints().join(",");
+    let flags = ["--request-timeout", "5", "--leader-elect-retry-period", "250ms"];
+    let a = ServerProcess::start_in(
+        &dir_a,
+        &[&["--storage", "etcd", "--etcd-servers", &servers], &flags[..]].concat(),
+    );
+    let b = common::replica_on(&a.dir, &dir_b, &servers, &flags);
+    let client = common::kube_client_without_retries(&a.kubeconfig).await;
+    let api: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let leaders = watch_leaders([&a, &b]).await;
+    let mut load = Load::new();
+    load.write(&api);
+    load.read(&api);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let leader = etcd.leader().expect("etcd has a leader");
+    etcd.members[leader].stop();
+    let killed = load.now();
+    load.a_write_after(killed, Duration::from_secs(15), "after etcd's leader was killed")
+        .await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(load.now() - killed)).await;
+    let restarted = load.now();
+    etcd.members[leader].restart();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let frozen = etcd.leader().expect("etcd elected a new leader");
+    etcd.members[frozen].pause();
+    let paused = load.now();
+    load.a_write_after(paused, Duration::from_secs(15), "after etcd's leader froze")
+        .await;
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(load.now() - paused)).await;
+    let resumed = load.now();
+    etcd.members[frozen].resume();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = load.finish().await;
+
+    // A member is left out within a probe's interval and timeout (3 s) of its fault, and an
+    // election takes about a second: from 6 s on, nothing may fail.
+    let settled = Duration::from_secs(6);
+    for (from, until, fault) in [(killed, restarted, "killed"), (paused, resumed, "frozen")] {
+        let failed: Vec<_> = seen
+            .iter()
+            .filter(|s| s.code >= 500 && s.started > from + settled && s.started < until)
+            .map(|s| (&s.name, s.code, s.started - from))
+            .collect();
+        assert!(failed.is_empty(), "failed with a member {fault}: {failed:?}");
+    }
+    // A create in flight at each fault may be applied with its answer lost.
+    acknowledged_writes_kept(&api, &seen, 2).await;
+    let both = leaders.await.unwrap();
+    assert!(both.is_empty(), "both replicas led at once: {both:?}");
+}
+
+/// Sample both replicas' `leader_election_master_status` every 200 ms for 60 s: the samples in
+/// which both reported leading.
+async fn watch_leaders(servers: [&ServerProcess; 2]) -> tokio::task::JoinHandle<Vec<Duration>> {
+    let mut clients = Vec::new();
+    for server in servers {
+        // A replica shares the first one's credentials (and writes no kubeconfig).
+        clients.push(common::kube_client(&servers[0].kubeconfig, &server.url).await);
+    }
+    tokio::spawn(async move {
+        let begin = Instant::now();
+        let mut both = Vec::new();
+        while begin.elapsed() < Duration::from_secs(60) {
+            let mut leading = 0;
+            for client in &clients {
+                let metrics = client
+                    .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+                    .await
+                    .unwrap_or_default();
+                leading += usize::from(metrics.contains("leader_election_master_status{name=\"widget-server\"} 1"));
+            }
+            if leading > 1 {
+                both.push(begin.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        both
+    })
 }

@@ -3,12 +3,14 @@
 
 mod client;
 pub mod compactor;
+mod members;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use tonic::transport::Channel;
 
 pub use client::{EtcdConfig, REQUEST_TIMEOUT, proto};
+pub use members::{PROBE_INTERVAL, PROBE_TIMEOUT};
 use proto::etcdserverpb::{
     self as pb, compare, kv_client::KvClient, maintenance_client::MaintenanceClient, request_op, response_op,
     watch_client::WatchClient, watch_request,

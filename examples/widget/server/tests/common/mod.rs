@@ -65,18 +65,22 @@ pub fn replica_of(
     etcd: &apiary_runtime::testing::EtcdProcess,
     extra: &[&str],
 ) -> ServerProcess {
+    replica_on(first, dir, &etcd.endpoint(), extra)
+}
+
+/// [`replica_of`] on the etcd at `etcd_servers` (comma-separated endpoints).
+pub fn replica_on(first: &Path, dir: &Path, etcd_servers: &str, extra: &[&str]) -> ServerProcess {
     let certs = first.join(".apiary/certs");
     let (cert, key, ca) = (
         certs.join("apiserver.crt"),
         certs.join("apiserver.key"),
         certs.join("ca.crt"),
     );
-    let endpoint = etcd.endpoint();
     let mut args = vec![
         "--storage",
         "etcd",
         "--etcd-servers",
-        &endpoint,
+        etcd_servers,
         "--tls-cert-file",
         cert.to_str().unwrap(),
         "--tls-private-key-file",
