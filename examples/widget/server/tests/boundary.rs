@@ -493,7 +493,43 @@ async fn a_damaged_object_is_named_and_can_be_deleted() {
     std::fs::write(&file, &bytes).unwrap();
 
     let server = ServerProcess::start_in(dir.path(), &[]);
-    let list = raw(&server, "GET", WIDGETS, "", "").await;
+    damaged_victim_is_named_and_deletable(&server).await;
+}
+
+/// The same on etcd, where the damage is a value that is not an object: the list names it,
+/// and it can be deleted without being read.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_value_in_etcd_is_named_and_can_be_deleted() {
+    use apiary_runtime::testing::{EtcdProcess, raw_etcd};
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let server = ServerProcess::on_etcd(dir.path(), &etcd, &["--status-controller", "false"]);
+    let api: Api<widget_api::Widget> = Api::namespaced(server.client().await, "default");
+    for name in ["victim", "bystander"] {
+        api.create(&PostParams::default(), &typed_widget(name, 1))
+            .await
+            .unwrap();
+    }
+    let mut kv = raw_etcd::kv_client::KvClient::new(raw_etcd::channel(&etcd.endpoint()).await);
+    let keys = kv.range(raw_etcd::prefix("/registry/")).await.unwrap().into_inner().kvs;
+    let victim = keys
+        .into_iter()
+        .find(|k| k.key.ends_with(b"/default/victim"))
+        .expect("the victim's key");
+    let put = raw_etcd::PutRequest {
+        key: victim.key,
+        value: b"\xff\x00 not an object".to_vec(),
+        ..Default::default()
+    };
+    kv.put(put).await.unwrap();
+    damaged_victim_is_named_and_deletable(&server).await;
+}
+
+/// With the Widget `victim` damaged in storage: a list fails naming its key (500) and the way
+/// out, `bystander` and GETs of others are served, the victim's GET fails, a dry-run of the
+/// unsafe delete is refused, the delete itself succeeds and the list is whole again.
+async fn damaged_victim_is_named_and_deletable(server: &ServerProcess) {
+    let list = raw(server, "GET", WIDGETS, "", "").await;
     assert_eq!(list.code, 500, "{list:?}");
     let message = list.json()["message"].as_str().unwrap().to_string();
     assert!(message.contains("widgets/default/victim"), "{message}");
@@ -502,15 +538,12 @@ async fn a_damaged_object_is_named_and_can_be_deleted() {
         "{message}"
     );
     assert_eq!(
-        raw(&server, "GET", &format!("{WIDGETS}/bystander"), "", "").await.code,
+        raw(server, "GET", &format!("{WIDGETS}/bystander"), "", "").await.code,
         200
     );
-    assert_eq!(
-        raw(&server, "GET", &format!("{WIDGETS}/victim"), "", "").await.code,
-        500
-    );
+    assert_eq!(raw(server, "GET", &format!("{WIDGETS}/victim"), "", "").await.code, 500);
     let refused = raw(
-        &server,
+        server,
         "DELETE",
         &format!("{WIDGETS}/victim?ignoreStoreReadErrorWithClusterBreakingPotential=true&dryRun=All"),
         "",
@@ -519,7 +552,7 @@ async fn a_damaged_object_is_named_and_can_be_deleted() {
     .await;
     assert_eq!(refused.code, 400, "{refused:?}");
     let deleted = raw(
-        &server,
+        server,
         "DELETE",
         &format!("{WIDGETS}/victim?ignoreStoreReadErrorWithClusterBreakingPotential=true"),
         "",
@@ -527,7 +560,7 @@ async fn a_damaged_object_is_named_and_can_be_deleted() {
     )
     .await;
     assert_eq!(deleted.code, 200, "{deleted:?}");
-    let list = raw(&server, "GET", WIDGETS, "", "").await;
+    let list = raw(server, "GET", WIDGETS, "", "").await;
     assert_eq!(list.code, 200, "{list:?}");
     let names: Vec<_> = list.json()["items"]
         .as_array()
