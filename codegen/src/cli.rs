@@ -14,14 +14,14 @@
 //! diff); exit 1 when `--check` finds stale output or generation fails.
 //!
 //! `cargo xtask new PATH --group G [--version V] --kind K [--cluster] [--apiary PATH|URL]`
-//! writes a new project ([`crate::scaffold`]); `cargo xtask image [--out DIR] [--debug]` builds
-//! the server's OCI image and pins the workload to its digest ([`crate::image`]).
+//! writes a new project (`apiary_scaffold`, which is also the faster `apiary-new` binary);
+//! `cargo xtask image [--out DIR] [--debug]` builds the server's OCI image and pins the
+//! workload to its digest ([`crate::image`]).
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-use crate::scaffold::{self, Apiary, Scaffold};
 use crate::{Mode, Outcome, Parts, Project};
 
 /// Project tasks.
@@ -31,7 +31,7 @@ enum Task {
     /// Render manifests, certificates, OpenAPI files and the client crate.
     Generate(Generate),
     /// Write a new project (a workspace: API types, server, xtask) into a new directory.
-    New(New),
+    New(apiary_scaffold::NewArgs),
     /// Build the server in release mode into an OCI image (no daemon) and pin the workload to it.
     Image(Image),
     /// Run the server behind a real kube-apiserver on this machine (`up`), or stop it (`down`).
@@ -64,29 +64,6 @@ struct Image {
     /// A debug build (faster to build; for tests).
     #[arg(long)]
     debug: bool,
-}
-
-#[derive(clap::Args)]
-struct New {
-    /// The directory to create; its name is the project's (`gadget`: crates `gadget-api`,
-    /// `gadget-server`).
-    path: PathBuf,
-    /// API group, a DNS name you own (`example.com`).
-    #[arg(long)]
-    group: String,
-    /// API version.
-    #[arg(long, default_value = "v1alpha1")]
-    version: String,
-    /// Kind, UpperCamelCase (`Gadget`).
-    #[arg(long)]
-    kind: String,
-    /// Cluster-scoped objects (default: namespaced).
-    #[arg(long)]
-    cluster: bool,
-    /// Where the project takes Apiary's crates from: a checkout's path or a git URL
-    /// (default: this checkout).
-    #[arg(long)]
-    apiary: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -128,7 +105,7 @@ pub fn main(project: &Project, root: &Path, deploy: &Path, client: &Path) {
 fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(), String> {
     let args = match Task::parse() {
         Task::Generate(args) => args,
-        Task::New(args) => return new(args),
+        Task::New(args) => return apiary_scaffold::new(args),
         Task::Image(args) => return image(project, root, deploy, args),
         Task::Cluster(ClusterTask::Up { storage }) => {
             let kubeconfig = crate::cluster::up(project, root, deploy, storage)?;
@@ -177,37 +154,6 @@ fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(
     } else {
         Err("generated files are stale: run `cargo xtask generate` and commit the result".into())
     }
-}
-
-fn new(args: New) -> Result<(), String> {
-    let name = args.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let apiary = match args.apiary {
-        Some(url) if url.contains("://") || url.starts_with("git@") => Apiary::Git(url),
-        Some(path) => Apiary::Path(absolute(Path::new(&path))?),
-        None => Apiary::Path(absolute(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))?),
-    };
-    let scaffold = Scaffold {
-        name: name.to_string(),
-        group: args.group,
-        version: args.version,
-        kind: args.kind,
-        cluster: args.cluster,
-        apiary,
-    };
-    for path in scaffold::write(&args.path, &scaffold)? {
-        println!("written   {}", path.display());
-    }
-    println!(
-        "\nNext: cd {} && cargo run -p {name}-server   (then the kubectl line it prints)",
-        args.path.display()
-    );
-    Ok(())
-}
-
-/// `path` made absolute, so the new project finds Apiary from wherever it is.
-fn absolute(path: &Path) -> Result<String, String> {
-    let path = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path.display().to_string())
 }
 
 /// [`crate::generate`], one output line per file; whether everything was current.

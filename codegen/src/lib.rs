@@ -21,7 +21,6 @@ mod client;
 pub mod cluster;
 pub mod image;
 mod manifests;
-pub mod scaffold;
 
 use std::path::{Path, PathBuf};
 
@@ -200,13 +199,7 @@ pub enum Outcome {
     Stale(String),
 }
 
-/// One output file.
-pub struct File {
-    /// Path relative to its output directory.
-    pub path: PathBuf,
-    /// Contents.
-    pub bytes: Vec<u8>,
-}
+pub use apiary_scaffold::File;
 
 /// Generate `parts` of `project`: manifests, certificates and OpenAPI under `deploy`, the client
 /// crate under `client`. Reports each file on one line through `report`.
