@@ -4,7 +4,7 @@
 //! `real_cluster.rs` checks the same paths behind the real kube-apiserver. Everything else is real: widget-server over
 //! TLS, certificates made with rcgen, the kube client and kubectl.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

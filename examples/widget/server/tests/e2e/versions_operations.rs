@@ -2,7 +2,7 @@
 //! policies written for v1 judge v1alpha1 writes, `--migrate-storage` rewrites what an older
 //! server stored, and the generated APIServices (one per version) build with kubectl.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

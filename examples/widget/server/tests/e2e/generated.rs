@@ -2,7 +2,7 @@
 //! and the generated client crate, built in a scratch project outside this workspace, creates,
 //! scales, patches status and watches Widgets, and reads them at v1alpha1.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! and a member frozen in a three-member etcd give Status errors, never a hang, and the server
 //! recovers with no acknowledged write lost.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,6 @@
 //! The wire contract below kubectl: media types, ETags, Status errors, limits, warnings.
 
-mod common;
+use crate::common;
 
 use common::{ServerProcess, WidgetServer as _};
 use http::{Request, StatusCode};

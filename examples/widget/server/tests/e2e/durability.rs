@@ -1,6 +1,6 @@
 //! The embedded store keeps every acknowledged write across a clean restart and a `kill -9`.
 
-mod common;
+use crate::common;
 
 use common::{ServerProcess, WidgetServer as _, widget};
 

@@ -1,7 +1,7 @@
 //! The same flows through the `kube` crate: `kube::Api<Widget>` works against widget-server
 //! because `#[derive(ApiResource)]` implements `kube::Resource`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

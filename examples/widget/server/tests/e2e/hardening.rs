@@ -2,7 +2,7 @@
 //! graceful shutdown that ends watches cleanly, and the serving certificate reloaded from
 //! disk. Requests are written by hand over real TLS so nothing retries behind the test's back.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -77,7 +77,7 @@ async fn a_burst_of_creates_on_etcd_gets_no_429_and_every_status_converges() {
 
 /// The load that first showed the self-inflicted 429s: 16 clients creating 10,000 Widgets on
 /// etcd with the status controller and the default in-flight limits. Minutes long, so run by
-/// hand: `cargo test -p widget-server --test hardening -- --ignored`.
+/// hand: `cargo test -p widget-server --test e2e hardening:: -- --ignored`.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a soak of minutes, run by hand"]
 async fn ten_thousand_creates_on_etcd_get_no_429() {

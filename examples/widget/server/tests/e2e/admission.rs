@@ -2,7 +2,7 @@
 //! k8s.io/apiserver's order (mutating, then the strategy, then validating), and the example's
 //! WidgetPolicy step refuses denied images through kubectl with its exact message.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -2,7 +2,7 @@
 //! --force-conflicts, removal of fields a manager stops applying, diff --server-side, the
 //! status/spec split, and client-side apply on an object server-side apply created.
 
-mod common;
+use crate::common;
 
 use common::{ServerProcess, WidgetServer as _};
 use kube::api::{Api, Patch, PatchParams};

@@ -4,7 +4,7 @@
 //! over raw TLS, and with the kube crate's metadata API. And the slash variants of
 //! non-resource paths that clients use.
 
-mod common;
+use crate::common;
 
 use common::{ServerProcess, WidgetServer as _, typed_widget};
 use futures::{StreamExt, TryStreamExt};

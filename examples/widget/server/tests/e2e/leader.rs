@@ -2,7 +2,7 @@
 //! controller at a time. A crashed leader (kill -9) is replaced once its lease expires; a
 //! leader stopped with SIGTERM hands the lease over at once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! bounded, one parse of each request. Requests that a client library would normalise or
 //! refuse to send are written by hand over real TLS.
 
-mod common;
+use crate::common;
 
 use common::{ServerProcess, WidgetServer as _, raw, status_of, typed_widget};
 use kube::api::{Api, DeleteParams, PostParams};

@@ -1,7 +1,7 @@
 //! What operators see: /metrics after a kubectl session (checked by promtool), the audit log
 //! under a policy, and Audit-ID.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! The seed recipe's Step 8 and Verification, driven through the real kubectl against a real
 //! widget-server over TLS with client certificates. Every step asserts kubectl's output.
 
-mod common;
+use crate::common;
 
 use common::flows::{flows_against, smoke};
 use common::{Kubectl, ServerProcess, VERSIONS, WidgetServer as _};

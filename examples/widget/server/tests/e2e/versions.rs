@@ -1,7 +1,7 @@
 //! Widget at two versions: v1 (stored) and v1alpha1 (served, deprecated), one object seen
 //! and written through both with kubectl 1.27 and 1.33 and the kube client.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! runs; the webhooks are real HTTPS servers started by the test, which check the
 //! AdmissionReviews they receive.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! availability check, kubectl through the aggregator, real authentication and RBAC, the
 //! cluster's admission objects, and the namespace and garbage-collector controllers.
 
-mod common;
+use crate::common;
 mod real;
 
 use common::flows::flows_against;

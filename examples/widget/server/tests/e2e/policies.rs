@@ -5,7 +5,7 @@
 //! messageExpression, and policies and params changed while the server runs; one refusal
 //! through the kube client too.
 
-mod common;
+use crate::common;
 
 use apiary_runtime::testing::CoreApiStandIn;
 use common::{ServerProcess, VERSIONS, WidgetServer as _};
