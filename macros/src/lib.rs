@@ -31,7 +31,10 @@ use proc_macro::TokenStream;
 /// - `selectable = ".spec.x"`, repeated: fields usable in field selectors;
 /// - `default = path::to::fn` (`fn(&mut Self)`), `validate = path::to::fn`
 ///   (`fn(&Self) -> Vec<apiary_runtime::FieldError>`, on create and update),
-///   `validate_update = path::to::fn` (`fn(new: &Self, old: &Self) -> Vec<FieldError>`, on update).
+///   `validate_update = path::to::fn` (`fn(new: &Self, old: &Self) -> Vec<FieldError>`, on update);
+/// - `storage = OtherVersion`, `deprecated` or `deprecated = ".."`, `served = false`: versions;
+/// - `crate = "path"`: the runtime's path when the dependency is renamed or re-exported
+///   (default `::apiary_runtime`), as serde's `#[serde(crate = "..")]`.
 #[proc_macro_derive(ApiResource, attributes(api))]
 pub fn derive_api_resource(input: TokenStream) -> TokenStream {
     resource::derive(proc_macro2::TokenStream::from(input)).into()

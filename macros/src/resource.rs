@@ -49,6 +49,10 @@ struct ApiAttrs {
     /// `served = false`: known (stored objects are read and migrated), not served.
     #[darling(default = || true)]
     served: bool,
+    /// `crate = "path"`: where the runtime is when the dependency is renamed or re-exported
+    /// (as serde's `#[serde(crate = "...")]`); `::apiary_runtime` otherwise.
+    #[darling(rename = "crate")]
+    runtime: Option<syn::Path>,
 }
 
 /// `deprecated` (the default warning) or `deprecated = "..."`.
@@ -125,6 +129,8 @@ struct Model {
     deprecation: Option<String>,
     served: bool,
     metadata_span: Span,
+    /// The path every emitted item is reached through.
+    runtime: syn::Path,
 }
 
 const COLUMN_TYPES: &[&str] = &["integer", "number", "string", "boolean", "date"];
@@ -431,6 +437,7 @@ fn model(input: &DeriveInput, attrs: ApiAttrs) -> darling::Result<Model> {
         deprecation,
         served: attrs.served,
         metadata_span,
+        runtime: attrs.runtime.unwrap_or_else(|| syn::parse_quote!(::apiary_runtime)),
     })
 }
 
@@ -491,7 +498,7 @@ fn emit(m: &Model) -> TokenStream {
         singular,
         ..
     } = m;
-    let rt = quote!(::apiary_runtime);
+    let rt = &m.runtime;
     let api_version = if group.is_empty() {
         version.clone()
     } else {

@@ -11,7 +11,7 @@
 mod notes;
 mod process;
 
-use apiary_runtime::server::{Server, ServerOptions};
+use apiary::server::{Server, ServerOptions};
 use clap::Parser;
 
 /// The machine API server.

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use apiary_runtime::custom::CustomStorage;
-use apiary_runtime::prelude::*;
-use apiary_runtime::resource::RESOURCE_VERBS;
-use apiary_runtime::status::{ApiError, ApiResult};
+use apiary::custom::CustomStorage;
+use apiary::prelude::*;
+use apiary::resource::RESOURCE_VERBS;
+use apiary::status::{ApiError, ApiResult};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ const MAX_FILE: u64 = 1024 * 1024;
 /// A note.
 #[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[api(
+    crate = "apiary",
     group = "machine.example.com",
     version = "v1",
     kind = "Note",

@@ -1,9 +1,9 @@
 //! Processes, computed from `/proc` on every read: a read-only, cluster-scoped resource like
 //! metrics-server's, with nothing stored.
 
-use apiary_runtime::custom::CustomStorage;
-use apiary_runtime::prelude::*;
-use apiary_runtime::status::{ApiError, ApiResult};
+use apiary::custom::CustomStorage;
+use apiary::prelude::*;
+use apiary::status::{ApiError, ApiResult};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ pub const COMM_LABEL: &str = "machine.example.com/comm";
 /// A process on this machine; its name is its PID.
 #[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[api(
+    crate = "apiary",
     group = "machine.example.com",
     version = "v1",
     kind = "Process",

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use apiary_runtime::testing::{Kubectl, ServerProcess, VERSIONS, eventually};
+use apiary::testing::{Kubectl, ServerProcess, VERSIONS, eventually};
 use serde_json::Value;
 
 fn start(dir: &Path) -> ServerProcess {
