@@ -39,3 +39,60 @@ use proc_macro::TokenStream;
 pub fn derive_api_resource(input: TokenStream) -> TokenStream {
     resource::derive(proc_macro2::TokenStream::from(input)).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The keys `struct <name>` of the parser accepts: its fields, as darling names them.
+    fn parser_keys(source: &str, name: &str) -> BTreeSet<String> {
+        let start = source.find(&format!("struct {name} {{")).expect("the struct");
+        let body = &source[start..source[start..].find("\n}").map(|end| start + end).unwrap()];
+        let mut keys = BTreeSet::new();
+        let mut renamed = None;
+        for line in body.lines().skip(1).map(str::trim) {
+            if let Some(rest) = line.strip_prefix("#[darling(rename = \"") {
+                renamed = rest.split('"').next().map(str::to_string);
+            } else if let Some((field, _)) = line.split_once(':').filter(|_| !line.starts_with("//")) {
+                // darling's own: the type's name, visibility and generics.
+                if !["ident", "vis", "generics"].contains(&field) {
+                    keys.insert(renamed.take().unwrap_or_else(|| field.to_string()));
+                }
+            }
+        }
+        keys
+    }
+
+    /// The keys the reference's tables name, for the top level and inside `scale(...)` and
+    /// `printcolumn(...)`.
+    fn documented_keys(reference: &str) -> [BTreeSet<String>; 3] {
+        let mut keys: [BTreeSet<String>; 3] = Default::default();
+        let mut table = 0;
+        for line in reference.lines() {
+            if line.starts_with("## ") {
+                table = 0;
+            } else if line.starts_with("Inside `scale") {
+                table = 1;
+            } else if line.starts_with("Inside `printcolumn") {
+                table = 2;
+            } else if let Some(row) = line.strip_prefix("| `") {
+                keys[table].insert(row.split('`').next().unwrap().to_string());
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_reference_names_every_key_the_parser_accepts() {
+        let source = include_str!("resource.rs");
+        let reference = include_str!("../../docs/reference/api-attributes.md");
+        let [top, scale, column] = documented_keys(reference);
+        assert_eq!(top, parser_keys(source, "ApiAttrs"), "docs/reference/api-attributes.md");
+        assert_eq!(scale, parser_keys(source, "ScaleAttrs"), "scale(...) in the reference");
+        assert_eq!(
+            column,
+            parser_keys(source, "PrintColumnAttrs"),
+            "printcolumn(...) in the reference"
+        );
+    }
+}
