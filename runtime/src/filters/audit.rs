@@ -1,15 +1,16 @@
 //! The audit log: `audit.k8s.io/v1` policies and events, one JSON line per stage, written to
-//! a file rotated by size, count and age (`--audit-log-*`), as kube-apiserver writes it.
+//! a file rotated by size, count and age (`--audit-log-*`, `audit_file.rs`), as kube-apiserver
+//! writes it.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::time::SystemTime;
 
+use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::audit_file::AuditFile;
+pub use super::audit_file::Rotation;
 use super::authn::UserInfo;
 use crate::endpoints::request_info::RequestInfo;
 
@@ -166,23 +167,10 @@ impl Policy {
     }
 }
 
-/// `--audit-log-*` rotation settings.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Rotation {
-    /// Rotate when the file would exceed this many bytes (0: never).
-    pub max_bytes: u64,
-    /// Keep at most this many rotated files (0: all).
-    pub max_backups: usize,
-    /// Delete rotated files older than this (zero: keep).
-    pub max_age: Duration,
-}
-
-/// The audit log: a policy and a rotating file of events.
+/// The audit log: a policy, and a file of events written by a thread of its own.
 pub struct AuditLog {
     policy: Policy,
-    path: PathBuf,
-    rotation: Rotation,
-    file: Mutex<(File, u64)>,
+    file: AuditFile,
 }
 
 fn timestamp(at: SystemTime) -> String {
@@ -193,22 +181,21 @@ fn timestamp(at: SystemTime) -> String {
 }
 
 impl AuditLog {
-    /// Open (append to) the log at `path` with `policy`.
-    pub fn open(path: &Path, policy: Policy, rotation: Rotation) -> Result<AuditLog, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        let file = File::options()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    /// Open (append to) the log at `path` with `policy`; events it has to drop are counted in
+    /// `registry`'s `apiserver_audit_error_total{plugin="log"}`.
+    pub fn open(path: &Path, policy: Policy, rotation: Rotation, registry: &Registry) -> Result<AuditLog, String> {
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "apiserver_audit_error_total",
+                "Counter of audit events that failed to be audited properly. Plugin identifies the plugin affected by the error.",
+            ),
+            &["plugin"],
+        )
+        .expect("a valid counter");
+        let errors = crate::filters::metrics::registered(registry, errors);
         Ok(AuditLog {
             policy,
-            path: path.to_path_buf(),
-            rotation,
-            file: Mutex::new((file, size)),
+            file: AuditFile::open(path, rotation, errors.with_label_values(&["log"]))?,
         })
     }
 
@@ -217,63 +204,17 @@ impl AuditLog {
         &self.policy
     }
 
-    /// Write one event line, rotating first if it would not fit.
+    /// Queue one event line for the file; never waits.
     pub fn write(&self, event: &Value) {
         let mut line = serde_json::to_vec(event).expect("events serialize");
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if self.rotation.max_bytes > 0 && file.1 > 0 && file.1 + line.len() as u64 > self.rotation.max_bytes {
-            match self.rotate() {
-                Ok(fresh) => *file = (fresh, 0),
-                Err(e) => tracing::error!("audit log rotation failed: {e}"),
-            }
-        }
-        match file.0.write_all(&line) {
-            Ok(()) => file.1 += line.len() as u64,
-            Err(e) => tracing::error!("audit log write failed: {e}"),
-        }
+        self.file.write(line);
     }
 
-    /// Move the current file aside (`name-<time>.ext`), prune old ones, open a new one.
-    fn rotate(&self) -> std::io::Result<File> {
-        let stem = self
-            .path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("audit")
-            .to_string();
-        let ext = self
-            .path
-            .extension()
-            .and_then(|s| s.to_str())
-            .map(|e| format!(".{e}"))
-            .unwrap_or_default();
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let stamp = jiff::Timestamp::now().strftime("%Y-%m-%dT%H-%M-%S%.3f").to_string();
-        std::fs::rename(&self.path, dir.join(format!("{stem}-{stamp}{ext}")))?;
-        let mut backups: Vec<(PathBuf, SystemTime)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with(&format!("{stem}-")) && name.ends_with(&ext)
-            })
-            .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
-            .collect();
-        // Names carry the time: newest first.
-        backups.sort_by(|a, b| b.0.cmp(&a.0));
-        for (i, (path, modified)) in backups.iter().enumerate() {
-            let too_many = self.rotation.max_backups > 0 && i >= self.rotation.max_backups;
-            let too_old =
-                !self.rotation.max_age.is_zero() && modified.elapsed().is_ok_and(|age| age > self.rotation.max_age);
-            if too_many || too_old {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        File::options().create(true).append(true).open(&self.path)
+    /// Wait (blocking the calling thread) until every event written before is in the file: at
+    /// shutdown, and in tests.
+    pub fn flush(&self) {
+        self.file.flush();
     }
 }
 
@@ -395,6 +336,8 @@ impl Record {
 mod tests {
     use super::*;
     use crate::endpoints::request_info::request_info;
+    use std::fs::File;
+    use std::time::Duration;
 
     fn policy(yaml: &str) -> Policy {
         let dir = tempfile::tempdir().unwrap();
@@ -446,10 +389,11 @@ mod tests {
             max_backups: 0,
             max_age: Duration::from_secs(24 * 3600),
         };
-        let log = AuditLog::open(&path, Policy::default(), rotation).unwrap();
+        let log = AuditLog::open(&path, Policy::default(), rotation, &Registry::new()).unwrap();
         for i in 0..5 {
             log.write(&json!({"n": i, "pad": "x".repeat(40)}));
         }
+        log.flush();
         assert!(!stale.exists(), "a backup older than --audit-log-maxage is deleted");
         let backups = std::fs::read_dir(dir.path()).unwrap().count() - 1;
         assert!(backups >= 1, "fresh backups stay");
@@ -464,9 +408,11 @@ mod tests {
             max_backups: 2,
             max_age: Duration::ZERO,
         };
-        let log = AuditLog::open(&path, Policy::default(), rotation).unwrap();
+        let log = AuditLog::open(&path, Policy::default(), rotation, &Registry::new()).unwrap();
         for i in 0..40 {
             log.write(&json!({"n": i, "pad": "x".repeat(40)}));
+            // Rotated names carry the time to the millisecond.
+            log.flush();
             std::thread::sleep(Duration::from_millis(2));
         }
         let names: Vec<String> = std::fs::read_dir(dir.path())

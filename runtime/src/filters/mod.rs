@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod audit;
+mod audit_file;
 pub mod authn;
 pub mod authz;
 pub mod chain;

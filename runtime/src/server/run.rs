@@ -266,7 +266,12 @@ impl Server {
                     max_backups: options.audit_log_maxbackup,
                     max_age: Duration::from_secs(options.audit_log_maxage * 24 * 3600),
                 };
-                Some(Arc::new(AuditLog::open(path, policy, rotation)?))
+                Some(Arc::new(AuditLog::open(
+                    path,
+                    policy,
+                    rotation,
+                    self.metrics.registry(),
+                )?))
             }
             None => None,
         };
@@ -307,6 +312,7 @@ impl Server {
             )
             // The router's own routes have this already; again for `/metrics`.
             .method_not_allowed_fallback(crate::endpoints::router::method_not_allowed);
+        let audit_at_exit = audit.clone();
         let router = filters::FilterChain::from(filters::Filters {
             metrics,
             guard,
@@ -430,6 +436,10 @@ impl Server {
         let drain = Duration::from_secs(options.shutdown_timeout);
         if !connections.drained(drain).await {
             tracing::warn!("shutdown: connections still open after {drain:?}; closing them");
+        }
+        // The last requests' audit events are in the file before the process ends.
+        if let Some(audit) = audit_at_exit {
+            let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
         }
         // Admission steps may hold stores (and so storage) that hold the chain: release them
         // so the data file is closed cleanly when the stores go.
