@@ -220,10 +220,12 @@ impl Caller {
 
     fn client(&self, ca: &[u8], user: Option<(&str, &User)>) -> Result<HttpsClient, String> {
         let key = (ca.to_vec(), user.map(|(name, _)| name.to_string()));
-        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(client) = clients.get(&key) {
+        let clients = || self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients().get(&key) {
             return Ok(client.clone());
         }
+        // Built without the lock: the system's roots are read from disk, and other calls must
+        // not wait on that.
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
@@ -263,11 +265,12 @@ impl Caller {
             .pool_max_idle_per_host(POOL_PER_HOST)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(https);
+        let mut clients = clients();
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
-        clients.insert(key, client.clone());
-        Ok(client)
+        // Another call may have built one meanwhile: keep the first, so connections pool.
+        Ok(clients.entry(key).or_insert(client).clone())
     }
 
     /// POST `body` to the webhook within `timeout`: its status code and body, or why the
