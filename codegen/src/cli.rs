@@ -1,9 +1,9 @@
 //! The standard `generate` command, so a project's xtask is a few lines:
 //!
-//! ```ignore
+//! ```no_run
 //! fn main() {
-//!     let project = apiary_codegen::Project::new("gadget-server", "gadget-system", "gadget-server:0.1.0")
-//!         .resource::<gadget_api::Gadget>();
+//!     let project = apiary_codegen::Project::new("widget-server", "widget-system", "widget-server:0.1.0")
+//!         .resource::<widget_api::Widget>();
 //!     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
 //!     apiary_codegen::cli::main(&project, &root, &root.join("deploy"), &root.join("client"));
 //! }

@@ -13,6 +13,9 @@ use proc_macro::TokenStream;
 
 /// Derive `kube::Resource` and `apiary_runtime::ApiResource` for a type with `metadata: ObjectMeta`.
 ///
+/// Not compiled here, where the runtime that re-exports this derive is not a dependency; the
+/// crate documentation of `apiary_runtime` has a whole resource and server that is compiled.
+///
 /// ```ignore
 /// #[derive(ApiResource, Clone, Debug, Serialize, Deserialize, JsonSchema)]
 /// #[api(group = "custom.example.com", version = "v1", kind = "Widget", namespaced,

@@ -1,5 +1,69 @@
 //! Apiary's runtime: serve `#[derive(ApiResource)]` types as a Kubernetes aggregated API server.
 //!
+//! # Start here
+//!
+//! One annotated type is a resource (the derive's keys: `docs/reference/api-attributes.md`), and
+//! a [`Server`](server::Server) serves it with every verb, watch, status, tables, apply,
+//! discovery and OpenAPI; its flags ([`ServerOptions`](server::ServerOptions)) are
+//! kube-apiserver's where they exist:
+//!
+//! ```no_run
+//! use apiary_runtime::prelude::*;
+//! use apiary_runtime::server::{Server, ServerOptions};
+//! use clap::Parser;
+//! use schemars::JsonSchema;
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// A Gadget.
+//! #[derive(ApiResource, Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+//! #[api(group = "example.com", version = "v1alpha1", kind = "Gadget", namespaced,
+//!       status = "GadgetStatus", validate = one_line)]
+//! pub struct Gadget {
+//!     #[serde(default)]
+//!     pub metadata: ObjectMeta,
+//!     pub spec: GadgetSpec,
+//!     #[serde(default, skip_serializing_if = "Option::is_none")]
+//!     pub status: Option<GadgetStatus>,
+//! }
+//!
+//! #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+//! pub struct GadgetSpec {
+//!     pub note: String,
+//! }
+//!
+//! #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+//! pub struct GadgetStatus {
+//!     pub ready: bool,
+//! }
+//!
+//! /// Checks the schema cannot express: a 422 naming the field.
+//! fn one_line(gadget: &Gadget) -> Vec<FieldError> {
+//!     match gadget.spec.note.contains('\n') {
+//!         true => vec![FieldError::invalid("spec.note", &gadget.spec.note, "must be one line")],
+//!         false => Vec::new(),
+//!     }
+//! }
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     server: ServerOptions,
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let cli = Cli::parse();
+//!     cli.server.init_logging();
+//!     Server::new(cli.server).await?.resource::<Gadget>()?.run().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `cargo apiary-new` writes such a project with its tests, and `cargo xtask generate` its
+//! manifests, certificates and typed client.
+//!
+//! # Layers
+//!
 //! The layers, in the order a request meets them (as k8s.io/apiserver's `pkg/`):
 //!
 //! | module | layer |

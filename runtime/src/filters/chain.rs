@@ -13,7 +13,7 @@ use super::metrics::Metrics;
 use super::{Bounds, Guard, audit, authorize, identify, instrument};
 use crate::endpoints::Api;
 
-/// The handler chain: [`instrument`], [`identify`], [`audit`] (when an audit log is kept),
+/// The handler chain: [`instrument`], [`identify`], [`audit()`] (when an audit log is kept),
 /// [`authorize`] (with the bounds), then [`Api::dispatch`].
 #[derive(Clone)]
 pub struct FilterChain(Arc<Filters>);
