@@ -1,12 +1,11 @@
 //! The standard `generate` command, so a project's xtask is a few lines:
 //!
 //! ```no_run
-//! fn main() {
-//!     let project = apiary_codegen::Project::new("widget-server", "widget-system", "widget-server:0.1.0")
-//!         .resource::<widget_api::Widget>();
-//!     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-//!     apiary_codegen::cli::main(&project, &root, &root.join("deploy"), &root.join("client"));
-//! }
+//! // xtask/src/main.rs's `main`:
+//! let project = apiary_codegen::Project::new("widget-server", "widget-system", "widget-server:0.1.0")
+//!     .resource::<widget_api::Widget>();
+//! let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+//! apiary_codegen::cli::main(&project, &root, &root.join("deploy"), &root.join("client"));
 //! ```
 //!
 //! `cargo xtask generate [manifests|certs|openapi|client]... [--out DIR] [--check]
