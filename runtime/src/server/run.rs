@@ -172,6 +172,12 @@ impl Server {
         self.stores.iter().find(|s| *s.meta() == T::META).cloned()
     }
 
+    /// The objects of resource `T` as `T` (get, list, create, update, status, delete through
+    /// the same strategy, admission and storage as a client's requests), if `T` is served.
+    pub fn objects<T: ApiResource>(&self) -> Option<crate::registry::Objects<T>> {
+        self.store::<T>().and_then(crate::registry::Objects::new)
+    }
+
     /// `--migrate-storage`: rewrite each served kind's objects stored at an older version.
     async fn migrate(self) -> Result<(), String> {
         let mut failed = 0;

@@ -39,7 +39,7 @@ async fn main() {
             .resource::<Widget>()?
             .resource::<widget_api::v1alpha1::Widget>()?
             .resource::<WidgetPolicy>()?;
-        let policies = server.store::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
+        let policies = server.objects::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
         let server = server.admit::<Widget>(policy::DeniedImages { policies });
         if cli.status_controller {
             tokio::spawn(status::run(server.client(), server.leadership()));

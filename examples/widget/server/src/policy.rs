@@ -2,17 +2,15 @@
 //! image a cluster-scoped WidgetPolicy denies is refused with 403, naming the policy. Like an
 //! informer-fed plugin, it sees a new policy once the watch cache has it (within milliseconds).
 
-use std::sync::Arc;
-
 use apiary_runtime::admission::{Attributes, Operation, TypedAdmission, async_trait};
-use apiary_runtime::registry::{ListOptions, Store};
+use apiary_runtime::registry::{ListOptions, Objects};
 use apiary_runtime::status::{ApiError, ApiResult};
 use widget_api::{Widget, WidgetPolicy};
 
 /// Refuses Widgets running an image some WidgetPolicy denies.
 pub struct DeniedImages {
-    /// The WidgetPolicy store of this same server.
-    pub policies: Arc<Store>,
+    /// The WidgetPolicies of this same server.
+    pub policies: Objects<WidgetPolicy>,
 }
 
 #[async_trait]
@@ -38,8 +36,7 @@ impl TypedAdmission<Widget> for DeniedImages {
             resource_version: Some("0".into()),
             ..ListOptions::default()
         };
-        for item in self.policies.list(&cached).await?.items {
-            let policy: WidgetPolicy = serde_json::from_value(item).map_err(ApiError::internal)?;
+        for policy in self.policies.list(&cached).await?.items {
             if let Some(entry) = policy.spec.denies(&widget.spec.image) {
                 let name = policy.metadata.name.unwrap_or_default();
                 return Err(ApiError::forbidden(
