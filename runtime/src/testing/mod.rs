@@ -1,5 +1,6 @@
 //! Test support (feature `testing`): a real etcd process on free loopback ports, a real
-//! server process, and the real kubectl; [`core_api`] stands in for kube-apiserver's core API.
+//! server process, and the real kubectl; [`CoreApiStandIn`] stands in for kube-apiserver's
+//! core API.
 
 mod core_api;
 mod etcd;
