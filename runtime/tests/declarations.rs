@@ -103,12 +103,20 @@ async fn objects_are_read_and_written_as_their_type() {
     changed.spec.size = 3;
     changed.status = Some(GadgetStatus { ready: 9 });
     let updated = goods.update(None, &changed, &written).await.unwrap();
-    assert_eq!((updated.spec.size, updated.status.map(|s| s.ready)), (3, None), "status ignored");
+    assert_eq!(
+        (updated.spec.size, updated.status.map(|s| s.ready)),
+        (3, None),
+        "status ignored"
+    );
     let mut status = goods.get(None, "g").await.unwrap();
     status.spec.size = 5;
     status.status = Some(GadgetStatus { ready: 3 });
     let updated = goods.update_status(None, &status, &written).await.unwrap();
-    assert_eq!((updated.spec.size, updated.status.map(|s| s.ready)), (3, Some(3)), "spec ignored");
+    assert_eq!(
+        (updated.spec.size, updated.status.map(|s| s.ready)),
+        (3, Some(3)),
+        "spec ignored"
+    );
 
     let listed = goods.list(&ListOptions::default()).await.unwrap();
     assert_eq!(listed.items.len(), 1);

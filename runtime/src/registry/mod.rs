@@ -39,5 +39,5 @@ pub use object::set_type_meta;
 pub use options::{DeleteOptions, FieldValidation, ListOptions, Listed, Part, WatchEvent, WriteOptions, Written};
 pub use scale::ScaleChange;
 pub use store::Store;
-pub use typed::Objects;
 pub use strategy::{Admission, Change, Prepared, Strategy, TypedStrategy};
+pub use typed::Objects;

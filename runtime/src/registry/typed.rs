@@ -92,7 +92,10 @@ impl<T: ApiResource> Objects<T> {
 
     async fn replace(&self, namespace: Option<&str>, object: &T, part: Part, options: &WriteOptions) -> ApiResult<T> {
         let name = name_of(object)?;
-        let written = self.store.update(namespace, &name, encode(object)?, part, options).await?;
+        let written = self
+            .store
+            .update(namespace, &name, encode(object)?, part, options)
+            .await?;
         decode(written.object)
     }
 

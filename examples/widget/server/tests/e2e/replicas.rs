@@ -533,24 +533,9 @@ async fn a_three_member_etcd_loses_its_leader_and_a_member_freezes() {
     load.read(&api);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let leader = etcd.leader().expect("etcd has a leader");
-    etcd.members[leader].stop();
-    let killed = load.now();
-    load.a_write_after(killed, Duration::from_secs(15), "after etcd's leader was killed")
-        .await;
-    tokio::time::sleep(Duration::from_secs(10).saturating_sub(load.now() - killed)).await;
-    let restarted = load.now();
-    etcd.members[leader].restart();
+    let (killed, restarted) = leader_fault(&load, &mut etcd, Fault::Killed, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-
-    let frozen = etcd.leader().expect("etcd elected a new leader");
-    etcd.members[frozen].pause();
-    let paused = load.now();
-    load.a_write_after(paused, Duration::from_secs(15), "after etcd's leader froze")
-        .await;
-    tokio::time::sleep(Duration::from_secs(20).saturating_sub(load.now() - paused)).await;
-    let resumed = load.now();
-    etcd.members[frozen].resume();
+    let (paused, resumed) = leader_fault(&load, &mut etcd, Fault::Frozen, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen = load.finish().await;
 
@@ -569,6 +554,40 @@ async fn a_three_member_etcd_loses_its_leader_and_a_member_freezes() {
     acknowledged_writes_kept(&api, &seen, 2).await;
     let both = leaders.await.unwrap();
     assert!(both.is_empty(), "both replicas led at once: {both:?}");
+}
+
+/// What befalls etcd's leader.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Killed (`SIGKILL`), then restarted with its data.
+    Killed,
+    /// Frozen (`SIGSTOP`), then let go on (`SIGCONT`).
+    Frozen,
+}
+
+/// Strike etcd's current leader with `fault` for `lasting` under `load` (a write must be
+/// acknowledged after it within 15 s), then undo it: when the fault began and ended.
+async fn leader_fault(load: &Load, etcd: &mut EtcdCluster, fault: Fault, lasting: Duration) -> (Duration, Duration) {
+    let leader = etcd.leader().expect("etcd has a leader");
+    let member = &mut etcd.members[leader];
+    match fault {
+        Fault::Killed => member.stop(),
+        Fault::Frozen => member.pause(),
+    }
+    let from = load.now();
+    load.a_write_after(
+        from,
+        Duration::from_secs(15),
+        &format!("after etcd's leader was {fault:?}"),
+    )
+    .await;
+    tokio::time::sleep(lasting.saturating_sub(load.now() - from)).await;
+    let until = load.now();
+    match fault {
+        Fault::Killed => etcd.members[leader].restart(),
+        Fault::Frozen => etcd.members[leader].resume(),
+    }
+    (from, until)
 }
 
 /// Sample both replicas' `leader_election_master_status` every 200 ms for 60 s: the samples in
