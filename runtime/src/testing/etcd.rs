@@ -62,7 +62,7 @@ impl EtcdProcess {
                 initial_cluster: format!("apiary-test={}", peer_url(peer_port)),
                 flags: flags.to_vec(),
             };
-            match etcd.launch() {
+            match etcd.launch().and_then(|()| etcd.wait_healthy()) {
                 Ok(()) => return etcd,
                 Err(failure) => failures.push(failure),
             }
@@ -121,7 +121,7 @@ impl EtcdProcess {
     /// Start etcd again on the same ports and data, and wait until it answers.
     pub fn restart(&mut self) {
         self.stop();
-        if let Err(failure) = self.launch() {
+        if let Err(failure) = self.launch().and_then(|()| self.wait_healthy()) {
             panic!("etcd did not restart: {failure}");
         }
     }
@@ -153,7 +153,7 @@ impl EtcdProcess {
             .output()
             .expect("etcdutl runs");
         assert!(output.status.success(), "etcdutl snapshot restore: {output:?}");
-        if let Err(failure) = self.launch() {
+        if let Err(failure) = self.launch().and_then(|()| self.wait_healthy()) {
             panic!("etcd did not start on the restored data: {failure}");
         }
     }
@@ -192,6 +192,41 @@ impl EtcdProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+}
+
+impl EtcdProcess {
+    /// Wait (60 s at most) until etcd's `/health` says it serves: a member listens on its
+    /// client port before it has elected itself and can answer, and a loaded machine shows the
+    /// gap. Plain endpoints only (a TLS member is waited for by its port alone), and not for a
+    /// member of an [`EtcdCluster`], which is healthy only once the others are up.
+    fn wait_healthy(&self) -> Result<(), String> {
+        use std::io::{Read, Write};
+        if self.endpoint().starts_with("https") {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.client_port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                if stream
+                    .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                    .is_ok()
+                {
+                    last.clear();
+                    let _ = stream.read_to_string(&mut last);
+                    if last.contains(r#""health":"true""#) {
+                        return Ok(());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "etcd on {} was not healthy within 60 s: {last}",
+            self.endpoint()
+        ))
     }
 }
 
