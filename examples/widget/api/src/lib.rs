@@ -1,5 +1,5 @@
-//! The Widget resource (`custom.example.com/v1`), the seed recipe's example type, and its
-//! older shape [`v1alpha1::Widget`], served and deprecated, stored as v1.
+//! The Widget resource (`custom.example.com/v1`), the aggregation recipe's example type, and
+//! its older shape [`v1alpha1::Widget`], served and deprecated, stored as v1.
 //!
 //! Business logic lives here as strategy hooks: color defaults to "blue", replicas above
 //! [`MAX_REPLICAS`] are invalid. The server fills in status (see `widget-server`).

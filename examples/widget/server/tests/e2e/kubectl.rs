@@ -1,5 +1,5 @@
-//! The seed recipe's Step 8 and Verification, driven through the real kubectl against a real
-//! widget-server over TLS with client certificates. Every step asserts kubectl's output.
+//! The aggregation recipe's Step 8 and Verification, driven through the real kubectl against a
+//! real widget-server over TLS with client certificates. Every step asserts kubectl's output.
 
 use crate::common;
 

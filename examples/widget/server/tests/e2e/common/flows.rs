@@ -1,4 +1,4 @@
-//! The seed recipe's Step 8 and Verification through the real kubectl: every step asserts
+//! The aggregation recipe's Step 8 and Verification through the real kubectl: every step asserts
 //! kubectl's output. Run against a server directly and through a real kube-apiserver.
 
 use std::io::{BufRead, BufReader};
@@ -129,7 +129,7 @@ pub fn flows_against(k: &Kubectl) {
         ]
     );
 
-    // The seed's raw paths.
+    // The recipe's raw paths.
     let list: Value = serde_json::from_str(&k.ok(&["get", "--raw", "/apis/custom.example.com/v1"])).unwrap();
     assert_eq!(list["kind"], "APIResourceList");
     let names: Vec<&str> = list["resources"]
