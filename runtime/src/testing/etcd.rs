@@ -86,7 +86,13 @@ impl EtcdProcess {
 
     /// The etcd storage backend on this etcd (plain endpoints; TLS setups build their own).
     pub async fn client(&self) -> crate::storage::etcd::Etcd {
-        connect(vec![self.endpoint()]).await
+        let config = crate::storage::etcd::EtcdConfig {
+            endpoints: vec![self.endpoint()],
+            ..Default::default()
+        };
+        crate::storage::etcd::Etcd::connect(&config)
+            .await
+            .expect("an etcd backend connects lazily")
     }
 
     /// etcd's process id while it runs.
@@ -197,9 +203,10 @@ impl EtcdProcess {
 
 impl EtcdProcess {
     /// Wait (60 s at most) until etcd's `/health` says it serves: a member listens on its
-    /// client port before it has elected itself and can answer, and a loaded machine shows the
-    /// gap. Plain endpoints only (a TLS member is waited for by its port alone), and not for a
-    /// member of an [`EtcdCluster`], which is healthy only once the others are up.
+    /// client port before it has a leader and can answer, and a loaded machine shows the gap.
+    /// Plain endpoints only (a TLS member is waited for by its port alone). Not when an
+    /// [`EtcdCluster`] starts, whose members are healthy only once enough of them are up; a
+    /// member restarted into a running cluster is waited for until it has rejoined.
     fn wait_healthy(&self) -> Result<(), String> {
         use std::io::{Read, Write};
         if self.endpoint().starts_with("https") {
@@ -234,17 +241,6 @@ impl Drop for EtcdProcess {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The etcd backend on `endpoints`.
-async fn connect(endpoints: Vec<String>) -> crate::storage::etcd::Etcd {
-    let config = crate::storage::etcd::EtcdConfig {
-        endpoints,
-        ..Default::default()
-    };
-    crate::storage::etcd::Etcd::connect(&config)
-        .await
-        .expect("an etcd backend connects lazily")
 }
 
 /// Several etcd members forming one cluster on loopback, each with its own data directory
@@ -297,11 +293,6 @@ impl EtcdCluster {
     /// Every member's client endpoint, as `--etcd-servers` lists them.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(EtcdProcess::endpoint).collect()
-    }
-
-    /// The etcd backend on every member's endpoint.
-    pub async fn client(&self) -> crate::storage::etcd::Etcd {
-        connect(self.endpoints()).await
     }
 
     /// The index of the member that leads now, by asking the running members in turn

@@ -533,8 +533,8 @@ async fn a_three_member_etcd_loses_its_leader_and_a_member_freezes() {
     load.read(&api);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // The killed member is restarted and waited for until it has rejoined.
     let (killed, restarted) = leader_fault(&load, &mut etcd, Fault::Killed, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let (paused, resumed) = leader_fault(&load, &mut etcd, Fault::Frozen, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen = load.finish().await;
