@@ -371,12 +371,15 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
     ] {
         assert!(metrics.contains(line), "{line} missing");
     }
-    let log = std::fs::read_to_string(&audit).unwrap();
-    let annotated = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|e| e["stage"] == "ResponseComplete" && e["annotations"]["m.example.com/checked"] == "yes");
-    let annotated = annotated.expect("the webhook's audit annotation is in the audit log");
+    // Events reach the file from a writer thread, so wait for them.
+    let (log, annotated) = common::eventually("the webhook's audit annotation is in the audit log", || {
+        let log = std::fs::read_to_string(&audit).unwrap_or_default();
+        let annotated = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["stage"] == "ResponseComplete" && e["annotations"]["m.example.com/checked"] == "yes");
+        annotated.map(|a| (log, a))
+    });
     assert!(annotated["annotations"]["mutation.webhook.admission.k8s.io/round_0_index_0"].is_string());
     let failed_open = log.contains("failed-open.validating.webhook.admission.k8s.io/round_0_index_3");
     assert!(failed_open, "the Ignore failure is annotated");
