@@ -8,7 +8,7 @@
 //! apiary_codegen::cli::main(&project, &root, &root.join("deploy"), &root.join("client"));
 //! ```
 //!
-//! `cargo xtask generate [manifests|certs|openapi|client]... [--out DIR] [--check]
+//! `cargo xtask generate [manifests|certs|openapi|client|go-client]... [--out DIR] [--check]
 //! [--rotate | --rotate-ca]`, one output line per file (`written`, `unchanged`, `stale` with a
 //! diff); exit 1 when `--check` finds stale output or generation fails.
 //!
@@ -27,7 +27,7 @@ use crate::{Mode, Outcome, Parts, Project};
 #[derive(Parser)]
 #[command(name = "xtask")]
 enum Task {
-    /// Render manifests, certificates, OpenAPI files and the client crate.
+    /// Render manifests, certificates, OpenAPI files, the client crate and the Go client module.
     Generate(Generate),
     /// Write a new project (a workspace: API types, server, xtask) into a new directory.
     New(apiary_scaffold::NewArgs),
@@ -70,7 +70,7 @@ struct Generate {
     /// Only these outputs (default: all).
     #[arg(value_enum)]
     only: Vec<Part>,
-    /// Write under DIR/deploy and DIR/client instead of the project's directories.
+    /// Write under DIR/deploy, DIR/client (and DIR/client-go) instead of the project's directories.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Write nothing; exit 1 and show what differs when the committed output is stale.
@@ -90,6 +90,7 @@ enum Part {
     Certs,
     Openapi,
     Client,
+    GoClient,
 }
 
 /// Parse the command line and run it for `project`, writing the manifests to `deploy` and
@@ -134,6 +135,14 @@ fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(
         Some(out) => (out.join("deploy"), out.join("client")),
         None => (deploy.to_path_buf(), client.to_path_buf()),
     };
+    let moved;
+    let project = match (&args.out, &project.go_client) {
+        (Some(out), Some(go)) => {
+            moved = project.clone().go_client(&go.module, out.join("client-go"));
+            &moved
+        }
+        _ => project,
+    };
     let parts = if args.only.is_empty() {
         Parts::all()
     } else {
@@ -142,6 +151,7 @@ fn run(project: &Project, root: &Path, deploy: &Path, client: &Path) -> Result<(
             certs: args.only.contains(&Part::Certs),
             openapi: args.only.contains(&Part::Openapi),
             client: args.only.contains(&Part::Client),
+            go_client: args.only.contains(&Part::GoClient),
         }
     };
     if args.rotate || args.rotate_ca {
@@ -197,6 +207,7 @@ fn image(project: &Project, root: &Path, deploy: &Path, args: Image) -> Result<(
         certs: false,
         openapi: false,
         client: false,
+        go_client: false,
     };
     generate(project, root, &deploy, Path::new(""), manifests, Mode::Write)?;
     println!("\nPush it: skopeo copy oci:{shown}:{tag} docker://{}", project.image);

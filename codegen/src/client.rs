@@ -9,6 +9,7 @@ use apiary_runtime::ResourceMeta;
 use askama::Template;
 use serde_json::Value;
 
+use crate::schema::{Shape, optional, pascal, properties, shape};
 use crate::{File, GENERATED, Project};
 
 #[derive(Template)]
@@ -37,27 +38,6 @@ const KEYWORDS: &[&str] = &[
     "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "static",
     "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while",
 ];
-
-fn pascal(s: &str) -> String {
-    let mut out = String::new();
-    let mut upper = true;
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            if upper {
-                out.extend(c.to_uppercase());
-            } else {
-                out.push(c);
-            }
-            upper = false;
-        } else {
-            upper = true;
-        }
-    }
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, 'V');
-    }
-    out
-}
 
 fn snake(s: &str) -> String {
     let mut out = String::new();
@@ -105,55 +85,28 @@ struct Types {
 impl Types {
     /// The Rust type for `schema`, rendering named types it needs.
     fn ty(&mut self, name: &str, schema: &Value) -> String {
-        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-            return match r.rsplit('.').next() {
-                Some("ObjectMeta") => "ObjectMeta".into(),
-                _ => "serde_json::Value".into(),
-            };
-        }
-        if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
-            && schema.get("properties").is_none()
-        {
-            return "serde_json::Value".into();
-        }
-        if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
-            // A Quantity is an int-or-string with the quantity pattern.
-            let quantity = schema
-                .get("pattern")
-                .and_then(Value::as_str)
-                .is_some_and(|p| p.contains("[0-9]"));
-            return if quantity { QUANTITY } else { INT_OR_STRING }.into();
-        }
-        match schema.get("type").and_then(Value::as_str) {
-            Some("string") => match (schema.get("enum").and_then(Value::as_array), schema.get("format")) {
-                (Some(values), _) => {
-                    self.enumeration(name, schema, values);
-                    name.into()
-                }
-                (None, Some(Value::String(f))) if f == "date-time" => TIME.into(),
-                (None, _) => "String".into(),
-            },
-            Some("integer") => match schema.get("format").and_then(Value::as_str) {
-                Some("int32") => "i32".into(),
-                _ => "i64".into(),
-            },
-            Some("number") => "f64".into(),
-            Some("boolean") => "bool".into(),
-            Some("array") => {
-                let items = schema.get("items").cloned().unwrap_or(Value::Null);
-                format!("Vec<{}>", self.ty(name, &items))
+        match shape(schema) {
+            Shape::ObjectMeta => "ObjectMeta".into(),
+            Shape::Json => "serde_json::Value".into(),
+            Shape::Quantity => QUANTITY.into(),
+            Shape::IntOrString => INT_OR_STRING.into(),
+            Shape::Enum(values) => {
+                self.enumeration(name, schema, values);
+                name.into()
             }
-            Some("object") if schema.get("properties").is_some() => {
+            Shape::Time => TIME.into(),
+            Shape::String => "String".into(),
+            Shape::Int32 => "i32".into(),
+            Shape::Int64 => "i64".into(),
+            Shape::Number => "f64".into(),
+            Shape::Bool => "bool".into(),
+            Shape::Array(items) => format!("Vec<{}>", self.ty(name, items)),
+            Shape::Struct => {
                 self.structure(name, schema, None);
                 name.into()
             }
-            Some("object") => match schema.get("additionalProperties") {
-                Some(inner) if inner.is_object() => {
-                    format!("std::collections::BTreeMap<String, {}>", self.ty(name, inner))
-                }
-                _ => "std::collections::BTreeMap<String, serde_json::Value>".into(),
-            },
-            _ => "serde_json::Value".into(),
+            Shape::Map(Some(inner)) => format!("std::collections::BTreeMap<String, {}>", self.ty(name, inner)),
+            Shape::Map(None) => "std::collections::BTreeMap<String, serde_json::Value>".into(),
         }
     }
 
@@ -182,23 +135,16 @@ impl Types {
         if !self.named.insert(name.into()) {
             return;
         }
-        let required: Vec<&str> = schema
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
         let mut fields = String::new();
         let mut defaultable = true;
-        let empty = serde_json::Map::new();
-        let properties = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-        for (key, field) in properties {
+        for (key, field) in properties(schema) {
             if resource.is_some() && (key == "apiVersion" || key == "kind") {
                 continue; // set by the server; kube sends what it is given
             }
             let ty = self.ty(&format!("{name}{}", pascal(key)), field);
             let rust = snake(key);
             docs(&mut fields, "    ", field);
-            let optional = !required.contains(&key.as_str()) || field.get("nullable") == Some(&Value::Bool(true));
+            let optional = optional(schema, key, field);
             let rename = if rust.trim_start_matches("r#") != key.as_str() {
                 format!("rename = {key:?}, ")
             } else {
@@ -232,13 +178,13 @@ impl Types {
         );
         let _ = write!(out, "pub struct {name} {{\n{fields}}}\n\n");
         if let Some(meta) = resource {
-            out.push_str(&resource_impl(name, meta, properties));
+            out.push_str(&resource_impl(name, meta, schema));
         }
         self.out.push_str(&out);
     }
 }
 
-fn resource_impl(name: &str, m: &ResourceMeta, properties: &serde_json::Map<String, Value>) -> String {
+fn resource_impl(name: &str, m: &ResourceMeta, schema: &Value) -> String {
     let scope = if m.namespaced() {
         "k8s_openapi::NamespaceResourceScope"
     } else {
@@ -278,7 +224,9 @@ fn resource_impl(name: &str, m: &ResourceMeta, properties: &serde_json::Map<Stri
         api_version = m.api_version(),
         plural = m.plural,
     );
-    let status_ty = properties.get("status").map(|_| format!("{name}Status"));
+    let status_ty = properties(schema)
+        .any(|(k, _)| k == "status")
+        .then(|| format!("{name}Status"));
     if !m.status && m.scale.is_none() {
         return out;
     }

@@ -37,6 +37,7 @@ pub fn up(project: &Project, root: &Path, deploy: &Path, storage: Storage) -> Re
         certs: true,
         openapi: false,
         client: false,
+        go_client: false,
     };
     crate::generate(project, deploy, Path::new(""), parts, Mode::Write, &mut |_, _| {})?;
     let binary = crate::image::build(root, &project.name, &project.features, false)?;

@@ -40,6 +40,7 @@ fn embedded_manifests(out: &Path) -> Vec<(PathBuf, Vec<Value>)> {
         certs: true,
         openapi: false,
         client: false,
+        go_client: false,
     };
     let deploy = out.join("deploy");
     apiary_codegen::generate(

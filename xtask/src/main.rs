@@ -20,10 +20,6 @@ fn widget_project() -> Project {
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let example = root.join("examples/widget");
-    apiary_codegen::cli::main(
-        &widget_project(),
-        &root,
-        &example.join("deploy"),
-        &example.join("client"),
-    );
+    let project = widget_project().go_client("example.com/apiary/widget-client-go", example.join("client-go"));
+    apiary_codegen::cli::main(&project, &root, &example.join("deploy"), &example.join("client"));
 }

@@ -223,6 +223,7 @@ fn the_generated_container_args_start_the_server() {
         certs: true,
         openapi: false,
         client: false,
+        go_client: false,
     };
     apiary_codegen::generate(
         &project,

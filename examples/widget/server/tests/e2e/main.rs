@@ -15,6 +15,7 @@ mod boundary;
 mod cluster_clients;
 mod durability;
 mod generated;
+mod go_client;
 mod hardening;
 mod http_contract;
 mod kube_client;

@@ -25,6 +25,10 @@ async fn widget_server_on_embedded_storage_behind_a_real_kube_apiserver() {
     eprintln!("a namespace of 100 Widgets went in {took:?}");
     real::controllers::garbage_collection(&f).await;
     real::kubectl::watch_and_apply(&f).await;
+    // The generated Go clientset and informers through the aggregator (the server's own
+    // status logic runs here, so the reconciler test runs only in `go_client`).
+    let admin = f.cluster.kubeconfig().to_path_buf();
+    tokio::task::block_in_place(|| crate::go_client::go_tests("TestClientset", &["TestClientset"], &admin));
 }
 
 #[tokio::test(flavor = "multi_thread")]
