@@ -237,12 +237,18 @@ fn docs(out: &mut String, indent: &str, schema: &Value) {
 }
 
 /// `doc.go`: the package's code-generator markers and its API group.
+/// The OpenAPI model names are the server's (`com.example.custom.v1.Widget`), so a Go server
+/// serving these types (openapi-gen) names them as Apiary does.
 pub(super) fn doc_go(group: &str, version: &str, server: &str) -> String {
+    let model: Vec<&str> = group.rsplit('.').chain([version]).collect();
+    let model = model.join(".");
     format!(
         "// {GENERATED}\n\n\
          // Package {version} holds the {version} types of the {group} API, served by {server}.\n\
          //\n\
          // +k8s:deepcopy-gen=package\n\
+         // +k8s:openapi-gen=true\n\
+         // +k8s:openapi-model-package={model}\n\
          // +groupName={group}\n\
          package {version}\n"
     )
@@ -378,6 +384,12 @@ mod tests {
         assert!(!out.contains("APIVersion"), "{out}");
         let register = register_go(META.group, "v1", types.kinds());
         assert!(register.contains("\t\t&Thing{},\n\t\t&ThingList{},\n"), "{register}");
-        assert!(doc_go(META.group, "v1", "thing-server").contains("// +groupName=things.example.com\npackage v1\n"));
+        let doc = doc_go(META.group, "v1", "thing-server");
+        assert!(
+            doc.contains(
+                "// +k8s:openapi-model-package=com.example.things.v1\n// +groupName=things.example.com\npackage v1\n"
+            ),
+            "{doc}"
+        );
     }
 }

@@ -3,5 +3,7 @@
 // Package v1 holds the v1 types of the custom.example.com API, served by widget-server.
 //
 // +k8s:deepcopy-gen=package
+// +k8s:openapi-gen=true
+// +k8s:openapi-model-package=com.example.custom.v1
 // +groupName=custom.example.com
 package v1
