@@ -5,13 +5,16 @@
 //! bare HTTPS endpoint whose every POST is one put-if-absent (HTTPS in front of etcd, with no
 //! API server), with and without a watch open on its keys, and the CPU time each side costs
 //! etcd, the load generator and the serving process. Prints a Markdown table of the ratios
-//! (see BENCHMARKS.md).
+//! (see BENCHMARKS.md). Then the same client against the peer a user would pick instead: the
+//! recipe's server in Go on k8s.io/apiserver, on the same etcd (`peers.rs`).
 //!
 //! cargo bench -p widget-server --bench http
 //! APIARY_BENCH_OBJECTS=10000 APIARY_BENCH_SECONDS=3 cargo bench -p widget-server --bench http
 //! APIARY_BENCH_ONLY=etcd cargo bench -p widget-server --bench http
+//! APIARY_BENCH_ONLY=peers cargo bench -p widget-server --bench http   (needs Go 1.26)
 
 mod client;
+mod peers;
 mod references;
 
 use std::time::Duration;
@@ -451,6 +454,15 @@ async fn main() {
         );
     }
 
+    // The peers, on an etcd of their own.
+    let mut peer_rows = Vec::new();
+    if section("peers") {
+        let mut row = |path: &str, apiary: String, peer: String, ratio: f64, goal: &str| {
+            peer_rows.push(format!("| {path} | {apiary} | {peer} | {ratio:.2} | {goal} |"));
+        };
+        peers::go_peer_rows(count, seconds, &mut row).await;
+    }
+
     println!(
         "{count} widgets of ~{} bytes; {CONNECTIONS} connections; best of 5 for lists\n",
         object.len()
@@ -458,5 +470,13 @@ async fn main() {
     println!("| path | Apiary | reference (same run) | ratio |\n|---|---|---|---|");
     for r in rows {
         println!("{}", r.replace("| NaN |", "| |"));
+    }
+    if !peer_rows.is_empty() {
+        println!(
+            "\n| against the Go peer (k8s.io/apiserver) | Apiary | Go peer | Apiary ÷ peer | goal |\n|---|---|---|---|---|"
+        );
+        for r in peer_rows {
+            println!("{r}");
+        }
     }
 }

@@ -1,0 +1,253 @@
+//! The peers a user would pick instead of Apiary, measured beside it in the same run, on the
+//! same etcd, with the same client and objects: the recipe's Widget server written in Go on
+//! k8s.io/apiserver (`benches/peer`, built here with `go build`, watch cache on). Each figure
+//! is taken in turns (Apiary, the peer, Apiary, ...) so that drift weighs on both alike.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apiary_runtime::testing::{EtcdProcess, ServerProcess};
+use serde_json::Value;
+
+use crate::client::{
+    Sender, WIDGETS, best_in_turns, client_tls, connect, create_all, get_rate, paired, proc_kb, send, with_cpu,
+};
+use crate::{BINARY, TABLE, ms};
+
+/// The Go peer's source.
+const PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer");
+
+/// The Go peer, stopped (SIGKILL) when dropped.
+struct GoPeer {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for GoPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Build the Go peer (Go's build cache makes a rebuild take about a second).
+fn build_peer() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("widget-go-peer");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(PEER_SOURCE)
+        .env("GOTOOLCHAIN", "local")
+        .status()
+        .expect("go runs");
+    assert!(status.success(), "go build of the Go peer failed");
+    out
+}
+
+/// Start the Go peer on `etcd` with the serving certificate and client CA of the Apiary server
+/// in `dir`, and wait until it is ready.
+async fn start_peer(binary: &Path, dir: &Path, etcd: &str) -> GoPeer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let certs = dir.join(".apiary/certs");
+    let log = std::fs::File::create(dir.join("go-peer.log")).unwrap();
+    let child = Command::new(binary)
+        .arg(format!("--etcd-servers={etcd}"))
+        .arg(format!("--secure-port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--tls-cert-file={}", certs.join("apiserver.crt").display()))
+        .arg(format!(
+            "--tls-private-key-file={}",
+            certs.join("apiserver.key").display()
+        ))
+        .arg(format!("--client-ca-file={}", certs.join("ca.crt").display()))
+        .arg(format!("--cert-dir={}", dir.join("go-peer-certs").display()))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the Go peer starts");
+    let peer = GoPeer {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    let admin = client_tls(dir, true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tokio::net::TcpStream::connect(&peer.addr).await.is_ok() {
+            let (status, _) = send(&mut connect(&peer.addr, &admin).await, "GET", "/readyz", "*/*", None).await;
+            if status == 200 {
+                return peer;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Go peer is not ready after 60 s: see {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every page of the widgets, `limit` at a time.
+async fn paged(sender: &mut Sender, limit: usize) {
+    let mut token = String::new();
+    loop {
+        let path = format!("{WIDGETS}?limit={limit}&continue={token}");
+        let (status, body) = send(sender, "GET", &path, "application/json", None).await;
+        assert_eq!(status, 200);
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        match page["metadata"]["continue"].as_str() {
+            Some(next) if !next.is_empty() => token = next.to_string(),
+            _ => return,
+        }
+    }
+}
+
+/// Peak RSS growth of `pid` during one full list.
+async fn list_peak(sender: &mut Sender, pid: u32) -> f64 {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = proc_kb(pid, "VmRSS:");
+    let (status, _) = send(sender, "GET", WIDGETS, "application/json", None).await;
+    assert_eq!(status, 200);
+    proc_kb(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0
+}
+
+/// Apiary and the Go peer on one etcd: `count` creates each, then GETs, lists and memory.
+/// Each row: what, Apiary's figure, the peer's, Apiary's ÷ the peer's, and the goal for that ratio.
+pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMut(&str, String, String, f64, &str)) {
+    let peer_binary = build_peer();
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(etcd_dir.path());
+    let endpoint = etcd.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--storage",
+        "etcd",
+        "--etcd-servers",
+        &endpoint,
+        "--status-controller",
+        "false",
+    ];
+    let server = ServerProcess::spawn(BINARY, dir.path(), &args);
+    let peer = start_peer(&peer_binary, dir.path(), &endpoint).await;
+    let (pid, peer_pid) = (server.pid(), peer.child.id());
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let admin: Arc<rustls::ClientConfig> = client_tls(dir.path(), true);
+    let (etcd_pid, me) = (etcd.pid().expect("etcd runs"), std::process::id());
+
+    // Creates in four turns: Apiary, peer, peer, Apiary.
+    let quarter = count / 4;
+    let (mut ours, mut theirs) = ((0.0, 0.0), (0.0, 0.0));
+    for (turn, first) in [(0, true), (1, false), (2, false), (3, true)] {
+        let names = turn * quarter..(turn + 1) * quarter;
+        for side in [first, !first] {
+            let (target, serving) = if side { (&addr, pid) } else { (&peer.addr, peer_pid) };
+            let (rate, cpu) = with_cpu(&[etcd_pid, me, serving], create_all(target, &admin, names.clone())).await;
+            let totals = if side { &mut ours } else { &mut theirs };
+            totals.0 += quarter as f64 / rate;
+            totals.1 += cpu[2];
+        }
+    }
+    // Each side created every quarter: both hold n objects now.
+    let n = 4 * quarter;
+    row(
+        "creates on etcd, 16 conns",
+        format!("{:.0}/s", n as f64 / ours.0),
+        format!("Go peer: {:.0}/s", n as f64 / theirs.0),
+        theirs.0 / ours.0,
+        "≥ 1.5",
+    );
+    row(
+        "serving process's CPU time per create",
+        format!("{:.0} µs", ours.1 / n as f64),
+        format!("Go peer: {:.0} µs", theirs.1 / n as f64),
+        ours.1 / theirs.1,
+        "≤ 0.5",
+    );
+
+    let one = format!("{WIDGETS}/w-000001");
+    let (got, peer_got) = paired(
+        || get_rate(&addr, &admin, &one, seconds, pid),
+        || get_rate(&peer.addr, &admin, &one, seconds, peer_pid),
+    )
+    .await;
+    row(
+        "GET one object, 16 conns, HTTP/1.1",
+        format!("{:.0}/s", got.per_second),
+        format!("Go peer: {:.0}/s", peer_got.per_second),
+        got.per_second / peer_got.per_second,
+        "≥ 2",
+    );
+    row(
+        "serving process's CPU time per GET",
+        format!("{:.1} µs", got.cpu_us),
+        format!("Go peer: {:.1} µs", peer_got.cpu_us),
+        got.cpu_us / peer_got.cpu_us,
+        "",
+    );
+
+    let ours_conn = tokio::sync::Mutex::new(connect(&addr, &admin).await);
+    let theirs_conn = tokio::sync::Mutex::new(connect(&peer.addr, &admin).await);
+    for (what, accept) in [("JSON", "application/json"), ("Table", TABLE)] {
+        let (a, b) = best_in_turns(
+            5,
+            || async {
+                let (status, _) = send(&mut *ours_conn.lock().await, "GET", WIDGETS, accept, None).await;
+                assert_eq!(status, 200);
+            },
+            || async {
+                let (status, _) = send(&mut *theirs_conn.lock().await, "GET", WIDGETS, accept, None).await;
+                assert_eq!(status, 200);
+            },
+        )
+        .await;
+        row(
+            &format!("LIST {n} on etcd, {what}"),
+            ms(a),
+            format!("Go peer: {}", ms(b)),
+            a.as_secs_f64() / b.as_secs_f64(),
+            "≤ 0.5",
+        );
+    }
+    let (a, b) = best_in_turns(
+        3,
+        || async { paged(&mut *ours_conn.lock().await, 500).await },
+        || async { paged(&mut *theirs_conn.lock().await, 500).await },
+    )
+    .await;
+    row(
+        &format!("LIST {n} in pages of 500"),
+        ms(a),
+        format!("Go peer: {}", ms(b)),
+        b.as_secs_f64() / a.as_secs_f64(),
+        "≤ 0.5",
+    );
+
+    // Memory: at rest with every object, then the peak during one full list.
+    let (rest, peer_rest) = (
+        proc_kb(pid, "VmRSS:") as f64 / 1024.0,
+        proc_kb(peer_pid, "VmRSS:") as f64 / 1024.0,
+    );
+    row(
+        &format!("RSS at rest with {n} objects"),
+        format!("{rest:.0} MB"),
+        format!("Go peer: {peer_rest:.0} MB"),
+        rest / peer_rest,
+        "≤ 0.25",
+    );
+    let peak = list_peak(&mut *ours_conn.lock().await, pid).await;
+    let peer_peak = list_peak(&mut *theirs_conn.lock().await, peer_pid).await;
+    row(
+        &format!("peak RSS growth during a LIST of {n}"),
+        format!("{peak:.1} MB"),
+        format!("Go peer: {peer_peak:.1} MB"),
+        peak / peer_peak,
+        "",
+    );
+}
