@@ -6,7 +6,9 @@
 //! API server), with and without a watch open on its keys, and the CPU time each side costs
 //! etcd, the load generator and the serving process. Prints a Markdown table of the ratios
 //! (see BENCHMARKS.md). Then the same client against the peer a user would pick instead: the
-//! recipe's server in Go on k8s.io/apiserver, on the same etcd (`peers.rs`).
+//! recipe's server in Go on k8s.io/apiserver, on the same etcd (`peers.rs`), and the Widget as
+//! a CRD on a real kube-apiserver next to Apiary through that kube-apiserver's aggregator
+//! (`crd.rs`).
 //!
 //! cargo bench -p widget-server --bench http
 //! APIARY_BENCH_OBJECTS=10000 APIARY_BENCH_SECONDS=3 cargo bench -p widget-server --bench http
@@ -14,6 +16,7 @@
 //! APIARY_BENCH_ONLY=peers cargo bench -p widget-server --bench http   (needs Go 1.26)
 
 mod client;
+mod crd;
 mod peers;
 mod references;
 
@@ -461,6 +464,7 @@ async fn main() {
             peer_rows.push(format!("| {path} | {apiary} | {peer} | {ratio:.2} | {goal} |"));
         };
         peers::go_peer_rows(count, seconds, &mut row).await;
+        crd::crd_rows(count, seconds, &mut row).await;
     }
 
     println!(
