@@ -78,13 +78,26 @@ pub(crate) async fn send(
     accept: &str,
     body: Option<&Value>,
 ) -> (u16, Bytes) {
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    send_as(sender, method, path, accept, "application/json", body).await
+}
+
+/// One request with a body of `content_type`; its status and body.
+pub(crate) async fn send_as(
+    sender: &mut Sender,
+    method: &str,
+    path: &str,
+    accept: &str,
+    content_type: &str,
+    body: Bytes,
+) -> (u16, Bytes) {
     let request = http::Request::builder()
         .method(method)
         .uri(path)
         .header("host", "127.0.0.1")
         .header("accept", accept)
-        .header("content-type", "application/json")
-        .body(Full::new(body.map(|b| Bytes::from(b.to_string())).unwrap_or_default()))
+        .header("content-type", content_type)
+        .body(Full::new(body))
         .unwrap();
     sender.ready().await.unwrap();
     let response = sender.send_request(request).await.unwrap();

@@ -19,6 +19,7 @@ mod client;
 mod crd;
 mod peers;
 mod references;
+mod writes;
 
 use std::time::Duration;
 
@@ -477,7 +478,7 @@ async fn main() {
     }
     if !peer_rows.is_empty() {
         println!(
-            "\n| against the Go peer (k8s.io/apiserver) | Apiary | Go peer | Apiary ÷ peer | goal |\n|---|---|---|---|---|"
+            "\n| against the peers (Go on k8s.io/apiserver, a CRD) | Apiary | peer | Apiary ÷ peer | goal |\n|---|---|---|---|---|"
         );
         for r in peer_rows {
             println!("{r}");

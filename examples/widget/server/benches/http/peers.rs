@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::client::{
     Sender, WIDGETS, best_in_turns, client_tls, connect, create_all, get_rate, paired, proc_kb, send, with_cpu,
 };
+use crate::writes::{Write, write_rate};
 use crate::{BINARY, TABLE, ms};
 
 /// The Go peer's source.
@@ -191,6 +192,24 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
         got.cpu_us / peer_got.cpu_us,
         "",
     );
+
+    for write in [Write::Update, Write::Status, Write::Apply] {
+        let (got, peer_got) = paired(
+            || write_rate(&addr, &admin, n, write, seconds, pid),
+            || write_rate(&peer.addr, &admin, n, write, seconds, peer_pid),
+        )
+        .await;
+        row(
+            &format!("{}, 16 conns", write.name()),
+            format!("{:.0}/s ({:.0} µs CPU each)", got.per_second, got.cpu_us),
+            format!(
+                "Go peer: {:.0}/s ({:.0} µs CPU each)",
+                peer_got.per_second, peer_got.cpu_us
+            ),
+            got.per_second / peer_got.per_second,
+            "≥ 1.5",
+        );
+    }
 
     let ours_conn = tokio::sync::Mutex::new(connect(&addr, &admin).await);
     let theirs_conn = tokio::sync::Mutex::new(connect(&peer.addr, &admin).await);
