@@ -462,7 +462,9 @@ pub(crate) async fn watch_fan_out(
                     .body(Full::new(Bytes::new()))
                     .unwrap();
                 sender.ready().await.unwrap();
-                let mut body = sender.send_request(request).await.unwrap().into_body();
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200, "the watch is refused");
+                let mut body = response.into_body();
                 ready.fetch_add(1, Ordering::SeqCst);
                 let (mut buffer, mut mine, mut seen) = (Vec::new(), Vec::new(), 0);
                 let deadline = tokio::time::sleep(Duration::from_secs_f64(seconds + 15.0));
