@@ -92,7 +92,7 @@ async fn start_peer(binary: &Path, dir: &Path, etcd: &str) -> GoPeer {
             "the Go peer is not ready after 60 s: see {}",
             dir.display()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -108,6 +108,25 @@ async fn paged(sender: &mut Sender, limit: usize) {
             Some(next) if !next.is_empty() => token = next.to_string(),
             _ => return,
         }
+    }
+}
+
+/// How long after `started` the server at `addr` first answers a full list of `n` widgets.
+async fn first_list(addr: &str, tls: &Arc<rustls::ClientConfig>, n: usize, started: Instant) -> Duration {
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let (status, body) = send(&mut connect(addr, tls).await, "GET", WIDGETS, "application/json", None).await;
+            if status == 200 {
+                let listed: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(listed["items"].as_array().map(Vec::len), Some(n));
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no list within 120 s of starting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -303,13 +322,35 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
         "≤ 0.5",
     );
 
-    // Memory: at rest with every object, then the peak during one full list.
+    // Startup: from starting the process to its first full list of the n objects answered.
+    drop((ours_conn, theirs_conn));
+    drop(server);
+    drop(peer);
+    let started = Instant::now();
+    let server = ServerProcess::spawn(BINARY, dir.path(), &args);
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let ours_ready = first_list(&addr, &admin, n, started).await;
+    let started = Instant::now();
+    let peer = start_peer(&peer_binary, dir.path(), &endpoint).await;
+    let theirs_ready = first_list(&peer.addr, &admin, n, started).await;
+    let (pid, peer_pid) = (server.pid(), peer.child.id());
+    row(
+        &format!("startup to the first LIST of {n} answered"),
+        ms(ours_ready),
+        format!("Go peer: {}", ms(theirs_ready)),
+        ours_ready.as_secs_f64() / theirs_ready.as_secs_f64(),
+        "≤ 0.1",
+    );
+    let ours_conn = tokio::sync::Mutex::new(connect(&addr, &admin).await);
+    let theirs_conn = tokio::sync::Mutex::new(connect(&peer.addr, &admin).await);
+
+    // Memory: at rest with every object (after that restart), then the peak during one list.
     let (rest, peer_rest) = (
         proc_kb(pid, "VmRSS:") as f64 / 1024.0,
         proc_kb(peer_pid, "VmRSS:") as f64 / 1024.0,
     );
     row(
-        &format!("RSS at rest with {n} objects"),
+        &format!("RSS at rest with {n} objects (after a restart)"),
         format!("{rest:.0} MB"),
         format!("Go peer: {peer_rest:.0} MB"),
         rest / peer_rest,
