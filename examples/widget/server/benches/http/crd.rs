@@ -82,12 +82,16 @@ fn admin_tls(cluster: &Cluster) -> Arc<rustls::ClientConfig> {
     )
 }
 
-/// Apiary through the aggregator against the CRD on the same kube-apiserver.
-pub(crate) async fn crd_rows(count: usize, seconds: f64, row: &mut impl FnMut(&str, String, String, f64, &str)) {
-    let fail = |e: apiary_cluster::Error| -> ! { panic!("{e}") };
+/// The harness fails loudly on a cluster error.
+fn fail(e: apiary_cluster::Error) -> ! {
+    panic!("{e}")
+}
+
+/// A real cluster with the Widget server registered behind its aggregator (on the cluster's
+/// etcd) and the Widget CRD created; the server's process is in the cluster's keeping.
+async fn cluster_with_both(dir: &Path) -> (Cluster, apiary_cluster::Process) {
     let binaries = tokio::task::block_in_place(Binaries::ensure).unwrap_or_else(|e| fail(e));
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(&binaries, &dir.path().join("cluster"))
+    let cluster = Cluster::start(&binaries, &dir.join("cluster"))
         .await
         .unwrap_or_else(|e| fail(e));
     let extension = Extension::from_deploy_dir(Path::new(DEPLOY)).unwrap_or_else(|e| fail(e));
@@ -99,18 +103,24 @@ pub(crate) async fn crd_rows(count: usize, seconds: f64, row: &mut impl FnMut(&s
         "--etcd-prefix=/registry/widget-server".into(),
         "--status-controller=false".into(),
     ];
-    let _server = cluster
+    let server = cluster
         .serve(Path::new(BINARY), &flags, port, &storage)
         .await
         .unwrap_or_else(|e| fail(e));
     cluster.register(&extension, port).await.unwrap_or_else(|e| fail(e));
-
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(cluster.client().await.unwrap_or_else(|e| fail(e)));
     let crd = serde_json::from_value(widget_crd()).unwrap();
     crds.create(&PostParams::default(), &crd)
         .await
         .expect("the CRD is created");
+    (cluster, server)
+}
+
+/// Apiary through the aggregator against the CRD on the same kube-apiserver.
+pub(crate) async fn crd_rows(count: usize, seconds: f64, row: crate::peers::Row<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, _server) = cluster_with_both(dir.path()).await;
     let admin = admin_tls(&cluster);
     let addr = cluster.url().trim_start_matches("https://").to_string();
     let ours = "/apis/custom.example.com/v1/namespaces/default/widgets";

@@ -139,9 +139,28 @@ async fn list_peak(sender: &mut Sender, pid: u32) -> f64 {
     proc_kb(pid, "VmHWM:").saturating_sub(before) as f64 / 1024.0
 }
 
-/// Apiary and the Go peer on one etcd: `count` creates each, then GETs, lists and memory.
-/// Each row: what, Apiary's figure, the peer's, Apiary's ÷ the peer's, and the goal for that ratio.
-pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMut(&str, String, String, f64, &str)) {
+/// What a row is given: what, Apiary's figure, the peer's, Apiary's ÷ the peer's, the goal.
+pub(crate) type Row<'r> = &'r mut dyn FnMut(&str, String, String, f64, &str);
+
+/// Apiary and the Go peer as the measurements reach them.
+struct Sides {
+    ours: String,
+    theirs: String,
+    pid: u32,
+    peer_pid: u32,
+    admin: Arc<rustls::ClientConfig>,
+}
+
+impl Sides {
+    /// Both addresses with their serving process.
+    fn both(&self) -> [(&str, u32); 2] {
+        [(&self.ours, self.pid), (&self.theirs, self.peer_pid)]
+    }
+}
+
+/// Apiary and the Go peer on one etcd: `count` creates each, then GETs, writes, watches,
+/// lists, a restart and memory.
+pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: Row<'_>) {
     let peer_binary = build_peer();
     let etcd_dir = tempfile::tempdir().unwrap();
     // etcd 3.6, as the real cluster runs: k8s.io/apiserver's watch cache serves a watch without
@@ -164,19 +183,56 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
     ];
     let server = ServerProcess::spawn(BINARY, dir.path(), &args);
     let peer = start_peer(&peer_binary, dir.path(), &endpoint).await;
-    let (pid, peer_pid) = (server.pid(), peer.child.id());
-    let addr = server.url.trim_start_matches("https://").to_string();
-    let admin: Arc<rustls::ClientConfig> = client_tls(dir.path(), true);
-    let (etcd_pid, me) = (etcd.pid().expect("etcd runs"), std::process::id());
+    let sides = Sides {
+        ours: server.url.trim_start_matches("https://").to_string(),
+        theirs: peer.addr.clone(),
+        pid: server.pid(),
+        peer_pid: peer.child.id(),
+        admin: client_tls(dir.path(), true),
+    };
+    let n = creates(&sides, etcd.pid().expect("etcd runs"), count, row).await;
+    reads_and_writes(&sides, n, seconds, row).await;
+    watches(&sides, seconds, row).await;
+    lists(&sides, n, row).await;
 
-    // Creates in four turns: Apiary, peer, peer, Apiary.
+    // Startup: from starting the process to its first full list of the n objects answered.
+    drop((server, peer));
+    let started = Instant::now();
+    let server = ServerProcess::spawn(BINARY, dir.path(), &args);
+    let ours = server.url.trim_start_matches("https://").to_string();
+    let ours_ready = first_list(&ours, &sides.admin, n, started).await;
+    let started = Instant::now();
+    let peer = start_peer(&peer_binary, dir.path(), &endpoint).await;
+    let theirs_ready = first_list(&peer.addr, &sides.admin, n, started).await;
+    row(
+        &format!("startup to the first LIST of {n} answered"),
+        ms(ours_ready),
+        format!("Go peer: {}", ms(theirs_ready)),
+        ours_ready.as_secs_f64() / theirs_ready.as_secs_f64(),
+        "≤ 0.1",
+    );
+    let restarted = Sides {
+        ours,
+        theirs: peer.addr.clone(),
+        pid: server.pid(),
+        peer_pid: peer.child.id(),
+        ..sides
+    };
+    memory(&restarted, n, row).await;
+}
+
+/// Creates in four turns (Apiary, peer, peer, Apiary), with the serving process's CPU time;
+/// how many objects each side holds after them.
+async fn creates(sides: &Sides, etcd_pid: u32, count: usize, row: Row<'_>) -> usize {
     let quarter = count / 4;
+    let me = std::process::id();
     let (mut ours, mut theirs) = ((0.0, 0.0), (0.0, 0.0));
     for (turn, first) in [(0, true), (1, false), (2, false), (3, true)] {
         let names = turn * quarter..(turn + 1) * quarter;
         for side in [first, !first] {
-            let (target, serving) = if side { (&addr, pid) } else { (&peer.addr, peer_pid) };
-            let (rate, cpu) = with_cpu(&[etcd_pid, me, serving], create_all(target, &admin, names.clone())).await;
+            let (target, serving) = sides.both()[usize::from(!side)];
+            let created = create_all(target, &sides.admin, names.clone());
+            let (rate, cpu) = with_cpu(&[etcd_pid, me, serving], created).await;
             let totals = if side { &mut ours } else { &mut theirs };
             totals.0 += quarter as f64 / rate;
             totals.1 += cpu[2];
@@ -198,11 +254,16 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
         ours.1 / theirs.1,
         "≤ 0.5",
     );
+    n
+}
 
+/// GETs of one object, then updates, status updates and applies over the `n` objects.
+async fn reads_and_writes(sides: &Sides, n: usize, seconds: f64, row: Row<'_>) {
+    let (admin, [(ours, pid), (theirs, peer_pid)]) = (&sides.admin, sides.both());
     let one = format!("{WIDGETS}/w-000001");
     let (got, peer_got) = paired(
-        || get_rate(&addr, &admin, &one, seconds, pid),
-        || get_rate(&peer.addr, &admin, &one, seconds, peer_pid),
+        || get_rate(ours, admin, &one, seconds, pid),
+        || get_rate(theirs, admin, &one, seconds, peer_pid),
     )
     .await;
     row(
@@ -219,11 +280,10 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
         got.cpu_us / peer_got.cpu_us,
         "",
     );
-
     for write in [Write::Update, Write::Status, Write::Apply] {
         let (got, peer_got) = paired(
-            || write_rate(&addr, &admin, n, write, seconds, pid),
-            || write_rate(&peer.addr, &admin, n, write, seconds, peer_pid),
+            || write_rate(ours, admin, n, write, seconds, pid),
+            || write_rate(theirs, admin, n, write, seconds, peer_pid),
         )
         .await;
         row(
@@ -237,22 +297,20 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
             "≥ 1.5",
         );
     }
+}
 
-    // Watch delivery: every watcher gets every create, offered at a fixed rate.
+/// Watch delivery: every watcher gets every create, offered at a fixed rate.
+async fn watches(sides: &Sides, seconds: f64, row: Row<'_>) {
     let quick = !std::env::args().any(|a| a == "--bench");
-    let (watchers, offered) = (
-        crate::env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 }),
-        200,
-    );
+    let watchers = crate::env("APIARY_BENCH_WATCHERS", if quick { 100 } else { 1_000 });
+    let offered = 200;
     let mut delivery = Vec::new();
-    for (target, serving) in [(&addr, pid), (&peer.addr, peer_pid)] {
+    for (target, serving) in sides.both() {
         let (kept, latencies, missing, cpu_us) =
-            watch_fan_out(target, &admin, watchers, offered, seconds.max(5.0), serving).await;
+            watch_fan_out(target, &sides.admin, watchers, offered, seconds.max(5.0), serving).await;
         let at = |q: f64| {
-            latencies
-                .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
-                .copied()
-                .unwrap_or_default()
+            let i = ((latencies.len().max(1) - 1) as f64 * q) as usize;
+            latencies.get(i).copied().unwrap_or_default()
         };
         delivery.push((kept, at(0.5), at(0.99), missing, cpu_us));
     }
@@ -284,18 +342,21 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
         cpu / peer_cpu,
         "",
     );
+}
 
-    let ours_conn = tokio::sync::Mutex::new(connect(&addr, &admin).await);
-    let theirs_conn = tokio::sync::Mutex::new(connect(&peer.addr, &admin).await);
+/// Full lists (JSON and Table) and a paged one, in turns.
+async fn lists(sides: &Sides, n: usize, row: Row<'_>) {
+    let ours = tokio::sync::Mutex::new(connect(&sides.ours, &sides.admin).await);
+    let theirs = tokio::sync::Mutex::new(connect(&sides.theirs, &sides.admin).await);
     for (what, accept) in [("JSON", "application/json"), ("Table", TABLE)] {
         let (a, b) = best_in_turns(
             5,
             || async {
-                let (status, _) = send(&mut *ours_conn.lock().await, "GET", WIDGETS, accept, None).await;
+                let (status, _) = send(&mut *ours.lock().await, "GET", WIDGETS, accept, None).await;
                 assert_eq!(status, 200);
             },
             || async {
-                let (status, _) = send(&mut *theirs_conn.lock().await, "GET", WIDGETS, accept, None).await;
+                let (status, _) = send(&mut *theirs.lock().await, "GET", WIDGETS, accept, None).await;
                 assert_eq!(status, 200);
             },
         )
@@ -310,41 +371,22 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
     }
     let (a, b) = best_in_turns(
         3,
-        || async { paged(&mut *ours_conn.lock().await, 500).await },
-        || async { paged(&mut *theirs_conn.lock().await, 500).await },
+        || async { paged(&mut *ours.lock().await, 500).await },
+        || async { paged(&mut *theirs.lock().await, 500).await },
     )
     .await;
     row(
         &format!("LIST {n} in pages of 500"),
         ms(a),
         format!("Go peer: {}", ms(b)),
-        b.as_secs_f64() / a.as_secs_f64(),
+        a.as_secs_f64() / b.as_secs_f64(),
         "≤ 0.5",
     );
+}
 
-    // Startup: from starting the process to its first full list of the n objects answered.
-    drop((ours_conn, theirs_conn));
-    drop(server);
-    drop(peer);
-    let started = Instant::now();
-    let server = ServerProcess::spawn(BINARY, dir.path(), &args);
-    let addr = server.url.trim_start_matches("https://").to_string();
-    let ours_ready = first_list(&addr, &admin, n, started).await;
-    let started = Instant::now();
-    let peer = start_peer(&peer_binary, dir.path(), &endpoint).await;
-    let theirs_ready = first_list(&peer.addr, &admin, n, started).await;
-    let (pid, peer_pid) = (server.pid(), peer.child.id());
-    row(
-        &format!("startup to the first LIST of {n} answered"),
-        ms(ours_ready),
-        format!("Go peer: {}", ms(theirs_ready)),
-        ours_ready.as_secs_f64() / theirs_ready.as_secs_f64(),
-        "≤ 0.1",
-    );
-    let ours_conn = tokio::sync::Mutex::new(connect(&addr, &admin).await);
-    let theirs_conn = tokio::sync::Mutex::new(connect(&peer.addr, &admin).await);
-
-    // Memory: at rest with every object (after that restart), then the peak during one list.
+/// RSS at rest with every object, then the peak growth during one full list.
+async fn memory(sides: &Sides, n: usize, row: Row<'_>) {
+    let [(ours, pid), (theirs, peer_pid)] = sides.both();
     let (rest, peer_rest) = (
         proc_kb(pid, "VmRSS:") as f64 / 1024.0,
         proc_kb(peer_pid, "VmRSS:") as f64 / 1024.0,
@@ -356,8 +398,8 @@ pub(crate) async fn go_peer_rows(count: usize, seconds: f64, row: &mut impl FnMu
         rest / peer_rest,
         "≤ 0.25",
     );
-    let peak = list_peak(&mut *ours_conn.lock().await, pid).await;
-    let peer_peak = list_peak(&mut *theirs_conn.lock().await, peer_pid).await;
+    let peak = list_peak(&mut connect(ours, &sides.admin).await, pid).await;
+    let peer_peak = list_peak(&mut connect(theirs, &sides.admin).await, peer_pid).await;
     row(
         &format!("peak RSS growth during a LIST of {n}"),
         format!("{peak:.1} MB"),
