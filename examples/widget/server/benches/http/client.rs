@@ -34,21 +34,28 @@ pub(crate) fn pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
 /// TLS to a server whose certificates are under `dir`, with the admin certificate or none.
 pub(crate) fn client_tls(dir: &Path, admin: bool) -> Arc<rustls::ClientConfig> {
     let certs = dir.join(".apiary/certs");
+    let pair = admin.then(|| (certs.join("admin.crt"), certs.join("admin.key")));
+    tls_trusting(
+        &certs.join("ca.crt"),
+        pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+}
+
+/// TLS trusting the CA in `ca`, presenting the client certificate and key `pair` if given.
+pub(crate) fn tls_trusting(ca: &Path, pair: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(&certs.join("ca.crt")) {
+    for c in pem_certs(ca) {
         roots.add(c).unwrap();
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    Arc::new(if admin {
-        let key = PrivateKeyDer::from_pem_file(certs.join("admin.key")).unwrap();
-        builder
-            .with_client_auth_cert(pem_certs(&certs.join("admin.crt")), key)
-            .unwrap()
-    } else {
-        builder.with_no_client_auth()
+    Arc::new(match pair {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(pem_certs(cert), PrivateKeyDer::from_pem_file(key).unwrap())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
     })
 }
 

@@ -11,12 +11,10 @@ use std::time::Duration;
 use apiary_cluster::{Binaries, Cluster, Extension, free_port};
 use apiary_runtime::ApiResource;
 use kube::api::{Api, PostParams};
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use widget_api::Widget;
 
-use crate::client::{best_in_turns, connect, create_each, get_rate, paired, pem_certs, provider, send, widget};
+use crate::client::{best_in_turns, connect, create_each, get_rate, paired, send, tls_trusting, widget};
 use crate::{BINARY, TABLE, ms};
 
 /// The CRD's group (Apiary serves `custom.example.com` behind the same kube-apiserver).
@@ -67,19 +65,8 @@ fn crd_widget(i: usize) -> Value {
 /// A TLS client of the cluster's admin (a `system:masters` client certificate).
 fn admin_tls(cluster: &Cluster) -> Arc<rustls::ClientConfig> {
     let pki = cluster.ca().parent().expect("the PKI folder").to_path_buf();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in pem_certs(&cluster.ca()) {
-        roots.add(c).unwrap();
-    }
-    let key = PrivateKeyDer::from_pem_file(pki.join("admin.key")).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(pem_certs(&pki.join("admin.crt")), key)
-            .unwrap(),
-    )
+    let (cert, key) = (pki.join("admin.crt"), pki.join("admin.key"));
+    tls_trusting(&cluster.ca(), Some((&cert, &key)))
 }
 
 /// The harness fails loudly on a cluster error.
@@ -127,10 +114,10 @@ pub(crate) async fn crd_rows(count: usize, seconds: f64, row: crate::peers::Row<
     let theirs = CRD_WIDGETS;
     // Established takes a moment: wait until the CRD's collection answers.
     let mut probe = connect(&addr, &admin).await;
-    for _ in 0..300 {
-        if send(&mut probe, "GET", theirs, "application/json", None).await.0 == 200 {
-            break;
-        }
+    let mut waited = 0;
+    while send(&mut probe, "GET", theirs, "application/json", None).await.0 != 200 {
+        waited += 1;
+        assert!(waited < 300, "the CRD's collection does not answer after 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

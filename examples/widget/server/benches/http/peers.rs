@@ -52,11 +52,7 @@ fn build_peer() -> PathBuf {
 /// Start the Go peer on `etcd` with the serving certificate and client CA of the Apiary server
 /// in `dir`, and wait until it is ready.
 async fn start_peer(binary: &Path, dir: &Path, etcd: &str) -> GoPeer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = apiary_cluster::free_port().expect("a free port");
     let certs = dir.join(".apiary/certs");
     let log = std::fs::File::create(dir.join("go-peer.log")).unwrap();
     let child = Command::new(binary)
