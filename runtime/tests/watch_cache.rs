@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 
 /// A backend that counts the watches opened, the keys and ranges read, the revision reads and
-/// the censuses taken on it; its revision reads take `revision_delay` milliseconds more.
+/// the censuses taken on it; its revision reads take `revision_delay` milliseconds more, its
+/// censuses `census_delay`.
 struct Counting {
     inner: Arc<dyn Storage>,
     watches: AtomicUsize,
@@ -23,6 +24,7 @@ struct Counting {
     revisions: AtomicUsize,
     revision_delay: AtomicU64,
     censuses: AtomicUsize,
+    census_delay: AtomicU64,
 }
 
 impl Counting {
@@ -35,6 +37,7 @@ impl Counting {
             revisions: AtomicUsize::new(0),
             revision_delay: AtomicU64::new(0),
             censuses: AtomicUsize::new(0),
+            census_delay: AtomicU64::new(0),
         })
     }
 }
@@ -70,6 +73,8 @@ impl Storage for Counting {
     }
     async fn census(&self, prefix: &str, after: Revision) -> Result<Option<Census>, StorageError> {
         self.censuses.fetch_add(1, Ordering::SeqCst);
+        let delay = self.census_delay.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.census(prefix, after).await
     }
     async fn count(&self, prefix: &str) -> Result<u64, StorageError> {
@@ -356,6 +361,45 @@ async fn own_writes_need_no_census_on_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn own_writes_need_no_census_on_etcd() {
     on_etcd(own_writes_need_no_census).await;
+}
+
+/// Consistent reads that arrive together after someone else's write share one census (as they
+/// share the revision read): a thousand watches starting at once cost etcd a census or two, not a
+/// thousand reads of the whole prefix.
+async fn concurrent_reads_share_their_census(inner: Arc<dyn Storage>) {
+    let backend = Counting::new(inner);
+    let cache = WatchCache::new(backend.clone(), 1000);
+    for i in 0..20 {
+        cache.create(&format!("/r/k{i:03}"), vec![b'1']).await.unwrap();
+    }
+    cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+    let foreign = backend.create("/elsewhere/theirs", vec![]).await.unwrap();
+    backend.census_delay.store(50, Ordering::SeqCst);
+    let censuses = backend.censuses.load(Ordering::SeqCst);
+    let lists = (0..200).map(|_| {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.list("/r/", &whole("/r/"), Freshness::Consistent).await })
+    });
+    for listed in futures::future::join_all(lists).await {
+        let listed = listed.unwrap().unwrap();
+        assert_eq!(listed.kvs.len(), 20);
+        assert!(
+            listed.revision >= foreign.mod_revision,
+            "read as of the newest revision"
+        );
+    }
+    let taken = backend.censuses.load(Ordering::SeqCst) - censuses;
+    assert!((1..=2).contains(&taken), "200 reads took {taken} censuses");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reads_share_their_census_on_memory() {
+    concurrent_reads_share_their_census(Arc::new(Engine::memory())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reads_share_their_census_on_etcd() {
+    on_etcd(concurrent_reads_share_their_census).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::{Stream, StreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::watch;
 
 use super::newest::Newest;
@@ -78,7 +79,14 @@ struct Feed {
     window: Mutex<Window>,
     /// Bumped on every change to the window, to wake watchers.
     changed: watch::Sender<u64>,
+    /// The census under way (or the last one), which consistent reads arriving while it runs
+    /// share: a thousand watches starting at once cost the store one read of the prefix.
+    census: Mutex<Option<SharedCensus>>,
 }
+
+/// A census of a feed's prefix shared by the reads waiting on it: the revision it was taken
+/// at, `None` when the backend takes none.
+type SharedCensus = Shared<BoxFuture<'static, Result<Option<Revision>, StorageError>>>;
 
 struct Window {
     /// Every event under the prefix with a revision above this is in `events`.
@@ -237,7 +245,7 @@ impl WatchCache {
     /// since the cache's last vouch was its own write or, failing that, that a
     /// [`Census`](super::Census) finds no key changed since the cache's progress; else it waits
     /// for the feed to catch up. `false` when it cannot vouch within [`FRESH_WAIT`].
-    async fn catch_up(&self, feed: &Feed, feed_prefix: &str, freshness: Freshness) -> Result<bool, StorageError> {
+    async fn catch_up(&self, feed: &Arc<Feed>, feed_prefix: &str, freshness: Freshness) -> Result<bool, StorageError> {
         let deadline = Instant::now() + FRESH_WAIT;
         loop {
             let mut changed = feed.changed.subscribe();
@@ -272,15 +280,12 @@ impl WatchCache {
                         window.vouched = window.vouched.max(target);
                     }
                 } else {
-                    let Some(census) = self.inner.census(feed_prefix, progress).await? else {
-                        return Ok(false);
-                    };
-                    // Nothing changed since `progress` (no key written since, none deleted):
-                    // the state is the newest one.
-                    let mut window = lock(&feed.window);
-                    if window.progress == progress && !census.written_after && census.keys == window.state.len() as u64
-                    {
-                        window.vouched = window.vouched.max(census.revision);
+                    match self.census(feed, feed_prefix).await? {
+                        None => return Ok(false),
+                        // Joined a census begun before this read's target was read: take the
+                        // next one.
+                        Some(taken) if taken < target && Instant::now() < deadline => continue,
+                        Some(_) => {}
                     }
                 }
             }
@@ -293,6 +298,40 @@ impl WatchCache {
                 return Ok(false);
             }
         }
+    }
+
+    /// The revision of a census of `feed`'s prefix, joined while one is under way or begun: a
+    /// census finding no key written since the feed's progress, and as many keys as it holds,
+    /// vouches for the feed up to the census's revision. `None` when the backend takes none.
+    async fn census(&self, feed: &Arc<Feed>, feed_prefix: &str) -> Result<Option<Revision>, StorageError> {
+        let shared = {
+            let mut slot = lock(&feed.census);
+            match &*slot {
+                Some(census) if census.peek().is_none() => census.clone(),
+                _ => {
+                    let (inner, feed, prefix) = (self.inner.clone(), feed.clone(), feed_prefix.to_string());
+                    let census = async move {
+                        let progress = lock(&feed.window).progress;
+                        let Some(census) = inner.census(&prefix, progress).await? else {
+                            return Ok(None);
+                        };
+                        let mut window = lock(&feed.window);
+                        if window.progress == progress
+                            && !census.written_after
+                            && census.keys == window.state.len() as u64
+                        {
+                            window.vouched = window.vouched.max(census.revision);
+                        }
+                        Ok(Some(census.revision))
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(census.clone());
+                    census
+                }
+            }
+        };
+        shared.await
     }
 
     /// When every revision in `(after, to]` is a write made through this cache, the newest of
@@ -342,6 +381,7 @@ impl WatchCache {
         let feed = Arc::new(Feed {
             window: Mutex::new(Window::new(listed)),
             changed: watch::channel(0).0,
+            census: Mutex::new(None),
         });
         feeds.insert(prefix.to_string(), feed.clone());
         tokio::spawn(follow(
