@@ -51,11 +51,10 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! async fn main() -> Result<(), apiary_runtime::Error> {
 //!     let cli = Cli::parse();
 //!     cli.server.init_logging();
-//!     Server::new(cli.server).await?.resource::<Gadget>()?.run().await?;
-//!     Ok(())
+//!     Server::new(cli.server).await?.resource::<Gadget>()?.run().await
 //! }
 //! ```
 //!
@@ -84,6 +83,7 @@ pub mod admission;
 pub mod cel;
 pub mod certs;
 pub mod endpoints;
+mod error;
 pub mod filters;
 pub mod registry;
 pub mod resource;
@@ -99,6 +99,7 @@ pub use endpoints::{discovery, openapi};
 pub use registry::{custom, rest};
 
 pub use apiary_macros::ApiResource;
+pub use error::Error;
 pub use resource::{ApiResource, FieldError, List, PrintColumn, ResourceMeta, Route, ScalePaths, Scope, Target};
 
 // The crates a project's types and controllers use with the runtime, at the versions it was
@@ -174,8 +175,10 @@ pub mod __private {
 /// Check `T`'s declaration against its schema as the server will at start (structural schema,
 /// scale/selectable/printcolumn paths naming real fields): for a unit test in the crate that
 /// declares `T`.
-pub fn check<T: ApiResource>() -> Result<(), String> {
-    registry::Admission::new(std::sync::Arc::new(registry::TypedStrategy::<T>::default())).map(drop)
+pub fn check<T: ApiResource>() -> Result<(), Error> {
+    registry::Admission::new(std::sync::Arc::new(registry::TypedStrategy::<T>::default()))
+        .map(drop)
+        .map_err(Error::declaration::<T>)
 }
 
 /// Items of `stream` up to and including the first for which `last` holds; then it ends

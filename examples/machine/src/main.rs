@@ -26,20 +26,14 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<(), apiary::Error> {
     let cli = Cli::parse();
     cli.server.init_logging();
-    let result = async {
-        let notes = notes::NoteFiles::open(&cli.notes_dir)?;
-        Server::new(cli.server)
-            .await?
-            .custom::<process::Process, _>(process::Proc)?
-            .custom::<notes::Note, _>(notes)?
-            .run()
-            .await
-    };
-    if let Err(e) = result.await {
-        eprintln!("machine-server: {e}");
-        std::process::exit(1);
-    }
+    let notes = notes::NoteFiles::open(&cli.notes_dir)?;
+    Server::new(cli.server)
+        .await?
+        .custom::<process::Process, _>(process::Proc)?
+        .custom::<notes::Note, _>(notes)?
+        .run()
+        .await
 }

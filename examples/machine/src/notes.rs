@@ -73,8 +73,11 @@ fn version(modified: SystemTime) -> String {
 
 impl NoteFiles {
     /// Use (and create) `dir`.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("notes directory {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<Self, apiary::Error> {
+        std::fs::create_dir_all(dir).map_err(|source| apiary::Error::File {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         Ok(NoteFiles {
             dir: dir.to_path_buf(),
             writes: Mutex::new(()),

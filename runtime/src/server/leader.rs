@@ -29,12 +29,17 @@ impl Leadership {
         *self.0.borrow()
     }
 
-    /// Wait until this replica leads.
+    /// Wait until this replica leads; never, once the server has stopped (a controller's
+    /// `loop { acquired; work; lost }` then stays stopped instead of spinning).
     pub async fn acquired(&mut self) {
-        let _ = self.0.wait_for(|leads| *leads).await;
+        // A stopped server's channel keeps its last value, which `wait_for` would take for
+        // leadership at once, every time.
+        if self.0.has_changed().is_err() || self.0.wait_for(|leads| *leads).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
-    /// Wait until this replica stops leading.
+    /// Wait until this replica stops leading, or the server stops.
     pub async fn lost(&mut self) {
         let _ = self.0.wait_for(|leads| !*leads).await;
     }
@@ -322,6 +327,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A controller waiting to lead once the server has stopped waits for good: it neither
+    /// starts again nor spins between started and stopped.
+    #[tokio::test]
+    async fn a_stopped_server_is_never_led_again() {
+        let (leading, receiver) = watch::channel(true);
+        let mut leadership = Leadership::new(receiver);
+        leadership.acquired().await;
+        drop(leading);
+        leadership.lost().await;
+        let again = tokio::time::timeout(Duration::from_millis(100), leadership.acquired()).await;
+        assert!(again.is_err(), "acquired after the server stopped");
+    }
 
     fn timing() -> Timing {
         Timing {

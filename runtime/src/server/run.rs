@@ -21,6 +21,7 @@ use crate::filters::{self, Guard, InFlight, RemoteAddr};
 use super::connections::{Connections, fitting_limit, raise_open_file_limit};
 use super::options::{ServerOptions, StorageKind};
 use super::tls::{serving_files, tls_config};
+use crate::Error;
 use crate::admission::{Chain, Plugin, TypedAdmission, TypedPlugin};
 use crate::endpoints::{Api, Watching};
 use crate::registry::Store;
@@ -64,14 +65,12 @@ pub struct Server {
 
 impl Server {
     /// Open the storage the options name.
-    pub async fn new(options: ServerOptions) -> Result<Self, String> {
+    pub async fn new(options: ServerOptions) -> Result<Self, Error> {
         let metrics = Metrics::new();
         let mut etcd = None;
         let storage: Arc<dyn Storage> = match options.storage {
             StorageKind::Memory => storage::memory(),
-            StorageKind::Embedded => {
-                storage::embedded(&options.data_dir.join("apiary.redb")).map_err(|e| e.to_string())?
-            }
+            StorageKind::Embedded => storage::embedded(&options.data_dir.join("apiary.redb"))?,
             StorageKind::Etcd => Arc::new(etcd.insert(etcd_storage(&options).await?).clone()),
         };
         let backend = match options.storage {
@@ -97,8 +96,9 @@ impl Server {
 
     /// Serve `T`. Versions of one kind (types with the same group and kind) share its storage:
     /// serve each, in any order.
-    pub fn resource<T: ApiResource>(mut self) -> Result<Self, String> {
-        let store = Store::serving::<T>(self.storage.clone(), &self.options.etcd_prefix, &self.stores)?
+    pub fn resource<T: ApiResource>(mut self) -> Result<Self, Error> {
+        let store = Store::serving::<T>(self.storage.clone(), &self.options.etcd_prefix, &self.stores)
+            .map_err(Error::declaration::<T>)?
             .with_admission(self.admission.clone());
         let store = Arc::new(store);
         // An unserved version is known to its siblings and the migration, and has no routes.
@@ -125,8 +125,10 @@ impl Server {
     }
 
     /// Serve `T` from user code instead of the key-value store.
-    pub fn custom<T: ApiResource, S: CustomStorage<T>>(mut self, storage: S) -> Result<Self, String> {
-        let store = CustomStore::<T, S>::new(storage)?.with_admission(self.admission.clone());
+    pub fn custom<T: ApiResource, S: CustomStorage<T>>(mut self, storage: S) -> Result<Self, Error> {
+        let store = CustomStore::<T, S>::new(storage)
+            .map_err(Error::declaration::<T>)?
+            .with_admission(self.admission.clone());
         self.metrics.serve(Rest::meta(&store));
         self.resources.push(Arc::new(store));
         Ok(self)
@@ -173,13 +175,16 @@ impl Server {
     }
 
     /// The objects of resource `T` as `T` (get, list, create, update, status, delete through
-    /// the same strategy, admission and storage as a client's requests), if `T` is served.
-    pub fn objects<T: ApiResource>(&self) -> Option<crate::registry::Objects<T>> {
-        self.store::<T>().and_then(crate::registry::Objects::new)
+    /// the same strategy, admission and storage as a client's requests); an error when `T` is
+    /// not served by the key-value store (not added with [`resource`](Self::resource)).
+    pub fn objects<T: ApiResource>(&self) -> Result<crate::registry::Objects<T>, Error> {
+        self.store::<T>()
+            .and_then(crate::registry::Objects::new)
+            .ok_or_else(|| Error::declaration::<T>("not served by this server's key-value store"))
     }
 
     /// `--migrate-storage`: rewrite each served kind's objects stored at an older version.
-    async fn migrate(self) -> Result<(), String> {
+    async fn migrate(self) -> Result<(), Error> {
         let mut failed = 0;
         let mut seen = Vec::new();
         for store in &self.stores {
@@ -194,7 +199,7 @@ impl Server {
             let done = store
                 .migrate(|done| println!("  {name}: {done}"))
                 .await
-                .map_err(|e| format!("migrating {name}: {}", e.message))?;
+                .map_err(|e| Error::Migration(format!("migrating {name}: {}", e.message)))?;
             for (key, why) in &done.failed {
                 println!("  {name}: {key} not migrated: {why}");
             }
@@ -203,15 +208,15 @@ impl Server {
         }
         match failed {
             0 => Ok(()),
-            n => Err(format!(
+            n => Err(Error::Migration(format!(
                 "{n} objects could not be migrated (see above); fix them and run again"
-            )),
+            ))),
         }
     }
 
     /// Bind, print how to reach the server, and serve until SIGTERM or Ctrl-C; then stop
     /// accepting, end watches, and let in-flight requests finish (within `--shutdown-timeout`).
-    pub async fn run(self) -> Result<(), String> {
+    pub async fn run(self) -> Result<(), Error> {
         if self.options.migrate_storage {
             return self.migrate().await;
         }
@@ -219,15 +224,17 @@ impl Server {
         let addr = SocketAddr::new(options.bind_address, options.secure_port);
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("listen on {addr}: {e}"))?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|source| Error::Listen { addr, source })?;
+        let local = listener.local_addr().map_err(|source| Error::Listen { addr, source })?;
         let serving = serving_files(&options, local)?;
         serving.warn_if_expiring();
         let tls = tls_config(&serving)?;
         let guard = Arc::new(guard(&options, serving.local_ca.as_deref()).await?);
         let admission_metrics = crate::admission::metrics::AdmissionMetrics::new(self.metrics.registry());
         self.admission.observe(admission_metrics.clone());
-        crate::admission::cluster::install(&self.admission, &options, admission_metrics).await?;
+        crate::admission::cluster::install(&self.admission, &options, admission_metrics)
+            .await
+            .map_err(Error::Config)?;
         // One after another: versions of a kind share a feed, which the first one starts.
         let stores = self.stores.clone();
         tokio::spawn(async move {
@@ -251,7 +258,8 @@ impl Server {
             self.leading.clone(),
             electing,
         )
-        .await?;
+        .await
+        .map_err(Error::Config)?;
         let version = json!({
             "major": "1", "minor": "33", "gitVersion": GIT_VERSION,
             "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
@@ -264,20 +272,17 @@ impl Server {
         let audit = match &options.audit_log_path {
             Some(path) => {
                 let policy = match &options.audit_policy_file {
-                    Some(p) => Policy::load(p)?,
-                    None => return Err("--audit-log-path needs --audit-policy-file".into()),
+                    Some(p) => Policy::load(p).map_err(Error::Config)?,
+                    None => return Err(Error::Config("--audit-log-path needs --audit-policy-file".into())),
                 };
                 let rotation = Rotation {
                     max_bytes: options.audit_log_maxsize * 1024 * 1024,
                     max_backups: options.audit_log_maxbackup,
                     max_age: Duration::from_secs(options.audit_log_maxage * 24 * 3600),
                 };
-                Some(Arc::new(AuditLog::open(
-                    path,
-                    policy,
-                    rotation,
-                    self.metrics.registry(),
-                )?))
+                Some(Arc::new(
+                    AuditLog::open(path, policy, rotation, self.metrics.registry()).map_err(Error::Config)?,
+                ))
             }
             None => None,
         };
@@ -525,8 +530,8 @@ async fn shutdown_signal() {
 }
 
 /// Authentication and authorization from the flags, the core API and its ConfigMap.
-async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard, String> {
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard, Error> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(Error::file(p));
     let flags = Trust {
         client_ca: match &options.client_ca_file {
             Some(path) => Some(read(path)?),
@@ -545,7 +550,9 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
         client_ca: flags.client_ca.is_some(),
         requestheader_ca: flags.requestheader_ca.is_some(),
     };
-    let authn_client = authn::core_client(options.authentication_kubeconfig.as_ref(), WEBHOOK_TIMEOUT).await?;
+    let authn_client = authn::core_client(options.authentication_kubeconfig.as_ref(), WEBHOOK_TIMEOUT)
+        .await
+        .map_err(Error::Config)?;
     let mut trust = flags.clone();
     if let Some(client) = &authn_client
         && !(set.client_ca && set.requestheader_ca)
@@ -565,7 +572,7 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
     let tokens = authn_client
         .clone()
         .map(|c| authn::TokenReviewer::new(c, Duration::from_secs(options.authentication_token_webhook_cache_ttl)));
-    let authenticator = Arc::new(Authenticator::new(trust, tokens, options.anonymous_auth)?);
+    let authenticator = Arc::new(Authenticator::new(trust, tokens, options.anonymous_auth).map_err(Error::Tls)?);
     if let Some(client) = authn_client
         && !(set.client_ca && set.requestheader_ca)
     {
@@ -583,7 +590,9 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
             "--authorization-mode AlwaysAllow: every authenticated request is allowed (local development only)"
         );
     }
-    let authz_client = authn::core_client(options.authorization_kubeconfig.as_ref(), WEBHOOK_TIMEOUT).await?;
+    let authz_client = authn::core_client(options.authorization_kubeconfig.as_ref(), WEBHOOK_TIMEOUT)
+        .await
+        .map_err(Error::Config)?;
     let authorizer = Authorizer::new(
         options.authorization_mode,
         authz_client,
@@ -596,12 +605,12 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
     })
 }
 
-async fn etcd_storage(options: &ServerOptions) -> Result<storage::etcd::Etcd, String> {
+async fn etcd_storage(options: &ServerOptions) -> Result<storage::etcd::Etcd, Error> {
     let config = storage::etcd::EtcdConfig {
         endpoints: options.etcd_servers.clone(),
         ca_file: options.etcd_cafile.clone(),
         cert_file: options.etcd_certfile.clone(),
         key_file: options.etcd_keyfile.clone(),
     };
-    storage::etcd::Etcd::connect(&config).await.map_err(|e| e.to_string())
+    Ok(storage::etcd::Etcd::connect(&config).await?)
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
+
+use crate::Error;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::filters::authn::AnyClientCertificate;
@@ -59,7 +61,7 @@ pub(super) struct Serving {
 }
 
 /// The serving certificate files: given by flags, or generated (once) for local use.
-pub(super) fn serving_files(options: &ServerOptions, local: SocketAddr) -> Result<Serving, String> {
+pub(super) fn serving_files(options: &ServerOptions, local: SocketAddr) -> Result<Serving, Error> {
     if let (Some(cert), Some(key)) = (&options.tls_cert_file, &options.tls_private_key_file) {
         return Ok(Serving {
             cert: cert.clone(),
@@ -79,9 +81,10 @@ pub(super) fn serving_files(options: &ServerOptions, local: SocketAddr) -> Resul
         local.ip().to_string()
     };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let certs = crate::certs::ensure_local(&options.cert_dir, &sans, &format!("https://{host}:{}", local.port()))?;
+    let certs = crate::certs::ensure_local(&options.cert_dir, &sans, &format!("https://{host}:{}", local.port()))
+        .map_err(Error::Tls)?;
     Ok(Serving {
-        local_ca: Some(std::fs::read(&certs.ca_cert).map_err(|e| format!("{}: {e}", certs.ca_cert.display()))?),
+        local_ca: Some(std::fs::read(&certs.ca_cert).map_err(Error::file(&certs.ca_cert))?),
         cert: certs.serving_cert,
         key: certs.serving_key,
         kubeconfig: Some(certs.kubeconfig),
@@ -90,12 +93,13 @@ pub(super) fn serving_files(options: &ServerOptions, local: SocketAddr) -> Resul
 
 /// TLS 1.2 and 1.3, h2 and http/1.1, the serving certificate reloaded from disk when it
 /// changes, and client certificates requested (verified by authentication, not here).
-pub(super) fn tls_config(serving: &Serving) -> Result<rustls::ServerConfig, String> {
+pub(super) fn tls_config(serving: &Serving) -> Result<rustls::ServerConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let resolver = ReloadingCert::new(serving.cert.clone(), serving.key.clone(), provider.clone())?;
+    let resolver =
+        ReloadingCert::new(serving.cert.clone(), serving.key.clone(), provider.clone()).map_err(Error::Tls)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::Tls(e.to_string()))?
         .with_client_cert_verifier(Arc::new(AnyClientCertificate::new(&provider)))
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

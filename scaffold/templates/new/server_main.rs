@@ -13,18 +13,12 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<(), apiary_runtime::Error> {
     let cli = Cli::parse();
     cli.server.init_logging();
-    let result = async {
-        Server::new(cli.server)
-            .await?
-            .resource::<{{ s.kind }}>()?
-            .run()
-            .await
-    };
-    if let Err(e) = result.await {
-        eprintln!("{{ s.name }}-server: {e}");
-        std::process::exit(1);
-    }
+    Server::new(cli.server)
+        .await?
+        .resource::<{{ s.kind }}>()?
+        .run()
+        .await
 }

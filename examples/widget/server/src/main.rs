@@ -30,24 +30,18 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<(), apiary_runtime::Error> {
     let cli = Cli::parse();
     cli.server.init_logging();
-    let result = async {
-        let server = Server::new(cli.server)
-            .await?
-            .resource::<Widget>()?
-            .resource::<widget_api::v1alpha1::Widget>()?
-            .resource::<WidgetPolicy>()?;
-        let policies = server.objects::<WidgetPolicy>().ok_or("WidgetPolicy is served")?;
-        let server = server.admit::<Widget>(policy::DeniedImages { policies });
-        if cli.status_controller {
-            tokio::spawn(status::run(server.client(), server.leadership()));
-        }
-        server.run().await
-    };
-    if let Err(e) = result.await {
-        eprintln!("widget-server: {e}");
-        std::process::exit(1);
+    let server = Server::new(cli.server)
+        .await?
+        .resource::<Widget>()?
+        .resource::<widget_api::v1alpha1::Widget>()?
+        .resource::<WidgetPolicy>()?;
+    let policies = server.objects::<WidgetPolicy>()?;
+    let server = server.admit::<Widget>(policy::DeniedImages { policies });
+    if cli.status_controller {
+        tokio::spawn(status::run(server.client(), server.leadership()));
     }
+    server.run().await
 }

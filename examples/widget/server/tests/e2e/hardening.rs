@@ -427,3 +427,36 @@ async fn a_watcher_that_stops_reading_is_cut_off_and_holds_no_one_back() {
     );
     assert!(slow.ends_with("0\r\n\r\n"), "the chunked body is finished");
 }
+
+/// A server that cannot start says why in one line (the library's error with its cause, as
+/// `main` returns it) and exits 1: a port in use, a file the flags name that is missing.
+#[test]
+fn a_server_that_cannot_start_says_why_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let missing = dir.path().join("no-such-ca.crt");
+    for (args, want) in [
+        (
+            vec!["--secure-port", port.as_str()],
+            format!("Error: listen on 127.0.0.1:{port}: Address already in use"),
+        ),
+        (
+            vec!["--secure-port", "0", "--client-ca-file", missing.to_str().unwrap()],
+            format!("Error: {}: No such file or directory", missing.display()),
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_widget-server"))
+            .args(["--storage", "memory", "--bind-address", "127.0.0.1"])
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().any(|line| line.starts_with(&want)),
+            "{args:?}: wanted a line starting {want:?} in:\n{stderr}"
+        );
+    }
+}
