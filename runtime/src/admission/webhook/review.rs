@@ -123,11 +123,14 @@ pub(super) fn answer(body: &[u8], version: &str, uid: &str, mutating: bool) -> R
     }
     let patch = match response.get("patch").and_then(Value::as_str).filter(|p| !p.is_empty()) {
         None => None,
+        // v1beta1 answers were never checked (upstream): a validating webhook's patch is
+        // ignored, and any patch is taken as a JSONPatch whatever its type says.
+        Some(_) if !mutating && !strict => None,
         Some(_) if !mutating => return Err("validating webhook may not return response.patch".into()),
         Some(encoded) => {
             match response.get("patchType").and_then(Value::as_str) {
+                _ if !strict => {}
                 Some("JSONPatch") => {}
-                None if !strict => {}
                 None => return Err("webhook returned response.patch but not response.patchType".into()),
                 Some(other) => return Err(format!("webhook returned invalid response.patchType of {other:?}")),
             }
@@ -209,6 +212,17 @@ mod tests {
         let beta =
             br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"allowed": true}}"#;
         assert!(answer(beta, "v1beta1", "u", false).unwrap().allowed);
+        // v1beta1, as upstream: no uid check, a validating webhook's patch ignored, any patch
+        // type read as a JSONPatch.
+        let patch = base64::engine::general_purpose::STANDARD.encode(r#"[{"op":"add","path":"/a","value":1}]"#);
+        let unchecked = json!({"response": {"uid": "other", "allowed": true, "patch": patch, "patchType": "Merge"}});
+        let unchecked = serde_json::to_vec(&unchecked).unwrap();
+        assert!(answer(&unchecked, "v1beta1", "u", false).unwrap().patch.is_none());
+        assert_eq!(
+            answer(&unchecked, "v1beta1", "u", true).unwrap().patch.unwrap().0.len(),
+            1
+        );
+        assert!(answer(&unchecked, "v1", "u", true).is_err());
         assert!(answer(beta, "v1", "u", false).is_err());
         assert_eq!(version(&["v1beta1".into()]).unwrap(), "v1beta1");
         assert!(version(&["v2".into()]).is_err());
