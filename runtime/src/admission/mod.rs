@@ -145,6 +145,13 @@ pub trait Plugin: Send + Sync + 'static {
     /// The step's name, for logs and errors.
     fn name(&self) -> &str;
 
+    /// Whether [`mutate`](Self::mutate) may change objects now: the first step that does sees
+    /// the object defaulted (as upstream's decoding defaults a request), and a chain of steps
+    /// that do not spares every write the typed round trip defaulting takes.
+    fn mutates(&self) -> bool {
+        true
+    }
+
     /// Change `object` before the strategy's validation runs (not called for deletes).
     async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
         let _ = (attributes, object);
@@ -240,11 +247,24 @@ impl Chain {
         Ok(())
     }
 
-    /// Every mutating step, in order.
-    pub async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+    /// Every mutating step, in order; `defaults` is applied to `object` once, before the first
+    /// step that [mutates](Plugin::mutates), so mutating webhooks and steps see the object
+    /// with its defaults as kube-apiserver sends it.
+    pub async fn mutate(
+        &self,
+        attributes: &Attributes<'_>,
+        object: &mut Value,
+        defaults: impl FnOnce(&mut Value),
+    ) -> ApiResult<()> {
         let timer = self.timer();
         let mut result = Ok(());
+        let mut defaults = Some(defaults);
         for plugin in self.steps() {
+            if plugin.mutates()
+                && let Some(defaults) = defaults.take()
+            {
+                defaults(object);
+            }
             result = plugin.mutate(attributes, object).await;
             if result.is_err() {
                 break;

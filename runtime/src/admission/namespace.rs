@@ -77,6 +77,10 @@ impl Plugin for NamespaceLifecycle {
         "NamespaceLifecycle"
     }
 
+    fn mutates(&self) -> bool {
+        false
+    }
+
     async fn ready(&self) -> Result<(), String> {
         self.namespaces.ready().await
     }

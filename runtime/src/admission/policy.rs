@@ -327,6 +327,10 @@ impl Plugin for ValidatingPolicies {
         "ValidatingAdmissionPolicy"
     }
 
+    fn mutates(&self) -> bool {
+        false
+    }
+
     async fn ready(&self) -> Result<(), String> {
         let listed = |what: &str, ready: bool| match ready {
             true => Ok(()),

@@ -94,6 +94,10 @@ impl<T: ApiResource, A: TypedAdmission<T>> Plugin for TypedPlugin<T, A> {
         self.admission.name()
     }
 
+    fn mutates(&self) -> bool {
+        A::MUTATES
+    }
+
     async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
         let ours = ours::<T>(attributes);
         if !A::MUTATES || matches!(ours, Ours::No) {

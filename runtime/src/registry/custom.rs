@@ -321,7 +321,9 @@ impl<T: ApiResource, S: CustomStorage<T>> CustomStore<T, S> {
         }
         let review = options.review(false);
         let attributes = options.attributes(&self.meta, namespace, name, Some(&current), &review);
-        self.chain.mutate(&attributes, &mut body).await?;
+        self.chain
+            .mutate(&attributes, &mut body, |o| self.admission.default(o))
+            .await?;
         let change = super::Change {
             old: &current,
             status: false,
@@ -499,7 +501,9 @@ impl<T: ApiResource, S: CustomStorage<T>> Rest for CustomStore<T, S> {
         m.remove("resourceVersion");
         let review = options.review(true);
         let attributes = options.attributes(&self.meta, namespace, &name, None, &review);
-        self.chain.mutate(&attributes, &mut body).await?;
+        self.chain
+            .mutate(&attributes, &mut body, |o| self.admission.default(o))
+            .await?;
         let object = self.admission.prepare(body, &name)?;
         self.chain.validate(&attributes, &object).await?;
         if options.dry_run {

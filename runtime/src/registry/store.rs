@@ -270,7 +270,9 @@ impl Store {
             }
             let mut attributes = options.attributes(&self.meta, namespace, &name, None, &review);
             attributes.codec = Some(&self.codec);
-            self.chain.mutate(&attributes, &mut object).await?;
+            self.chain
+                .mutate(&attributes, &mut object, |o| self.admission.default(o))
+                .await?;
             let mut object = self.admission.prepare(object, &name)?;
             self.chain.validate(&attributes, &object).await?;
             self.track(None, &mut object, options);
@@ -379,7 +381,9 @@ impl Store {
         let review = options.review(false);
         let mut attributes = options.attributes(&self.meta, namespace, name, Some(current), &review);
         attributes.codec = Some(&self.codec);
-        self.chain.mutate(&attributes, &mut object).await?;
+        self.chain
+            .mutate(&attributes, &mut object, |o| self.admission.default(o))
+            .await?;
         let change = Change {
             old: current,
             status: part == Part::Status,

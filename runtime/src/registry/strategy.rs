@@ -25,6 +25,12 @@ pub trait Strategy: Send + Sync + 'static {
     /// hook when `old` is the stored object), encode back; `Err` when the JSON does not
     /// decode into the type (400).
     fn prepare(&self, object: &Value, old: Option<&Value>) -> Result<Prepared, String>;
+
+    /// `object` with its defaults (the type's serde defaults and `default` hook), not
+    /// validated; `None` when it does not decode (the strategy's `prepare` then says why).
+    fn defaulted(&self, object: &Value) -> Option<Value> {
+        self.prepare(object, None).ok().map(|prepared| prepared.object)
+    }
 }
 
 /// What [`Strategy::prepare`] made of an object.
@@ -86,6 +92,12 @@ impl<T: ApiResource> Strategy for TypedStrategy<T> {
 
     fn schema(&self) -> Value {
         T::openapi_schema()
+    }
+
+    fn defaulted(&self, object: &Value) -> Option<Value> {
+        let mut typed = T::deserialize(object).ok()?;
+        typed.apply_defaults();
+        serde_json::to_value(&typed).ok()
     }
 
     fn prepare(&self, object: &Value, old: Option<&Value>) -> Result<Prepared, String> {
@@ -213,6 +225,19 @@ impl Admission {
                 problems.join(", ")
             ))),
         }
+    }
+
+    /// Apply the type's defaults to `object` in place, keeping its metadata as sent (the type
+    /// may not model every field of it); an object that does not decode is left as it is.
+    pub fn default(&self, object: &mut Value) {
+        let Some(mut defaulted) = self.strategy.defaulted(object) else {
+            return;
+        };
+        if let Some(metadata) = object.get_mut("metadata") {
+            defaulted["metadata"] = metadata.take();
+        }
+        set_type_meta(&mut defaulted, &self.meta);
+        *object = defaulted;
     }
 
     /// Schema, type and hook validation of a create, all errors in one 422.

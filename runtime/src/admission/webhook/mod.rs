@@ -219,6 +219,10 @@ impl Plugin for MutatingWebhooks {
         "MutatingAdmissionWebhook"
     }
 
+    fn mutates(&self) -> bool {
+        !self.configurations.state().is_empty()
+    }
+
     async fn ready(&self) -> Result<(), String> {
         Webhooks::ready(self).await
     }
@@ -253,6 +257,10 @@ impl Plugin for MutatingWebhooks {
 impl Plugin for ValidatingWebhooks {
     fn name(&self) -> &str {
         "ValidatingAdmissionWebhook"
+    }
+
+    fn mutates(&self) -> bool {
+        false
     }
 
     async fn ready(&self) -> Result<(), String> {

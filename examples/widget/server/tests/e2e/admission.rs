@@ -24,7 +24,8 @@ impl Plugin for Recorder {
     }
 
     async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
-        // Before the strategy: its default color is not there yet.
+        // Before the strategy's validation, after its defaults (as kube-apiserver decodes a
+        // request with its defaults before admission): the color is there.
         let color = object.pointer("/spec/color").cloned().unwrap_or(Value::Null);
         self.0.lock().unwrap().push(format!(
             "mutate {} {} color={color}",
@@ -99,7 +100,7 @@ async fn steps_run_around_the_strategy_for_every_write() {
     assert_eq!(
         seen,
         [
-            "mutate CREATE  color=null",
+            "mutate CREATE  color=\"blue\"",
             "validate CREATE color=\"blue\" old=false dry=false",
             "mutate UPDATE  color=\"blue\"",
             "validate UPDATE color=\"blue\" old=true dry=false",

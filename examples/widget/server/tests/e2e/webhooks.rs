@@ -193,6 +193,11 @@ fn webhooks_apply_as_kube_apiserver_applies_them() {
             "jsonpath={.metadata.labels.mutated}",
         ]);
         assert_eq!(label, "yes");
+        // The mutating webhook saw the object with its defaults, as kube-apiserver sends it
+        // (the manifest gives no color; the Widget's defaults make it blue).
+        let mutating = reviews(&webhook, "/mutate");
+        let sent = &mutating.last().expect("the mutating webhook was called")["request"]["object"];
+        assert_eq!(sent["spec"]["color"], "blue", "{sent}");
         let recorded = reviews(&webhook, "/record");
         let last = recorded.last().unwrap_or_else(|| {
             panic!(
