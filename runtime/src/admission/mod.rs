@@ -152,6 +152,19 @@ pub trait Plugin: Send + Sync + 'static {
         true
     }
 
+    /// Whether this step asks to be called again ([`reinvoke`](Self::reinvoke)) when a later
+    /// step changes the object it left (upstream's `reinvocationPolicy: IfNeeded`).
+    fn reinvocable(&self) -> bool {
+        false
+    }
+
+    /// Called once more, after every mutating step ran, when a later step changed the object
+    /// this step left; upstream's reinvocation, which may call a step more than once in all.
+    async fn reinvoke(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+        let _ = (attributes, object);
+        Ok(())
+    }
+
     /// Change `object` before the strategy's validation runs (not called for deletes).
     async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
         let _ = (attributes, object);
@@ -259,6 +272,8 @@ impl Chain {
         let timer = self.timer();
         let mut result = Ok(());
         let mut defaults = Some(defaults);
+        // What each step asking for reinvocation left.
+        let mut left: Vec<(Arc<dyn Plugin>, Value)> = Vec::new();
         for plugin in self.steps() {
             if plugin.mutates()
                 && let Some(defaults) = defaults.take()
@@ -268,6 +283,19 @@ impl Chain {
             result = plugin.mutate(attributes, object).await;
             if result.is_err() {
                 break;
+            }
+            if plugin.reinvocable() {
+                left.push((plugin, object.clone()));
+            }
+        }
+        if result.is_ok() {
+            for (plugin, left) in left {
+                if left != *object {
+                    result = plugin.reinvoke(attributes, object).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
             }
         }
         if let Some(timer) = timer {

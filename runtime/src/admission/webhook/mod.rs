@@ -9,7 +9,8 @@
 //!
 //! Mutating webhooks run one after another (configurations by name, webhooks in order), each
 //! seeing the previous one's patch; those with `reinvocationPolicy: IfNeeded` are called once
-//! more when a later webhook changed the object. Validating webhooks run concurrently; the
+//! more when a later webhook changed the object, and again when a later admission step did
+//! (the chain's reinvocation). Validating webhooks run concurrently; the
 //! first refusal in their order is the answer.
 
 pub mod client;
@@ -123,15 +124,29 @@ fn hooks_of<'a, K: kube::Resource, W: 'a>(
         .collect()
 }
 
+/// A pass of the mutating webhooks: the first, or the reinvocation of those with
+/// `reinvocationPolicy: IfNeeded` after a later admission step changed the object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Round {
+    First,
+    Reinvocation,
+}
+
 impl MutatingWebhooks {
     /// Run the mutating webhooks that apply, patching `view` (the object, or its Scale).
-    async fn run(&self, a: &Attributes<'_>, view: &mut Value) -> ApiResult<()> {
+    async fn run(&self, a: &Attributes<'_>, view: &mut Value, round: Round) -> ApiResult<()> {
         let configurations = self.configurations();
         let hooks = hooks_of(&configurations, |c| &c.webhooks, Hook::mutating);
         if hooks.is_empty() {
             return Ok(());
         }
         let dispatcher = self.dispatcher("admit", "mutation");
+        if round == Round::Reinvocation {
+            for (index, hook) in hooks.iter().enumerate().filter(|(_, h)| h.reinvoke) {
+                self.invoke(&dispatcher, hook, a, view, (1, index)).await?;
+            }
+            return Ok(());
+        }
         let deleting = a.operation == Operation::Delete;
         // The object as each reinvocable webhook left it.
         let mut reinvocable: Vec<(usize, Value)> = Vec::new();
@@ -223,25 +238,25 @@ impl Plugin for MutatingWebhooks {
         !self.configurations.state().is_empty()
     }
 
+    fn reinvocable(&self) -> bool {
+        self.configurations.state().iter().any(|c| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .any(|w| w.reinvocation_policy.as_deref() == Some("IfNeeded"))
+        })
+    }
+
+    async fn reinvoke(&self, a: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+        self.on_view(a, object, Round::Reinvocation).await
+    }
+
     async fn ready(&self) -> Result<(), String> {
         Webhooks::ready(self).await
     }
 
     async fn mutate(&self, a: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
-        if a.subresource != "scale" {
-            return self.run(a, object).await;
-        }
-        let old = scale_views(a)?;
-        let a = &Attributes {
-            old_object: old.as_ref(),
-            ..*a
-        };
-        let mut scale = scale_of(a.meta, object)?;
-        self.run(a, &mut scale).await?;
-        if let (Some(paths), Some(replicas)) = (a.meta.scale, scale.pointer("/spec/replicas")) {
-            crate::schema::jsonpath::set(object, paths.spec_replicas, replicas.clone()).map_err(ApiError::internal)?;
-        }
-        Ok(())
+        self.on_view(a, object, Round::First).await
     }
 
     /// Deletes are not mutated, but mutating webhooks are still asked (and may refuse).
@@ -249,7 +264,28 @@ impl Plugin for MutatingWebhooks {
         if a.operation != Operation::Delete {
             return Ok(());
         }
-        self.run(a, &mut object.clone()).await
+        self.run(a, &mut object.clone(), Round::First).await
+    }
+}
+
+impl MutatingWebhooks {
+    /// Run the webhooks of `round` on the object, or on its Scale for `scale` (its replicas
+    /// written back).
+    async fn on_view(&self, a: &Attributes<'_>, object: &mut Value, round: Round) -> ApiResult<()> {
+        if a.subresource != "scale" {
+            return self.run(a, object, round).await;
+        }
+        let old = scale_views(a)?;
+        let a = &Attributes {
+            old_object: old.as_ref(),
+            ..*a
+        };
+        let mut scale = scale_of(a.meta, object)?;
+        self.run(a, &mut scale, round).await?;
+        if let (Some(paths), Some(replicas)) = (a.meta.scale, scale.pointer("/spec/replicas")) {
+            crate::schema::jsonpath::set(object, paths.spec_replicas, replicas.clone()).map_err(ApiError::internal)?;
+        }
+        Ok(())
     }
 }
 

@@ -259,3 +259,104 @@ fn readyz_waits_for_the_namespace_watch() {
         (k.run(&["get", "--raw", "/readyz"]).code == 0).then_some(())
     });
 }
+
+/// Sets `spec.color` to red: a Rust step after the cluster's webhooks that changes the object.
+struct Repaint;
+
+#[async_trait]
+impl Plugin for Repaint {
+    fn name(&self) -> &str {
+        "repaint"
+    }
+
+    async fn mutate(&self, _: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
+        if object.pointer("/metadata/labels/repaint").is_some() {
+            object["spec"]["color"] = json!("red");
+        }
+        Ok(())
+    }
+}
+
+/// A mutating webhook with `reinvocationPolicy: IfNeeded` is called once more when a later
+/// admission step (here the server's own Rust step) changed the object after it, and sees that
+/// change; when nothing changed after it, it is called once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ifneeded_webhook_sees_what_later_steps_changed() {
+    use apiary_runtime::admission::namespace::Namespaces;
+    use apiary_runtime::admission::webhook::MutatingWebhooks;
+    use apiary_runtime::admission::webhook::client::{Caller, Credentials};
+    use apiary_runtime::testing::{AdmissionWebhook, CoreApiStandIn};
+
+    let dir = tempfile::tempdir().unwrap();
+    let core = CoreApiStandIn::start(&dir.path().join("core"));
+    let webhook = AdmissionWebhook::start(&dir.path().join("webhook"), |_, review| {
+        match review["request"]["object"]["metadata"]["labels"]["hooked"].is_null() {
+            true => apiary_runtime::testing::webhook::patch_response(
+                json!([{"op": "add", "path": "/metadata/labels/hooked", "value": "yes"}]),
+            ),
+            false => json!({"allowed": true}),
+        }
+    });
+    core.set_webhook_configuration(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "again"},
+        "webhooks": [{
+            "name": "again.example.com", "clientConfig": webhook.url_config("/again"),
+            "rules": [{"apiGroups": ["custom.example.com"], "apiVersions": ["v1"],
+                       "operations": ["CREATE"], "resources": ["widgets"]}],
+            "sideEffects": "None", "admissionReviewVersions": ["v1"], "reinvocationPolicy": "IfNeeded",
+        }],
+    }));
+    let client = common::kube_client(&core.kubeconfig, &core.url).await;
+    let hooks = MutatingWebhooks::start(
+        client.clone(),
+        Namespaces::start(client),
+        Caller::new(Default::default(), Credentials::default()),
+        None,
+    );
+    let chain = Chain::default();
+    chain.push(Arc::new(hooks));
+    chain.push(Arc::new(Repaint));
+    let store = Store::new(
+        Arc::new(TypedStrategy::<widget_api::Widget>::default()),
+        WatchCache::new(storage::memory(), 100),
+        "/registry",
+    )
+    .unwrap()
+    .with_admission(chain.clone());
+    // The configuration and namespaces are seen.
+    for _ in 0..100 {
+        if chain.ready().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let create = |name: &str, labels: Value| {
+        let body = json!({"metadata": {"name": name, "labels": labels}, "spec": {"replicas": 1, "image": "nginx"}});
+        let store = &store;
+        async move {
+            store
+                .create(Some("default"), body, &WriteOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+
+    let created = create("repainted", json!({"repaint": "yes"})).await;
+    assert_eq!(created.object["spec"]["color"], "red");
+    assert_eq!(created.object["metadata"]["labels"]["hooked"], "yes");
+    let calls = webhook.received();
+    assert_eq!(calls.len(), 2, "called again after the repaint: {calls:?}");
+    assert_eq!(
+        calls[0].1["request"]["object"]["spec"]["color"], "blue",
+        "defaulted first"
+    );
+    assert_eq!(
+        calls[1].1["request"]["object"]["spec"]["color"], "red",
+        "the repaint seen"
+    );
+
+    webhook.clear();
+    create("left-alone", json!({})).await;
+    assert_eq!(webhook.received().len(), 1, "nothing changed after it");
+}
