@@ -115,20 +115,26 @@ pub struct Equivalent {
 
 impl Equivalent {
     /// The first other version of `a`'s resource (by version priority) that `named` selects,
-    /// with the objects converted; `None` when there is none, and for `/scale` (a Scale is the
-    /// same at every version, and the rules' version must name it as it is).
+    /// with the objects converted; `None` when there is none. For `/scale`, the other versions
+    /// with a scale subresource, the Scale unchanged (an `autoscaling/v1` Scale at every
+    /// version, as upstream's equivalent-resource mapping has it).
     pub fn find(
         a: &Attributes<'_>,
         object: Option<&Value>,
         named: impl Fn(&Attributes<'_>) -> bool,
     ) -> ApiResult<Option<Equivalent>> {
         let Some(codec) = a.codec else { return Ok(None) };
-        if a.subresource == "scale" {
-            return Ok(None);
-        }
+        let scale = a.subresource == "scale";
         for meta in codec.others() {
-            if !named(&Attributes { meta: &meta, ..*a }) {
+            if (scale && meta.scale.is_none()) || !named(&Attributes { meta: &meta, ..*a }) {
                 continue;
+            }
+            if scale {
+                return Ok(Some(Equivalent {
+                    object: object.cloned(),
+                    old: a.old_object.cloned(),
+                    meta,
+                }));
             }
             let convert = |v: &Value| {
                 codec
@@ -159,6 +165,9 @@ impl Equivalent {
     pub fn back(&self, a: &Attributes<'_>, object: Value) -> ApiResult<Option<Value>> {
         if self.object.as_ref() == Some(&object) {
             return Ok(None);
+        }
+        if a.subresource == "scale" {
+            return Ok(Some(object));
         }
         let codec = a
             .codec
