@@ -106,11 +106,13 @@ async fn main() {
         namespaces.clone(),
         caller(),
         None,
+        None,
     ));
     let mutating = Arc::new(MutatingWebhooks::start(
         client.clone(),
         namespaces.clone(),
         caller(),
+        None,
         None,
     ));
     core.set_policy(
@@ -126,7 +128,7 @@ async fn main() {
                "metadata": {"name": "bench"}, "spec": {"policyName": "bench", "validationActions": ["Deny"]}}),
         false,
     );
-    let policies = Arc::new(ValidatingPolicies::start(client, namespaces));
+    let policies = Arc::new(ValidatingPolicies::start(client, namespaces, None));
     while validating.ready().await.is_err() || mutating.ready().await.is_err() || policies.ready().await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

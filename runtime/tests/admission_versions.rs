@@ -118,6 +118,7 @@ async fn a_scale_webhook_for_one_version_judges_the_others() {
         Namespaces::start(client),
         Caller::new(Default::default(), Credentials::default()),
         None,
+        None,
     )));
     let storage = WatchCache::new(storage::memory(), 100);
     let v1 = Arc::new(Store::serving::<Dial>(storage.clone(), "/registry", &[]).unwrap());

@@ -57,7 +57,12 @@ fn addresses(pairs: &[String]) -> Result<HashMap<String, IpAddr>, String> {
 
 /// Check the flags' plugin names, drop the disabled ones from `chain`, and put the cluster's
 /// plugins that are on first in it.
-pub async fn install(chain: &Chain, options: &ServerOptions, metrics: Arc<AdmissionMetrics>) -> Result<(), String> {
+pub async fn install(
+    chain: &Chain,
+    options: &ServerOptions,
+    metrics: Arc<AdmissionMetrics>,
+    authorizer: Arc<crate::filters::authz::Authorizer>,
+) -> Result<(), String> {
     let (enable, disable) = (&options.enable_admission_plugins, &options.disable_admission_plugins);
     let own = chain.names();
     let known = |name: &String| {
@@ -117,13 +122,19 @@ pub async fn install(chain: &Chain, options: &ServerOptions, metrics: Arc<Admiss
                 namespaces.clone(),
                 caller(plugin)?,
                 Some(metrics.clone()),
+                Some(authorizer.clone()),
             )),
-            VALIDATING_POLICY => Arc::new(ValidatingPolicies::start(client.clone(), namespaces.clone())),
+            VALIDATING_POLICY => Arc::new(ValidatingPolicies::start(
+                client.clone(),
+                namespaces.clone(),
+                Some(authorizer.clone()),
+            )),
             _ => Arc::new(ValidatingWebhooks::start(
                 client.clone(),
                 namespaces.clone(),
                 caller(plugin)?,
                 Some(metrics.clone()),
+                Some(authorizer.clone()),
             )),
         });
     }

@@ -25,7 +25,9 @@ use super::matching::{self, Equivalent, Selection};
 use super::namespace::Namespaces;
 use super::params::Params;
 use super::{Attributes, Plugin, async_trait};
+use crate::cel::authz::Checks;
 use crate::cel::{Budget, Failure};
+use crate::filters::authz::Authorizer;
 use crate::status::{ApiError, ApiResult};
 
 /// The ValidatingAdmissionPolicy plugin.
@@ -35,6 +37,8 @@ pub struct ValidatingPolicies {
     namespaces: Arc<Namespaces>,
     params: Params,
     programs: Programs,
+    /// Answers `authorizer` checks in expressions.
+    authorizer: Option<Arc<Authorizer>>,
 }
 
 /// What every binding of one request shares, built when the first policy applies.
@@ -43,6 +47,8 @@ struct Shared {
     /// `object`, `oldObject` and `request` as CEL values, converted once for every binding.
     variables: std::sync::OnceLock<Variables>,
     namespace: std::sync::OnceLock<Option<Value>>,
+    /// The request's authorizer checks, asked once for every binding.
+    checks: std::sync::OnceLock<Arc<Checks>>,
 }
 
 /// What one policy decided about one request.
@@ -54,14 +60,16 @@ enum Decision {
 }
 
 impl ValidatingPolicies {
-    /// Watch the policies and bindings through `client`; read namespaces from `namespaces`.
-    pub fn start(client: kube::Client, namespaces: Arc<Namespaces>) -> Self {
+    /// Watch the policies and bindings through `client`; read namespaces from `namespaces`;
+    /// answer expressions' `authorizer` checks with `authorizer` (unbound without one).
+    pub fn start(client: kube::Client, namespaces: Arc<Namespaces>, authorizer: Option<Arc<Authorizer>>) -> Self {
         ValidatingPolicies {
             policies: super::watched(&client, "ValidatingAdmissionPolicy"),
             bindings: super::watched(&client, "ValidatingAdmissionPolicy"),
             namespaces,
             params: Params::new(client),
             programs: Programs::default(),
+            authorizer,
         }
     }
 
@@ -162,11 +170,17 @@ impl ValidatingPolicies {
             let mut variables = base.clone();
             variables.bind("params", params.as_ref());
             variables.bind("namespaceObject", namespace.as_ref());
+            if let Some(authorizer) = &self.authorizer {
+                let checks = shared
+                    .checks
+                    .get_or_init(|| Checks::new(a.user.cloned(), authorizer.clone()));
+                variables.authorize(a, checks.clone());
+            }
             // Conditions: one false and the policy does not apply; else errors are failures.
             let mut errors = Vec::new();
             let mut applies = true;
             for condition in spec.match_conditions.iter().flatten() {
-                match self.run(&condition.expression, &variables, &budget) {
+                match self.run(&condition.expression, &variables, &budget).await {
                     Ok(true) => {}
                     Ok(false) => applies = false,
                     Err(Failure::OutOfBudget) => return failed(Failure::OutOfBudget.to_string()),
@@ -183,10 +197,8 @@ impl ValidatingPolicies {
             let mut bound: Vec<(String, cel::CelValue)> = Vec::new();
             for variable in spec.variables.iter().flatten() {
                 let value = self
-                    .programs
-                    .compile(&variable.expression)
-                    .map_err(Failure::Error)
-                    .and_then(|p| cel::value(&p, &variables.with_variables(&bound), &budget));
+                    .value(&variable.expression, &variables.with_variables(&bound), &budget)
+                    .await;
                 match value {
                     Ok(value) => bound.push((variable.name.clone(), value)),
                     Err(Failure::OutOfBudget) => return failed(Failure::OutOfBudget.to_string()),
@@ -195,18 +207,20 @@ impl ValidatingPolicies {
             }
             let variables = variables.with_variables(&bound);
             for (index, validation) in spec.validations.iter().flatten().enumerate() {
-                let message = match self.run(&validation.expression, &variables, &budget) {
+                let message = match self.run(&validation.expression, &variables, &budget).await {
                     Ok(true) => continue,
                     Err(Failure::OutOfBudget) => return failed(Failure::OutOfBudget.to_string()),
-                    Ok(false) => validation
-                        .message_expression
-                        .as_deref()
-                        .and_then(|e| self.programs.compile(e).ok())
-                        .and_then(|p| cel::value(&p, &variables, &budget).ok())
-                        .and_then(|v| cel::string(&v))
-                        .filter(|m| !m.trim().is_empty())
-                        .or_else(|| validation.message.clone())
-                        .unwrap_or_else(|| format!("failed expression: {}", validation.expression)),
+                    Ok(false) => {
+                        let from_expression = match validation.message_expression.as_deref() {
+                            Some(e) => self.value(e, &variables, &budget).await.ok(),
+                            None => None,
+                        };
+                        from_expression
+                            .and_then(|v| cel::string(&v))
+                            .filter(|m| !m.trim().is_empty())
+                            .or_else(|| validation.message.clone())
+                            .unwrap_or_else(|| format!("failed expression: {}", validation.expression))
+                    }
                     Err(e) if fail_closed => {
                         format!("expression '{}' resulted in error: {e}", validation.expression)
                     }
@@ -244,11 +258,7 @@ impl ValidatingPolicies {
             }
             if let Some(scope) = a.scope {
                 for annotation in spec.audit_annotations.iter().flatten() {
-                    let value = self
-                        .programs
-                        .compile(&annotation.value_expression)
-                        .map_err(Failure::Error)
-                        .and_then(|p| cel::value(&p, &variables, &budget));
+                    let value = self.value(&annotation.value_expression, &variables, &budget).await;
                     if let Some(value) = value.ok().as_ref().and_then(cel::string) {
                         scope.annotate(format!("{policy_name}/{}", annotation.key), value);
                     }
@@ -258,11 +268,14 @@ impl ValidatingPolicies {
         Ok(Decision::Admit)
     }
 
-    fn run(&self, expression: &str, variables: &Variables, budget: &Budget) -> Result<bool, Failure> {
-        self.programs
-            .compile(expression)
-            .map_err(Failure::Error)
-            .and_then(|p| cel::evaluate(&p, variables, budget))
+    async fn run(&self, expression: &str, variables: &Variables, budget: &Budget) -> Result<bool, Failure> {
+        let program = self.programs.compile(expression).map_err(Failure::Error)?;
+        cel::evaluate(&program, variables, budget).await
+    }
+
+    async fn value(&self, expression: &str, variables: &Variables, budget: &Budget) -> Result<cel::CelValue, Failure> {
+        let program = self.programs.compile(expression).map_err(Failure::Error)?;
+        cel::value(&program, variables, budget).await
     }
 
     /// How `resources` (a policy's constraints or a binding's) select the request: as it is

@@ -8,7 +8,9 @@
 //! | `program.rs` | parse, instrument, cache by text |
 //! | `budget.rs` | the per-call and per-request limits, charged from inside the evaluation |
 //! | `values.rs` | JSON to CEL, guided by a schema where there is one |
+//! | `authz.rs` | the `authorizer` of admission CEL, its checks answered between evaluations |
 
+pub mod authz;
 mod budget;
 mod program;
 mod values;
@@ -27,6 +29,7 @@ thread_local! {
     static FUNCTIONS: Context<'static> = {
         let mut context = Context::default().with_all();
         budget::register(&mut context);
+        authz::register(&mut context);
         context
     };
 }

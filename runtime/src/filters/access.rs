@@ -38,7 +38,7 @@ pub struct Guard {
     /// Who is asking.
     pub authenticator: Arc<Authenticator>,
     /// May they.
-    pub authorizer: Authorizer,
+    pub authorizer: Arc<Authorizer>,
 }
 
 /// Authenticate (401), then impersonate: the user goes into the request's extensions (and

@@ -84,7 +84,12 @@ mod tests {
     fn a_request_future_stays_small() {
         let guard = Guard {
             authenticator: Arc::new(Authenticator::new(Trust::default(), None, true).unwrap()),
-            authorizer: Authorizer::new(AuthorizationMode::AlwaysAllow, None, Duration::ZERO, Duration::ZERO),
+            authorizer: Arc::new(Authorizer::new(
+                AuthorizationMode::AlwaysAllow,
+                None,
+                Duration::ZERO,
+                Duration::ZERO,
+            )),
         };
         let bounds = Bounds {
             in_flight: InFlight {

@@ -232,7 +232,7 @@ impl Server {
         let guard = Arc::new(guard(&options, serving.local_ca.as_deref()).await?);
         let admission_metrics = crate::admission::metrics::AdmissionMetrics::new(self.metrics.registry());
         self.admission.observe(admission_metrics.clone());
-        crate::admission::cluster::install(&self.admission, &options, admission_metrics)
+        crate::admission::cluster::install(&self.admission, &options, admission_metrics, guard.authorizer.clone())
             .await
             .map_err(Error::Config)?;
         // One after another: versions of a kind share a feed, which the first one starts.
@@ -593,12 +593,12 @@ async fn guard(options: &ServerOptions, local_ca: Option<&[u8]>) -> Result<Guard
     let authz_client = authn::core_client(options.authorization_kubeconfig.as_ref(), WEBHOOK_TIMEOUT)
         .await
         .map_err(Error::Config)?;
-    let authorizer = Authorizer::new(
+    let authorizer = Arc::new(Authorizer::new(
         options.authorization_mode,
         authz_client,
         Duration::from_secs(options.authorization_webhook_cache_authorized_ttl),
         Duration::from_secs(options.authorization_webhook_cache_unauthorized_ttl),
-    );
+    ));
     Ok(Guard {
         authenticator,
         authorizer,

@@ -3,6 +3,7 @@
 //! request's deadline, the review, and what its answer or failure means under its
 //! `failurePolicy`, with metrics, warnings and audit annotations.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,6 +16,8 @@ use super::super::namespace::Namespaces;
 use super::client::Caller;
 use super::hook::Hook;
 use super::review::{self, Answer};
+use crate::cel::authz::Checks;
+use crate::filters::authz::Authorizer;
 use crate::status::{ApiError, ApiResult};
 
 /// The status reasons of `metav1`; a webhook's refusal keeps its reason when it is one.
@@ -46,6 +49,8 @@ pub(super) struct Dispatcher<'a> {
     pub programs: &'a Programs,
     pub namespaces: &'a Namespaces,
     pub metrics: Option<&'a AdmissionMetrics>,
+    /// Answers `authorizer` checks in `matchConditions` (unbound without one).
+    pub authorizer: Option<&'a Arc<Authorizer>>,
     /// `admit` (mutating) or `validating`, as upstream labels metrics.
     pub kind: &'static str,
     /// `mutation` or `validating`, as upstream names failed-open annotations.
@@ -113,7 +118,7 @@ impl Dispatcher<'_> {
             )));
         }
         let started = Instant::now();
-        let outcome = match self.conditions(hook, a, object) {
+        let outcome = match self.conditions(hook, a, object).await {
             Ok(false) => return Ok(Called::Skipped),
             Ok(true) => self.exchange(hook, a, object).await,
             Err(why) => Err(CallError(format!("failed to evaluate match condition: {why}"), 0)),
@@ -160,19 +165,21 @@ impl Dispatcher<'_> {
 
     /// Whether every `matchCondition` of `hook` holds (upstream's matcher: one false skips the
     /// webhook whatever else failed; else any error is the call's failure).
-    fn conditions(&self, hook: &Hook<'_>, a: &Attributes<'_>, object: Option<&Value>) -> Result<bool, String> {
+    async fn conditions(&self, hook: &Hook<'_>, a: &Attributes<'_>, object: Option<&Value>) -> Result<bool, String> {
         if hook.match_conditions.is_empty() {
             return Ok(true);
         }
-        let variables = Variables::new(object, a.old_object, super::request_variable(a));
+        let mut variables = Variables::new(object, a.old_object, super::request_variable(a));
+        if let Some(authorizer) = self.authorizer {
+            variables.authorize(a, Checks::new(a.user.cloned(), authorizer.clone()));
+        }
         let budget = crate::cel::Budget::default();
         let mut errors = Vec::new();
         for condition in hook.match_conditions {
-            let holds = self
-                .programs
-                .compile(&condition.expression)
-                .map_err(crate::cel::Failure::Error)
-                .and_then(|program| cel::evaluate(&program, &variables, &budget));
+            let holds = match self.programs.compile(&condition.expression) {
+                Ok(program) => cel::evaluate(&program, &variables, &budget).await,
+                Err(e) => Err(crate::cel::Failure::Error(e)),
+            };
             match holds {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use super::metrics::AdmissionMetrics;
 use super::namespace::Namespaces;
 use super::{Attributes, Operation, Plugin, async_trait};
+use crate::filters::authz::Authorizer;
 use crate::registry::scale::scale_of;
 use crate::status::{ApiError, ApiResult};
 use client::Caller;
@@ -40,6 +41,8 @@ pub struct Webhooks<K: kube::Resource<DynamicType = ()> + 'static> {
     caller: Caller,
     metrics: Option<Arc<AdmissionMetrics>>,
     programs: super::cel::Programs,
+    /// Answers `authorizer` checks in `matchConditions`.
+    authorizer: Option<Arc<Authorizer>>,
 }
 
 /// MutatingAdmissionWebhook.
@@ -58,12 +61,14 @@ where
         + 'static,
 {
     /// Watch the configurations through `client` (in a task of its own); call webhooks with
-    /// `caller`, read namespace labels from `namespaces`.
+    /// `caller`, read namespace labels from `namespaces`, answer `matchConditions`'
+    /// `authorizer` checks with `authorizer` (unbound without one).
     pub fn start(
         client: kube::Client,
         namespaces: Arc<Namespaces>,
         caller: Caller,
         metrics: Option<Arc<AdmissionMetrics>>,
+        authorizer: Option<Arc<Authorizer>>,
     ) -> Self {
         let configurations = super::watched(&client, "admission webhooks");
         Webhooks {
@@ -72,6 +77,7 @@ where
             caller,
             metrics,
             programs: Default::default(),
+            authorizer,
         }
     }
 
@@ -96,6 +102,7 @@ where
             programs: &self.programs,
             namespaces: &self.namespaces,
             metrics: self.metrics.as_deref(),
+            authorizer: self.authorizer.as_ref(),
             kind,
             annotation,
         }

@@ -313,6 +313,7 @@ async fn an_ifneeded_webhook_sees_what_later_steps_changed() {
         Namespaces::start(client),
         Caller::new(Default::default(), Credentials::default()),
         None,
+        None,
     );
     let chain = Chain::default();
     chain.push(Arc::new(hooks));

@@ -20,6 +20,7 @@ async fn widget_server_on_embedded_storage_behind_a_real_kube_apiserver() {
     real::availability::follows_the_server(&mut f).await;
     real::identity::real_rbac_decides(&f).await;
     real::admission::cluster_objects_apply(&f).await;
+    real::admission::authorizer_in_policies(&f).await;
     let took = real::controllers::namespace_deletion(&f, "doomed", 100).await;
     // Shown with --nocapture: the figure the docs quote.
     eprintln!("a namespace of 100 Widgets went in {took:?}");

@@ -143,3 +143,98 @@ pub async fn cluster_objects_apply(f: &Fixture) {
         missing.stderr
     );
 }
+
+/// `authorizer` in a policy, answered by the cluster's RBAC through SubjectAccessReviews: only
+/// users who may `approve` widgets may ask for five replicas or more. Alice (impersonated) may
+/// create widgets; she is refused until a RoleBinding lets her approve them.
+pub async fn authorizer_in_policies(f: &Fixture) {
+    let k = f.kubectl(None);
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "widget-approvers"},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["custom.example.com"], "apiVersions": ["v1"],
+                                                    "operations": ["CREATE"], "resources": ["widgets"]}]},
+            "validations": [{
+                "expression": "object.spec.replicas < 5 || authorizer.group('custom.example.com').resource('widgets').namespace(object.metadata.namespace).check('approve').allowed()",
+                "messageExpression": "'only approvers may ask for ' + string(object.spec.replicas) + ' replicas'",
+            }],
+        },
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "widget-approvers"},
+        "spec": {"policyName": "widget-approvers", "validationActions": ["Deny"]},
+    });
+    for object in [policy, binding] {
+        k.ok_stdin(&["apply", "-f", "-"], &object.to_string());
+    }
+    k.ok(&[
+        "create",
+        "role",
+        "widget-maker",
+        "--verb=create,get,delete",
+        "--resource=widgets.custom.example.com",
+    ]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "widget-maker",
+        "--role=widget-maker",
+        "--user=alice",
+    ]);
+    let as_alice = |args: &[&str], stdin: &str| {
+        let mut full = vec!["--as", "alice"];
+        full.extend_from_slice(args);
+        k.run_with_stdin(&full, stdin)
+    };
+    let refused = until("the policy refuses alice", Duration::from_secs(30), || {
+        let run = as_alice(&["create", "-f", "-"], &widget("approved", 6));
+        if run.code == 0 {
+            k.ok(&["delete", "widget", "approved"]);
+        }
+        std::future::ready(run.stderr.contains("only approvers").then_some(run.stderr))
+    })
+    .await;
+    assert!(
+        refused.contains(
+            "ValidatingAdmissionPolicy 'widget-approvers' with binding 'widget-approvers' denied request: only approvers may ask for 6 replicas"
+        ),
+        "{refused}"
+    );
+    let small = as_alice(&["create", "-f", "-"], &widget("unapproved", 2));
+    assert_eq!(small.code, 0, "{}", small.stderr);
+
+    k.ok(&[
+        "create",
+        "role",
+        "widget-approver",
+        "--verb=approve",
+        "--resource=widgets.custom.example.com",
+    ]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "widget-approver",
+        "--role=widget-approver",
+        "--user=alice",
+    ]);
+    // Within the server's cache of denials (10 s by default), then allowed.
+    until("alice may approve", Duration::from_secs(30), || {
+        let run = as_alice(&["create", "-f", "-"], &widget("approved", 6));
+        std::future::ready((run.code == 0).then_some(()))
+    })
+    .await;
+    for (kind, name) in [
+        ("widget", "approved"),
+        ("widget", "unapproved"),
+        ("validatingadmissionpolicybinding", "widget-approvers"),
+        ("validatingadmissionpolicy", "widget-approvers"),
+        ("rolebinding", "widget-maker"),
+        ("rolebinding", "widget-approver"),
+        ("role", "widget-maker"),
+        ("role", "widget-approver"),
+    ] {
+        k.ok(&["delete", kind, name]);
+    }
+}
