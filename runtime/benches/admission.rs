@@ -128,7 +128,7 @@ async fn main() {
                "metadata": {"name": "bench"}, "spec": {"policyName": "bench", "validationActions": ["Deny"]}}),
         false,
     );
-    let policies = Arc::new(ValidatingPolicies::start(client, namespaces, None));
+    let policies = Arc::new(ValidatingPolicies::start(client, namespaces, None, Vec::new(), None));
     while validating.ready().await.is_err() || mutating.ready().await.is_err() || policies.ready().await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

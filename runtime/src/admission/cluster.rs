@@ -62,6 +62,7 @@ pub async fn install(
     options: &ServerOptions,
     metrics: Arc<AdmissionMetrics>,
     authorizer: Arc<crate::filters::authz::Authorizer>,
+    kinds: Vec<(crate::resource::ResourceMeta, serde_json::Value)>,
 ) -> Result<(), String> {
     let (enable, disable) = (&options.enable_admission_plugins, &options.disable_admission_plugins);
     let own = chain.names();
@@ -128,6 +129,8 @@ pub async fn install(
                 client.clone(),
                 namespaces.clone(),
                 Some(authorizer.clone()),
+                kinds.clone(),
+                Some(metrics.clone()),
             )),
             _ => Arc::new(ValidatingWebhooks::start(
                 client.clone(),

@@ -15,6 +15,7 @@ pub struct AdmissionMetrics {
     webhook: HistogramVec,
     requests: IntCounterVec,
     rejections: IntCounterVec,
+    type_warnings: prometheus::IntGaugeVec,
 }
 
 /// Why a webhook refused a request, as `error_type` labels it.
@@ -67,7 +68,23 @@ impl AdmissionMetrics {
                 "Admission webhook rejection count, identified by name and broken out for each admission type (validating or admit) and operation. Additional labels specify an error type (calling_webhook_error or apiserver_internal_error if an error occurred; no_error otherwise) and optionally a non-zero rejection code if the webhook rejects the request with an HTTP status code (honored by the apiserver when the code is greater or equal to 400).",
                 &["error_type", "name", "operation", "rejection_code", "type"],
             ),
+            type_warnings: registered(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "apiary_admission_policy_type_warnings",
+                        "Type-check warnings of each ValidatingAdmissionPolicy's current version against the kinds it matches on this server (undefined fields).",
+                    ),
+                    &["policy"],
+                )
+                .expect("valid gauge"),
+            ),
         })
+    }
+
+    /// `policy`'s current version has `count` type-check warnings.
+    pub fn type_warnings(&self, policy: &str, count: usize) {
+        self.type_warnings.with_label_values(&[policy]).set(count as i64);
     }
 
     /// One webhook call: its latency, its HTTP `code` (0 when there was no answer), and the

@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod params;
 pub mod policy;
 pub mod scope;
+mod typecheck;
 pub mod typed;
 pub mod webhook;
 
@@ -327,14 +328,16 @@ pub(crate) fn watched<K>(client: &kube::Client, who: &'static str) -> kube::runt
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    watched_with(kube::Api::<K>::all(client.clone()), (), who).0
+    watched_with(kube::Api::<K>::all(client.clone()), (), who, |_: &K| {}).0
 }
 
-/// [`watched`] for a kind known at run time (`dyntype`), with the task's handle to stop it.
+/// [`watched`] for a kind known at run time (`dyntype`), with the task's handle to stop it;
+/// `seen` is called with every object as it is listed, added or changed.
 pub(crate) fn watched_with<K>(
     api: kube::Api<K>,
     dyntype: K::DynamicType,
     who: &'static str,
+    seen: impl Fn(&K) + Send + 'static,
 ) -> (kube::runtime::reflector::Store<K>, tokio::task::AbortHandle)
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -348,8 +351,10 @@ where
     let feed = kube::runtime::reflector::reflector(writer, kube::runtime::watcher(api, Default::default()))
         .default_backoff()
         .for_each(move |event| {
-            if let Err(e) = event {
-                tracing::warn!("{who}: watching {plural}: {e}");
+            match event {
+                Err(e) => tracing::warn!("{who}: watching {plural}: {e}"),
+                Ok(kube::runtime::watcher::Event::Apply(k) | kube::runtime::watcher::Event::InitApply(k)) => seen(&k),
+                Ok(_) => {}
             }
             futures::future::ready(())
         });

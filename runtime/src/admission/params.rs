@@ -147,7 +147,7 @@ impl Params {
             kinds.clear();
         }
         let api = kube::Api::<DynamicObject>::all_with(self.client.clone(), &resource);
-        let (store, task) = super::watched_with(api, resource.clone(), "ValidatingAdmissionPolicy params");
+        let (store, task) = super::watched_with(api, resource.clone(), "ValidatingAdmissionPolicy params", |_| {});
         let watched = Arc::new(Watched {
             resource,
             namespaced: capabilities.scope == kube::discovery::Scope::Namespaced,

@@ -22,12 +22,14 @@ use serde_json::{Value, json};
 
 use super::cel::{self, Programs, Variables};
 use super::matching::{self, Equivalent, Selection};
+use super::metrics::AdmissionMetrics;
 use super::namespace::Namespaces;
 use super::params::Params;
 use super::{Attributes, Plugin, async_trait};
 use crate::cel::authz::Checks;
 use crate::cel::{Budget, Failure};
 use crate::filters::authz::Authorizer;
+use crate::resource::ResourceMeta;
 use crate::status::{ApiError, ApiResult};
 
 /// The ValidatingAdmissionPolicy plugin.
@@ -61,10 +63,29 @@ enum Decision {
 
 impl ValidatingPolicies {
     /// Watch the policies and bindings through `client`; read namespaces from `namespaces`;
-    /// answer expressions' `authorizer` checks with `authorizer` (unbound without one).
-    pub fn start(client: kube::Client, namespaces: Arc<Namespaces>, authorizer: Option<Arc<Authorizer>>) -> Self {
+    /// answer expressions' `authorizer` checks with `authorizer` (unbound without one);
+    /// type-check each policy as it is seen against the served `kinds` (each with its schema)
+    /// it matches, warning in the log and in `metrics`.
+    pub fn start(
+        client: kube::Client,
+        namespaces: Arc<Namespaces>,
+        authorizer: Option<Arc<Authorizer>>,
+        kinds: Vec<(ResourceMeta, Value)>,
+        metrics: Option<Arc<AdmissionMetrics>>,
+    ) -> Self {
+        let checked = move |policy: &ValidatingAdmissionPolicy| {
+            let name = name_of(&policy.metadata);
+            let warnings = super::typecheck::warnings(policy, &kinds);
+            for warning in &warnings {
+                tracing::warn!("ValidatingAdmissionPolicy {name:?}: {warning}");
+            }
+            if let Some(metrics) = &metrics {
+                metrics.type_warnings(name, warnings.len());
+            }
+        };
+        let policies = super::watched_with(kube::Api::all(client.clone()), (), "ValidatingAdmissionPolicy", checked).0;
         ValidatingPolicies {
-            policies: super::watched(&client, "ValidatingAdmissionPolicy"),
+            policies,
             bindings: super::watched(&client, "ValidatingAdmissionPolicy"),
             namespaces,
             params: Params::new(client),

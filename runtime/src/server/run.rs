@@ -232,9 +232,16 @@ impl Server {
         let guard = Arc::new(guard(&options, serving.local_ca.as_deref()).await?);
         let admission_metrics = crate::admission::metrics::AdmissionMetrics::new(self.metrics.registry());
         self.admission.observe(admission_metrics.clone());
-        crate::admission::cluster::install(&self.admission, &options, admission_metrics, guard.authorizer.clone())
-            .await
-            .map_err(Error::Config)?;
+        let kinds = self.resources.iter().map(|r| (*r.meta(), r.schema())).collect();
+        crate::admission::cluster::install(
+            &self.admission,
+            &options,
+            admission_metrics,
+            guard.authorizer.clone(),
+            kinds,
+        )
+        .await
+        .map_err(Error::Config)?;
         // One after another: versions of a kind share a feed, which the first one starts.
         let stores = self.stores.clone();
         tokio::spawn(async move {

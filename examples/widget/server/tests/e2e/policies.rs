@@ -312,4 +312,23 @@ fn policies_validate_widgets_as_kube_apiserver_does() {
         let run = k.run_with_stdin(&["create", "-f", "-"], &widget("f", "frozen", 1));
         (run.code == 0).then_some(())
     });
+
+    // A typo in a field path is reported when the policy is seen, before any request: in the
+    // log and in the gauge of the policy's type-check warnings; the fixed policy has none.
+    let typo = |expression: &str| policy("typo", "typo", json!({"validations": [{"expression": expression}]}));
+    let warnings = || {
+        let metrics = k.ok(&["get", "--raw", "/metrics"]);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"apiary_admission_policy_type_warnings{policy="typo"} "#))
+            .map(str::to_string)
+    };
+    core.set_policy(typo("object.spec.replikas < 10 && object.spec.image != ''"), false);
+    common::eventually("the typo is reported", || {
+        (warnings().as_deref() == Some("1")).then_some(())
+    });
+    core.set_policy(typo("object.spec.replicas < 10 && object.spec.image != ''"), false);
+    common::eventually("the fixed policy has no warning", || {
+        (warnings().as_deref() == Some("0")).then_some(())
+    });
 }
