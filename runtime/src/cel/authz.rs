@@ -19,7 +19,7 @@ use kube_cel::cel::extractors::{Arguments, This};
 use kube_cel::cel::objects::{Key, Map, Opaque};
 use kube_cel::cel::{Context, ExecutionError, ResolveResult, Value};
 
-use crate::endpoints::request_info::RequestInfo;
+use crate::endpoints::request_info::{RequestInfo, Verb};
 use crate::filters::authn::UserInfo;
 use crate::filters::authz::{Authorizer, Decision};
 
@@ -157,7 +157,7 @@ impl Checks {
         let info = match &query.resource {
             Some(r) => RequestInfo {
                 is_resource: true,
-                verb: query.verb.clone(),
+                verb: Verb::named(&query.verb),
                 group: r.group.clone(),
                 version: "*".into(),
                 namespace: r.namespace.clone(),
@@ -169,7 +169,7 @@ impl Checks {
                 ..Default::default()
             },
             None => RequestInfo {
-                verb: query.verb.clone(),
+                verb: Verb::named(&query.verb),
                 path: query.path.clone(),
                 ..Default::default()
             },

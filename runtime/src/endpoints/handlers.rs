@@ -16,6 +16,7 @@ use super::params::{
     IGNORE_STORE_READ_ERROR, Query, UNSAFE_DELETE_VERB, check_query, decode_patch, delete_options, flag, list_options,
     write_options,
 };
+use super::request_info::Verb;
 use super::request_info::{RequestInfo, request_info_of};
 use super::table::{self, IncludeObject};
 use super::watch::{Watching, watch};
@@ -188,7 +189,7 @@ async fn handle(
     if !served {
         return Err(ApiError::method_not_allowed(&meta, verb));
     }
-    let answer = match (is_list && *method == Method::GET, info.verb == "watch") {
+    let answer = match (is_list && *method == Method::GET, info.verb == Verb::Watch) {
         (true, true) => Answer::Watch,
         (true, false) => Answer::List,
         _ => Answer::Object,
@@ -208,7 +209,7 @@ async fn handle(
     match (target, method.as_str()) {
         (_, "GET") if is_list => {
             let options = list_options(store.as_ref(), q, namespace.clone())?;
-            if info.verb == "watch" {
+            if info.verb == Verb::Watch {
                 let metrics = parts.extensions.get::<Arc<crate::filters::metrics::Metrics>>().cloned();
                 // Boxed: a watch's future is large, and every request's would carry room for it.
                 return Box::pin(watch(store, options, q, output, watching, metrics)).await;

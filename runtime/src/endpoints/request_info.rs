@@ -11,7 +11,7 @@ pub struct RequestInfo {
     pub is_resource: bool,
     /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection;
     /// for non-resource requests the lower-case HTTP method (get, post, put, ...).
-    pub verb: String,
+    pub verb: Verb,
     /// The request path.
     pub path: String,
     /// API group ("" for the core group).
@@ -32,6 +32,69 @@ pub struct RequestInfo {
     pub field_selector: String,
 }
 
+/// A request's verb, as authorization, audit, metrics and limits read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// `get`: one object (GET or HEAD), or a non-resource path read with GET.
+    #[default]
+    Get,
+    /// `list`: a collection.
+    List,
+    /// `watch`: a collection's changes.
+    Watch,
+    /// `create`: POST.
+    Create,
+    /// `update`: PUT.
+    Update,
+    /// `patch`: PATCH (also server-side apply).
+    Patch,
+    /// `delete`: one object, or a non-resource path.
+    Delete,
+    /// `deletecollection`.
+    DeleteCollection,
+    /// Any other: a non-resource request's method (`post`, `put`, `head`, `options`), or a
+    /// verb only authorization is asked about (`impersonate`, `approve`, `unsafe-delete-ignore-read-errors`).
+    Other(String),
+}
+
+impl Verb {
+    /// The verb as Kubernetes writes it (`deletecollection`, `post`).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+            Verb::Other(verb) => verb,
+        }
+    }
+
+    /// The verb written `name`.
+    pub fn named(name: &str) -> Verb {
+        match name {
+            "get" => Verb::Get,
+            "list" => Verb::List,
+            "watch" => Verb::Watch,
+            "create" => Verb::Create,
+            "update" => Verb::Update,
+            "patch" => Verb::Patch,
+            "delete" => Verb::Delete,
+            "deletecollection" => Verb::DeleteCollection,
+            other => Verb::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Classify a request from its method, path and query (read as the handlers read it).
 pub fn request_info(method: &str, path: &str, query: Option<&str>) -> RequestInfo {
     request_info_of(method, path, &super::params::query_map(query))
@@ -41,7 +104,7 @@ pub fn request_info(method: &str, path: &str, query: Option<&str>) -> RequestInf
 pub fn request_info_of(method: &str, path: &str, q: &std::collections::HashMap<String, String>) -> RequestInfo {
     let watch = super::params::flag(q, "watch");
     let non_resource = || RequestInfo {
-        verb: method.to_ascii_lowercase(),
+        verb: Verb::named(&method.to_ascii_lowercase()),
         path: path.to_string(),
         ..Default::default()
     };
@@ -75,28 +138,23 @@ pub fn request_info_of(method: &str, path: &str, q: &std::collections::HashMap<S
     };
     let collection = name.is_empty();
     let verb = match method {
-        "GET" | "HEAD" if collection && watch => "watch",
-        "GET" | "HEAD" if collection => "list",
-        "GET" | "HEAD" => "get",
-        "POST" => "create",
-        "PUT" => "update",
-        "PATCH" => "patch",
-        "DELETE" if collection => "deletecollection",
-        "DELETE" => "delete",
-        other => {
-            return RequestInfo {
-                verb: other.to_ascii_lowercase(),
-                ..non_resource()
-            };
-        }
+        "GET" | "HEAD" if collection && watch => Verb::Watch,
+        "GET" | "HEAD" if collection => Verb::List,
+        "GET" | "HEAD" => Verb::Get,
+        "POST" => Verb::Create,
+        "PUT" => Verb::Update,
+        "PATCH" => Verb::Patch,
+        "DELETE" if collection => Verb::DeleteCollection,
+        "DELETE" => Verb::Delete,
+        _ => return non_resource(),
     };
-    let selects = matches!(verb, "list" | "watch" | "deletecollection");
+    let selects = matches!(verb, Verb::List | Verb::Watch | Verb::DeleteCollection);
     let selector = |key: &str| q.get(key).filter(|_| selects).cloned().unwrap_or_default();
     RequestInfo {
         is_resource: true,
         label_selector: selector("labelSelector"),
         field_selector: selector("fieldSelector"),
-        verb: verb.into(),
+        verb,
         path: path.to_string(),
         group: group.into(),
         version: version.into(),
@@ -217,7 +275,7 @@ mod tests {
         );
         assert_eq!(
             request_info("GET", "/apis/g.io/v1/widgets", Some("watch=true")).verb,
-            "watch"
+            Verb::Watch
         );
         let i = request_info("PUT", "/apis/g.io/v1/namespaces/ns/widgets/w/status", None);
         assert_eq!(
@@ -226,7 +284,7 @@ mod tests {
         );
         assert_eq!(
             request_info("DELETE", "/apis/g.io/v1/namespaces/ns/widgets", None).verb,
-            "deletecollection"
+            Verb::DeleteCollection
         );
         let i = request_info("DELETE", "/apis/g.io/v1/policies/p", None);
         assert_eq!(
@@ -247,7 +305,7 @@ mod tests {
         ] {
             let i = request_info("GET", path, None);
             assert!(!i.is_resource, "{path}");
-            assert_eq!(i.verb, "get");
+            assert_eq!(i.verb, Verb::Get);
         }
     }
 
@@ -322,5 +380,24 @@ mod tests {
         );
         assert_eq!(percent_decode("a+b%20c", true).as_deref(), Some("a b c"));
         assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
+    }
+
+    #[test]
+    fn verbs_read_back_as_written() {
+        for verb in [
+            Verb::Get,
+            Verb::List,
+            Verb::Watch,
+            Verb::Create,
+            Verb::Update,
+            Verb::Patch,
+            Verb::Delete,
+            Verb::DeleteCollection,
+            Verb::Other("approve".into()),
+        ] {
+            assert_eq!(Verb::named(verb.as_str()), verb);
+        }
+        assert_eq!(request_info("POST", "/healthz", None).verb, Verb::Other("post".into()));
+        assert_eq!(request_info("OPTIONS", "/apis/g.io/v1/widgets", None).verb.as_str(), "options");
     }
 }

@@ -13,6 +13,7 @@ use super::authz::{Authorizer, Decision, always_allowed};
 use super::limits::{Bounds, bounded};
 use crate::endpoints::error_response;
 use crate::endpoints::params::Query;
+use crate::endpoints::request_info::Verb;
 use crate::endpoints::request_info::{RequestInfo, request_info_of};
 use crate::status::ApiError;
 
@@ -152,7 +153,7 @@ impl AuthorizeMore {
     /// 403 (or 500) unless the user may also `verb` what the request names.
     pub async fn verb(&self, verb: &str) -> Result<(), ApiError> {
         let info = RequestInfo {
-            verb: verb.to_string(),
+            verb: Verb::named(verb),
             ..RequestInfo::clone(&self.info)
         };
         check(&self.guard, &self.user, &info).await
@@ -194,7 +195,7 @@ async fn impersonated(guard: &Guard, request: &mut Request, user: Option<&Arc<Us
     // Each part is authorized as `impersonate` on its own resource.
     let check = |group: &str, resource: &str, subresource: &str, name: &str| RequestInfo {
         is_resource: true,
-        verb: "impersonate".into(),
+        verb: Verb::named("impersonate"),
         group: group.into(),
         resource: resource.into(),
         subresource: subresource.into(),

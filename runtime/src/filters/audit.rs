@@ -105,7 +105,7 @@ impl Rule {
     fn matches(&self, user: &UserInfo, info: &RequestInfo) -> bool {
         if !any_or(&self.users, &user.name)
             || !(self.user_groups.is_empty() || user.groups.iter().any(|g| self.user_groups.contains(g)))
-            || !any_or(&self.verbs, &info.verb)
+            || !any_or(&self.verbs, info.verb.as_str())
         {
             return false;
         }
@@ -271,7 +271,7 @@ impl Record {
             "level": format!("{level:?}"),
             "auditID": audit_id,
             "requestURI": uri,
-            "verb": info.verb,
+            "verb": info.verb.as_str(),
             "user": user_json(user),
             "sourceIPs": source_ips,
             "requestReceivedTimestamp": timestamp(SystemTime::now()),

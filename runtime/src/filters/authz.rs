@@ -129,7 +129,7 @@ fn review(user: &UserInfo, info: &RequestInfo) -> SubjectAccessReview {
     if info.is_resource {
         spec.resource_attributes = Some(ResourceAttributes {
             namespace: some(&info.namespace),
-            verb: some(&info.verb),
+            verb: some(info.verb.as_str()),
             group: Some(info.group.clone()),
             version: some(&info.version),
             resource: some(&info.resource),
@@ -141,7 +141,7 @@ fn review(user: &UserInfo, info: &RequestInfo) -> SubjectAccessReview {
     } else {
         spec.non_resource_attributes = Some(NonResourceAttributes {
             path: Some(info.path.clone()),
-            verb: Some(info.verb.clone()),
+            verb: Some(info.verb.to_string()),
         });
     }
     SubjectAccessReview {

@@ -16,6 +16,7 @@ use super::authn::UserInfo;
 use super::authz::always_allowed;
 use super::metrics::Metrics;
 use crate::endpoints::error_response;
+use crate::endpoints::request_info::Verb;
 use crate::status::ApiError;
 
 /// In-flight limits (`--max-requests-inflight`, `--max-mutating-requests-inflight`);
@@ -48,7 +49,7 @@ pub async fn bounded<F: Future<Output = Response>>(
     next: impl FnOnce(Request) -> F,
 ) -> Response {
     let (limits, timeout) = (&bounds.in_flight, bounds.timeout);
-    if info_of(&request).verb == "watch" {
+    if info_of(&request).verb == Verb::Watch {
         return next(request).await;
     }
     let mut _permit = None;

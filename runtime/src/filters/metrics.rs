@@ -181,22 +181,25 @@ impl Metrics {
                     .copied()
             })
             .flatten();
-        let verb = match info.verb.as_str() {
-            "create" => "POST",
-            "update" => "PUT",
-            "patch" if apply => "APPLY",
-            "patch" => "PATCH",
-            "get" => "GET",
-            "list" => "LIST",
-            "watch" => "WATCH",
-            "delete" => "DELETE",
-            "deletecollection" => "DELETECOLLECTION",
-            "post" => "POST",
-            "put" => "PUT",
-            "head" => "HEAD",
-            "options" => "OPTIONS",
-            "connect" => "CONNECT",
-            _ => "OTHER",
+        use crate::endpoints::request_info::Verb;
+        let verb = match &info.verb {
+            Verb::Create => "POST",
+            Verb::Update => "PUT",
+            Verb::Patch if apply => "APPLY",
+            Verb::Patch => "PATCH",
+            Verb::Get => "GET",
+            Verb::List => "LIST",
+            Verb::Watch => "WATCH",
+            Verb::Delete => "DELETE",
+            Verb::DeleteCollection => "DELETECOLLECTION",
+            Verb::Other(method) => match method.as_str() {
+                "post" => "POST",
+                "put" => "PUT",
+                "head" => "HEAD",
+                "options" => "OPTIONS",
+                "connect" => "CONNECT",
+                _ => "OTHER",
+            },
         };
         let scope = if !info.namespace.is_empty() {
             "namespace"

@@ -18,6 +18,7 @@ use super::authn::UserInfo;
 use super::metrics::Metrics;
 use crate::endpoints::error_response;
 use crate::endpoints::params::Query;
+use crate::endpoints::request_info::Verb;
 use crate::status::ApiError;
 
 /// The request's audit ID: the client's `Audit-ID` header, or a new UUID.
@@ -88,13 +89,13 @@ pub async fn instrument<F: Future<Output = Response>>(
     } else {
         tracing::debug!(target: "apiary::request", %method, path, user, code, latency_ms, audit_id, "request");
     }
-    if size.is_none() && info.verb != "watch" {
+    if size.is_none() && info.verb != Verb::Watch {
         let (metrics, labels) = (metrics.clone(), labels.clone());
         let (parts, body) = response.into_parts();
         let body = super::limits::with_byte_count(body, move |bytes| metrics.observe_size(&labels, bytes));
         response = Response::from_parts(parts, body);
     }
-    if info.verb == "watch" && code == 200 {
+    if info.verb == Verb::Watch && code == 200 {
         let running = metrics.longrunning(&labels);
         let (parts, body) = response.into_parts();
         response = Response::from_parts(parts, super::limits::with_guard(body, running));
@@ -157,7 +158,7 @@ pub async fn audit<F: Future<Output = Response>>(
     if impersonator.is_some() {
         record.impersonated(&user);
     }
-    let request = if level >= Level::Request && matches!(info.verb.as_str(), "create" | "update" | "patch") {
+    let request = if level >= Level::Request && matches!(info.verb, Verb::Create | Verb::Update | Verb::Patch) {
         let (parts, body) = request.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, crate::endpoints::MAX_BODY).await else {
             return error_response(&ApiError::too_large(crate::endpoints::MAX_BODY));
@@ -186,7 +187,7 @@ pub async fn audit<F: Future<Output = Response>>(
     if let Some(annotations) = response.extensions().get::<AuditAnnotations>() {
         record.annotate(annotations);
     }
-    if info.verb == "watch" && code == 200 {
+    if info.verb == Verb::Watch && code == 200 {
         record.respond(code, None);
         if let Some(event) = record.at(Stage::ResponseStarted) {
             log.write(&event);
