@@ -27,7 +27,7 @@ mod typecheck;
 pub mod typed;
 pub mod webhook;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use serde_json::Value;
 
@@ -185,43 +185,73 @@ pub trait Plugin: Send + Sync + 'static {
     }
 }
 
-/// The admission steps of a server, shared by all its stores; steps may be added while the
-/// server is assembled.
+/// The admission steps of a server, shared by all its stores; steps are added while the server
+/// is assembled, and frozen into one immutable list when it runs ([`freeze`](Chain::freeze)).
 #[derive(Clone, Default)]
 pub struct Chain {
     plugins: Arc<RwLock<Vec<Arc<dyn Plugin>>>>,
+    /// The frozen steps. Held strongly by the running server's [`Frozen`] alone: steps often
+    /// hold stores whose chain holds them, and this way that cycle ends when the server does.
+    frozen: Arc<OnceLock<Weak<Steps>>>,
     metrics: Arc<RwLock<Option<Arc<metrics::AdmissionMetrics>>>>,
 }
+
+/// A chain's steps, in order.
+type Steps = [Arc<dyn Plugin>];
+
+/// A chain's frozen steps, kept alive by the server while it runs.
+pub struct Frozen(#[allow(dead_code)] Arc<Steps>);
 
 impl Chain {
     /// Append a step; steps run in the order they were added.
     pub fn push(&self, plugin: Arc<dyn Plugin>) {
-        self.plugins
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(plugin);
+        if let Some(mut steps) = self.assembling() {
+            steps.push(plugin);
+        }
     }
 
     /// Put steps before all others, in their order (the cluster's own plugins run first, as
     /// upstream).
     pub fn push_front(&self, plugins: Vec<Arc<dyn Plugin>>) {
-        self.plugins
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .splice(0..0, plugins);
+        if let Some(mut steps) = self.assembling() {
+            steps.splice(0..0, plugins);
+        }
+    }
+
+    /// The steps while the chain is assembled; `None` (logged) once it is frozen, when a
+    /// change has no effect.
+    fn assembling(&self) -> Option<std::sync::RwLockWriteGuard<'_, Vec<Arc<dyn Plugin>>>> {
+        if self.frozen.get().is_some() {
+            tracing::warn!("an admission step was added or removed after the server started: it has no effect");
+            return None;
+        }
+        Some(self.plugins.write().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Freeze the steps: every request from now on runs this list, shared without copying or
+    /// locking; the returned [`Frozen`] keeps it alive (the server holds it while it runs, and
+    /// requests arriving after it is gone are refused with 503 rather than run without steps).
+    pub fn freeze(&self) -> Frozen {
+        let steps: Arc<Steps> = match self.assembling() {
+            Some(mut steps) => std::mem::take(&mut *steps).into(),
+            None => return Frozen(self.steps().unwrap_or_else(|_| Arc::new([]))),
+        };
+        let _ = self.frozen.set(Arc::downgrade(&steps));
+        Frozen(steps)
     }
 
     /// The steps' names, in order.
     pub fn names(&self) -> Vec<String> {
-        self.steps().iter().map(|p| p.name().to_string()).collect()
+        self.steps()
+            .map(|steps| steps.iter().map(|p| p.name().to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// Keep only the steps whose name passes `keep`.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.plugins
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|p| keep(p.name()));
+        if let Some(mut steps) = self.assembling() {
+            steps.retain(|p| keep(p.name()));
+        }
     }
 
     /// Record each phase's duration in `metrics`.
@@ -237,25 +267,27 @@ impl Chain {
             .map(metrics::StepTimer::start)
     }
 
-    /// Drop every step. Steps often hold stores whose chain holds them (a cycle), so the
-    /// server clears its chain when it stops, letting storage close cleanly.
-    pub fn clear(&self) {
-        self.plugins
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-    }
-
-    fn steps(&self) -> Vec<Arc<dyn Plugin>> {
-        self.plugins
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    /// The steps: the frozen list, or (before the server runs, or in a test that builds a
+    /// store by hand) the ones added so far.
+    fn steps(&self) -> ApiResult<Arc<Steps>> {
+        match self.frozen.get() {
+            Some(frozen) => frozen
+                .upgrade()
+                .ok_or_else(|| crate::status::ApiError::unavailable("the server is shutting down")),
+            None => Ok(self
+                .plugins
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect()),
+        }
     }
 
     /// The first step that is not ready, and why.
     pub async fn ready(&self) -> Result<(), (String, String)> {
-        for plugin in self.steps() {
+        let steps = self.steps().map_err(|e| ("admission".to_string(), e.message))?;
+        for plugin in steps.iter() {
             plugin.ready().await.map_err(|e| (plugin.name().to_string(), e))?;
         }
         Ok(())
@@ -274,8 +306,9 @@ impl Chain {
         let mut result = Ok(());
         let mut defaults = Some(defaults);
         // What each step asking for reinvocation left.
-        let mut left: Vec<(Arc<dyn Plugin>, Value)> = Vec::new();
-        for plugin in self.steps() {
+        let mut left: Vec<(&Arc<dyn Plugin>, Value)> = Vec::new();
+        let steps = self.steps()?;
+        for plugin in steps.iter() {
             if plugin.mutates()
                 && let Some(defaults) = defaults.take()
             {
@@ -309,7 +342,7 @@ impl Chain {
     pub async fn validate(&self, attributes: &Attributes<'_>, object: &Value) -> ApiResult<()> {
         let timer = self.timer();
         let mut result = Ok(());
-        for plugin in self.steps() {
+        for plugin in self.steps()?.iter() {
             result = plugin.validate(attributes, object).await;
             if result.is_err() {
                 break;
@@ -359,4 +392,40 @@ where
             futures::future::ready(())
         });
     (store, tokio::spawn(feed).abort_handle())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step that holds what it was given, as steps hold stores.
+    struct Holding(#[allow(dead_code)] Arc<()>);
+
+    #[async_trait]
+    impl Plugin for Holding {
+        fn name(&self) -> &str {
+            "holding"
+        }
+    }
+
+    /// Frozen, the steps live exactly as long as the server's hold on them: a request after
+    /// that is refused (never run without its steps), and what the steps held is released
+    /// with no clearing by hand.
+    #[tokio::test]
+    async fn frozen_steps_live_as_long_as_the_server_holds_them() {
+        let held = Arc::new(());
+        let chain = Chain::default();
+        chain.push(Arc::new(Holding(held.clone())));
+        let frozen = chain.freeze();
+        assert_eq!(chain.names(), ["holding"]);
+        let a = Attributes::new(Operation::Create, &crate::resource::TEST_META, None, "x");
+        let mut object = serde_json::json!({});
+        chain.mutate(&a, &mut object, |_| {}).await.unwrap();
+        chain.push(Arc::new(Holding(held.clone())));
+        assert_eq!(chain.names(), ["holding"], "added after the freeze: no effect");
+        drop(frozen);
+        assert_eq!(Arc::strong_count(&held), 1, "the steps are gone");
+        let refused = chain.validate(&a, &object).await.unwrap_err();
+        assert_eq!((refused.code, refused.reason), (503, "ServiceUnavailable"));
+    }
 }

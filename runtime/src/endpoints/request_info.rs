@@ -398,6 +398,9 @@ mod tests {
             assert_eq!(Verb::named(verb.as_str()), verb);
         }
         assert_eq!(request_info("POST", "/healthz", None).verb, Verb::Other("post".into()));
-        assert_eq!(request_info("OPTIONS", "/apis/g.io/v1/widgets", None).verb.as_str(), "options");
+        assert_eq!(
+            request_info("OPTIONS", "/apis/g.io/v1/widgets", None).verb.as_str(),
+            "options"
+        );
     }
 }

@@ -242,6 +242,8 @@ impl Server {
         )
         .await
         .map_err(Error::Config)?;
+        // From here on every request runs this list; it lives as long as `run`.
+        let frozen = self.admission.freeze();
         // One after another: versions of a kind share a feed, which the first one starts.
         let stores = self.stores.clone();
         tokio::spawn(async move {
@@ -459,9 +461,9 @@ impl Server {
         if let Some(audit) = audit_at_exit {
             let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
         }
-        // Admission steps may hold stores (and so storage) that hold the chain: release them
-        // so the data file is closed cleanly when the stores go.
-        self.admission.clear();
+        // Admission steps may hold stores (and so storage) that hold the chain: with the last
+        // strong hold on them gone, the data file is closed cleanly when the stores go.
+        drop(frozen);
         Ok(())
     }
 }
