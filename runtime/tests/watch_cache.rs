@@ -300,15 +300,32 @@ async fn consistent_lists_from_the_cache(inner: Arc<dyn Storage>) {
     let first = cache.list("/r/", &page, Freshness::NotOlderThan(0)).await.unwrap();
     assert_eq!((first.kvs.len(), first.remaining), (7, written.len() as u64 - 7));
     assert_eq!(backend.ranges.load(Ordering::SeqCst), before, "served from the cache");
-    // The next page reads at the first one's revision, from the backend.
+    // The next page reads at the first one's revision: from the cache while nothing under the
+    // prefix changed since (a write elsewhere does not count), from the backend once something
+    // did, and the same page either way.
     let next = RangeRequest {
         start_after: Some(first.kvs[6].key.clone()),
         revision: Some(first.revision),
         ..whole("/r/")
     };
+    backend.create("/other/y", vec![]).await.unwrap();
     let rest = cache.list("/r/", &next, Freshness::Consistent).await.unwrap();
     assert_eq!(rest.kvs.len() + 7, written.len());
-    assert_eq!(backend.ranges.load(Ordering::SeqCst), before + 1);
+    assert_eq!(rest.revision, first.revision);
+    assert_eq!(
+        backend.ranges.load(Ordering::SeqCst),
+        before,
+        "the next page from the cache"
+    );
+    let added = cache.create("/r/ns/later", vec![b'1']).await.unwrap();
+    cache.list("/r/", &whole("/r/"), Freshness::Consistent).await.unwrap();
+    let again = cache.list("/r/", &next, Freshness::Consistent).await.unwrap();
+    assert_eq!(
+        again.kvs, rest.kvs,
+        "the page as of its revision, without the later write"
+    );
+    assert!(again.kvs.iter().all(|kv| kv.mod_revision < added.mod_revision));
+    assert_eq!(backend.ranges.load(Ordering::SeqCst), before + 1, "from the backend");
 }
 
 /// Writes made through the cache (this server's own, to this resource and to others, as the

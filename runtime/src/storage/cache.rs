@@ -205,15 +205,30 @@ impl WatchCache {
 
     /// Keys under `request.prefix` (within the feed of `feed_prefix`) from the cache's state
     /// once it is as fresh as asked, as kube-apiserver's watch cache serves lists (KEP-2340).
-    /// Reads at a past revision, and any the cache cannot vouch for within [`FRESH_WAIT`], go
-    /// to the backend.
+    /// A read at a past revision (a paged list's next page) comes from the cache when nothing
+    /// under the prefix changed since it, as upstream serves pages from its cache's snapshots;
+    /// other past reads, and any the cache cannot vouch for within [`FRESH_WAIT`], go to the
+    /// backend.
     pub async fn list(
         &self,
         feed_prefix: &str,
         request: &RangeRequest,
         freshness: Freshness,
     ) -> Result<RangeResponse, StorageError> {
-        if request.revision.is_some() || !request.prefix.starts_with(feed_prefix) {
+        if !request.prefix.starts_with(feed_prefix) {
+            return self.inner.range(request.clone()).await;
+        }
+        if let Some(at) = request.revision {
+            let feed = lock(&self.feeds).get(feed_prefix).cloned();
+            if let Some(feed) = feed {
+                let window = lock(&feed.window);
+                // The state holds every change up to `progress` and is the newest as of
+                // `vouched`: nothing under the prefix changed between the two, so it is the
+                // state at each revision there.
+                if window.progress <= at && at <= window.vouched {
+                    return Ok(window.page(request, at));
+                }
+            }
             return self.inner.range(request.clone()).await;
         }
         let feed = self.feed(feed_prefix).await?;
