@@ -5,7 +5,6 @@
 //! server.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use apiary_runtime::admission::Chain;
 use apiary_runtime::admission::namespace::Namespaces;
@@ -82,15 +81,6 @@ impl From<Dial> for DialBeta {
     }
 }
 
-async fn client(kubeconfig: &std::path::Path, url: &str) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    config.cluster_url = url.parse().unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
 /// A mutating webhook for `dials/scale` at v1 only is called for a scale of the v1beta1 Dial,
 /// sees the Scale named at v1 (the request's version as `requestResource`), and its patch of the
 /// replicas is stored.
@@ -111,7 +101,7 @@ async fn a_scale_webhook_for_one_version_judges_the_others() {
             "sideEffects": "None", "admissionReviewVersions": ["v1"],
         }],
     }));
-    let client = client(&core.kubeconfig, &core.url).await;
+    let client = core.client().await;
     let chain = Chain::default();
     chain.push(Arc::new(MutatingWebhooks::start(
         client.clone(),
@@ -125,12 +115,7 @@ async fn a_scale_webhook_for_one_version_judges_the_others() {
     let beta = Store::serving::<DialBeta>(storage, "/registry", std::slice::from_ref(&v1))
         .unwrap()
         .with_admission(chain.clone());
-    for _ in 0..100 {
-        if chain.ready().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    core.until_ready(&chain).await;
     let dial = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}});
     beta.create(Some("default"), dial, &WriteOptions::default())
         .await

@@ -95,10 +95,7 @@ pub async fn value(program: &Program, variables: &Variables, budget: &Budget) ->
 
 /// Run `program` over `variables`, charged to `budget`: its boolean, or why there is none.
 pub async fn evaluate(program: &Program, variables: &Variables, budget: &Budget) -> Result<bool, Failure> {
-    match value(program, variables, budget).await? {
-        CelValue::Bool(b) => Ok(b),
-        other => Err(Failure::Error(format!("expected a boolean, got {:?}", other.type_of()))),
-    }
+    engine::boolean(value(program, variables, budget).await?)
 }
 
 #[cfg(test)]

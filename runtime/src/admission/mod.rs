@@ -232,9 +232,12 @@ impl Chain {
     /// locking; the returned [`Frozen`] keeps it alive (the server holds it while it runs, and
     /// requests arriving after it is gone are refused with 503 rather than run without steps).
     pub fn freeze(&self) -> Frozen {
+        if self.frozen.get().is_some() {
+            return Frozen(self.steps().unwrap_or_else(|_| Arc::new([])));
+        }
         let steps: Arc<Steps> = match self.assembling() {
             Some(mut steps) => std::mem::take(&mut *steps).into(),
-            None => return Frozen(self.steps().unwrap_or_else(|_| Arc::new([]))),
+            None => Arc::new([]),
         };
         let _ = self.frozen.set(Arc::downgrade(&steps));
         Frozen(steps)
@@ -302,12 +305,12 @@ impl Chain {
         object: &mut Value,
         defaults: impl FnOnce(&mut Value),
     ) -> ApiResult<()> {
+        let steps = self.steps()?;
         let timer = self.timer();
         let mut result = Ok(());
         let mut defaults = Some(defaults);
         // What each step asking for reinvocation left.
         let mut left: Vec<(&Arc<dyn Plugin>, Value)> = Vec::new();
-        let steps = self.steps()?;
         for plugin in steps.iter() {
             if plugin.mutates()
                 && let Some(defaults) = defaults.take()
@@ -340,9 +343,10 @@ impl Chain {
 
     /// Every validating step, in order.
     pub async fn validate(&self, attributes: &Attributes<'_>, object: &Value) -> ApiResult<()> {
+        let steps = self.steps()?;
         let timer = self.timer();
         let mut result = Ok(());
-        for plugin in self.steps()?.iter() {
+        for plugin in steps.iter() {
             result = plugin.validate(attributes, object).await;
             if result.is_err() {
                 break;

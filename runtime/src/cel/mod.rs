@@ -75,7 +75,12 @@ pub fn run(program: &Program, bindings: &[(&str, &Value)], budget: &Budget) -> R
 
 /// Run `program`: its boolean, or why there is none.
 pub fn run_bool(program: &Program, bindings: &[(&str, &Value)], budget: &Budget) -> Result<bool, Failure> {
-    match run(program, bindings, budget)? {
+    boolean(run(program, bindings, budget)?)
+}
+
+/// An expression's result as the boolean a rule or condition must give.
+pub fn boolean(value: Value) -> Result<bool, Failure> {
+    match value {
         Value::Bool(b) => Ok(b),
         other => Err(Failure::Error(format!("expected a boolean, got {:?}", other.type_of()))),
     }

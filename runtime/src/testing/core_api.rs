@@ -156,6 +156,28 @@ impl Default for StandInState {
 }
 
 impl CoreApiStandIn {
+    /// A `kube` client for the stand-in, as admission plugins and informers use one.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("the stand-in's kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("the stand-in's kubeconfig is usable");
+        kube::Client::try_from(config).expect("a client for the stand-in")
+    }
+
+    /// Wait (up to 10 s) until every step of `chain` is ready (its watches of the stand-in's
+    /// objects have listed); panics naming the step that is not.
+    pub async fn until_ready(&self, chain: &crate::admission::Chain) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match chain.ready().await {
+                Ok(()) => return,
+                Err((step, why)) if std::time::Instant::now() > deadline => panic!("{step} is not ready: {why}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Start it on a free port, writing its CA and kubeconfig under `dir`.
     pub fn start(dir: &Path) -> CoreApiStandIn {
         use axum::routing::{get, post};

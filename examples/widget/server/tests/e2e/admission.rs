@@ -307,7 +307,7 @@ async fn an_ifneeded_webhook_sees_what_later_steps_changed() {
             "sideEffects": "None", "admissionReviewVersions": ["v1"], "reinvocationPolicy": "IfNeeded",
         }],
     }));
-    let client = common::kube_client(&core.kubeconfig, &core.url).await;
+    let client = core.client().await;
     let hooks = MutatingWebhooks::start(
         client.clone(),
         Namespaces::start(client),
@@ -325,13 +325,7 @@ async fn an_ifneeded_webhook_sees_what_later_steps_changed() {
     )
     .unwrap()
     .with_admission(chain.clone());
-    // The configuration and namespaces are seen.
-    for _ in 0..100 {
-        if chain.ready().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    core.until_ready(&chain).await;
     let create = |name: &str, labels: Value| {
         let body = json!({"metadata": {"name": name, "labels": labels}, "spec": {"replicas": 1, "image": "nginx"}});
         let store = &store;
